@@ -1,0 +1,530 @@
+"""The collection: rows, versions and the quantizer, in memory or in a store directory.
+
+This layer sits between the LangChain adapter (``vectorstore.py``) and the storage and search
+layers. It validates rows, applies adds, upserts and deletes as new immutable versions, decides
+when the quantizer is trained, and turns search hits back into rows. It knows nothing of
+``Document`` or embeddings models, so it can be tested and reused (CLI, Ray shards) on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from langchain_vq.errors import (
+    ConfigurationError,
+    CorruptStoreError,
+    DimensionMismatchError,
+    InvalidInputError,
+)
+from langchain_vq.quantization import make_quantizer, quantizer_from_config
+from langchain_vq.quantization.base import as_float_matrix
+from langchain_vq.search import Hits, SegmentView, search_segments
+from langchain_vq.storage import Manifest, Segment, SegmentEntry, StoreDirectory, build_segment
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Sequence
+
+    import numpy.typing as npt
+
+    from langchain_vq.quantization.base import Quantizer
+
+logger = logging.getLogger(__name__)
+
+MetricName = Literal["cosine", "dot", "l2"]
+METRICS: dict[str, MetricName] = {
+    "cosine": "cosine",
+    "cos": "cosine",
+    "dot": "dot",
+    "ip": "dot",
+    "inner_product": "dot",
+    "max_inner_product": "dot",
+    "l2": "l2",
+    "euclidean": "l2",
+}
+#: Rows per segment written by one add; larger adds are split.
+SEGMENT_MAX_ROWS = 1 << 20
+#: Vectors sampled to train a quantizer.
+TRAIN_SAMPLE = 100_000
+#: Seconds a file no longer referenced survives ``compact``, for readers of older versions.
+CLEANUP_GRACE_SECONDS = 60.0
+
+
+def normalize_metric(metric: str) -> MetricName:
+    """Map metric aliases onto ``"cosine"``, ``"dot"`` or ``"l2"``."""
+    key = metric.lower() if isinstance(metric, str) else metric
+    if key not in METRICS:
+        msg = f"Unknown metric {metric!r}; expected one of 'cosine', 'dot', 'l2'."
+        raise ConfigurationError(msg)
+    return METRICS[key]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stored row, as returned to callers."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float | None = None
+    vector: npt.NDArray[np.float32] | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One immutable version of the collection; searches read it without locks."""
+
+    version: int
+    dim: int | None
+    views: tuple[SegmentView, ...] = ()
+    quantizer: Quantizer | None = None
+    manifest: Manifest | None = None
+
+    @property
+    def live_rows(self) -> int:
+        """Rows not deleted."""
+        return sum(v.live_count for v in self.views)
+
+
+@dataclass
+class CollectionConfig:
+    """Settings fixed when a collection is created (and checked when it is reopened)."""
+
+    metric: MetricName = "cosine"
+    quantization: str = "binary"
+    quantizer_options: dict[str, Any] = field(default_factory=dict)
+    embedding_model: str | None = None
+
+
+class Collection:
+    """Rows with float vectors and quantized codes, as a sequence of committed versions."""
+
+    def __init__(
+        self,
+        config: CollectionConfig,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        lock_timeout: float | None = 10.0,
+    ) -> None:
+        self.config = config
+        self.lock_timeout = lock_timeout
+        self._mutex = threading.RLock()
+        self._segments: dict[str, Segment] = {}  # open segments by name, reused across versions
+        self.directory = StoreDirectory(path) if path is not None else None
+        if self.directory is None:
+            self._snapshot = Snapshot(version=0, dim=None)
+        elif self.directory.exists():
+            self._snapshot = self._load(self.directory.read_manifest())
+        else:
+            manifest = Manifest(
+                version=0,
+                dim=None,
+                metric=config.metric,
+                quantization=self._quantization_entry(),
+                embedding_model=config.embedding_model,
+            )
+            self.directory.create(manifest)
+            self._snapshot = Snapshot(version=0, dim=None, manifest=manifest)
+
+    # -- reading state -----------------------------------------------------------------------
+    @property
+    def snapshot(self) -> Snapshot:
+        """The version searches currently read."""
+        return self._snapshot
+
+    @property
+    def kind(self) -> Literal["ip", "l2"]:
+        """The similarity the engine ranks by."""
+        return "l2" if self.config.metric == "l2" else "ip"
+
+    def _quantization_entry(self) -> dict[str, Any]:
+        return {"name": self.config.quantization, "options": self.config.quantizer_options}
+
+    def _load(self, manifest: Manifest) -> Snapshot:
+        """Open the files of ``manifest``, checking them against the creation settings."""
+        assert self.directory is not None  # noqa: S101
+        self._check_reopen(manifest)
+        quantizer = None
+        if manifest.quantizer_state is not None:
+            config, state = self.directory.read_quantizer_state(manifest.quantizer_state)
+            try:
+                quantizer = quantizer_from_config(config, state)
+            except (InvalidInputError, ConfigurationError) as exc:
+                path = str(self.directory.path / manifest.quantizer_state.file)
+                msg = f"Quantizer state {path} does not match its config ({exc}); it is damaged."
+                raise CorruptStoreError(msg, path) from exc
+        views = []
+        for entry in manifest.segments:
+            segment = self._segments.get(entry.name)
+            if segment is None:
+                segment = self.directory.read_segment(
+                    entry, manifest.dim or 0, quantizer.code_size if quantizer else None
+                )
+            views.append(SegmentView(segment, self.directory.read_deletions(entry)))
+        self._segments = {v.segment.name: v.segment for v in views}
+        return Snapshot(manifest.version, manifest.dim, tuple(views), quantizer, manifest)
+
+    def _check_reopen(self, manifest: Manifest) -> None:
+        stored = manifest.quantization or {}
+        if manifest.metric != self.config.metric:
+            msg = (
+                f"The store at {self.directory.path if self.directory else ''} uses metric "
+                f"{manifest.metric!r}, but {self.config.metric!r} was requested. Reopen it with "
+                f"metric={manifest.metric!r} (or leave metric unset), or create a new store."
+            )
+            raise ConfigurationError(msg)
+        if stored.get("name") != self.config.quantization:
+            msg = (
+                f"The store uses quantization {stored.get('name')!r}, but "
+                f"{self.config.quantization!r} was requested. Reopen it without quantization= "
+                "(it is read from the store) or build a new store with the other setting."
+            )
+            raise ConfigurationError(msg)
+
+    def refresh(self) -> bool:
+        """Pick up versions committed by other writers; True if the version changed."""
+        if self.directory is None:
+            return False
+        with self._mutex:
+            newest = self.directory.latest_version()
+            if newest == self._snapshot.version:
+                return False
+            self._snapshot = self._load(self.directory.read_manifest(newest))
+            return True
+
+    # -- validation --------------------------------------------------------------------------
+    def check_vectors(self, vectors: npt.ArrayLike, what: str = "vectors") -> npt.NDArray[np.float32]:
+        """Vectors as ``float32[n, dim]`` (normalized for cosine), or a typed error."""
+        try:
+            arr = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            msg = f"{what} must be numeric arrays of shape [n, dim]; could not convert: {exc}."
+            raise InvalidInputError(msg) from exc
+        dim = self._snapshot.dim
+        if dim is None:
+            if arr.ndim != 2 or arr.shape[1] == 0:  # noqa: PLR2004
+                msg = f"{what} must have shape [n, dim] with dim >= 1, got {list(arr.shape)}."
+                raise InvalidInputError(msg)
+            dim = arr.shape[1]
+        try:
+            out = as_float_matrix(arr, dim, what)
+        except DimensionMismatchError as exc:
+            msg = (
+                f"{what} have dimension {arr.shape[-1] if arr.ndim else 0}, but this store holds "
+                f"{dim}-dimensional vectors. Use the embedding model the store was built with, "
+                "or create a new store for the other model."
+            )
+            raise DimensionMismatchError(msg) from exc
+        if self.config.metric == "cosine":
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out = out / np.where(norms == 0, 1, norms)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    # -- writes ------------------------------------------------------------------------------
+    def add(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadatas: Sequence[str],
+        vectors: npt.NDArray[np.float32],
+    ) -> None:
+        """Add or replace rows (validated columns, metadata JSON-encoded) in one commit."""
+        if len(ids) == 0:
+            return
+        with self._writing() as current:
+            dim = current.dim if current.dim is not None else vectors.shape[1]
+            replaced = self._rows_of(current, list(ids))
+            views = [
+                SegmentView(v.segment, _union(v.deleted, replaced.get(i))) for i, v in enumerate(current.views)
+            ]
+            quantizer = current.quantizer
+            total = sum(v.live_count for v in views) + len(ids)
+            if quantizer is None and self.config.quantization != "none":
+                template = make_quantizer(
+                    self.config.quantization, dim, metric=self.kind, **self.config.quantizer_options
+                )
+                if template is not None and total >= template.min_train_size:
+                    sample = _sample_vectors([v for v in views if v.live_count], vectors, TRAIN_SAMPLE)
+                    quantizer = template.fit(sample)
+                    views = [SegmentView(_encoded(v.segment, quantizer), v.deleted) for v in views]
+            for start in range(0, len(ids), SEGMENT_MAX_ROWS):
+                stop = start + SEGMENT_MAX_ROWS
+                chunk = vectors[start:stop]
+                segment = build_segment(
+                    uuid.uuid4().hex,
+                    ids[start:stop],
+                    texts[start:stop],
+                    metadatas[start:stop],
+                    chunk,
+                    quantizer.encode(chunk) if quantizer is not None else None,
+                )
+                views.append(SegmentView(segment))
+            self._publish(current, dim, views, quantizer)
+
+    def delete(self, ids: Sequence[str] | None) -> int:
+        """Delete rows by id (all rows if ``ids`` is None); returns how many were deleted."""
+        with self._writing() as current:
+            if ids is None:
+                targets = {i: np.arange(v.segment.rows) for i, v in enumerate(current.views)}
+            else:
+                targets = self._rows_of(current, list(ids))
+            views = [SegmentView(v.segment, _union(v.deleted, targets.get(i))) for i, v in enumerate(current.views)]
+            count = current.live_rows - sum(v.live_count for v in views)
+            if count:
+                self._publish(current, current.dim, [v for v in views if v.live_count], current.quantizer)
+            return count
+
+    def delete_rows(self, masks: list[npt.NDArray[np.bool_]]) -> int:
+        """Delete the rows selected by one mask per segment of the current snapshot."""
+        with self._writing() as current:
+            if len(masks) != len(current.views):
+                msg = "The store changed while the rows to delete were selected; retry."
+                raise InvalidInputError(msg)
+            views = [
+                SegmentView(v.segment, _union(v.deleted, np.flatnonzero(m))) for v, m in zip(current.views, masks)
+            ]
+            count = current.live_rows - sum(v.live_count for v in views)
+            if count:
+                self._publish(current, current.dim, [v for v in views if v.live_count], current.quantizer)
+            return count
+
+    def compact(self) -> None:
+        """Rewrite live rows into fresh segments, retrain the quantizer, drop unused files."""
+        with self._writing() as current:
+            live = [v for v in current.views if v.live_count]
+            quantizer = None
+            views: list[SegmentView] = []
+            if live:
+                vectors = np.concatenate([_live_vectors(v) for v in live])
+                if self.config.quantization != "none" and current.dim is not None:
+                    template = make_quantizer(
+                        self.config.quantization, current.dim, metric=self.kind, **self.config.quantizer_options
+                    )
+                    if template is not None and vectors.shape[0] >= template.min_train_size:
+                        quantizer = template.fit(_sample_vectors([], vectors, TRAIN_SAMPLE))
+                tables = [_live_table(v) for v in live]
+                merged = pa.concat_tables(tables).combine_chunks()
+                for start in range(0, merged.num_rows, SEGMENT_MAX_ROWS):
+                    part = merged.slice(start, SEGMENT_MAX_ROWS)
+                    chunk = vectors[start : start + SEGMENT_MAX_ROWS]
+                    segment = Segment(uuid.uuid4().hex, part)
+                    views.append(SegmentView(segment.with_codes(quantizer.encode(chunk) if quantizer else None)))
+            self._publish(current, current.dim, views, quantizer)
+            if self.directory is not None and self._snapshot.manifest is not None:
+                self.directory.cleanup(self._snapshot.manifest, CLEANUP_GRACE_SECONDS)
+
+    def verify(self) -> list[str]:
+        """Every problem found in the files of the current version (checksums included)."""
+        if self.directory is None or self._snapshot.manifest is None:
+            return []
+        problems = self.directory.verify(self._snapshot.manifest)
+        seen: set[str] = set()
+        for view in self._snapshot.views:
+            live_ids = view.segment.ids.filter(pa.array(view.live_mask)) if view.live_mask is not None else view.segment.ids
+            ids = live_ids.to_pylist()
+            duplicates = seen.intersection(ids)
+            if duplicates or len(set(ids)) != len(ids):
+                problems.append(f"segment {view.segment.name}: duplicate live ids {sorted(duplicates)[:3]}")
+            seen.update(ids)
+        return problems
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, ids: Sequence[str]) -> list[Row]:
+        """Rows with these ids, in the order asked; missing ids are skipped."""
+        snapshot = self._snapshot
+        found: dict[str, Row] = {}
+        for index, rows in self._rows_of(snapshot, list(ids)).items():
+            values = snapshot.views[index].segment.take(rows, ("id", "text", "metadata"))
+            for id_, text, meta in zip(values["id"], values["text"], values["metadata"]):
+                found[id_] = Row(id_, text, json.loads(meta))
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+    def search(
+        self,
+        queries: npt.NDArray[np.float32],
+        k: int,
+        *,
+        rescore: bool,
+        rescore_multiplier: int,
+        masks: list[npt.NDArray[np.bool_] | None] | None = None,
+        with_vectors: bool = False,
+        snapshot: Snapshot | None = None,
+    ) -> list[list[Row]]:
+        """The ``k`` best rows for each (already checked) query vector."""
+        snapshot = snapshot or self._snapshot
+        hits = search_segments(
+            list(snapshot.views),
+            queries,
+            k,
+            kind=self.kind,
+            quantizer=snapshot.quantizer,
+            rescore=rescore,
+            rescore_multiplier=rescore_multiplier,
+            masks=masks,
+        )
+        return self._rows_of_hits(snapshot, hits, with_vectors=with_vectors)
+
+    def _rows_of_hits(self, snapshot: Snapshot, hits: Hits, *, with_vectors: bool) -> list[list[Row]]:
+        results: list[list[Row]] = [[] for _ in range(hits.rows.shape[0])]
+        valid = hits.segments >= 0
+        for seg_index in np.unique(hits.segments[valid]):
+            segment = snapshot.views[int(seg_index)].segment
+            where = np.argwhere(hits.segments == seg_index)  # [m, 2] (query, rank)
+            rows = hits.rows[where[:, 0], where[:, 1]]
+            values = segment.take(rows, ("id", "text", "metadata"))
+            for j, (q, rank) in enumerate(where):
+                results[q].append(
+                    Row(
+                        values["id"][j],
+                        values["text"][j],
+                        json.loads(values["metadata"][j]),
+                        float(hits.scores[q, rank]),
+                        np.array(segment.vectors[rows[j]]) if with_vectors else None,
+                    )
+                )
+        for row_list in results:
+            row_list.sort(key=lambda r: -r.score if r.score is not None else math.inf)
+        return results
+
+    @staticmethod
+    def _rows_of(snapshot: Snapshot, ids: list[str]) -> dict[int, npt.NDArray[np.int64]]:
+        """Live row offsets per segment index for ``ids``."""
+        if not ids:
+            return {}
+        wanted = pa.array(ids, type=pa.string())
+        found = {}
+        for index, view in enumerate(snapshot.views):
+            rows = view.segment.rows_of_ids(wanted)
+            if view.live_mask is not None:
+                rows = rows[view.live_mask[rows]]
+            if rows.size:
+                found[index] = rows
+        return found
+
+    # -- commit ------------------------------------------------------------------------------
+    def _writing(self) -> _WriteContext:
+        return _WriteContext(self)
+
+    def _publish(
+        self,
+        current: Snapshot,
+        dim: int | None,
+        views: list[SegmentView],
+        quantizer: Quantizer | None,
+    ) -> None:
+        """Commit ``views`` as the next version (writing only what changed) and switch to it."""
+        version = current.version + 1
+        if self.directory is None:
+            self._snapshot = Snapshot(version, dim, tuple(views), quantizer)
+            return
+        old = current.manifest
+        assert old is not None  # noqa: S101
+        old_entries = {s.name: s for s in old.segments}
+        quantizer_entry = old.quantizer_state
+        if quantizer is not current.quantizer:
+            quantizer_entry = (
+                self.directory.write_quantizer_state(quantizer.get_config(), quantizer.get_state())
+                if quantizer is not None
+                else None
+            )
+        entries = []
+        for view in views:
+            previous = old_entries.get(view.segment.name)
+            data = previous.data if previous else self.directory.write_segment(view.segment)
+            deletions = previous.deletions if previous and previous.deleted == view.deleted.size else None
+            if view.deleted.size and deletions is None:
+                deletions = self.directory.write_deletions(view.segment.name, version, view.deleted)
+            entries.append(
+                SegmentEntry(
+                    name=view.segment.name,
+                    rows=view.segment.rows,
+                    data=data,
+                    has_codes=view.segment.codes is not None,
+                    deleted=int(view.deleted.size),
+                    deletions=deletions,
+                )
+            )
+        manifest = old.next(
+            dim=dim, segments=tuple(entries), quantizer_state=quantizer_entry,
+            embedding_model=old.embedding_model or self.config.embedding_model,
+        )
+        self.directory.commit(manifest)
+        # Re-open new segments memory-mapped, so their floats leave the heap.
+        self._snapshot = self._load(manifest)
+
+
+class _WriteContext:
+    """Holds the in-process mutex and the store's file lock, on the newest version."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+        self._lock_cm: Any = None
+
+    def __enter__(self) -> Snapshot:
+        c = self.collection
+        c._mutex.acquire()  # noqa: SLF001
+        try:
+            if c.directory is not None:
+                self._lock_cm = c.directory.lock.hold(c.lock_timeout)
+                self._lock_cm.__enter__()
+                c.refresh()
+        except BaseException:
+            c._mutex.release()  # noqa: SLF001
+            raise
+        return c.snapshot
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._lock_cm is not None:
+                self._lock_cm.__exit__(*exc)
+        finally:
+            self.collection._mutex.release()  # noqa: SLF001
+
+
+def _union(deleted: npt.NDArray[np.int64], more: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64]:
+    if more is None or more.size == 0:
+        return deleted
+    return np.union1d(deleted, more).astype(np.int64)
+
+
+def _live_vectors(view: SegmentView) -> npt.NDArray[np.float32]:
+    vectors = view.segment.vectors
+    return vectors if view.live_mask is None else vectors[view.live_mask]
+
+
+def _live_table(view: SegmentView) -> pa.Table:
+    table = view.segment.table.drop_columns([c for c in ("codes",) if c in view.segment.table.column_names])
+    return table if view.live_mask is None else table.filter(pa.array(view.live_mask))
+
+
+def _sample_vectors(
+    views: list[SegmentView], extra: npt.NDArray[np.float32], limit: int
+) -> npt.NDArray[np.float32]:
+    """Up to ``limit`` vectors drawn evenly (seeded) from live rows of ``views`` plus ``extra``."""
+    parts = [_live_vectors(v) for v in views] + [extra]
+    total = sum(p.shape[0] for p in parts)
+    if total <= limit:
+        return np.ascontiguousarray(np.concatenate(parts))
+    rng = np.random.default_rng(0)
+    picks = np.sort(rng.choice(total, size=limit, replace=False))
+    out, offset = [], 0
+    for part in parts:
+        local = picks[(picks >= offset) & (picks < offset + part.shape[0])] - offset
+        out.append(part[local])
+        offset += part.shape[0]
+    return np.ascontiguousarray(np.concatenate(out))
+
+
+def _encoded(segment: Segment, quantizer: Quantizer) -> Segment:
+    """The segment re-encoded by ``quantizer``, under a new name (files are immutable)."""
+    encoded = segment.with_codes(quantizer.encode(segment.vectors))
+    return Segment(uuid.uuid4().hex, encoded.table)

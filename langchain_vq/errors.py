@@ -1,0 +1,55 @@
+"""One hierarchy of typed errors.
+
+Every class is also a built-in (``ValueError``, ``KeyError``, ``OSError``) so callers that
+already catch those keep working. Messages say what was found, what was expected, and the fix.
+"""
+
+from __future__ import annotations
+
+
+class VQError(Exception):
+    """Base class of every error raised by langchain_vq."""
+
+
+class InvalidInputError(VQError, ValueError):
+    """An argument has the wrong shape, type or value (bad vector, ``k <= 0``, bad ids...)."""
+
+
+class DimensionMismatchError(InvalidInputError):
+    """A vector's dimension differs from the store's dimension."""
+
+
+class ConfigurationError(VQError, ValueError):
+    """An unknown or inconsistent setting (quantization, metric, reopening with other settings)."""
+
+
+class NotFittedError(VQError, RuntimeError):
+    """A quantizer was used before ``fit`` gave it its learned state."""
+
+
+class StoreError(VQError, OSError):
+    """A problem with a store on disk."""
+
+
+class NotAStoreError(StoreError):
+    """The path exists but is not a langchain_vq store (a file, or another format)."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store's write lock."""
+
+
+class CommitConflictError(StoreError):
+    """Another writer committed the version this writer tried to commit."""
+
+
+class CorruptStoreError(StoreError):
+    """A file of the store is damaged, missing, or fails its checksum."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class UnsupportedFormatError(StoreError):
+    """The store was written by a newer, unknown format version."""

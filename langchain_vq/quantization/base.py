@@ -1,0 +1,162 @@
+"""The protocol every quantizer follows.
+
+Quantizers follow scikit-learn's estimator rules: ``__init__`` only stores parameters, ``fit``
+learns state (attributes ending in ``_``) and returns ``self``, and using an unfitted quantizer
+raises :class:`~langchain_vq.errors.NotFittedError`. Codes are always ``uint8[n, code_size]``.
+
+Scores are *similarities*: higher is better. For ``metric="ip"`` they approximate ``q . x``; for
+``metric="l2"`` they approximate ``-||q - x||^2``. The store normalizes vectors for cosine and then
+uses ``"ip"``.
+
+State is saved as plain JSON (``get_config``) plus named float/uint8 arrays (``get_state``), which
+the storage layer writes to an Arrow file. Never pickle.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+
+from langchain_vq.errors import DimensionMismatchError, InvalidInputError, NotFittedError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from typing_extensions import Self
+
+Metric = Literal["ip", "l2"]
+
+
+class Quantizer(ABC):
+    """Encodes float vectors into compact uint8 codes and ranks codes against float queries."""
+
+    #: The name used in specs, manifests and errors ("binary", "int8", "pq").
+    name: ClassVar[str]
+
+    def __init__(self, dim: int, *, metric: Metric = "ip") -> None:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+            msg = f"dim must be a positive integer, got {dim!r}."
+            raise InvalidInputError(msg)
+        if metric not in ("ip", "l2"):
+            msg = f"metric must be 'ip' or 'l2', got {metric!r}."
+            raise InvalidInputError(msg)
+        self.dim = dim
+        self.metric: Metric = metric
+
+    # -- size and training -------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def code_size(self) -> int:
+        """Bytes per encoded vector; known without data."""
+
+    @property
+    @abstractmethod
+    def min_train_size(self) -> int:
+        """Fewest vectors ``fit`` needs to learn a useful state."""
+
+    @property
+    @abstractmethod
+    def is_fitted(self) -> bool:
+        """Whether ``fit`` (or ``from_state``) has given this quantizer its learned state."""
+
+    @abstractmethod
+    def fit(self, x: npt.NDArray[np.float32]) -> Self:
+        """Learn state from ``x`` (``[n, dim]``, ``n >= min_train_size``); refitting overwrites."""
+
+    # -- codes -------------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+        """Encode ``x`` (``[n, dim]``) into ``uint8[n, code_size]``."""
+
+    @abstractmethod
+    def decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Approximate reconstruction ``[n, dim]`` of the vectors behind ``codes``."""
+
+    @abstractmethod
+    def search(
+        self,
+        queries: npt.NDArray[np.float32],
+        codes: npt.NDArray[np.uint8],
+        k: int,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Top ``k`` rows of ``codes`` for each query, by this quantizer's fastest good ranking.
+
+        Returns ``(scores, indices)``, each ``[n_queries, min(k, n)]``, best first; ``scores`` are
+        similarities (higher is better) on the quantizer's own scale, used only to rank.
+        """
+
+    @abstractmethod
+    def score(
+        self,
+        queries: npt.NDArray[np.float32],
+        codes: npt.NDArray[np.uint8],
+    ) -> npt.NDArray[np.float32]:
+        """Approximate similarities ``[n_queries, n]`` of every query to every code row."""
+
+    # -- state -------------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """JSON-serializable parameters (not learned state) that recreate this quantizer."""
+        return {"name": self.name, "dim": self.dim, "metric": self.metric}
+
+    @abstractmethod
+    def get_state(self) -> dict[str, npt.NDArray[Any]]:
+        """Learned state as named numpy arrays (raises ``NotFittedError`` before ``fit``)."""
+
+    @abstractmethod
+    def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
+        """Restore learned state saved by ``get_state``; checks shapes and raises on mismatch."""
+
+    # -- shared guards -----------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            msg = (
+                f"{type(self).__name__} is not fitted: call fit() with at least "
+                f"{self.min_train_size} vectors first (or restore its state with set_state())."
+            )
+            raise NotFittedError(msg)
+
+    def _check_vectors(self, x: npt.ArrayLike, what: str = "vectors") -> npt.NDArray[np.float32]:
+        return as_float_matrix(x, self.dim, what)
+
+    def _check_codes(self, codes: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+        arr = np.asarray(codes)
+        if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != self.code_size:
+            msg = (
+                f"codes must be uint8[n, {self.code_size}], got {arr.dtype}{list(arr.shape)}. "
+                "Pass codes produced by this quantizer's encode()."
+            )
+            raise InvalidInputError(msg)
+        return np.ascontiguousarray(arr)
+
+
+def as_float_matrix(x: npt.ArrayLike, dim: int, what: str = "vectors") -> npt.NDArray[np.float32]:
+    """Return ``x`` as a C-contiguous ``float32[n, dim]`` array, or raise a typed error.
+
+    Accepts one vector (``[dim]``) as a single row. Rejects NaN and infinity.
+    """
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        msg = f"{what} must be numeric arrays of shape [n, {dim}]; could not convert: {exc}."
+        raise InvalidInputError(msg) from exc
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1) if arr.size else arr.reshape(0, dim)
+    if arr.ndim != 2:
+        msg = f"{what} must have shape [n, {dim}], got shape {list(arr.shape)}."
+        raise InvalidInputError(msg)
+    if arr.shape[1] != dim:
+        msg = (
+            f"{what} have dimension {arr.shape[1]}, expected {dim}. Use the same embedding model "
+            "for adding and querying, or create a new store for the other model."
+        )
+        raise DimensionMismatchError(msg)
+    if arr.size and not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        msg = (
+            f"{what} contain NaN or infinity (rows {bad[:5].tolist()}"
+            f"{'...' if bad.size > 5 else ''}); expected finite numbers. Check the embedding model's "
+            "output for these inputs."
+        )
+        raise InvalidInputError(msg)
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,256 @@
+"""Product quantization: ``m`` sub-vectors x 8 bits, k-means codebooks, asymmetric distances.
+
+A vector is zero-padded to ``m * dsub`` dimensions (``dsub = ceil(dim / m)``), cut into ``m``
+sub-vectors, and each sub-vector is replaced by the index of its nearest of 256 centroids
+(one byte). Codebooks are learned with FAISS k-means (``faiss.ProductQuantizer.train``, seeded).
+Zero padding is exact: the padded coordinates are zero in every vector and every query, so they
+add nothing to inner products or distances.
+
+Queries are never quantized (asymmetric distance computation): ``search`` runs FAISS's
+``ProductQuantizer.search_ip`` / ``search``, which builds a ``[m, 256]`` lookup table per query
+and sums ``m`` table entries per code row, reading our codes through a raw pointer (no copy).
+``score`` decodes chunks of rows and multiplies them with all queries at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import faiss
+import numpy as np
+
+from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.quantization._common import check_k, state_array, top_k
+from langchain_vq.quantization.base import Metric, Quantizer
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from typing_extensions import Self
+
+#: Rows decoded to float32 at a time by ``score``.
+_CHUNK_ROWS = 16_384
+#: Default sub-vector width: ``m = ceil(dim / _DEFAULT_DSUB)`` (96 bytes for 384 dimensions).
+_DEFAULT_DSUB = 4
+
+
+class ProductQuantizer(Quantizer):
+    """Product quantization with ``m`` one-byte sub-codes per vector.
+
+    Args:
+        dim: Vector dimension.
+        metric: ``"ip"`` (inner product; cosine after normalization) or ``"l2"``.
+        m: Number of sub-vectors, which is also the code size in bytes. Default
+            ``ceil(dim / 4)`` (4 dimensions per byte: 96 bytes for 384 dimensions, 16x smaller
+            than float32). Fewer bytes lose recall quickly: on all-MiniLM-L6-v2 embeddings
+            ``m = dim / 8`` (48 bytes, the size of binary codes) needs about twice the rescoring
+            candidates for the same recall (see ``benchmarks/measure_quantizer_defaults.py``).
+        nbits: Bits per sub-code; only 8 (256 centroids per sub-space) is supported.
+        seed: Seed of the k-means initialization and subsampling, for reproducible codebooks.
+
+    Attributes:
+        centroids_: ``float32[m, 256, dsub]`` codebooks (``dsub = ceil(dim / m)``).
+    """
+
+    name: ClassVar[str] = "pq"
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        metric: Metric = "ip",
+        m: int | None = None,
+        nbits: int = 8,
+        seed: int = 1234,
+    ) -> None:
+        super().__init__(dim, metric=metric)
+        if m is None:
+            m = math.ceil(dim / _DEFAULT_DSUB)
+        if not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= dim:
+            msg = (
+                f"m (number of PQ sub-vectors) must be an integer in [1, {dim}], got {m!r}. "
+                f"Use m=None for the default ceil(dim / {_DEFAULT_DSUB})."
+            )
+            raise ConfigurationError(msg)
+        if nbits != 8:  # noqa: PLR2004 - the one supported width
+            msg = (
+                f"nbits={nbits!r} is not supported; expected 8 (one byte per sub-vector). "
+                "Use a larger or smaller m to trade size for recall instead."
+            )
+            raise ConfigurationError(msg)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            msg = f"seed must be an integer, got {seed!r}."
+            raise InvalidInputError(msg)
+        self.m = m
+        self.nbits = nbits
+        self.seed = seed
+        self.dsub = math.ceil(dim / m)
+        self.centroids_: npt.NDArray[np.float32] | None = None
+        self._pq: Any = None  # faiss.ProductQuantizer holding centroids_
+
+    # -- size and training -------------------------------------------------------------------
+    @property
+    def code_size(self) -> int:
+        """``m`` bytes."""
+        return self.m
+
+    @property
+    def ksub(self) -> int:
+        """Centroids per sub-space (``2 ** nbits``)."""
+        return 1 << self.nbits
+
+    @property
+    def min_train_size(self) -> int:
+        """256 vectors: at least one per centroid.
+
+        k-means with 256 centroids needs 256 points to run at all; FAISS prints a warning below
+        39 points per centroid (9,984 vectors), which is suppressed here
+        (``cp.min_points_per_centroid = 1``). Codebooks trained on fewer than ~10,000 vectors
+        are usable but worse; the store should retrain on ``compact`` when more data exists.
+        """
+        return self.ksub
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether codebooks are set."""
+        return self.centroids_ is not None
+
+    def _new_faiss_pq(self) -> Any:  # noqa: ANN401 - SWIG object
+        pq = faiss.ProductQuantizer(self.m * self.dsub, self.m, self.nbits)
+        pq.verbose = False
+        pq.cp.seed = self.seed
+        pq.cp.verbose = False
+        pq.cp.min_points_per_centroid = 1  # silence the "please provide at least" warning
+        return pq
+
+    def _pad(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Zero-pad ``[n, dim]`` to ``[n, m * dsub]`` (no copy when already a multiple)."""
+        extra = self.m * self.dsub - self.dim
+        if extra == 0:
+            return x
+        out = np.zeros((x.shape[0], self.dim + extra), dtype=np.float32)
+        out[:, : self.dim] = x
+        return out
+
+    def fit(self, x: npt.NDArray[np.float32]) -> Self:
+        """Learn ``m`` codebooks of 256 centroids with seeded FAISS k-means.
+
+        Args:
+            x: ``float32[n, dim]`` training vectors, ``n >= min_train_size``. FAISS subsamples
+                to 256 points per centroid (65,536 vectors) per sub-space.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            InvalidInputError: Too few, non-finite or wrongly shaped vectors.
+        """
+        x = self._check_vectors(x, "training vectors")
+        if x.shape[0] < self.min_train_size:
+            msg = (
+                f"ProductQuantizer.fit got {x.shape[0]} vectors, expected at least "
+                f"{self.min_train_size} (one per centroid). Add more documents before training, "
+                "or search exactly until enough exist."
+            )
+            raise InvalidInputError(msg)
+        pq = self._new_faiss_pq()
+        pq.train(self._pad(x))
+        centroids = faiss.vector_to_array(pq.centroids).astype(np.float32)
+        self.centroids_ = centroids.reshape(self.m, self.ksub, self.dsub)
+        self._pq = pq
+        return self
+
+    # -- codes -------------------------------------------------------------------------------
+    def encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+        """Encode ``x`` into ``uint8[n, m]``: the nearest centroid of each sub-vector."""
+        self._check_fitted()
+        x = self._check_vectors(x)
+        if x.shape[0] == 0:
+            return np.empty((0, self.code_size), np.uint8)
+        return self._pq.compute_codes(self._pad(x))
+
+    def decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Concatenate the centroids named by ``codes``: ``float32[n, dim]``."""
+        self._check_fitted()
+        codes = self._check_codes(codes)
+        return self._decode_unchecked(codes)
+
+    def _decode_unchecked(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        if codes.shape[0] == 0:
+            return np.empty((0, self.dim), np.float32)
+        return np.ascontiguousarray(self._pq.decode(codes)[:, : self.dim])
+
+    # -- ranking -----------------------------------------------------------------------------
+    def score(
+        self,
+        queries: npt.NDArray[np.float32],
+        codes: npt.NDArray[np.uint8],
+    ) -> npt.NDArray[np.float32]:
+        """Asymmetric similarities ``[n_queries, n]`` of float queries to the decoded rows."""
+        self._check_fitted()
+        queries = self._check_vectors(queries, "queries")
+        codes = self._check_codes(codes)
+        out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
+        q_norm2 = np.einsum("ij,ij->i", queries, queries)  # [nq]
+        for start in range(0, codes.shape[0], _CHUNK_ROWS):
+            x_hat = self._decode_unchecked(codes[start : start + _CHUNK_ROWS])  # [c, dim]
+            block = out[:, start : start + x_hat.shape[0]]
+            np.matmul(queries, x_hat.T, out=block)
+            if self.metric == "l2":
+                x_norm2 = np.einsum("ij,ij->i", x_hat, x_hat)  # [c]
+                block *= 2.0
+                block -= x_norm2[None, :]
+                block -= q_norm2[:, None]
+        return out
+
+    def search(
+        self,
+        queries: npt.NDArray[np.float32],
+        codes: npt.NDArray[np.uint8],
+        k: int,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Top ``k`` by asymmetric distance, with FAISS lookup-table kernels (zero-copy codes).
+
+        Returns:
+            ``(scores, indices)``, each ``[n_queries, min(k, n)]``, best first; for ``"l2"`` the
+            scores are negated squared distances.
+        """
+        self._check_fitted()
+        queries = self._check_vectors(queries, "queries")
+        codes = self._check_codes(codes)
+        k = check_k(k)
+        n, nq = codes.shape[0], queries.shape[0]
+        k_out = min(k, n)
+        if nq == 0 or k_out == 0:
+            return np.empty((nq, k_out), np.float32), np.empty((nq, k_out), np.int64)
+        q = np.ascontiguousarray(self._pad(queries))
+        dist = np.empty((nq, k_out), np.float32)
+        labels = np.empty((nq, k_out), np.int64)
+        is_ip = self.metric == "ip"
+        heap = faiss.float_minheap_array_t() if is_ip else faiss.float_maxheap_array_t()
+        heap.nh, heap.k = nq, k_out
+        heap.val, heap.ids = faiss.swig_ptr(dist), faiss.swig_ptr(labels)
+        run = self._pq.search_ip if is_ip else self._pq.search
+        run(faiss.swig_ptr(q), nq, faiss.swig_ptr(codes), n, heap, True)  # True: init + sort
+        scores = dist if is_ip else -dist
+        return top_k(scores, labels, k_out)  # ties ordered by row, like the other quantizers
+
+    # -- state -------------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """Name, dim, metric, ``m``, ``nbits`` and ``seed``."""
+        return {**super().get_config(), "m": self.m, "nbits": self.nbits, "seed": self.seed}
+
+    def get_state(self) -> dict[str, npt.NDArray[Any]]:
+        """``centroids``: ``float32[m, 256, dsub]``."""
+        self._check_fitted()
+        return {"centroids": self.centroids_.copy()}
+
+    def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
+        """Restore codebooks saved by ``get_state`` (no training)."""
+        shape = (self.m, self.ksub, self.dsub)
+        centroids = state_array(state, "centroids", shape, np.float32, type(self).__name__)
+        pq = self._new_faiss_pq()
+        faiss.copy_array_to_vector(centroids.ravel(), pq.centroids)
+        self.centroids_ = centroids
+        self._pq = pq
+        return self

@@ -1,0 +1,239 @@
+"""Scalar (int8) quantization: 256 levels per dimension over a robust, calibrated range.
+
+Each dimension ``j`` gets a range ``[lo_[j], lo_[j] + 255 * scale_[j]]`` taken from the 0.1% and
+99.9% quantiles of the training data (so a few outliers do not stretch the grid for everyone).
+Values are clipped to the range *before* rounding and casting, so a value far outside never wraps
+around; codes are ``uint8`` (level 0 is ``lo_``), reconstruction is ``x_hat = lo_ + scale_ * c``.
+
+Scores are always computed as float query against the reconstruction, ``q . x_hat =
+(q * scale_) . c + q . lo_``, never as an integer dot product of quantized values (the scales differ
+per dimension, so an integer dot product ranks wrongly, and int8 products overflow).
+
+Speed (49k x 384, one core): a query batch of up to ``_FAISS_MAX_QUERIES`` queries is scanned with
+FAISS's SIMD ``ScalarQuantizer`` kernel (QT_8bit, whose trained ``vmin``/``vdiff`` are set so that
+it decodes exactly our layout) reading our codes through a raw pointer: about 2.2 ms per query
+against 7 ms for numpy. Larger batches use chunked numpy matmuls, which amortize the uint8->float
+conversion over all queries of the batch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import faiss
+import numpy as np
+
+from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.quantization._common import check_k, state_array, top_k
+from langchain_vq.quantization.base import Metric, Quantizer
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from typing_extensions import Self
+
+#: Rows of codes converted to float32 at a time (16k x 384 x 4 bytes = 25 MB).
+_CHUNK_ROWS = 16_384
+#: Up to this many queries, the FAISS per-query kernel beats the batched numpy matmul.
+_FAISS_MAX_QUERIES = 8
+#: Quantiles that set each dimension's range.
+_LOWER_QUANTILE = 0.001
+_UPPER_QUANTILE = 0.999
+
+
+class ScalarQuantizer(Quantizer):
+    """int8 quantization (stored as ``uint8``, 256 levels per dimension), 4x smaller than float32.
+
+    Args:
+        dim: Vector dimension.
+        metric: ``"ip"`` (inner product; cosine after normalization) or ``"l2"``.
+
+    Attributes:
+        lo_: ``float32[dim]``, value of level 0 per dimension (the 0.1% quantile).
+        scale_: ``float32[dim]``, step between levels (``(q99.9% - q0.1%) / 255``; 0 for a
+            constant dimension).
+    """
+
+    name: ClassVar[str] = "int8"
+
+    def __init__(self, dim: int, *, metric: Metric = "ip") -> None:
+        super().__init__(dim, metric=metric)
+        self.lo_: npt.NDArray[np.float32] | None = None
+        self.scale_: npt.NDArray[np.float32] | None = None
+
+    # -- size and training -------------------------------------------------------------------
+    @property
+    def code_size(self) -> int:
+        """``dim`` bytes."""
+        return self.dim
+
+    @property
+    def min_train_size(self) -> int:
+        """128 vectors.
+
+        With fewer, the 0.1%/99.9% quantiles are just the sample minimum and maximum of a handful
+        of points, and later data falls outside the range and is clipped more often. At 128 the
+        range already covers about 98.5% of the distribution in expectation per dimension.
+        """
+        return 128
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether ``lo_`` and ``scale_`` are set."""
+        return self.lo_ is not None
+
+    def fit(self, x: npt.NDArray[np.float32]) -> Self:
+        """Learn each dimension's range from the 0.1% and 99.9% quantiles of ``x``.
+
+        Args:
+            x: ``float32[n, dim]`` training vectors, ``n >= min_train_size``.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            InvalidInputError: Too few, non-finite or wrongly shaped vectors.
+        """
+        x = self._check_vectors(x, "training vectors")
+        if x.shape[0] < self.min_train_size:
+            msg = (
+                f"ScalarQuantizer.fit got {x.shape[0]} vectors, expected at least "
+                f"{self.min_train_size}. Add more documents before training, or search exactly."
+            )
+            raise InvalidInputError(msg)
+        lo, hi = np.quantile(x, [_LOWER_QUANTILE, _UPPER_QUANTILE], axis=0)  # [dim] each
+        self.lo_ = lo.astype(np.float32)
+        self.scale_ = np.maximum((hi - lo) / 255.0, 0.0).astype(np.float32)
+        return self
+
+    # -- codes -------------------------------------------------------------------------------
+    def encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+        """Encode ``x`` into ``uint8[n, dim]``: clip to the range, round to the nearest level."""
+        self._check_fitted()
+        x = self._check_vectors(x)
+        inv = np.divide(1.0, self.scale_, out=np.zeros_like(self.scale_), where=self.scale_ > 0)
+        levels = np.rint((x - self.lo_) * inv)  # [n, dim] float32
+        np.clip(levels, 0, 255, out=levels)  # clip BEFORE the cast: no wrap-around
+        return levels.astype(np.uint8)
+
+    def decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Reconstruct ``lo_ + scale_ * codes`` as ``float32[n, dim]``."""
+        self._check_fitted()
+        codes = self._check_codes(codes)
+        return self.lo_ + self.scale_ * codes.astype(np.float32)
+
+    # -- ranking -----------------------------------------------------------------------------
+    def score(
+        self,
+        queries: npt.NDArray[np.float32],
+        codes: npt.NDArray[np.uint8],
+    ) -> npt.NDArray[np.float32]:
+        """Similarities ``[n_queries, n]`` of float queries to the reconstructed rows."""
+        self._check_fitted()
+        queries = self._check_vectors(queries, "queries")
+        codes = self._check_codes(codes)
+        out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
+        for start, block in self._score_chunks(queries, codes):
+            out[:, start : start + block.shape[1]] = block
+        return out
+
+    def _score_chunks(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8]
+    ) -> Any:  # noqa: ANN401 - a generator of (start, [nq, chunk] scores)
+        """Yield ``(start, scores[nq, chunk])`` over chunks of ``codes``, in float32."""
+        weights = queries * self.scale_  # [nq, dim]
+        if self.metric == "ip":
+            offsets = queries @ self.lo_  # [nq]
+            for start in range(0, codes.shape[0], _CHUNK_ROWS):
+                chunk = codes[start : start + _CHUNK_ROWS].astype(np.float32)  # [c, dim]
+                yield start, weights @ chunk.T + offsets[:, None]
+        else:
+            # -||q - x_hat||^2 = 2 q.x_hat - ||x_hat||^2 - ||q||^2
+            q_dot_lo = queries @ self.lo_  # [nq]
+            q_norm2 = np.einsum("ij,ij->i", queries, queries)  # [nq]
+            for start in range(0, codes.shape[0], _CHUNK_ROWS):
+                chunk = codes[start : start + _CHUNK_ROWS].astype(np.float32)  # [c, dim]
+                x_hat = chunk * self.scale_ + self.lo_  # [c, dim]
+                x_norm2 = np.einsum("ij,ij->i", x_hat, x_hat)  # [c]
+                ip = weights @ chunk.T + q_dot_lo[:, None]  # [nq, c]
+                yield start, 2.0 * ip - x_norm2[None, :] - q_norm2[:, None]
+
+    def search(
+        self,
+        queries: npt.NDArray[np.float32],
+        codes: npt.NDArray[np.uint8],
+        k: int,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Exact top ``k`` over ``score`` (same values), best first, in bounded memory.
+
+        Returns:
+            ``(scores, indices)``, each ``[n_queries, min(k, n)]``.
+        """
+        self._check_fitted()
+        queries = self._check_vectors(queries, "queries")
+        codes = self._check_codes(codes)
+        k = check_k(k)
+        n, nq = codes.shape[0], queries.shape[0]
+        k_out = min(k, n)
+        if nq == 0 or k_out == 0:
+            return np.empty((nq, k_out), np.float32), np.empty((nq, k_out), np.int64)
+        if nq <= _FAISS_MAX_QUERIES:
+            return self._search_faiss(queries, codes, k_out)
+        best_s = np.empty((nq, 0), np.float32)
+        best_i = np.empty((nq, 0), np.int64)
+        for start, block in self._score_chunks(queries, codes):
+            idx = np.broadcast_to(np.arange(start, start + block.shape[1]), block.shape)
+            scores = np.concatenate([best_s, block], axis=1)
+            indices = np.concatenate([best_i, idx], axis=1)
+            best_s, best_i = top_k(scores, indices, min(k_out, scores.shape[1]))
+        return best_s, best_i
+
+    def _search_faiss(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Per-query scan with FAISS's SIMD QT_8bit kernel over our codes (zero-copy).
+
+        FAISS decodes level ``c`` as ``vmin + (c + 0.5) / 255 * vdiff``; with ``vdiff = 255 *
+        scale_`` and ``vmin = lo_ - scale_ / 2`` that is exactly ``lo_ + scale_ * c``. The
+        scanner's ``scan_codes`` runs on the calling thread (no OpenMP), and it returns the
+        heap unsorted, so results are sorted here.
+        """
+        sq = faiss.ScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit)
+        trained = np.concatenate([self.lo_ - 0.5 * self.scale_, 255.0 * self.scale_])
+        faiss.copy_array_to_vector(trained.astype(np.float32), sq.trained)
+        is_ip = self.metric == "ip"
+        metric = faiss.METRIC_INNER_PRODUCT if is_ip else faiss.METRIC_L2
+        scanner = sq.select_InvertedListScanner(metric, None, False, None, False)
+        scanner.set_list(0, 0.0)
+        n = codes.shape[0]
+        ids = np.arange(n, dtype=np.int64)
+        nq = queries.shape[0]
+        dist = np.empty((nq, k), np.float32)
+        labels = np.empty((nq, k), np.int64)
+        for i in range(nq):
+            d_row, l_row = dist[i], labels[i]
+            d_row.fill(-np.inf if is_ip else np.inf)  # an all-equal array is a valid empty heap
+            l_row.fill(-1)
+            scanner.set_query(faiss.swig_ptr(queries[i]))
+            scanner.scan_codes(
+                n, faiss.swig_ptr(codes), faiss.swig_ptr(ids),
+                faiss.swig_ptr(d_row), faiss.swig_ptr(l_row), k,
+            )
+        scores = dist if is_ip else -dist  # similarities: higher is better
+        return top_k(scores, labels, k)
+
+    # -- state -------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, npt.NDArray[Any]]:
+        """``lo_`` and ``scale_`` as ``float32[dim]`` arrays."""
+        self._check_fitted()
+        return {"lo": self.lo_.copy(), "scale": self.scale_.copy()}
+
+    def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
+        """Restore ``lo`` and ``scale`` saved by ``get_state``."""
+        owner = type(self).__name__
+        lo = state_array(state, "lo", (self.dim,), np.float32, owner)
+        scale = state_array(state, "scale", (self.dim,), np.float32, owner)
+        if (scale < 0).any():
+            msg = f"{owner} state 'scale' has negative entries; expected >= 0. The state is damaged."
+            raise ConfigurationError(msg)
+        self.lo_, self.scale_ = lo, scale
+        return self

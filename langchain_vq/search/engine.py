@@ -1,0 +1,242 @@
+"""Two-stage search over segments: row mask -> code scan -> float rescoring -> merge.
+
+Scores inside the engine are similarities (higher is better): ``q . x`` for inner product (and
+cosine, whose vectors are normalized at ingest) and ``-||q - x||^2`` for Euclidean distance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from langchain_vq.quantization.base import Quantizer
+    from langchain_vq.storage.segment import Segment
+
+Similarity = Literal["ip", "l2"]
+_EXACT_CHUNK_ROWS = 1 << 16
+
+
+@dataclass(frozen=True)
+class SegmentView:
+    """A segment as one version of the store sees it: its rows and which of them are deleted."""
+
+    segment: Segment
+    deleted: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    @property
+    def live_count(self) -> int:
+        """Rows not deleted."""
+        return self.segment.rows - self.deleted.size
+
+    @cached_property
+    def live_mask(self) -> npt.NDArray[np.bool_] | None:
+        """Boolean mask of live rows, or None when every row is live."""
+        if self.deleted.size == 0:
+            return None
+        mask = np.ones(self.segment.rows, dtype=bool)
+        mask[self.deleted] = False
+        return mask
+
+
+@dataclass(frozen=True)
+class Hits:
+    """The best rows for each query, best first; padding has segment -1 and score -inf."""
+
+    scores: npt.NDArray[np.float32]  # [n_queries, k]
+    segments: npt.NDArray[np.int64]  # [n_queries, k] index into the views searched
+    rows: npt.NDArray[np.int64]  # [n_queries, k] row offset within the segment
+
+    @classmethod
+    def empty(cls, n_queries: int, k: int) -> Hits:
+        """No results for ``n_queries`` queries, padded to ``k``."""
+        return cls(
+            np.full((n_queries, k), -np.inf, dtype=np.float32),
+            np.full((n_queries, k), -1, dtype=np.int64),
+            np.full((n_queries, k), -1, dtype=np.int64),
+        )
+
+
+def similarity(
+    queries: npt.NDArray[np.float32], vectors: npt.NDArray[np.float32], kind: Similarity
+) -> npt.NDArray[np.float32]:
+    """Exact similarities ``[n_queries, n]`` of queries to vectors (shared by all callers)."""
+    dots = queries @ vectors.T
+    if kind == "ip":
+        return dots
+    q_norms = np.einsum("ij,ij->i", queries, queries)[:, None]
+    x_norms = np.einsum("ij,ij->i", vectors, vectors)[None, :]
+    return -np.maximum(q_norms - 2 * dots + x_norms, 0)
+
+
+def _pairwise_similarity(
+    queries: npt.NDArray[np.float32], candidates: npt.NDArray[np.float32], kind: Similarity
+) -> npt.NDArray[np.float32]:
+    """Similarities ``[n_queries, c]`` of each query to its own candidates ``[n_queries, c, d]``."""
+    dots = np.einsum("qd,qcd->qc", queries, candidates)
+    if kind == "ip":
+        return dots
+    q_norms = np.einsum("qd,qd->q", queries, queries)[:, None]
+    x_norms = np.einsum("qcd,qcd->qc", candidates, candidates)
+    return -np.maximum(q_norms - 2 * dots + x_norms, 0)
+
+
+def _top_k(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
+    """Column indices of the ``k`` best scores of each row, best first."""
+    n = scores.shape[1]
+    if k >= n:
+        part = np.broadcast_to(np.arange(n), scores.shape)
+    else:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def search_segments(
+    views: list[SegmentView],
+    queries: npt.NDArray[np.float32],
+    k: int,
+    *,
+    kind: Similarity,
+    quantizer: Quantizer | None,
+    rescore: bool = True,
+    rescore_multiplier: int = 1,
+    masks: list[npt.NDArray[np.bool_] | None] | None = None,
+) -> Hits:
+    """The ``k`` best live rows across ``views`` for each query.
+
+    Args:
+        views: The segments to search.
+        queries: ``float32[n_queries, dim]``, already normalized if the metric is cosine.
+        k: Results per query.
+        kind: ``"ip"`` or ``"l2"``.
+        quantizer: Fitted quantizer whose codes the segments hold, or None for exact search.
+        rescore: Rescore the code candidates with the float vectors.
+        rescore_multiplier: Candidates per query from the code scan are ``k * rescore_multiplier``.
+        masks: Optional extra row mask per view (e.g. a metadata filter); False rows are skipped.
+    """
+    n_queries = queries.shape[0]
+    per_segment: list[Hits] = []
+    for index, view in enumerate(views):
+        mask = view.live_mask
+        extra = masks[index] if masks is not None else None
+        if extra is not None:
+            mask = extra if mask is None else mask & extra
+        hits = _search_one(view, queries, k, kind, quantizer, rescore, rescore_multiplier, mask)
+        if hits is not None:
+            per_segment.append(Hits(hits.scores, np.full_like(hits.rows, index), hits.rows))
+    if not per_segment:
+        return Hits.empty(n_queries, k)
+    return _merge(per_segment, k)
+
+
+def _search_one(  # noqa: PLR0913
+    view: SegmentView,
+    queries: npt.NDArray[np.float32],
+    k: int,
+    kind: Similarity,
+    quantizer: Quantizer | None,
+    rescore: bool,  # noqa: FBT001
+    multiplier: int,
+    mask: npt.NDArray[np.bool_] | None,
+) -> Hits | None:
+    segment = view.segment
+    live = segment.rows if mask is None else int(np.count_nonzero(mask))
+    if live == 0:
+        return None
+    codes = segment.codes
+    n_candidates = k * multiplier if rescore else k
+    if quantizer is None or codes is None or live <= n_candidates:
+        return _exact(segment.vectors, queries, k, kind, mask)
+    rows = _code_candidates(quantizer, codes, queries, n_candidates, mask)  # [n_queries, c]
+    if rescore:
+        scores = _pairwise_similarity(queries, segment.vectors[rows], kind)
+    else:
+        decoded = quantizer.decode(codes[rows.reshape(-1)]).reshape(*rows.shape, -1)
+        scores = _pairwise_similarity(queries, decoded, kind)
+    best = _top_k(scores, min(k, rows.shape[1]))
+    return Hits(
+        np.take_along_axis(scores, best, axis=1).astype(np.float32),
+        np.zeros_like(best),
+        np.take_along_axis(rows, best, axis=1),
+    )
+
+
+def _exact(
+    vectors: npt.NDArray[np.float32],
+    queries: npt.NDArray[np.float32],
+    k: int,
+    kind: Similarity,
+    mask: npt.NDArray[np.bool_] | None,
+) -> Hits:
+    """Exact scan of the float vectors, in chunks so memory stays bounded."""
+    best_scores, best_rows = [], []
+    for start in range(0, vectors.shape[0], _EXACT_CHUNK_ROWS):
+        stop = min(start + _EXACT_CHUNK_ROWS, vectors.shape[0])
+        scores = similarity(queries, vectors[start:stop], kind)
+        if mask is not None:
+            scores[:, ~mask[start:stop]] = -np.inf
+        top = _top_k(scores, min(k, stop - start))
+        best_scores.append(np.take_along_axis(scores, top, axis=1))
+        best_rows.append(top + start)
+    scores = np.concatenate(best_scores, axis=1)
+    rows = np.concatenate(best_rows, axis=1)
+    top = _top_k(scores, min(k, scores.shape[1]))
+    scores = np.take_along_axis(scores, top, axis=1).astype(np.float32)
+    rows = np.take_along_axis(rows, top, axis=1)
+    rows[~np.isfinite(scores)] = -1
+    return Hits(scores, np.zeros_like(rows), rows)
+
+
+def _code_candidates(
+    quantizer: Quantizer,
+    codes: npt.NDArray[np.uint8],
+    queries: npt.NDArray[np.float32],
+    n: int,
+    mask: npt.NDArray[np.bool_] | None,
+) -> npt.NDArray[np.int64]:
+    """Row offsets ``[n_queries, <= n]`` of the best live rows by code scan.
+
+    Few masked rows: scan all codes and fetch ``n`` plus the masked count, then drop masked rows.
+    Many masked rows (a selective filter): scan only the live rows' codes, so a filter that keeps
+    10 rows costs 10 rows and never returns fewer than it could.
+    """
+    if mask is None:
+        return quantizer.search(queries, codes, n)[1]
+    masked = mask.size - int(np.count_nonzero(mask))
+    if masked <= n:
+        _, rows = quantizer.search(queries, codes, n + masked)
+        keep = mask[rows]
+        # Stable ordering: live rows first, in ranked order; then cut to n per query.
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
+        return np.take_along_axis(rows, order, axis=1)
+    live_rows = np.flatnonzero(mask)
+    _, sub_rows = quantizer.search(queries, codes[live_rows], n)
+    return live_rows[sub_rows]
+
+
+def _merge(parts: list[Hits], k: int) -> Hits:
+    scores = np.concatenate([p.scores for p in parts], axis=1)
+    segments = np.concatenate([p.segments for p in parts], axis=1)
+    rows = np.concatenate([p.rows for p in parts], axis=1)
+    rows = np.where(np.isfinite(scores), rows, -1)
+    top = _top_k(scores, min(k, scores.shape[1]))
+    out = Hits(
+        np.take_along_axis(scores, top, axis=1),
+        np.take_along_axis(segments, top, axis=1),
+        np.take_along_axis(rows, top, axis=1),
+    )
+    out.segments[out.rows < 0] = -1
+    if out.scores.shape[1] < k:
+        pad = Hits.empty(scores.shape[0], k - out.scores.shape[1])
+        out = Hits(
+            np.concatenate([out.scores, pad.scores], axis=1),
+            np.concatenate([out.segments, pad.segments], axis=1),
+            np.concatenate([out.rows, pad.rows], axis=1),
+        )
+    return out

@@ -1,0 +1,46 @@
+"""Arrow schemas of the on-disk format, declared in one place.
+
+A segment is one Arrow IPC file holding one record batch::
+
+    id        string                         not null, unique among live rows of a store
+    text      string                         not null
+    metadata  string                         JSON object, not null
+    vector    fixed_size_list<float32>[dim]  not null
+    codes     fixed_size_binary[code_size]   present once the quantizer is fitted
+
+Fixed-size types keep vectors and codes as one contiguous buffer each, so a memory-mapped file is
+viewed as ``float32[n, dim]`` and ``uint8[n, code_size]`` without copying.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+#: Version of the on-disk format. A reader refuses a store written with a newer one.
+FORMAT_VERSION = 1
+#: Marker written in every manifest so that other JSON files are never mistaken for a store.
+FORMAT_NAME = "langchain_vq"
+
+DELETIONS_SCHEMA = pa.schema([pa.field("row", pa.uint32(), nullable=False)])
+
+QUANTIZER_STATE_SCHEMA = pa.schema(
+    [
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("dtype", pa.string(), nullable=False),
+        pa.field("shape", pa.list_(pa.int64()), nullable=False),
+        pa.field("data", pa.large_binary(), nullable=False),
+    ]
+)
+
+
+def segment_schema(dim: int, code_size: int | None) -> pa.Schema:
+    """Schema of a segment with vectors of ``dim`` floats and, if given, codes of ``code_size``."""
+    fields = [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("metadata", pa.string(), nullable=False),
+        pa.field("vector", pa.list_(pa.field("item", pa.float32(), nullable=False), dim), nullable=False),
+    ]
+    if code_size is not None:
+        fields.append(pa.field("codes", pa.binary(code_size), nullable=False))
+    return pa.schema(fields)

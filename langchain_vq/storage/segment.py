@@ -1,0 +1,171 @@
+"""Segments: immutable batches of rows, as Arrow tables viewed zero-copy as numpy arrays.
+
+A segment opened from disk is memory-mapped: opening reads only the Arrow footer, the float
+vectors stay on disk until rescoring touches the few rows it needs.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from langchain_vq.errors import CorruptStoreError
+from langchain_vq.storage.schema import segment_schema
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    import numpy.typing as npt
+
+_CHECKSUM_CHUNK = 1 << 24
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows of one segment: ids, texts, metadata JSON, float vectors and (optionally) codes."""
+
+    name: str
+    table: pa.Table
+
+    @property
+    def rows(self) -> int:
+        """Number of rows, deleted ones included."""
+        return self.table.num_rows
+
+    @cached_property
+    def ids(self) -> pa.Array:
+        """The id column as one Arrow array."""
+        return self.table.column("id").combine_chunks()
+
+    @cached_property
+    def vectors(self) -> npt.NDArray[np.float32]:
+        """Float vectors ``[rows, dim]``, a zero-copy view of the (memory-mapped) buffer."""
+        column = self.table.column("vector").combine_chunks()
+        dim = column.type.list_size
+        flat = column.values.to_numpy(zero_copy_only=True)
+        return flat[column.offset * dim : (column.offset + len(column)) * dim].reshape(-1, dim)
+
+    @cached_property
+    def codes(self) -> npt.NDArray[np.uint8] | None:
+        """Codes ``uint8[rows, code_size]`` as a zero-copy view, or None if not encoded."""
+        if "codes" not in self.table.column_names:
+            return None
+        column = self.table.column("codes").combine_chunks()
+        size = column.type.byte_width
+        buf = column.buffers()[1]
+        flat = np.frombuffer(buf, dtype=np.uint8)
+        return flat[column.offset * size : (column.offset + len(column)) * size].reshape(-1, size)
+
+    def rows_of_ids(self, ids: pa.Array) -> npt.NDArray[np.int64]:
+        """Row offsets whose id is in ``ids`` (vectorized, no per-row Python)."""
+        if self.rows == 0 or len(ids) == 0:
+            return np.empty(0, dtype=np.int64)
+        hits = pc.is_in(self.ids, value_set=ids).to_numpy(zero_copy_only=False)
+        return np.flatnonzero(hits)
+
+    def take(self, rows: npt.NDArray[np.int64], columns: Sequence[str]) -> dict[str, list]:
+        """Python values of ``columns`` at ``rows`` (used only for the final top-k rows)."""
+        indices = pa.array(rows, type=pa.int64())
+        return {c: self.table.column(c).take(indices).to_pylist() for c in columns}
+
+    def with_codes(self, codes: npt.NDArray[np.uint8] | None) -> Segment:
+        """A new in-memory segment with the same rows and new (or no) codes."""
+        table = self.table.drop_columns([c for c in ("codes",) if c in self.table.column_names])
+        if codes is not None:
+            table = table.append_column(
+                pa.field("codes", pa.binary(codes.shape[1]), nullable=False), _codes_array(codes)
+            )
+        return Segment(self.name, table)
+
+
+def build_segment(
+    name: str,
+    ids: Sequence[str],
+    texts: Sequence[str],
+    metadatas: Sequence[str],
+    vectors: npt.NDArray[np.float32],
+    codes: npt.NDArray[np.uint8] | None,
+) -> Segment:
+    """Build an in-memory segment from validated columns (metadata already JSON-encoded)."""
+    n, dim = vectors.shape
+    schema = segment_schema(dim, None if codes is None else codes.shape[1])
+    columns: list[pa.Array] = [
+        pa.array(ids, type=pa.string()),
+        pa.array(texts, type=pa.string()),
+        pa.array(metadatas, type=pa.string()),
+        pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim),
+    ]
+    if codes is not None:
+        columns.append(_codes_array(codes))
+    batch = pa.RecordBatch.from_arrays(columns, schema=schema)
+    assert batch.num_rows == n  # noqa: S101 - internal invariant, inputs are validated upstream
+    return Segment(name, pa.Table.from_batches([batch]))
+
+
+def _codes_array(codes: npt.NDArray[np.uint8]) -> pa.Array:
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(codes.shape[1]), codes.shape[0], [None, pa.py_buffer(codes)]
+    )
+
+
+def serialize_table(table: pa.Table, schema: pa.Schema | None = None) -> pa.Buffer:
+    """Arrow IPC file bytes of ``table`` as one uncompressed record batch (memory-mappable)."""
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, schema or table.schema) as writer:
+        writer.write_table(table.combine_chunks(), max_chunksize=max(table.num_rows, 1))
+    return sink.getvalue()
+
+
+def checksum(data: pa.Buffer | bytes | memoryview) -> str:
+    """CRC-32 of ``data`` as stored in manifests."""
+    view = memoryview(data)
+    crc = 0
+    for start in range(0, view.nbytes, _CHECKSUM_CHUNK):
+        crc = zlib.crc32(view[start : start + _CHECKSUM_CHUNK], crc)
+    return f"crc32:{crc:08x}"
+
+
+def file_checksum(path: Path) -> str:
+    """CRC-32 of a file's content, read in chunks."""
+    crc = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHECKSUM_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return f"crc32:{crc:08x}"
+
+
+def read_arrow_file(path: Path, expected_schema: pa.Schema | None, rows: int | None) -> pa.Table:
+    """Memory-map an Arrow IPC file and check its schema and row count.
+
+    Raises:
+        CorruptStoreError: the file is missing, truncated, not Arrow, or not what was expected.
+    """
+    try:
+        source = pa.memory_map(str(path), "r")
+        table = ipc.open_file(source).read_all()
+    except FileNotFoundError as exc:
+        msg = f"Store file {path} is missing; the store is damaged (run verify() for details)."
+        raise CorruptStoreError(msg, str(path)) from exc
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        msg = f"Store file {path} cannot be read as Arrow ({exc}); the file is damaged."
+        raise CorruptStoreError(msg, str(path)) from exc
+    if expected_schema is not None and not table.schema.equals(expected_schema):
+        msg = (
+            f"Store file {path} has schema {table.schema.to_string(show_schema_metadata=False)!r}, "
+            f"expected {expected_schema.to_string(show_schema_metadata=False)!r}; the file is damaged "
+            "or belongs to another store."
+        )
+        raise CorruptStoreError(msg, str(path))
+    if rows is not None and table.num_rows != rows:
+        msg = f"Store file {path} has {table.num_rows} rows, the manifest says {rows}; it is damaged."
+        raise CorruptStoreError(msg, str(path))
+    return table

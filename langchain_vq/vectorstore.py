@@ -1,0 +1,555 @@
+"""``VQVectorStore``: the LangChain adapter over a quantized, persistent collection.
+
+Documents, ids, embeddings and relevance scores live here; numerics live in ``search/`` and
+files in ``storage/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from langchain_core.documents import Document
+from langchain_core.runnables.config import run_in_executor
+from langchain_core.vectorstores import VectorStore
+from typing_extensions import override
+
+from langchain_vq.collection import Collection, CollectionConfig, Row, normalize_metric
+from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.quantization import normalize_quantization
+from langchain_vq.search import maximal_marginal_relevance
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    import numpy.typing as npt
+    from langchain_core.embeddings import Embeddings
+    from typing_extensions import Self
+
+#: Candidates per result taken from the code scan and rescored with floats, per quantization.
+#: Chosen by measurement (benchmarks/measure_quantizer_defaults.py): the smallest multiplier
+#: whose recall@10 against exact float search is >= 0.99 on real sentence embeddings.
+DEFAULT_RESCORE_MULTIPLIER = {"binary": 8, "int8": 4, "pq": 8, "none": 1}
+
+
+class VQVectorStore(VectorStore):
+    """A LangChain vector store with quantized codes in RAM and float vectors on disk.
+
+    Search scans compact codes (binary: 1 bit per dimension, int8, or product quantization) to
+    find ``k * rescore_multiplier`` candidates, then rescores them exactly with the float
+    vectors, read from memory-mapped Arrow files. Quality stays at float level; memory and scan
+    cost stay at code level.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install langchain-vq
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_core.embeddings import DeterministicFakeEmbedding
+            from langchain_vq import VQVectorStore
+
+            store = VQVectorStore(DeterministicFakeEmbedding(size=64), path="my_store")
+            # path=None keeps the store in memory; a path creates or reopens a store.
+
+    Add:
+        .. code-block:: python
+
+            ids = store.add_texts(["foo", "bar"], metadatas=[{"n": 1}, {"n": 2}], ids=["a", "b"])
+            store.add_embeddings(["baz"], np.ones((1, 64), dtype=np.float32), ids=["c"])
+
+    Delete:
+        .. code-block:: python
+
+            store.delete(["a"])
+
+    Search:
+        .. code-block:: python
+
+            docs = store.similarity_search("bar", k=1)
+
+    Search with score:
+        .. code-block:: python
+
+            pairs = store.similarity_search_with_score("bar", k=1)  # metric units
+            pairs = store.similarity_search_with_relevance_scores("bar", k=1)  # in [0, 1]
+
+    Async:
+        .. code-block:: python
+
+            docs = await store.asimilarity_search("bar", k=1)
+
+    Use as retriever:
+        .. code-block:: python
+
+            retriever = store.as_retriever(search_kwargs={"k": 4})
+            retriever.invoke("bar")
+
+    Scores from ``similarity_search_with_score`` follow the metric: cosine similarity for
+    ``"cosine"``, inner product for ``"dot"`` (higher is more similar), Euclidean distance for
+    ``"l2"`` (lower is more similar).
+    """
+
+    def __init__(
+        self,
+        embedding: Embeddings,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        quantization: str | None = None,
+        rescore: bool = True,
+        rescore_multiplier: int | None = None,
+        metric: str | None = None,
+        lock_timeout: float | None = 10.0,
+        quantizer_options: dict[str, Any] | None = None,
+    ) -> None:
+        """Create an empty store, or reopen the store at ``path``.
+
+        Args:
+            embedding: Embeddings model used for texts and queries.
+            path: Directory of the store; ``None`` keeps it in memory.
+            quantization: ``"binary"`` (default), ``"int8"``, ``"pq"`` or ``"none"``. Read from
+                the store when reopening; a different value there is an error.
+            rescore: Rescore code candidates with the float vectors (recommended).
+            rescore_multiplier: Candidates per result from the code scan; default per
+                quantization (``DEFAULT_RESCORE_MULTIPLIER``).
+            metric: ``"cosine"`` (default), ``"dot"`` or ``"l2"``. Read from the store when
+                reopening; a different value there is an error.
+            lock_timeout: Seconds a write waits for another writer process; 0 fails at once,
+                ``None`` waits forever.
+            quantizer_options: Extra keyword arguments for the quantizer (e.g. ``{"m": 48}``).
+        """
+        self.embedding = embedding
+        stored = _stored_settings(path)
+        quant = normalize_quantization(quantization or stored.get("quantization") or "binary") or "none"
+        metric_name = normalize_metric(metric or stored.get("metric") or "cosine")
+        self.rescore = bool(rescore)
+        self.rescore_multiplier = _check_multiplier(
+            DEFAULT_RESCORE_MULTIPLIER[quant] if rescore_multiplier is None else rescore_multiplier
+        )
+        config = CollectionConfig(
+            metric=metric_name,
+            quantization=quant,
+            quantizer_options=dict(quantizer_options or stored.get("options") or {}),
+            embedding_model=_model_name(embedding),
+        )
+        self._collection = Collection(config, path, lock_timeout=lock_timeout)
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    @override
+    def embeddings(self) -> Embeddings:
+        return self.embedding
+
+    @property
+    def collection(self) -> Collection:
+        """The underlying collection (rows, versions, quantizer)."""
+        return self._collection
+
+    @property
+    def path(self) -> str | None:
+        """Directory of the store, or None when in memory."""
+        directory = self._collection.directory
+        return str(directory.path) if directory is not None else None
+
+    def __len__(self) -> int:
+        """Number of live documents."""
+        return self._collection.snapshot.live_rows
+
+    # -- adding ------------------------------------------------------------------------------
+    @override
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str | None] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        texts = _check_texts(texts)
+        metadatas_json, ids = self._check_rows(texts, metadatas, ids)
+        vectors = self.embedding.embed_documents(texts) if texts else []
+        return self._add(texts, metadatas_json, ids, vectors)
+
+    @override
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str | None] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        texts = _check_texts(texts)
+        metadatas_json, ids = self._check_rows(texts, metadatas, ids)
+        vectors = await self.embedding.aembed_documents(texts) if texts else []
+        return await run_in_executor(None, self._add, texts, metadatas_json, ids, vectors)
+
+    @override
+    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        ids = kwargs.pop("ids", None)
+        if ids is None and any(doc.id for doc in documents):
+            ids = [doc.id for doc in documents]
+        return self.add_texts(
+            [d.page_content for d in documents], [d.metadata for d in documents], ids=ids, **kwargs
+        )
+
+    @override
+    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        ids = kwargs.pop("ids", None)
+        if ids is None and any(doc.id for doc in documents):
+            ids = [doc.id for doc in documents]
+        return await self.aadd_texts(
+            [d.page_content for d in documents], [d.metadata for d in documents], ids=ids, **kwargs
+        )
+
+    def add_embeddings(
+        self,
+        texts: Iterable[str],
+        embeddings: npt.ArrayLike,
+        metadatas: list[dict[str, Any]] | None = None,
+        ids: list[str | None] | None = None,
+    ) -> list[str]:
+        """Add precomputed vectors (``[n, dim]`` array) with their texts; the fast path.
+
+        Rows whose id already exists replace the old row (upsert), in the same commit.
+        """
+        texts = _check_texts(texts)
+        metadatas_json, ids = self._check_rows(texts, metadatas, ids)
+        return self._add(texts, metadatas_json, ids, embeddings)
+
+    def _check_rows(
+        self,
+        texts: list[str],
+        metadatas: Sequence[dict[str, Any]] | None,
+        ids: Sequence[str | None] | None,
+    ) -> tuple[list[str], list[str]]:
+        n = len(texts)
+        if metadatas is not None and len(metadatas) != n:
+            msg = f"Got {len(metadatas)} metadatas for {n} texts; pass one metadata dict per text."
+            raise InvalidInputError(msg)
+        if ids is not None and len(ids) != n:
+            msg = f"Got {len(ids)} ids for {n} texts; pass one id per text (or None to generate)."
+            raise InvalidInputError(msg)
+        metadatas_json = [_metadata_json(m, i) for i, m in enumerate(metadatas or [{}] * n)]
+        checked = [_check_id(i, pos) for pos, i in enumerate(ids)] if ids is not None else [None] * n
+        final = [i if i is not None else uuid.uuid4().hex for i in checked]
+        if len(set(final)) != n:
+            dupes = sorted({i for i in final if final.count(i) > 1})[:5]
+            msg = f"Duplicate ids within one call: {dupes}. Each id may appear once per call."
+            raise InvalidInputError(msg)
+        return metadatas_json, final
+
+    def _add(
+        self, texts: list[str], metadatas_json: list[str], ids: list[str], vectors: npt.ArrayLike
+    ) -> list[str]:
+        if not texts:
+            return []
+        matrix = self._collection.check_vectors(vectors, "embeddings")
+        if matrix.shape[0] != len(texts):
+            msg = f"Got {matrix.shape[0]} embeddings for {len(texts)} texts; pass one per text."
+            raise InvalidInputError(msg)
+        self._collection.add(ids, texts, metadatas_json, matrix)
+        return ids
+
+    # -- deleting and getting ----------------------------------------------------------------
+    @override
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """Delete documents by id; missing ids are ignored. ``ids=None`` deletes every document."""
+        if ids is not None:
+            ids = [_check_id(i, pos) for pos, i in enumerate(ids)]
+        self._collection.delete(ids)
+        return True
+
+    @override
+    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        return await run_in_executor(None, self.delete, ids, **kwargs)
+
+    @override
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        wanted = [i for i in ids if isinstance(i, str)]
+        return [_document(row) for row in self._collection.get(wanted)]
+
+    @override
+    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        return await run_in_executor(None, self.get_by_ids, ids)
+
+    # -- searching ---------------------------------------------------------------------------
+    def _search(
+        self,
+        vectors: npt.ArrayLike,
+        k: int,
+        *,
+        rescore_multiplier: int | None = None,
+        with_vectors: bool = False,
+        **kwargs: Any,
+    ) -> list[list[Row]]:
+        k = _check_k(k)
+        _reject_unknown(kwargs)
+        snapshot = self._collection.snapshot
+        if snapshot.live_rows == 0:
+            return [[] for _ in range(np.shape(vectors)[0])]
+        queries = self._collection.check_vectors(vectors, "query embedding")
+        multiplier = self.rescore_multiplier if rescore_multiplier is None else _check_multiplier(rescore_multiplier)
+        return self._collection.search(
+            queries,
+            min(k, snapshot.live_rows),
+            rescore=self.rescore,
+            rescore_multiplier=multiplier,
+            with_vectors=with_vectors,
+            snapshot=snapshot,
+        )
+
+    def similarity_search_with_score_by_vector(
+        self, embedding: Sequence[float] | npt.ArrayLike, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """Documents most similar to ``embedding`` with scores in metric units."""
+        rows = self._search([embedding], k, **kwargs)[0]
+        return [(_document(r), self._metric_score(r.score)) for r in rows]
+
+    def batch_similarity_search_by_vector(
+        self, embeddings: npt.ArrayLike, k: int = 4, **kwargs: Any
+    ) -> list[list[tuple[Document, float]]]:
+        """Search many query vectors (``[n, dim]``) in one pass; scores in metric units."""
+        return [
+            [(_document(r), self._metric_score(r.score)) for r in rows]
+            for rows in self._search(embeddings, k, **kwargs)
+        ]
+
+    @override
+    def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
+        return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k, **kwargs)]
+
+    @override
+    async def asimilarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, **kwargs: Any
+    ) -> list[Document]:
+        return await run_in_executor(None, self.similarity_search_by_vector, embedding, k, **kwargs)
+
+    @override
+    def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+        _check_k(k)
+        return self.similarity_search_with_score_by_vector(self.embedding.embed_query(query), k, **kwargs)
+
+    @override
+    async def asimilarity_search_with_score(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        _check_k(k)
+        vector = await self.embedding.aembed_query(query)
+        return await run_in_executor(None, self.similarity_search_with_score_by_vector, vector, k, **kwargs)
+
+    @override
+    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+        return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
+
+    @override
+    async def asimilarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+        return [doc for doc, _ in await self.asimilarity_search_with_score(query, k, **kwargs)]
+
+    @override
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        metric = self._collection.config.metric
+        if metric == "cosine":
+            return lambda s: min(1.0, max(0.0, (1.0 + s) / 2.0))
+        if metric == "dot":
+            return lambda s: 1.0 / (1.0 + math.exp(-s)) if s > -700 else 0.0  # noqa: PLR2004
+        return lambda d: 1.0 / (1.0 + d)
+
+    def _metric_score(self, similarity: float | None) -> float:
+        """Engine similarity -> the score users see (distance for l2)."""
+        s = float(similarity if similarity is not None else -math.inf)
+        return math.sqrt(max(-s, 0.0)) if self._collection.config.metric == "l2" else s
+
+    # -- MMR ---------------------------------------------------------------------------------
+    @override
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        **kwargs: Any,
+    ) -> list[Document]:
+        k = _check_k(k)
+        fetch_k = max(_check_k(fetch_k, "fetch_k"), k)
+        if not 0.0 <= lambda_mult <= 1.0:
+            msg = f"lambda_mult must lie in [0, 1], got {lambda_mult!r} (1 = relevance only, 0 = diversity only)."
+            raise InvalidInputError(msg)
+        rows = self._search([embedding], fetch_k, with_vectors=True, **kwargs)[0]
+        if not rows:
+            return []
+        query = self._collection.check_vectors([embedding], "query embedding")[0]
+        chosen = maximal_marginal_relevance(query, np.stack([r.vector for r in rows]), k, lambda_mult)
+        return [_document(rows[i]) for i in chosen]
+
+    @override
+    async def amax_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        **kwargs: Any,
+    ) -> list[Document]:
+        return await run_in_executor(
+            None, self.max_marginal_relevance_search_by_vector, embedding, k, fetch_k, lambda_mult, **kwargs
+        )
+
+    @override
+    def max_marginal_relevance_search(
+        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
+    ) -> list[Document]:
+        return self.max_marginal_relevance_search_by_vector(
+            self.embedding.embed_query(query), k, fetch_k, lambda_mult, **kwargs
+        )
+
+    @override
+    async def amax_marginal_relevance_search(
+        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
+    ) -> list[Document]:
+        vector = await self.embedding.aembed_query(query)
+        return await self.amax_marginal_relevance_search_by_vector(vector, k, fetch_k, lambda_mult, **kwargs)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    @override
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        store = cls(embedding, **kwargs)
+        store.add_texts(texts, metadatas, ids=ids)
+        return store
+
+    @classmethod
+    @override
+    async def afrom_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        store = cls(embedding, **kwargs)
+        await store.aadd_texts(texts, metadatas, ids=ids)
+        return store
+
+    # -- maintenance -------------------------------------------------------------------------
+    def compact(self) -> None:
+        """Merge segments, drop deleted rows, retrain the quantizer, remove unused files."""
+        self._collection.compact()
+
+    def verify(self) -> list[str]:
+        """Check every file of the current version against its checksum; returns problems."""
+        return self._collection.verify()
+
+    def refresh(self) -> bool:
+        """Pick up versions committed by other processes; True if something changed."""
+        return self._collection.refresh()
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _stored_settings(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Quantization and metric of an existing store, so reopening needs no arguments."""
+    if path is None:
+        return {}
+    from langchain_vq.storage import StoreDirectory
+
+    directory = StoreDirectory(path)
+    if not directory.exists():
+        return {}
+    manifest = directory.read_manifest()
+    quantization = manifest.quantization or {}
+    return {
+        "quantization": quantization.get("name"),
+        "options": quantization.get("options"),
+        "metric": manifest.metric,
+    }
+
+
+def _model_name(embedding: Embeddings) -> str | None:
+    for attr in ("model_name", "model"):
+        value = getattr(embedding, attr, None)
+        if isinstance(value, str):
+            return value
+    return type(embedding).__name__
+
+
+def _check_texts(texts: Iterable[str]) -> list[str]:
+    if isinstance(texts, str):
+        msg = "texts must be a list of strings, got a single string; wrap it in a list."
+        raise InvalidInputError(msg)
+    out = list(texts)
+    for pos, text in enumerate(out):
+        if not isinstance(text, str):
+            msg = f"texts[{pos}] is {type(text).__name__}, expected str."
+            raise InvalidInputError(msg)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            msg = f"texts[{pos}] is not valid Unicode ({exc.reason} at {exc.start}); clean the text first."
+            raise InvalidInputError(msg) from exc
+    return out
+
+
+def _check_id(value: object, pos: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        msg = f"ids[{pos}] is {value!r} ({type(value).__name__}); expected a non-empty str (or None to generate one)."
+        raise InvalidInputError(msg)
+    return value
+
+
+def _metadata_json(metadata: object, pos: int) -> str:
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, dict):
+        msg = f"metadatas[{pos}] is {type(metadata).__name__}, expected a dict."
+        raise InvalidInputError(msg)
+    try:
+        return json.dumps(metadata, ensure_ascii=False, allow_nan=False, sort_keys=False)
+    except (TypeError, ValueError) as exc:
+        msg = (
+            f"metadatas[{pos}] is not JSON-serializable ({exc}); expected str, int, float, bool, "
+            "None, lists and dicts with str keys. Convert other values (dates, arrays) first."
+        )
+        raise InvalidInputError(msg) from exc
+
+
+def _check_k(k: object, name: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        msg = f"{name} must be a positive integer, got {k!r}."
+        raise InvalidInputError(msg)
+    return int(k)
+
+
+def _check_multiplier(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        msg = f"rescore_multiplier must be an integer >= 1, got {value!r}."
+        raise ConfigurationError(msg)
+    return int(value)
+
+
+def _reject_unknown(kwargs: dict[str, Any]) -> None:
+    kwargs = {k: v for k, v in kwargs.items() if not (k == "filter" and v is None)}
+    if kwargs:
+        msg = f"Unexpected search arguments {sorted(kwargs)}; supported: k, rescore_multiplier."
+        raise InvalidInputError(msg)
+
+
+def _document(row: Row) -> Document:
+    return Document(id=row.id, page_content=row.text, metadata=row.metadata)
