@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+
+# Two shared cores: oversubscribed OpenMP/BLAS threads spin against each other (PQ training took
+# 30 s instead of 4 s). Tests run single-threaded; benchmarks set threads explicitly.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
+
+from langchain_vq.synthetic import synthetic_embeddings
+
+faiss.omp_set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,13 +35,6 @@ def require_shared(*relative: str) -> Path:
     return path
 
 
-def clustered_vectors(n: int, dim: int, *, seed: int = 0, clusters: int = 16) -> np.ndarray:
-    """Normalized vectors with the structure of sentence embeddings: mean, clusters, anisotropy."""
-    rng = np.random.default_rng(seed)
-    mean = rng.normal(0, 1, dim) * 0.5
-    scales = np.exp(rng.normal(0, 0.5, dim))
-    centers = rng.normal(0, 1, (clusters, dim)) * scales
-    labels = rng.integers(0, clusters, n)
-    x = mean + centers[labels] + rng.normal(0, 0.7, (n, dim)) * scales
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32)
+def clustered_vectors(n: int, dim: int, *, seed: int = 0) -> np.ndarray:
+    """Unit vectors with the structure of sentence embeddings (see langchain_vq.synthetic)."""
+    return synthetic_embeddings(n, dim, seed=seed)

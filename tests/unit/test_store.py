@@ -1,0 +1,229 @@
+"""VQVectorStore behaviour beyond the standard suite: quantized search, upserts, deletes, compact."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from langchain_core.documents import Document
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from langchain_vq import VQVectorStore
+from tests.conftest import clustered_vectors
+
+DIM = 384
+MODES = ["binary", "int8", "pq", "none"]
+
+
+def exact_top(queries: np.ndarray, corpus: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(queries @ corpus.T), axis=1, kind="stable")[:, :k]
+
+
+def recall(got: list[list[int]], expected: np.ndarray) -> float:
+    k = expected.shape[1]
+    return float(np.mean([len(set(g) & set(e.tolist())) / k for g, e in zip(got, expected)]))
+
+
+def fill(store: VQVectorStore, x: np.ndarray, offset: int = 0) -> list[str]:
+    ids = [str(offset + i) for i in range(len(x))]
+    texts = [f"text {offset + i}" for i in range(len(x))]
+    metas = [{"i": offset + i, "even": (offset + i) % 2 == 0} for i in range(len(x))]
+    return store.add_embeddings(texts, x, metadatas=metas, ids=ids)
+
+
+def search_ids(store: VQVectorStore, queries: np.ndarray, k: int, **kwargs) -> list[list[int]]:
+    return [[int(d.id) for d, _ in r] for r in store.batch_similarity_search_by_vector(queries, k, **kwargs)]
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[np.ndarray, np.ndarray]:
+    return clustered_vectors(4000, DIM, seed=0), clustered_vectors(40, DIM, seed=1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_quantized_search_recall_against_exact(mode, on_disk, corpus, tmp_path) -> None:
+    x, q = corpus
+    store = VQVectorStore(
+        DeterministicFakeEmbedding(size=DIM),
+        path=tmp_path / "s" if on_disk else None,
+        quantization=mode,
+    )
+    fill(store, x)
+    snapshot = store.collection.snapshot
+    if mode == "none":
+        assert snapshot.quantizer is None
+    else:  # enough rows to train: the code path is really exercised
+        assert snapshot.quantizer is not None
+        assert all(v.segment.codes is not None for v in snapshot.views)
+    got = search_ids(store, q, 10, rescore_multiplier=16)
+    assert recall(got, exact_top(q, x, 10)) >= 0.97
+    # Scores are exact cosine similarities after rescoring, best first.
+    pairs = store.similarity_search_with_score_by_vector(q[0], k=5)
+    scores = [s for _, s in pairs]
+    assert scores == sorted(scores, reverse=True)
+    expected = [float(q[0] @ x[int(d.id)]) for d, _ in pairs]
+    assert np.allclose(scores, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["binary", "int8", "pq"])
+def test_rescore_multiplier_trades_recall(mode, corpus) -> None:
+    x, q = corpus
+    store = VQVectorStore(DeterministicFakeEmbedding(size=DIM), quantization=mode)
+    fill(store, x)
+    expected = exact_top(q, x, 10)
+    low = recall(search_ids(store, q, 10, rescore_multiplier=1), expected)
+    high = recall(search_ids(store, q, 10, rescore_multiplier=32), expected)
+    assert high >= low
+    assert high >= 0.99
+
+
+def test_rescore_off_returns_code_ranking(corpus) -> None:
+    x, q = corpus
+    store = VQVectorStore(DeterministicFakeEmbedding(size=DIM), quantization="int8", rescore=False)
+    fill(store, x)
+    got = search_ids(store, q, 10)
+    assert recall(got, exact_top(q, x, 10)) >= 0.8
+    assert all(len(r) == 10 for r in got)
+
+
+def test_quantizer_trains_when_enough_rows_arrive(corpus, tmp_path) -> None:
+    x, q = corpus
+    store = VQVectorStore(DeterministicFakeEmbedding(size=DIM), path=tmp_path / "s", quantization="pq")
+    fill(store, x[:10])
+    assert store.collection.snapshot.quantizer is None  # too few rows: exact search
+    assert search_ids(store, q[:1], 3)[0] == exact_top(q[:1], x[:10], 3)[0].tolist()
+    fill(store, x[10:], offset=10)
+    snapshot = store.collection.snapshot
+    assert snapshot.quantizer is not None and snapshot.quantizer.is_fitted
+    assert all(v.segment.codes is not None for v in snapshot.views)  # old rows re-encoded
+    assert recall(search_ids(store, q, 10), exact_top(q, x, 10)) >= 0.95
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_upsert_delete_and_compact(mode, corpus, tmp_path) -> None:
+    x, q = corpus
+    store = VQVectorStore(DeterministicFakeEmbedding(size=DIM), path=tmp_path / "s", quantization=mode)
+    fill(store, x)
+    # Upsert: row "7" gets the vector of the first query; no duplicate appears.
+    store.add_embeddings(["replaced"], q[:1], metadatas=[{"new": True}], ids=["7"])
+    assert len(store) == len(x)
+    top = store.similarity_search_by_vector(q[0].tolist(), k=1)[0]
+    assert (top.id, top.page_content, top.metadata) == ("7", "replaced", {"new": True})
+    # Delete: deleted rows never come back, and counts follow.
+    deleted = [str(i) for i in exact_top(q[1:2], x, 5)[0]]
+    store.delete(deleted)
+    assert len(store) == len(x) - 5
+    assert not set(deleted) & {d.id for d in store.similarity_search_by_vector(q[1].tolist(), k=20)}
+    assert store.get_by_ids(deleted) == []
+    before = search_ids(store, q, 10, rescore_multiplier=32)
+    versions_before = store.collection.snapshot.version
+    store.compact()
+    assert store.collection.snapshot.version == versions_before + 1
+    assert len(store.collection.snapshot.views) == 1
+    assert all(v.deleted.size == 0 for v in store.collection.snapshot.views)
+    assert len(store) == len(x) - 5
+    assert search_ids(store, q, 10, rescore_multiplier=32) == before
+    assert store.verify() == []
+
+
+def test_delete_everything_and_reuse(tmp_path) -> None:
+    store = VQVectorStore(DeterministicFakeEmbedding(size=8), path=tmp_path / "s")
+    store.add_texts(["a", "b", "c"], ids=["1", "2", "3"])
+    store.delete()
+    assert len(store) == 0
+    assert store.similarity_search("a", k=3) == []
+    store.add_texts(["d"], ids=["1"])
+    assert [d.page_content for d in store.get_by_ids(["1", "2"])] == ["d"]
+
+
+def test_get_by_ids_keeps_requested_order_and_skips_missing() -> None:
+    store = VQVectorStore(DeterministicFakeEmbedding(size=8))
+    store.add_texts(["a", "b", "c"], ids=["1", "2", "3"])
+    assert [d.id for d in store.get_by_ids(["3", "x", "1", "3"])] == ["3", "1"]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "l2"])
+def test_metrics_rank_and_score_like_exact_search(metric) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (300, 16)).astype(np.float32) * rng.uniform(0.5, 2, (300, 1)).astype(np.float32)
+    q = rng.normal(0, 1, 16).astype(np.float32)
+    store = VQVectorStore(DeterministicFakeEmbedding(size=16), metric=metric, quantization="none")
+    store.add_embeddings([str(i) for i in range(300)], x, ids=[str(i) for i in range(300)])
+    pairs = store.similarity_search_with_score_by_vector(q, k=5)
+    if metric == "cosine":
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        ref = xn @ (q / np.linalg.norm(q))
+        order, scores = np.argsort(-ref)[:5], np.sort(ref)[::-1][:5]
+    elif metric == "dot":
+        ref = x @ q
+        order, scores = np.argsort(-ref)[:5], np.sort(ref)[::-1][:5]
+    else:
+        ref = np.linalg.norm(x - q, axis=1)
+        order, scores = np.argsort(ref)[:5], np.sort(ref)[:5]
+    assert [int(d.id) for d, _ in pairs] == order.tolist()
+    assert np.allclose([s for _, s in pairs], scores, rtol=1e-4, atol=1e-4)
+    relevance = [s for _, s in store.similarity_search_with_relevance_scores("anything", k=50)]
+    assert all(0.0 <= s <= 1.0 for s in relevance)
+    assert relevance == sorted(relevance, reverse=True)
+
+
+def test_relevance_threshold_retriever() -> None:
+    store = VQVectorStore(DeterministicFakeEmbedding(size=16))
+    store.add_texts(["alpha", "beta", "gamma"])
+    retriever = store.as_retriever(search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.99})
+    docs = retriever.invoke("alpha")
+    assert [d.page_content for d in docs] == ["alpha"]
+
+
+def test_mmr_prefers_diverse_results() -> None:
+    store = VQVectorStore(DeterministicFakeEmbedding(size=4), quantization="none")
+    vectors = np.array([[1, 0, 0, 0], [1, 0.01, 0, 0], [0.7, 0.7, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
+    store.add_embeddings(["a", "a-copy", "b", "far"], vectors, ids=["a", "a2", "b", "far"])
+    plain = store.similarity_search_by_vector([1, 0.05, 0, 0], k=2)
+    assert [d.id for d in plain] == ["a2", "a"]
+    mmr = store.max_marginal_relevance_search_by_vector([1, 0.05, 0, 0], k=2, fetch_k=4, lambda_mult=0.5)
+    assert [d.id for d in mmr] == ["a2", "b"]
+
+
+async def test_async_twins_match_sync() -> None:
+    store = VQVectorStore(DeterministicFakeEmbedding(size=16))
+    ids = await store.aadd_texts(["one", "two", "three"])
+    assert len(ids) == 3
+    assert await store.asimilarity_search("two", k=2) == store.similarity_search("two", k=2)
+    assert await store.amax_marginal_relevance_search("two", k=2) == store.max_marginal_relevance_search("two", k=2)
+    await store.adelete([ids[0]])
+    assert await store.aget_by_ids(ids) == store.get_by_ids(ids[1:])
+    other = await VQVectorStore.afrom_texts(["x"], DeterministicFakeEmbedding(size=16), ids=["x"])
+    assert [d.id for d in other.get_by_ids(["x"])] == ["x"]
+
+
+def test_from_documents_keeps_document_ids_and_does_not_mutate(tmp_path) -> None:
+    docs = [Document(page_content="a", id="doc-a"), Document(page_content="b")]
+    store = VQVectorStore.from_documents(docs, DeterministicFakeEmbedding(size=8), path=tmp_path / "s")
+    assert docs[1].id is None
+    assert {d.id for d in store.get_by_ids(["doc-a"])} == {"doc-a"}
+    assert len(store) == 2
+
+
+def test_k_larger_than_store_returns_everything() -> None:
+    store = VQVectorStore(DeterministicFakeEmbedding(size=8))
+    store.add_texts(["a", "b"])
+    assert len(store.similarity_search("a", k=10**9)) == 2
+
+
+def test_odd_dimensions_and_tiny_corpora(tmp_path) -> None:
+    for dim in (5, 12, 97):
+        for mode in MODES:
+            x = clustered_vectors(700, dim, seed=dim)
+            store = VQVectorStore(DeterministicFakeEmbedding(size=dim), path=tmp_path / f"{dim}-{mode}", quantization=mode)
+            assert store.similarity_search_by_vector(x[0].tolist(), k=3) == []
+            fill(store, x[:1])
+            assert [d.id for d in store.similarity_search_by_vector(x[0].tolist(), k=3)] == ["0"]
+            fill(store, x[1:3], offset=1)
+            assert len(store.similarity_search_by_vector(x[0].tolist(), k=3)) == 3
+            fill(store, x[3:], offset=3)  # crosses every training threshold
+            got = search_ids(store, x[:5], 3, rescore_multiplier=32)
+            assert all(g[0] == i for i, g in enumerate(got)), (dim, mode, got)
+            assert math.isclose(len(store), 700)
