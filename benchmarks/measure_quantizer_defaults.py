@@ -21,15 +21,15 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import json
-import platform
-import sys
-import time
-from pathlib import Path
-from typing import Any
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
-import faiss
-import numpy as np
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -112,7 +112,8 @@ def measure(
         f"{label:28s} bytes={qz.code_size:4d} "
         + " ".join(f"m{m}={row['recall_at_10'][m]:.3f}" for m in MULTIPLIERS)
         + f" | no-rescore={row['recall_at_10_no_rescore']:.3f}"
-        + " | ms " + " ".join(f"{row['ms_per_query'][m]:.2f}" for m in MULTIPLIERS),
+        + " | ms "
+        + " ".join(f"{row['ms_per_query'][m]:.2f}" for m in MULTIPLIERS),
         flush=True,
     )
     return row
@@ -148,8 +149,13 @@ def main() -> None:
         "data": "all-MiniLM-L6-v2, sentences chunk_00: corpus rows 0..48999, queries 49000..49999",
         "k": K,
         "threads": 1,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "faiss": faiss.__version__, "numpy": np.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "faiss": faiss.__version__,
+            "numpy": np.__version__,
+        },
         "exact_float_ms_per_query": round(float_ms, 3),
         "results": rows,
     }

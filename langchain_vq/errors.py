@@ -53,3 +53,35 @@ class CorruptStoreError(StoreError):
 
 class UnsupportedFormatError(StoreError):
     """The store was written by a newer, unknown format version."""
+
+
+class SourceError(VQError, OSError):
+    """A document source (a file or folder given to a loader) cannot be loaded."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """A file or folder to load does not exist."""
+
+
+class UnreadableSourceError(SourceError, PermissionError):
+    """A file or folder to load exists but cannot be read (permissions, I/O error)."""
+
+
+class BinarySourceError(SourceError):
+    """A file to load holds binary data, not UTF-8 text."""
+
+
+class EmptySourceError(SourceError):
+    """A folder to load holds no file of a supported type."""
+
+
+class UnsupportedSourceError(SourceError):
+    """A file to load has a type the loader does not read (see ``loaders.SUPPORTED_SUFFIXES``)."""
+
+
+class InvalidSourceError(SourceError):
+    """A file to load is text but malformed (e.g. a ``.jsonl`` line that is not a JSON object)."""

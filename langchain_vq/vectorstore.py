@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 #: Candidates per result taken from the code scan and rescored with floats, per quantization.
 #: Chosen by measurement (benchmarks/measure_quantizer_defaults.py): the smallest multiplier
 #: whose recall@10 against exact float search is >= 0.99 on real sentence embeddings.
-DEFAULT_RESCORE_MULTIPLIER = {"binary": 8, "int8": 4, "pq": 8, "none": 1}
+DEFAULT_RESCORE_MULTIPLIER = {"binary": 16, "int8": 2, "pq": 4, "none": 1}
 
 
 class VQVectorStore(VectorStore):

@@ -81,9 +81,7 @@ def normalize_quantization(spec: str | None) -> str | None:
     return _ALIASES[key]
 
 
-def make_quantizer(
-    spec: str | None, dim: int, *, metric: Metric = "ip", **options: Any
-) -> Quantizer | None:
+def make_quantizer(spec: str | None, dim: int, *, metric: Metric = "ip", **options: Any) -> Quantizer | None:
     """Create an unfitted quantizer from a spec, or ``None`` for exact float search.
 
     Args:
@@ -112,7 +110,7 @@ def make_quantizer(
     return _build(name, dim, metric, options)
 
 
-def _build(name: str, dim: int, metric: Any, options: dict[str, Any]) -> Quantizer:  # noqa: ANN401
+def _build(name: str, dim: int, metric: Any, options: dict[str, Any]) -> Quantizer:
     cls = QUANTIZERS[name]
     try:
         return cls(dim, metric=metric, **options)
@@ -121,9 +119,7 @@ def _build(name: str, dim: int, metric: Any, options: dict[str, Any]) -> Quantiz
         raise ConfigurationError(msg) from exc
 
 
-def quantizer_from_config(
-    config: dict[str, Any], state: dict[str, npt.NDArray[np.generic]]
-) -> Quantizer:
+def quantizer_from_config(config: dict[str, Any], state: dict[str, npt.NDArray[np.generic]]) -> Quantizer:
     """Rebuild a fitted quantizer from ``get_config()`` and ``get_state()`` output (no training).
 
     Args:

@@ -54,6 +54,9 @@ class ProductQuantizer(Quantizer):
 
     name: ClassVar[str] = "pq"
 
+    # Learned state: absent until fit()/set_state(), as in scikit-learn.
+    centroids_: npt.NDArray[np.float32]
+
     def __init__(
         self,
         dim: int,
@@ -63,6 +66,7 @@ class ProductQuantizer(Quantizer):
         nbits: int = 8,
         seed: int = 1234,
     ) -> None:
+        """Store the parameters (see the class docstring); ``fit`` learns the codebooks."""
         super().__init__(dim, metric=metric)
         if m is None:
             m = math.ceil(dim / _DEFAULT_DSUB)
@@ -85,7 +89,6 @@ class ProductQuantizer(Quantizer):
         self.nbits = nbits
         self.seed = seed
         self.dsub = math.ceil(dim / m)
-        self.centroids_: npt.NDArray[np.float32] | None = None
         self._pq: Any = None  # faiss.ProductQuantizer holding centroids_
 
     # -- size and training -------------------------------------------------------------------
@@ -113,9 +116,9 @@ class ProductQuantizer(Quantizer):
     @property
     def is_fitted(self) -> bool:
         """Whether codebooks are set."""
-        return self.centroids_ is not None
+        return hasattr(self, "centroids_")
 
-    def _new_faiss_pq(self) -> Any:  # noqa: ANN401 - SWIG object
+    def _new_faiss_pq(self) -> Any:
         pq = faiss.ProductQuantizer(self.m * self.dsub, self.m, self.nbits)
         pq.verbose = False
         pq.cp.seed = self.seed
@@ -231,7 +234,8 @@ class ProductQuantizer(Quantizer):
         heap.nh, heap.k = nq, k_out
         heap.val, heap.ids = faiss.swig_ptr(dist), faiss.swig_ptr(labels)
         run = self._pq.search_ip if is_ip else self._pq.search
-        run(faiss.swig_ptr(q), nq, faiss.swig_ptr(codes), n, heap, True)  # True: init + sort
+        init_finalize_heap = True  # initialize the heap, then sort the results best first
+        run(faiss.swig_ptr(q), nq, faiss.swig_ptr(codes), n, heap, init_finalize_heap)
         scores = dist if is_ip else -dist
         return top_k(scores, labels, k_out)  # ties ordered by row, like the other quantizers
 

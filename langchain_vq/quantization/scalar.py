@@ -55,10 +55,13 @@ class ScalarQuantizer(Quantizer):
 
     name: ClassVar[str] = "int8"
 
+    # Learned state: absent until fit()/set_state(), as in scikit-learn.
+    lo_: npt.NDArray[np.float32]
+    scale_: npt.NDArray[np.float32]
+
     def __init__(self, dim: int, *, metric: Metric = "ip") -> None:
+        """Store the parameters (see the class docstring); ``fit`` learns the state."""
         super().__init__(dim, metric=metric)
-        self.lo_: npt.NDArray[np.float32] | None = None
-        self.scale_: npt.NDArray[np.float32] | None = None
 
     # -- size and training -------------------------------------------------------------------
     @property
@@ -79,7 +82,7 @@ class ScalarQuantizer(Quantizer):
     @property
     def is_fitted(self) -> bool:
         """Whether ``lo_`` and ``scale_`` are set."""
-        return self.lo_ is not None
+        return hasattr(self, "lo_")
 
     def fit(self, x: npt.NDArray[np.float32]) -> Self:
         """Learn each dimension's range from the 0.1% and 99.9% quantiles of ``x``.
@@ -136,9 +139,7 @@ class ScalarQuantizer(Quantizer):
             out[:, start : start + block.shape[1]] = block
         return out
 
-    def _score_chunks(
-        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8]
-    ) -> Any:  # noqa: ANN401 - a generator of (start, [nq, chunk] scores)
+    def _score_chunks(self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8]) -> Any:
         """Yield ``(start, scores[nq, chunk])`` over chunks of ``codes``, in float32."""
         weights = queries * self.scale_  # [nq, dim]
         if self.metric == "ip":
@@ -197,12 +198,13 @@ class ScalarQuantizer(Quantizer):
         scanner's ``scan_codes`` runs on the calling thread (no OpenMP), and it returns the
         heap unsorted, so results are sorted here.
         """
-        sq = faiss.ScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit)
+        sq: Any = faiss.ScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit)
         trained = np.concatenate([self.lo_ - 0.5 * self.scale_, 255.0 * self.scale_])
         faiss.copy_array_to_vector(trained.astype(np.float32), sq.trained)
         is_ip = self.metric == "ip"
         metric = faiss.METRIC_INNER_PRODUCT if is_ip else faiss.METRIC_L2
-        scanner = sq.select_InvertedListScanner(metric, None, False, None, False)
+        # (metric, coarse quantizer, store_pairs, selector, by_residual): a flat scan, no IVF.
+        scanner = sq.select_InvertedListScanner(metric, None, False, None, False)  # noqa: FBT003
         scanner.set_list(0, 0.0)
         n = codes.shape[0]
         ids = np.arange(n, dtype=np.int64)
@@ -215,8 +217,12 @@ class ScalarQuantizer(Quantizer):
             l_row.fill(-1)
             scanner.set_query(faiss.swig_ptr(queries[i]))
             scanner.scan_codes(
-                n, faiss.swig_ptr(codes), faiss.swig_ptr(ids),
-                faiss.swig_ptr(d_row), faiss.swig_ptr(l_row), k,
+                n,
+                faiss.swig_ptr(codes),
+                faiss.swig_ptr(ids),
+                faiss.swig_ptr(d_row),
+                faiss.swig_ptr(l_row),
+                k,
             )
         scores = dist if is_ip else -dist  # similarities: higher is better
         return top_k(scores, labels, k)

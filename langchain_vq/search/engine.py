@@ -6,13 +6,17 @@ cosine, whose vectors are normalized at ingest) and ``-||q - x||^2`` for Euclide
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
+import faiss
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import numpy.typing as npt
 
     from langchain_vq.quantization.base import Quantizer
@@ -122,17 +126,36 @@ def search_segments(
     """
     n_queries = queries.shape[0]
     per_segment: list[Hits] = []
-    for index, view in enumerate(views):
-        mask = view.live_mask
-        extra = masks[index] if masks is not None else None
-        if extra is not None:
-            mask = extra if mask is None else mask & extra
-        hits = _search_one(view, queries, k, kind, quantizer, rescore, rescore_multiplier, mask)
-        if hits is not None:
-            per_segment.append(Hits(hits.scores, np.full_like(hits.rows, index), hits.rows))
+    with _faiss_threads(1 if n_queries == 1 else None):
+        for index, view in enumerate(views):
+            mask = view.live_mask
+            extra = masks[index] if masks is not None else None
+            if extra is not None:
+                mask = extra if mask is None else mask & extra
+            hits = _search_one(view, queries, k, kind, quantizer, rescore, rescore_multiplier, mask)
+            if hits is not None:
+                per_segment.append(Hits(hits.scores, np.full_like(hits.rows, index), hits.rows))
     if not per_segment:
         return Hits.empty(n_queries, k)
     return _merge(per_segment, k)
+
+
+@contextmanager
+def _faiss_threads(threads: int | None) -> Iterator[None]:
+    """Run FAISS kernels on ``threads`` OpenMP threads (None: leave as is).
+
+    A single query is faster on one thread: with 2 threads and the default OpenMP wait policy a
+    binary query took 57 ms instead of 3 ms on a busy machine (DESIGN.md, performance traps).
+    """
+    if threads is None:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def _search_one(  # noqa: PLR0913

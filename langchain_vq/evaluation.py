@@ -1,0 +1,60 @@
+"""Retrieval quality measures: recall against exact search, and nDCG against relevance labels.
+
+Shared by the tests, the benchmarks and ``langchain-vq eval``, so every number is computed one way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import numpy.typing as npt
+
+
+def exact_top_k(
+    queries: npt.NDArray[np.float32], corpus: npt.NDArray[np.float32], k: int, *, chunk: int = 65_536
+) -> npt.NDArray[np.int64]:
+    """Row indices ``[n_queries, k]`` of the best inner products, best first (chunked scan)."""
+    k = min(k, corpus.shape[0])
+    best_scores = np.full((queries.shape[0], 0), -np.inf, dtype=np.float32)
+    best_rows = np.empty((queries.shape[0], 0), dtype=np.int64)
+    for start in range(0, corpus.shape[0], chunk):
+        scores = queries @ corpus[start : start + chunk].T
+        rows = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
+        scores = np.concatenate([best_scores, scores], axis=1)
+        rows = np.concatenate([best_rows, rows], axis=1)
+        top = np.argpartition(-scores, min(k, scores.shape[1]) - 1, axis=1)[:, :k]
+        best_scores = np.take_along_axis(scores, top, axis=1)
+        best_rows = np.take_along_axis(rows, top, axis=1)
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    return np.take_along_axis(best_rows, order, axis=1)
+
+
+def recall_at_k(found: Sequence[Sequence[object]], expected: Sequence[Sequence[object]], k: int) -> float:
+    """Mean fraction of the exact top ``k`` that each result list contains in its first ``k``."""
+    if not expected:
+        return float("nan")
+    total = 0.0
+    for got, truth in zip(found, expected, strict=True):
+        truth_k = list(truth)[:k]
+        total += len(set(list(got)[:k]) & set(truth_k)) / max(len(truth_k), 1)
+    return total / len(expected)
+
+
+def ndcg_at_k(
+    ranked: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]], k: int = 10
+) -> float:
+    """Mean nDCG@k over the queries of ``qrels`` (BEIR/trec_eval definition, graded gains)."""
+    scores = []
+    for query_id, relevant in qrels.items():
+        gains = [relevant.get(doc, 0) for doc in list(ranked.get(query_id, []))[:k]]
+        dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+        ideal = sorted(relevant.values(), reverse=True)[:k]
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+        scores.append(dcg / idcg if idcg > 0 else 0.0)
+    return float(np.mean(scores)) if scores else float("nan")
