@@ -211,7 +211,7 @@ class Collection:
             raise InvalidInputError(msg) from exc
         dim = self._snapshot.dim
         if dim is None:
-            if arr.ndim != 2 or arr.shape[1] == 0:  # noqa: PLR2004
+            if arr.ndim != 2 or arr.shape[1] == 0:
                 msg = f"{what} must have shape [n, dim] with dim >= 1, got {list(arr.shape)}."
                 raise InvalidInputError(msg)
             dim = arr.shape[1]
@@ -226,8 +226,8 @@ class Collection:
             raise DimensionMismatchError(msg) from exc
         if self.config.metric == "cosine":
             norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out = out / np.where(norms == 0, 1, norms)
-        return np.ascontiguousarray(out, dtype=np.float32)
+            out = (out / np.where(norms == 0, 1, norms)).astype(np.float32)
+        return np.ascontiguousarray(out)
 
     # -- writes ------------------------------------------------------------------------------
     def add(
@@ -244,7 +244,8 @@ class Collection:
             dim = current.dim if current.dim is not None else vectors.shape[1]
             replaced = self._rows_of(current, list(ids))
             views = [
-                SegmentView(v.segment, _union(v.deleted, replaced.get(i))) for i, v in enumerate(current.views)
+                SegmentView(v.segment, _union(v.deleted, replaced.get(i)))
+                for i, v in enumerate(current.views)
             ]
             quantizer = current.quantizer
             total = sum(v.live_count for v in views) + len(ids)
@@ -277,7 +278,9 @@ class Collection:
                 targets = {i: np.arange(v.segment.rows) for i, v in enumerate(current.views)}
             else:
                 targets = self._rows_of(current, list(ids))
-            views = [SegmentView(v.segment, _union(v.deleted, targets.get(i))) for i, v in enumerate(current.views)]
+            views = [
+                SegmentView(v.segment, _union(v.deleted, targets.get(i))) for i, v in enumerate(current.views)
+            ]
             count = current.live_rows - sum(v.live_count for v in views)
             if count:
                 self._publish(current, current.dim, [v for v in views if v.live_count], current.quantizer)
@@ -290,7 +293,8 @@ class Collection:
                 msg = "The store changed while the rows to delete were selected; retry."
                 raise InvalidInputError(msg)
             views = [
-                SegmentView(v.segment, _union(v.deleted, np.flatnonzero(m))) for v, m in zip(current.views, masks)
+                SegmentView(v.segment, _union(v.deleted, np.flatnonzero(m)))
+                for v, m in zip(current.views, masks, strict=True)
             ]
             count = current.live_rows - sum(v.live_count for v in views)
             if count:
@@ -307,7 +311,10 @@ class Collection:
                 vectors = np.concatenate([_live_vectors(v) for v in live])
                 if self.config.quantization != "none" and current.dim is not None:
                     template = make_quantizer(
-                        self.config.quantization, current.dim, metric=self.kind, **self.config.quantizer_options
+                        self.config.quantization,
+                        current.dim,
+                        metric=self.kind,
+                        **self.config.quantizer_options,
                     )
                     if template is not None and vectors.shape[0] >= template.min_train_size:
                         quantizer = template.fit(_sample_vectors([], vectors, TRAIN_SAMPLE))
@@ -317,7 +324,9 @@ class Collection:
                     part = merged.slice(start, SEGMENT_MAX_ROWS)
                     chunk = vectors[start : start + SEGMENT_MAX_ROWS]
                     segment = Segment(uuid.uuid4().hex, part)
-                    views.append(SegmentView(segment.with_codes(quantizer.encode(chunk) if quantizer else None)))
+                    views.append(
+                        SegmentView(segment.with_codes(quantizer.encode(chunk) if quantizer else None))
+                    )
             self._publish(current, current.dim, views, quantizer)
             if self.directory is not None and self._snapshot.manifest is not None:
                 self.directory.cleanup(self._snapshot.manifest, CLEANUP_GRACE_SECONDS)
@@ -329,7 +338,11 @@ class Collection:
         problems = self.directory.verify(self._snapshot.manifest)
         seen: set[str] = set()
         for view in self._snapshot.views:
-            live_ids = view.segment.ids.filter(pa.array(view.live_mask)) if view.live_mask is not None else view.segment.ids
+            live_ids = (
+                view.segment.ids.filter(pa.array(view.live_mask))
+                if view.live_mask is not None
+                else view.segment.ids
+            )
             ids = live_ids.to_pylist()
             duplicates = seen.intersection(ids)
             if duplicates or len(set(ids)) != len(ids):
@@ -344,7 +357,7 @@ class Collection:
         found: dict[str, Row] = {}
         for index, rows in self._rows_of(snapshot, list(ids)).items():
             values = snapshot.views[index].segment.take(rows, ("id", "text", "metadata"))
-            for id_, text, meta in zip(values["id"], values["text"], values["metadata"]):
+            for id_, text, meta in zip(values["id"], values["text"], values["metadata"], strict=True):
                 found[id_] = Row(id_, text, json.loads(meta))
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
@@ -454,7 +467,9 @@ class Collection:
                 )
             )
         manifest = old.next(
-            dim=dim, segments=tuple(entries), quantizer_state=quantizer_entry,
+            dim=dim,
+            segments=tuple(entries),
+            quantizer_state=quantizer_entry,
             embedding_model=old.embedding_model or self.config.embedding_model,
         )
         self.directory.commit(manifest)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 _CHUNK_ROWS = 65_536
 
 
-def synthetic_embeddings(  # noqa: PLR0913
+def synthetic_embeddings(
     n: int,
     dim: int = 384,
     *,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from langchain_vq.quantization import normalize_quantization
 from langchain_vq.search import maximal_marginal_relevance
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Callable, Iterable, Sequence
 
     import numpy.typing as npt
@@ -168,13 +168,13 @@ class VQVectorStore(VectorStore):
         texts: Iterable[str],
         metadatas: list[dict[str, Any]] | None = None,
         *,
-        ids: list[str | None] | None = None,
+        ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
         texts = _check_texts(texts)
-        metadatas_json, ids = self._check_rows(texts, metadatas, ids)
+        metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
         vectors = self.embedding.embed_documents(texts) if texts else []
-        return self._add(texts, metadatas_json, ids, vectors)
+        return self._add(texts, metadatas_json, final_ids, vectors)
 
     @override
     async def aadd_texts(
@@ -182,13 +182,13 @@ class VQVectorStore(VectorStore):
         texts: Iterable[str],
         metadatas: list[dict[str, Any]] | None = None,
         *,
-        ids: list[str | None] | None = None,
+        ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
         texts = _check_texts(texts)
-        metadatas_json, ids = self._check_rows(texts, metadatas, ids)
+        metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
         vectors = await self.embedding.aembed_documents(texts) if texts else []
-        return await run_in_executor(None, self._add, texts, metadatas_json, ids, vectors)
+        return await run_in_executor(None, self._add, texts, metadatas_json, final_ids, vectors)
 
     @override
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
@@ -213,15 +213,15 @@ class VQVectorStore(VectorStore):
         texts: Iterable[str],
         embeddings: npt.ArrayLike,
         metadatas: list[dict[str, Any]] | None = None,
-        ids: list[str | None] | None = None,
+        ids: list[str] | None = None,
     ) -> list[str]:
         """Add precomputed vectors (``[n, dim]`` array) with their texts; the fast path.
 
         Rows whose id already exists replace the old row (upsert), in the same commit.
         """
         texts = _check_texts(texts)
-        metadatas_json, ids = self._check_rows(texts, metadatas, ids)
-        return self._add(texts, metadatas_json, ids, embeddings)
+        metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
+        return self._add(texts, metadatas_json, final_ids, embeddings)
 
     def _check_rows(
         self,
@@ -261,9 +261,13 @@ class VQVectorStore(VectorStore):
     @override
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
         """Delete documents by id; missing ids are ignored. ``ids=None`` deletes every document."""
+        checked = None
         if ids is not None:
-            ids = [_check_id(i, pos) for pos, i in enumerate(ids)]
-        self._collection.delete(ids)
+            checked = [_check_id(i, pos) for pos, i in enumerate(ids)]
+            if None in checked:
+                msg = f"ids[{checked.index(None)}] is None; delete() takes the ids of stored documents."
+                raise InvalidInputError(msg)
+        self._collection.delete(checked)  # type: ignore[arg-type]  # None entries rejected above
         return True
 
     @override
@@ -295,7 +299,9 @@ class VQVectorStore(VectorStore):
         if snapshot.live_rows == 0:
             return [[] for _ in range(np.shape(vectors)[0])]
         queries = self._collection.check_vectors(vectors, "query embedding")
-        multiplier = self.rescore_multiplier if rescore_multiplier is None else _check_multiplier(rescore_multiplier)
+        multiplier = (
+            self.rescore_multiplier if rescore_multiplier is None else _check_multiplier(rescore_multiplier)
+        )
         return self._collection.search(
             queries,
             min(k, snapshot.live_rows),
@@ -309,7 +315,7 @@ class VQVectorStore(VectorStore):
         self, embedding: Sequence[float] | npt.ArrayLike, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Documents most similar to ``embedding`` with scores in metric units."""
-        rows = self._search([embedding], k, **kwargs)[0]
+        rows = self._search(np.asarray(embedding, dtype=np.float32).reshape(1, -1), k, **kwargs)[0]
         return [(_document(r), self._metric_score(r.score)) for r in rows]
 
     def batch_similarity_search_by_vector(
@@ -322,7 +328,9 @@ class VQVectorStore(VectorStore):
         ]
 
     @override
-    def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
+    def similarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, **kwargs: Any
+    ) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k, **kwargs)]
 
     @override
@@ -332,7 +340,9 @@ class VQVectorStore(VectorStore):
         return await run_in_executor(None, self.similarity_search_by_vector, embedding, k, **kwargs)
 
     @override
-    def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+    def similarity_search_with_score(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
         _check_k(k)
         return self.similarity_search_with_score_by_vector(self.embedding.embed_query(query), k, **kwargs)
 
@@ -358,7 +368,7 @@ class VQVectorStore(VectorStore):
         if metric == "cosine":
             return lambda s: min(1.0, max(0.0, (1.0 + s) / 2.0))
         if metric == "dot":
-            return lambda s: 1.0 / (1.0 + math.exp(-s)) if s > -700 else 0.0  # noqa: PLR2004
+            return lambda s: 1.0 / (1.0 + math.exp(-s)) if s > -700 else 0.0
         return lambda d: 1.0 / (1.0 + d)
 
     def _metric_score(self, similarity: float | None) -> float:
@@ -379,13 +389,17 @@ class VQVectorStore(VectorStore):
         k = _check_k(k)
         fetch_k = max(_check_k(fetch_k, "fetch_k"), k)
         if not 0.0 <= lambda_mult <= 1.0:
-            msg = f"lambda_mult must lie in [0, 1], got {lambda_mult!r} (1 = relevance only, 0 = diversity only)."
+            msg = (
+                f"lambda_mult must lie in [0, 1], got {lambda_mult!r} "
+                "(1 = relevance only, 0 = diversity only)."
+            )
             raise InvalidInputError(msg)
         rows = self._search([embedding], fetch_k, with_vectors=True, **kwargs)[0]
         if not rows:
             return []
         query = self._collection.check_vectors([embedding], "query embedding")[0]
-        chosen = maximal_marginal_relevance(query, np.stack([r.vector for r in rows]), k, lambda_mult)
+        vectors = np.stack([r.vector for r in rows if r.vector is not None])
+        chosen = maximal_marginal_relevance(query, vectors, k, lambda_mult)
         return [_document(rows[i]) for i in chosen]
 
     @override
@@ -509,7 +523,10 @@ def _check_id(value: object, pos: int) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        msg = f"ids[{pos}] is {value!r} ({type(value).__name__}); expected a non-empty str (or None to generate one)."
+        msg = (
+            f"ids[{pos}] is {value!r} ({type(value).__name__}); "
+            "expected a non-empty str (or None to generate one)."
+        )
         raise InvalidInputError(msg)
     return value
 

@@ -10,12 +10,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
-import numpy as np
 import pytest
 
 from langchain_vq.synthetic import synthetic_embeddings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 faiss.omp_set_num_threads(1)
 
@@ -38,3 +41,20 @@ def require_shared(*relative: str) -> Path:
 def clustered_vectors(n: int, dim: int, *, seed: int = 0) -> np.ndarray:
     """Unit vectors with the structure of sentence embeddings (see langchain_vq.synthetic)."""
     return synthetic_embeddings(n, dim, seed=seed)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """One all-MiniLM-L6-v2 ``SentenceTransformerEmbeddings`` (offline) shared by the session.
+
+    The command-line tests run ``langchain_vq.cli.main`` in this process; registering the model
+    in the CLI's cache makes them reuse it instead of loading it again.
+    """
+    pytest.importorskip("sentence_transformers", reason="needs the embeddings extra")
+    from langchain_vq import cli
+    from langchain_vq.embeddings import DEFAULT_MODEL, SentenceTransformerEmbeddings
+
+    model = SentenceTransformerEmbeddings()
+    model.embed_query("warm up")  # load now, so the first test does not pay for it
+    cli._MODELS.setdefault(DEFAULT_MODEL, model)
+    return cli._MODELS[DEFAULT_MODEL]

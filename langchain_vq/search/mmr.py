@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 def _unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norms == 0, 1, norms)
+    return (x / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
 def maximal_marginal_relevance(

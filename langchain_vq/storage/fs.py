@@ -7,12 +7,13 @@ patching the ``os`` module.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from pathlib import Path
 
 
 class FileOps:
@@ -52,7 +53,5 @@ class FileOps:
 
     def remove(self, path: Path) -> None:
         """Remove file ``path`` if it exists."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        except FileNotFoundError:
-            pass

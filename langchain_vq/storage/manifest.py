@@ -55,7 +55,7 @@ class Manifest:
         """Rows not deleted, across all segments."""
         return sum(s.rows - s.deleted for s in self.segments)
 
-    def next(self, **changes: Any) -> Manifest:  # noqa: ANN401
+    def next(self, **changes: Any) -> Manifest:
         """A copy for the next version with ``changes`` applied."""
         return replace(self, version=self.version + 1, **changes)
 

@@ -22,13 +22,13 @@ def quantization(request: pytest.FixtureRequest) -> str:
 class TestInMemory(VectorStoreIntegrationTests):
     @pytest.fixture
     def vectorstore(self, quantization: str) -> Generator[VQVectorStore, None, None]:  # type: ignore[override]
-        yield VQVectorStore(self.get_embeddings(), quantization=quantization)
+        return VQVectorStore(self.get_embeddings(), quantization=quantization)
 
 
 class TestOnDisk(VectorStoreIntegrationTests):
     @pytest.fixture
     def vectorstore(self, quantization: str, tmp_path: Path) -> Generator[VQVectorStore, None, None]:  # type: ignore[override]
-        yield VQVectorStore(self.get_embeddings(), path=tmp_path / "store", quantization=quantization)
+        return VQVectorStore(self.get_embeddings(), path=tmp_path / "store", quantization=quantization)
 
 
 class TestOnDiskReopened(VectorStoreIntegrationTests):
@@ -37,4 +37,4 @@ class TestOnDiskReopened(VectorStoreIntegrationTests):
     @pytest.fixture
     def vectorstore(self, quantization: str, tmp_path: Path) -> Generator[VQVectorStore, None, None]:  # type: ignore[override]
         VQVectorStore(self.get_embeddings(), path=tmp_path / "store", quantization=quantization)
-        yield VQVectorStore(self.get_embeddings(), path=tmp_path / "store")
+        return VQVectorStore(self.get_embeddings(), path=tmp_path / "store")

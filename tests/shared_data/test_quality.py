@@ -47,7 +47,11 @@ def test_scifact_ndcg_with_default_settings(mode, scifact) -> None:
     store.add_embeddings([""] * len(ids), corpus, ids=ids)
     ranked = {
         qid: [doc.id for doc, _ in res]
-        for qid, res in zip(scifact["query_ids"], store.batch_similarity_search_by_vector(scifact["queries"], k=10))
+        for qid, res in zip(
+            scifact["query_ids"],
+            store.batch_similarity_search_by_vector(scifact["queries"], k=10),
+            strict=False,
+        )
     }
     ndcg = ndcg_at_k(ranked, scifact["qrels"], 10)
     assert ndcg >= NDCG_FLOOR[mode], f"{mode}: nDCG@10 {ndcg:.4f} < {NDCG_FLOOR[mode]}"
@@ -55,7 +59,9 @@ def test_scifact_ndcg_with_default_settings(mode, scifact) -> None:
 
 def test_exact_search_reproduces_published_scifact_ndcg(scifact) -> None:
     top = exact_top_k(scifact["queries"], scifact["corpus"], 10)
-    ranked = {q: [scifact["corpus_ids"][i] for i in row] for q, row in zip(scifact["query_ids"], top)}
+    ranked = {
+        q: [scifact["corpus_ids"][i] for i in row] for q, row in zip(scifact["query_ids"], top, strict=True)
+    }
     assert abs(ndcg_at_k(ranked, scifact["qrels"], 10) - 0.6451) < 0.0015
 
 
@@ -70,7 +76,9 @@ def sentences() -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("mode", ["binary", "int8", "pq"])
 def test_sentences_recall_at_10_with_default_settings(mode, sentences, tmp_path) -> None:
     corpus, queries = sentences
-    store = VQVectorStore(DeterministicFakeEmbedding(size=corpus.shape[1]), path=tmp_path / mode, quantization=mode)
+    store = VQVectorStore(
+        DeterministicFakeEmbedding(size=corpus.shape[1]), path=tmp_path / mode, quantization=mode
+    )
     store.add_embeddings([""] * len(corpus), corpus, ids=[str(i) for i in range(len(corpus))])
     found = [[int(d.id) for d, _ in r] for r in store.batch_similarity_search_by_vector(queries, k=10)]
     recall = recall_at_k(found, exact_top_k(queries, corpus, 10).tolist(), 10)

@@ -63,7 +63,11 @@ def test_reopen_in_new_process_gives_identical_results(mode, tmp_path) -> None:
     )
     out = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "s"), str(tmp_path / "q.npy")],
-        capture_output=True, text=True, check=True, cwd=REPO_ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+        timeout=120,
     )
     assert json.loads(out.stdout) == [[list(t) for t in r] for r in expected]
 
@@ -155,7 +159,7 @@ def test_damaged_manifest_is_detected(tmp_path) -> None:
 
 
 def test_second_writer_gets_locked_error_or_waits(tmp_path) -> None:
-    store, _ = make_store(tmp_path / "s", n=5)
+    _store, _ = make_store(tmp_path / "s", n=5)
     holder = textwrap.dedent(
         """
         import sys, time
@@ -167,7 +171,10 @@ def test_second_writer_gets_locked_error_or_waits(tmp_path) -> None:
         """
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", holder, str(tmp_path / "s"), "3"], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT
+        [sys.executable, "-c", holder, str(tmp_path / "s"), "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
     )
     try:
         assert proc.stdout.readline().strip() == "locked"

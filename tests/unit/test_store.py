@@ -22,7 +22,7 @@ def exact_top(queries: np.ndarray, corpus: np.ndarray, k: int) -> np.ndarray:
 
 def recall(got: list[list[int]], expected: np.ndarray) -> float:
     k = expected.shape[1]
-    return float(np.mean([len(set(g) & set(e.tolist())) / k for g, e in zip(got, expected)]))
+    return float(np.mean([len(set(g) & set(e.tolist())) / k for g, e in zip(got, expected, strict=True)]))
 
 
 def fill(store: VQVectorStore, x: np.ndarray, offset: int = 0) -> list[str]:
@@ -172,7 +172,9 @@ def test_metrics_rank_and_score_like_exact_search(metric) -> None:
 def test_relevance_threshold_retriever() -> None:
     store = VQVectorStore(DeterministicFakeEmbedding(size=16))
     store.add_texts(["alpha", "beta", "gamma"])
-    retriever = store.as_retriever(search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.99})
+    retriever = store.as_retriever(
+        search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.99}
+    )
     docs = retriever.invoke("alpha")
     assert [d.page_content for d in docs] == ["alpha"]
 
@@ -192,7 +194,9 @@ async def test_async_twins_match_sync() -> None:
     ids = await store.aadd_texts(["one", "two", "three"])
     assert len(ids) == 3
     assert await store.asimilarity_search("two", k=2) == store.similarity_search("two", k=2)
-    assert await store.amax_marginal_relevance_search("two", k=2) == store.max_marginal_relevance_search("two", k=2)
+    assert await store.amax_marginal_relevance_search("two", k=2) == store.max_marginal_relevance_search(
+        "two", k=2
+    )
     await store.adelete([ids[0]])
     assert await store.aget_by_ids(ids) == store.get_by_ids(ids[1:])
     other = await VQVectorStore.afrom_texts(["x"], DeterministicFakeEmbedding(size=16), ids=["x"])
@@ -217,7 +221,9 @@ def test_odd_dimensions_and_tiny_corpora(tmp_path) -> None:
     for dim in (5, 12, 97):
         for mode in MODES:
             x = clustered_vectors(700, dim, seed=dim)
-            store = VQVectorStore(DeterministicFakeEmbedding(size=dim), path=tmp_path / f"{dim}-{mode}", quantization=mode)
+            store = VQVectorStore(
+                DeterministicFakeEmbedding(size=dim), path=tmp_path / f"{dim}-{mode}", quantization=mode
+            )
             assert store.similarity_search_by_vector(x[0].tolist(), k=3) == []
             fill(store, x[:1])
             assert [d.id for d in store.similarity_search_by_vector(x[0].tolist(), k=3)] == ["0"]
