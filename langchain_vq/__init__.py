@@ -5,6 +5,7 @@ from langchain_vq.errors import (
     ConfigurationError,
     CorruptStoreError,
     DimensionMismatchError,
+    InvalidFilterError,
     InvalidInputError,
     NotAStoreError,
     NotFittedError,
@@ -13,6 +14,7 @@ from langchain_vq.errors import (
     UnsupportedFormatError,
     VQError,
 )
+from langchain_vq.retriever import VQRetriever
 from langchain_vq.vectorstore import VQVectorStore
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "ConfigurationError",
     "CorruptStoreError",
     "DimensionMismatchError",
+    "InvalidFilterError",
     "InvalidInputError",
     "NotAStoreError",
     "NotFittedError",
@@ -27,5 +30,6 @@ __all__ = [
     "StoreLockedError",
     "UnsupportedFormatError",
     "VQError",
+    "VQRetriever",
     "VQVectorStore",
 ]

@@ -32,7 +32,7 @@ from langchain_vq.storage import Manifest, Segment, SegmentEntry, StoreDirectory
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import numpy.typing as npt
 
@@ -286,15 +286,12 @@ class Collection:
                 self._publish(current, current.dim, [v for v in views if v.live_count], current.quantizer)
             return count
 
-    def delete_rows(self, masks: list[npt.NDArray[np.bool_]]) -> int:
-        """Delete the rows selected by one mask per segment of the current snapshot."""
+    def delete_where(self, select: Callable[[Segment], npt.NDArray[np.bool_]]) -> int:
+        """Delete the rows for which ``select(segment)`` is True, on the newest version."""
         with self._writing() as current:
-            if len(masks) != len(current.views):
-                msg = "The store changed while the rows to delete were selected; retry."
-                raise InvalidInputError(msg)
             views = [
-                SegmentView(v.segment, _union(v.deleted, np.flatnonzero(m)))
-                for v, m in zip(current.views, masks, strict=True)
+                SegmentView(v.segment, _union(v.deleted, np.flatnonzero(select(v.segment))))
+                for v in current.views
             ]
             count = current.live_rows - sum(v.live_count for v in views)
             if count:

@@ -19,6 +19,14 @@ class DimensionMismatchError(InvalidInputError):
     """A vector's dimension differs from the store's dimension."""
 
 
+class InvalidFilterError(InvalidInputError):
+    """A metadata filter is malformed; ``where`` names the offending part (e.g. ``$or[1].year``)."""
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        super().__init__(message)
+        self.where = where
+
+
 class ConfigurationError(VQError, ValueError):
     """An unknown or inconsistent setting (quantization, metric, reopening with other settings)."""
 

@@ -12,6 +12,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 from langchain_core.documents import Document
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
@@ -19,7 +20,9 @@ from typing_extensions import override
 
 from langchain_vq.collection import Collection, CollectionConfig, Row, normalize_metric
 from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.filters import compile_filter
 from langchain_vq.quantization import normalize_quantization
+from langchain_vq.retriever import VQRetriever
 from langchain_vq.search import maximal_marginal_relevance
 
 if TYPE_CHECKING:
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from langchain_core.embeddings import Embeddings
     from typing_extensions import Self
+
+    from langchain_vq.storage import Segment
 
 #: Candidates per result taken from the code scan and rescored with floats, per quantization.
 #: Chosen by measurement (benchmarks/measure_quantizer_defaults.py): the smallest multiplier
@@ -260,14 +265,36 @@ class VQVectorStore(VectorStore):
     # -- deleting and getting ----------------------------------------------------------------
     @override
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
-        """Delete documents by id; missing ids are ignored. ``ids=None`` deletes every document."""
+        """Delete documents by id and/or ``filter=``; missing ids are ignored.
+
+        With neither ids nor a filter, every document is deleted (LangChain's contract). With
+        both, only the given ids that also match the filter are deleted.
+        """
+        filter_spec = kwargs.pop("filter", None)
+        if kwargs:
+            msg = f"Unexpected delete arguments {sorted(kwargs)}; supported: ids, filter."
+            raise InvalidInputError(msg)
         checked = None
         if ids is not None:
             checked = [_check_id(i, pos) for pos, i in enumerate(ids)]
             if None in checked:
                 msg = f"ids[{checked.index(None)}] is None; delete() takes the ids of stored documents."
                 raise InvalidInputError(msg)
-        self._collection.delete(checked)  # type: ignore[arg-type]  # None entries rejected above
+        compiled = compile_filter(filter_spec)
+        if compiled is None:
+            self._collection.delete(checked)  # type: ignore[arg-type]  # None entries rejected above
+            return True
+        wanted = None if checked is None else pa.array(checked, pa.string())
+
+        def select(segment: Segment) -> npt.NDArray[np.bool_]:
+            mask = compiled.mask(segment)
+            if wanted is not None:
+                in_ids = np.zeros(segment.rows, dtype=bool)
+                in_ids[segment.rows_of_ids(wanted)] = True
+                mask &= in_ids
+            return mask
+
+        self._collection.delete_where(select)
         return True
 
     @override
@@ -290,15 +317,18 @@ class VQVectorStore(VectorStore):
         k: int,
         *,
         rescore_multiplier: int | None = None,
+        filter: Any = None,  # noqa: A002 - LangChain's name
         with_vectors: bool = False,
         **kwargs: Any,
     ) -> list[list[Row]]:
         k = _check_k(k)
         _reject_unknown(kwargs)
+        compiled = compile_filter(filter)
         snapshot = self._collection.snapshot
         if snapshot.live_rows == 0:
             return [[] for _ in range(np.shape(vectors)[0])]
         queries = self._collection.check_vectors(vectors, "query embedding")
+        masks = [compiled.mask(v.segment) for v in snapshot.views] if compiled is not None else None
         multiplier = (
             self.rescore_multiplier if rescore_multiplier is None else _check_multiplier(rescore_multiplier)
         )
@@ -307,6 +337,7 @@ class VQVectorStore(VectorStore):
             min(k, snapshot.live_rows),
             rescore=self.rescore,
             rescore_multiplier=multiplier,
+            masks=masks,
             with_vectors=with_vectors,
             snapshot=snapshot,
         )
@@ -429,6 +460,18 @@ class VQVectorStore(VectorStore):
     ) -> list[Document]:
         vector = await self.embedding.aembed_query(query)
         return await self.amax_marginal_relevance_search_by_vector(vector, k, fetch_k, lambda_mult, **kwargs)
+
+    # -- retriever ---------------------------------------------------------------------------
+    @override
+    def as_retriever(self, **kwargs: Any) -> VQRetriever:
+        """A :class:`VQRetriever` over this store.
+
+        Accepts LangChain's ``search_type`` and ``search_kwargs`` as well as the typed knobs
+        directly: ``k``, ``filter``, ``rescore_multiplier``, ``score_threshold``, ``fetch_k``,
+        ``lambda_mult``.
+        """
+        tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
+        return VQRetriever(vectorstore=self, tags=tags, **kwargs)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -562,9 +605,8 @@ def _check_multiplier(value: object) -> int:
 
 
 def _reject_unknown(kwargs: dict[str, Any]) -> None:
-    kwargs = {k: v for k, v in kwargs.items() if not (k == "filter" and v is None)}
     if kwargs:
-        msg = f"Unexpected search arguments {sorted(kwargs)}; supported: k, rescore_multiplier."
+        msg = f"Unexpected search arguments {sorted(kwargs)}; supported: k, filter, rescore_multiplier."
         raise InvalidInputError(msg)
 
 

@@ -7,9 +7,9 @@ vectors stay on disk until rescoring touches the few rows it needs.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +34,8 @@ class Segment:
 
     name: str
     table: pa.Table
+    #: Derived read-only structures (e.g. parsed metadata columns), built once per segment.
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def rows(self) -> int:

@@ -1,0 +1,448 @@
+"""Metadata filters: a dict language compiled once, evaluated as Arrow row masks before the scan.
+
+The language is the one users know from Chroma, PGVector and LangChain's FAISS store::
+
+    {"source": "a.md"}                                  implicit $eq
+    {"year": {"$gte": 2020}, "lang": {"$in": ["en", "de"]}}   implicit AND across keys
+    {"$or": [{"tags": {"$contains": "ml"}}, {"meta.score": {"$gt": 0.5}}]}
+
+Fields are metadata keys; dotted paths reach into nested dicts. Operators: ``$eq $ne $gt $gte
+$lt $lte $in $nin $exists $contains`` on fields, ``$and $or $not`` to combine filters.
+
+Type semantics (explicit, never a raise at search time):
+- a number never equals or orders against a string, and booleans are not numbers
+  (``True`` does not match ``1``); strings order lexicographically;
+- a missing field (or a JSON ``null``) matches nothing, except ``{"$exists": False}``;
+  ``$ne`` and ``$nin`` match rows where the field exists with another value;
+- ``$contains`` matches list-valued fields holding the value; ``$eq`` on a list field does not;
+- ``$not`` negates its filter, so it also matches rows where the field is missing.
+
+Metadata is stored as JSON text; each segment's metadata is parsed once (Arrow's JSON reader,
+or a Python pass when the rows disagree on a field's type) into typed Arrow columns, cached
+with the segment, so a filter costs a few vectorized ``pyarrow.compute`` kernels per query.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+
+from langchain_vq.errors import InvalidFilterError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy.typing as npt
+
+    from langchain_vq.storage.segment import Segment
+
+FIELD_OPERATORS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains"})
+LOGICAL_OPERATORS = frozenset({"$and", "$or", "$not"})
+#: Deeper filters are refused with a typed error instead of exhausting the stack.
+MAX_DEPTH = 100
+_ORDERING = {"$gt": pc.greater, "$gte": pc.greater_equal, "$lt": pc.less, "$lte": pc.less_equal}
+_CACHE_KEY = "metadata_columns"
+
+Scalar = str | int | float | bool
+
+
+# -- typed columns ----------------------------------------------------------------------------
+@dataclass
+class TypedColumn:
+    """One metadata field across a segment's rows, split by JSON type (null where absent)."""
+
+    number: pa.Array | None = None  # float64
+    string: pa.Array | None = None
+    boolean: pa.Array | None = None
+    list_parents: npt.NDArray[np.int64] | None = None  # row of each list element
+    elements: TypedColumn | None = None  # list elements, aligned with list_parents
+
+    def exists(self, rows: int) -> npt.NDArray[np.bool_]:
+        """Rows where the field holds any non-null value."""
+        mask = np.zeros(rows, dtype=bool)
+        for array in (self.number, self.string, self.boolean):
+            if array is not None:
+                mask |= _to_mask(pc.is_valid(array))
+        if self.list_parents is not None:
+            mask[self.list_parents] = True
+            mask |= self._empty_lists
+        return mask
+
+    _empty_lists: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def equals(self, value: Scalar, rows: int) -> npt.NDArray[np.bool_]:
+        """Rows whose scalar value equals ``value`` (same JSON type only)."""
+        array = self._array_for(value)
+        if array is None:
+            return np.zeros(rows, dtype=bool)
+        return _to_mask(pc.equal(array, _scalar(value)))
+
+    def compare(self, op: str, value: str | float, rows: int) -> npt.NDArray[np.bool_]:
+        """Rows whose value orders against ``value`` as ``op`` says (same JSON type only)."""
+        array = self._array_for(value)
+        if array is None:
+            return np.zeros(rows, dtype=bool)
+        return _to_mask(_ORDERING[op](array, _scalar(value)))
+
+    def contains(self, value: Scalar, rows: int) -> npt.NDArray[np.bool_]:
+        """Rows whose list value holds ``value``."""
+        mask = np.zeros(rows, dtype=bool)
+        if self.elements is None or self.list_parents is None:
+            return mask
+        hits = self.elements.equals(value, self.list_parents.size)
+        mask[self.list_parents[hits]] = True
+        return mask
+
+    def _array_for(self, value: Scalar) -> pa.Array | None:
+        if isinstance(value, bool):
+            return self.boolean
+        if isinstance(value, (int, float)):
+            return self.number
+        return self.string
+
+
+def _scalar(value: Scalar) -> pa.Scalar:
+    if isinstance(value, bool):
+        return pa.scalar(value, pa.bool_())
+    if isinstance(value, (int, float)):
+        return pa.scalar(float(value), pa.float64())
+    return pa.scalar(value, pa.string())
+
+
+def _to_mask(result: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
+    return np.asarray(pc.fill_null(result, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def metadata_columns(segment: Segment) -> dict[str, TypedColumn]:
+    """Typed columns of a segment's metadata by dotted path; parsed once and cached."""
+    cached = segment.cache.get(_CACHE_KEY)
+    if cached is None:
+        column = segment.table.column("metadata").combine_chunks()
+        cached = _columns_from_arrow_json(column) or _columns_from_python(column)
+        segment.cache[_CACHE_KEY] = cached
+    return cached
+
+
+def _columns_from_arrow_json(column: pa.Array) -> dict[str, TypedColumn] | None:
+    """Parse with Arrow's JSON reader; None when rows disagree on types (or types are exotic)."""
+    n = len(column)
+    if n == 0:
+        return {}
+    lines = pc.binary_join_element_wise(column, pa.array([""] * n, pa.string()), "\n")
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=n + 1, offset=lines.offset * 4)
+    data = lines.buffers()[2][offsets[0] : offsets[-1]]
+    try:
+        table = pa_json.read_json(pa.BufferReader(data))
+    except pa.ArrowInvalid:
+        return None
+    if table.num_rows != n:
+        return None
+    out: dict[str, TypedColumn] = {}
+    for name, chunked in zip(table.column_names, table.columns, strict=True):
+        if not _flatten_arrow(name, chunked.combine_chunks(), out):
+            return None
+    return out
+
+
+def _flatten_arrow(path: str, array: pa.Array, out: dict[str, TypedColumn]) -> bool:
+    """Add ``array`` (and nested struct fields) to ``out``; False for types we do not map."""
+    kind = array.type
+    if pa.types.is_struct(kind):
+        return all(
+            _flatten_arrow(f"{path}.{kind.field(i).name}", child, out)
+            for i, child in enumerate(array.flatten())
+        )
+    if pa.types.is_null(kind):
+        return True
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        elements: dict[str, TypedColumn] = {}
+        if not _flatten_arrow("", array.flatten(), elements) or set(elements) - {""}:
+            return False  # lists of dicts or lists: not addressable by $contains
+        parents = pc.list_parent_indices(array).to_numpy(zero_copy_only=False).astype(np.int64)
+        lengths = pc.fill_null(pc.list_value_length(array), -1).to_numpy(zero_copy_only=False)
+        out[path] = TypedColumn(
+            list_parents=parents, elements=elements.get("", TypedColumn()), _empty_lists=lengths == 0
+        )
+        return True
+    column = TypedColumn()
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        column.number = pc.cast(array, pa.float64())
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        column.string = array.cast(pa.string())
+    elif pa.types.is_boolean(kind):
+        column.boolean = array
+    else:
+        return False  # e.g. timestamps inferred from strings: keep the exact text instead
+    out[path] = column
+    return True
+
+
+def _columns_from_python(column: pa.Array) -> dict[str, TypedColumn]:
+    """One Python pass for metadata whose rows disagree on a field's type."""
+    n = len(column)
+    scalars: dict[str, dict[str, list[Any]]] = {}
+    lists: dict[str, tuple[list[int], dict[str, list[Any]], set[int]]] = {}
+    for row, text in enumerate(column.to_pylist()):
+        for path, value in _walk(json.loads(text)):
+            if isinstance(value, list):
+                parents, elements, empty = lists.setdefault(path, ([], {}, set()))
+                if not value:
+                    empty.add(row)
+                for item in value:
+                    kind = _json_kind(item)
+                    if kind is None:
+                        continue
+                    index = len(parents)
+                    parents.append(row)
+                    _put(elements, kind, index, item, None)
+            elif (kind := _json_kind(value)) is not None:
+                _put(scalars.setdefault(path, {}), kind, row, value, n)
+    out: dict[str, TypedColumn] = {}
+    for path, by_kind in scalars.items():
+        out[path] = _typed(by_kind)
+    for path, (parents, elements, empty) in lists.items():
+        size = len(parents)
+        padded = {k: v + [None] * (size - len(v)) for k, v in elements.items()}
+        empty_mask = np.zeros(n, dtype=bool)
+        empty_mask[list(empty)] = True
+        column = out.setdefault(path, TypedColumn())
+        column.list_parents = np.asarray(parents, dtype=np.int64)
+        column.elements = _typed(padded)
+        column._empty_lists = empty_mask  # noqa: SLF001
+    return out
+
+
+def _walk(value: Any, prefix: str = "") -> list[tuple[str, Any]]:  # noqa: ANN401
+    if not isinstance(value, dict):
+        return [(prefix, value)] if prefix else []
+    found = []
+    for key, child in value.items():
+        found.extend(_walk(child, f"{prefix}.{key}" if prefix else str(key)))
+    return found
+
+
+def _json_kind(value: object) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def _put(by_kind: dict[str, list[Any]], kind: str, row: int, value: object, n: int | None) -> None:
+    values = by_kind.get(kind)
+    if values is None:
+        values = by_kind[kind] = [None] * (n or 0)
+    if n is None and len(values) <= row:
+        values.extend([None] * (row + 1 - len(values)))
+    values[row] = float(value) if kind == "number" else value  # type: ignore[arg-type]
+
+
+def _typed(by_kind: dict[str, list[Any]]) -> TypedColumn:
+    types = {"number": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}
+    return TypedColumn(**{kind: pa.array(values, types[kind]) for kind, values in by_kind.items()})
+
+
+# -- compiled filters -------------------------------------------------------------------------
+class Filter:
+    """A compiled filter: evaluates to a boolean row mask per segment."""
+
+    def mask(self, segment: Segment) -> npt.NDArray[np.bool_]:
+        """Rows of ``segment`` that match (deleted rows included; the engine removes those)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Field(Filter):
+    path: str
+    op: str
+    value: Any
+
+    def mask(self, segment: Segment) -> npt.NDArray[np.bool_]:
+        rows = segment.rows
+        column = metadata_columns(segment).get(self.path)
+        if self.op == "$exists":
+            exists = column.exists(rows) if column is not None else np.zeros(rows, dtype=bool)
+            return exists if self.value else ~exists
+        if column is None:
+            return np.zeros(rows, dtype=bool)
+        if self.op == "$eq":
+            return column.equals(self.value, rows)
+        if self.op == "$ne":
+            return column.exists(rows) & ~column.equals(self.value, rows)
+        if self.op in _ORDERING:
+            return column.compare(self.op, self.value, rows)
+        if self.op == "$contains":
+            return column.contains(self.value, rows)
+        hits = np.zeros(rows, dtype=bool)
+        for value in self.value:
+            hits |= column.equals(value, rows)
+        return hits if self.op == "$in" else column.exists(rows) & ~hits
+
+
+@dataclass(frozen=True)
+class _And(Filter):
+    parts: tuple[Filter, ...]
+
+    def mask(self, segment: Segment) -> npt.NDArray[np.bool_]:
+        out = np.ones(segment.rows, dtype=bool)
+        for part in self.parts:
+            out &= part.mask(segment)
+        return out
+
+
+@dataclass(frozen=True)
+class _Or(Filter):
+    parts: tuple[Filter, ...]
+
+    def mask(self, segment: Segment) -> npt.NDArray[np.bool_]:
+        out = np.zeros(segment.rows, dtype=bool)
+        for part in self.parts:
+            out |= part.mask(segment)
+        return out
+
+
+@dataclass(frozen=True)
+class _Not(Filter):
+    part: Filter
+
+    def mask(self, segment: Segment) -> npt.NDArray[np.bool_]:
+        return ~self.part.mask(segment)
+
+
+@dataclass(frozen=True)
+class _Callable(Filter):
+    """``filter(Document) -> bool``, the InMemoryVectorStore convention: one call per row."""
+
+    predicate: Callable[[Any], bool]
+
+    def mask(self, segment: Segment) -> npt.NDArray[np.bool_]:
+        from langchain_core.documents import Document
+
+        ids = segment.table.column("id").to_pylist()
+        texts = segment.table.column("text").to_pylist()
+        metas = segment.table.column("metadata").to_pylist()
+        return np.fromiter(
+            (
+                bool(self.predicate(Document(id=i, page_content=t, metadata=json.loads(m))))
+                for i, t, m in zip(ids, texts, metas, strict=True)
+            ),
+            dtype=bool,
+            count=len(ids),
+        )
+
+
+def compile_filter(spec: object) -> Filter | None:
+    """Compile a dict filter (or wrap a callable); None means no filter.
+
+    Raises:
+        InvalidFilterError: the filter is malformed; the message names the offending part.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, Filter):
+        return spec
+    if callable(spec):
+        return _Callable(spec)
+    return _compile(spec, "filter", 0)
+
+
+def _compile(spec: object, where: str, depth: int) -> Filter:
+    if depth > MAX_DEPTH:
+        msg = f"{where}: the filter is nested deeper than {MAX_DEPTH} levels; flatten it."
+        raise InvalidFilterError(msg, where)
+    if not isinstance(spec, dict):
+        msg = (
+            f"{where}: expected a dict such as {{'field': value}} or {{'$and': [...]}}, "
+            f"got {type(spec).__name__} {spec!r:.80}."
+        )
+        raise InvalidFilterError(msg, where)
+    parts: list[Filter] = []
+    for key, value in spec.items():
+        here = f"{where}.{key}" if where != "filter" else str(key)
+        if not isinstance(key, str) or not key:
+            msg = f"{where}: field names must be non-empty strings, got {key!r}."
+            raise InvalidFilterError(msg, where)
+        if key in LOGICAL_OPERATORS:
+            parts.append(_compile_logical(key, value, here, depth))
+        elif key.startswith("$"):
+            hint = (
+                f" Operators apply to a field: {{'field': {{'{key}': ...}}}}."
+                if key in FIELD_OPERATORS
+                else f" Known operators: {sorted(FIELD_OPERATORS | LOGICAL_OPERATORS)}."
+            )
+            msg = f"{here}: {key!r} cannot stand here.{hint}"
+            raise InvalidFilterError(msg, here)
+        else:
+            parts.extend(_compile_field(key, value, here))
+    if not parts:
+        msg = f"{where}: an empty filter; pass None for no filter, or at least one condition."
+        raise InvalidFilterError(msg, where)
+    return parts[0] if len(parts) == 1 else _And(tuple(parts))
+
+
+def _compile_logical(op: str, value: object, where: str, depth: int) -> Filter:
+    if op == "$not":
+        return _Not(_compile(value, where, depth + 1))
+    if not isinstance(value, list) or not value:
+        msg = f"{where}: {op} takes a non-empty list of filters, got {value!r:.80}."
+        raise InvalidFilterError(msg, where)
+    parts = tuple(_compile(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+    return _And(parts) if op == "$and" else _Or(parts)
+
+
+def _compile_field(path: str, value: object, where: str) -> list[Filter]:
+    if not isinstance(value, dict):
+        return [_Field(path, "$eq", _check_scalar(value, where, "$eq"))]
+    if not value:
+        msg = f"{where}: an empty condition; use a value for equality or {{'$exists': True}}."
+        raise InvalidFilterError(msg, where)
+    out: list[Filter] = []
+    for op, operand in value.items():
+        here = f"{where}.{op}"
+        if op not in FIELD_OPERATORS:
+            hint = (
+                " Nested fields are addressed with dotted paths: {'a.b': value}."
+                if isinstance(op, str) and not op.startswith("$")
+                else f" Known field operators: {sorted(FIELD_OPERATORS)}."
+            )
+            msg = f"{here}: unknown operator {op!r}.{hint}"
+            raise InvalidFilterError(msg, here)
+        out.append(_Field(path, op, _check_operand(op, operand, here)))
+    return out
+
+
+def _check_operand(op: str, operand: object, where: str) -> object:
+    if op == "$exists":
+        if not isinstance(operand, bool):
+            msg = f"{where}: $exists takes True or False, got {operand!r:.80}."
+            raise InvalidFilterError(msg, where)
+        return operand
+    if op in ("$in", "$nin"):
+        if not isinstance(operand, (list, tuple)):
+            msg = f"{where}: {op} takes a list of values, got {type(operand).__name__} {operand!r:.80}."
+            raise InvalidFilterError(msg, where)
+        return tuple(_check_scalar(v, f"{where}[{i}]", op) for i, v in enumerate(operand))
+    value = _check_scalar(operand, where, op)
+    if op in _ORDERING and isinstance(value, bool):
+        msg = f"{where}: {op} compares numbers or strings, got the boolean {value!r}."
+        raise InvalidFilterError(msg, where)
+    return value
+
+
+def _check_scalar(value: object, where: str, op: str) -> Scalar:
+    if isinstance(value, (str, bool, int, float)) and not (
+        isinstance(value, float) and not np.isfinite(value)
+    ):
+        return value
+    hint = " Use {'$exists': False} to find rows without the field." if value is None else ""
+    msg = f"{where}: {op} takes a string, number or boolean, got {type(value).__name__} {value!r:.80}.{hint}"
+    raise InvalidFilterError(msg, where)
