@@ -53,6 +53,10 @@ METRICS: dict[str, MetricName] = {
 }
 #: Rows per segment written by one add; larger adds are split.
 SEGMENT_MAX_ROWS = 1 << 20
+#: Segments below this many rows count as small; more than MAX_SMALL_SEGMENTS of them are merged
+#: into one by the next add, so many small adds do not leave many small segments to search.
+SMALL_SEGMENT_ROWS = 1 << 16
+MAX_SMALL_SEGMENTS = 8
 #: Vectors sampled to train a quantizer.
 TRAIN_SAMPLE = 100_000
 #: Seconds a file no longer referenced survives ``compact``, for readers of older versions.
@@ -269,7 +273,7 @@ class Collection:
                     quantizer.encode(chunk) if quantizer is not None else None,
                 )
                 views.append(SegmentView(segment))
-            self._publish(current, dim, views, quantizer)
+            self._publish(current, dim, _merge_small_segments(views), quantizer)
 
     def delete(self, ids: Sequence[str] | None) -> int:
         """Delete rows by id (all rows if ``ids`` is None); returns how many were deleted."""
@@ -516,6 +520,18 @@ def _live_vectors(view: SegmentView) -> npt.NDArray[np.float32]:
 def _live_table(view: SegmentView) -> pa.Table:
     table = view.segment.table.drop_columns([c for c in ("codes",) if c in view.segment.table.column_names])
     return table if view.live_mask is None else table.filter(pa.array(view.live_mask))
+
+
+def _merge_small_segments(views: list[SegmentView]) -> list[SegmentView]:
+    """Merge the live rows of small segments into one once there are too many of them."""
+    small = [v for v in views if v.segment.rows < SMALL_SEGMENT_ROWS]
+    if len(small) <= MAX_SMALL_SEGMENTS:
+        return views
+    tables = [
+        v.segment.table if v.live_mask is None else v.segment.table.filter(pa.array(v.live_mask)) for v in small
+    ]
+    merged = Segment(uuid.uuid4().hex, pa.concat_tables(tables).combine_chunks())
+    return [v for v in views if v.segment.rows >= SMALL_SEGMENT_ROWS] + [SegmentView(merged)]
 
 
 def _sample_vectors(

@@ -233,3 +233,21 @@ def test_odd_dimensions_and_tiny_corpora(tmp_path) -> None:
             got = search_ids(store, x[:5], 3, rescore_multiplier=32)
             assert all(g[0] == i for i, g in enumerate(got)), (dim, mode, got)
             assert math.isclose(len(store), 700)
+
+
+def test_many_small_adds_are_merged_into_few_segments(tmp_path) -> None:
+    x = clustered_vectors(400, 32, seed=4)
+    store = VQVectorStore(DeterministicFakeEmbedding(size=32), path=tmp_path / "s", quantization="binary")
+    for i in range(0, 400, 10):
+        fill(store, x[i : i + 10], offset=i)
+    store.delete([str(i) for i in range(0, 400, 7)])
+    fill(store, x[:1])  # re-adds row 0 (deleted above)
+    snapshot = store.collection.snapshot
+    assert len(snapshot.views) <= 9
+    assert len(store) == 400 - len(range(0, 400, 7)) + 1
+    assert all(v.segment.codes is not None for v in snapshot.views)
+    got = search_ids(store, x[1:4], 1, rescore_multiplier=400)
+    assert got == [[1], [2], [3]]
+    reopened = VQVectorStore(DeterministicFakeEmbedding(size=32), path=tmp_path / "s")
+    assert len(reopened) == len(store)
+    assert reopened.verify() == []
