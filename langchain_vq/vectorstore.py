@@ -6,7 +6,6 @@ files in ``storage/``.
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -19,11 +18,12 @@ from langchain_core.vectorstores import VectorStore
 from typing_extensions import override
 
 from langchain_vq.collection import Collection, CollectionConfig, Row, normalize_metric
-from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.errors import InvalidInputError
 from langchain_vq.filters import compile_filter
 from langchain_vq.quantization import normalize_quantization
 from langchain_vq.retriever import VQRetriever
 from langchain_vq.search import maximal_marginal_relevance
+from langchain_vq.validation import check_id, check_k, check_multiplier, check_texts, metadata_json
 
 if TYPE_CHECKING:
     import os
@@ -134,7 +134,7 @@ class VQVectorStore(VectorStore):
         quant = normalize_quantization(quantization or stored.get("quantization") or "binary") or "none"
         metric_name = normalize_metric(metric or stored.get("metric") or "cosine")
         self.rescore = bool(rescore)
-        self.rescore_multiplier = _check_multiplier(
+        self.rescore_multiplier = check_multiplier(
             DEFAULT_RESCORE_MULTIPLIER[quant] if rescore_multiplier is None else rescore_multiplier
         )
         config = CollectionConfig(
@@ -176,7 +176,7 @@ class VQVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
         vectors = self.embedding.embed_documents(texts) if texts else []
         return self._add(texts, metadatas_json, final_ids, vectors)
@@ -190,7 +190,7 @@ class VQVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
         vectors = await self.embedding.aembed_documents(texts) if texts else []
         return await run_in_executor(None, self._add, texts, metadatas_json, final_ids, vectors)
@@ -224,7 +224,7 @@ class VQVectorStore(VectorStore):
 
         Rows whose id already exists replace the old row (upsert), in the same commit.
         """
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
         return self._add(texts, metadatas_json, final_ids, embeddings)
 
@@ -241,8 +241,8 @@ class VQVectorStore(VectorStore):
         if ids is not None and len(ids) != n:
             msg = f"Got {len(ids)} ids for {n} texts; pass one id per text (or None to generate)."
             raise InvalidInputError(msg)
-        metadatas_json = [_metadata_json(m, i) for i, m in enumerate(metadatas or [{}] * n)]
-        checked = [_check_id(i, pos) for pos, i in enumerate(ids)] if ids is not None else [None] * n
+        metadatas_json = [metadata_json(m, i) for i, m in enumerate(metadatas or [{}] * n)]
+        checked = [check_id(i, pos) for pos, i in enumerate(ids)] if ids is not None else [None] * n
         final = [i if i is not None else uuid.uuid4().hex for i in checked]
         if len(set(final)) != n:
             dupes = sorted({i for i in final if final.count(i) > 1})[:5]
@@ -276,7 +276,7 @@ class VQVectorStore(VectorStore):
             raise InvalidInputError(msg)
         checked = None
         if ids is not None:
-            checked = [_check_id(i, pos) for pos, i in enumerate(ids)]
+            checked = [check_id(i, pos) for pos, i in enumerate(ids)]
             if None in checked:
                 msg = f"ids[{checked.index(None)}] is None; delete() takes the ids of stored documents."
                 raise InvalidInputError(msg)
@@ -321,16 +321,18 @@ class VQVectorStore(VectorStore):
         with_vectors: bool = False,
         **kwargs: Any,
     ) -> list[list[Row]]:
-        k = _check_k(k)
+        k = check_k(k)
         _reject_unknown(kwargs)
         compiled = compile_filter(filter)
         snapshot = self._collection.snapshot
         if snapshot.live_rows == 0:
             return [[] for _ in range(np.shape(vectors)[0])]
         queries = self._collection.check_vectors(vectors, "query embedding")
-        masks = [compiled.mask(v.segment) for v in snapshot.views] if compiled is not None else None
+        masks: list[npt.NDArray[np.bool_] | None] | None = None
+        if compiled is not None:
+            masks = [compiled.mask(v.segment) for v in snapshot.views]
         multiplier = (
-            self.rescore_multiplier if rescore_multiplier is None else _check_multiplier(rescore_multiplier)
+            self.rescore_multiplier if rescore_multiplier is None else check_multiplier(rescore_multiplier)
         )
         return self._collection.search(
             queries,
@@ -374,14 +376,14 @@ class VQVectorStore(VectorStore):
     def similarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        _check_k(k)
+        check_k(k)
         return self.similarity_search_with_score_by_vector(self.embedding.embed_query(query), k, **kwargs)
 
     @override
     async def asimilarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        _check_k(k)
+        check_k(k)
         vector = await self.embedding.aembed_query(query)
         return await run_in_executor(None, self.similarity_search_with_score_by_vector, vector, k, **kwargs)
 
@@ -417,8 +419,8 @@ class VQVectorStore(VectorStore):
         lambda_mult: float = 0.5,
         **kwargs: Any,
     ) -> list[Document]:
-        k = _check_k(k)
-        fetch_k = max(_check_k(fetch_k, "fetch_k"), k)
+        k = check_k(k)
+        fetch_k = max(check_k(fetch_k, "fetch_k"), k)
         if not 0.0 <= lambda_mult <= 1.0:
             msg = (
                 f"lambda_mult must lie in [0, 1], got {lambda_mult!r} "
@@ -543,65 +545,6 @@ def _model_name(embedding: Embeddings) -> str | None:
         if isinstance(value, str):
             return value
     return type(embedding).__name__
-
-
-def _check_texts(texts: Iterable[str]) -> list[str]:
-    if isinstance(texts, str):
-        msg = "texts must be a list of strings, got a single string; wrap it in a list."
-        raise InvalidInputError(msg)
-    out = list(texts)
-    for pos, text in enumerate(out):
-        if not isinstance(text, str):
-            msg = f"texts[{pos}] is {type(text).__name__}, expected str."
-            raise InvalidInputError(msg)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            msg = f"texts[{pos}] is not valid Unicode ({exc.reason} at {exc.start}); clean the text first."
-            raise InvalidInputError(msg) from exc
-    return out
-
-
-def _check_id(value: object, pos: int) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        msg = (
-            f"ids[{pos}] is {value!r} ({type(value).__name__}); "
-            "expected a non-empty str (or None to generate one)."
-        )
-        raise InvalidInputError(msg)
-    return value
-
-
-def _metadata_json(metadata: object, pos: int) -> str:
-    if metadata is None:
-        return "{}"
-    if not isinstance(metadata, dict):
-        msg = f"metadatas[{pos}] is {type(metadata).__name__}, expected a dict."
-        raise InvalidInputError(msg)
-    try:
-        return json.dumps(metadata, ensure_ascii=False, allow_nan=False, sort_keys=False)
-    except (TypeError, ValueError) as exc:
-        msg = (
-            f"metadatas[{pos}] is not JSON-serializable ({exc}); expected str, int, float, bool, "
-            "None, lists and dicts with str keys. Convert other values (dates, arrays) first."
-        )
-        raise InvalidInputError(msg) from exc
-
-
-def _check_k(k: object, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        msg = f"{name} must be a positive integer, got {k!r}."
-        raise InvalidInputError(msg)
-    return int(k)
-
-
-def _check_multiplier(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        msg = f"rescore_multiplier must be an integer >= 1, got {value!r}."
-        raise ConfigurationError(msg)
-    return int(value)
 
 
 def _reject_unknown(kwargs: dict[str, Any]) -> None:
