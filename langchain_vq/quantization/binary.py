@@ -22,6 +22,7 @@ For ``metric="l2"`` the same ranking is used with ``-||q - x_hat||^2``; for near
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import faiss
@@ -39,6 +40,16 @@ if TYPE_CHECKING:
 _CHUNK_ROWS = 16_384
 #: From this many Hamming candidates on, FAISS's counting variant ("mc") beats the heap ("hc").
 _MC_MIN_K = 128
+#: Code sizes with a specialized FAISS Hamming kernel. Other sizes run a generic loop that was
+#: 2x slower here: 1M rows, one query, one thread: 48-byte codes 10.1 ms, the same codes
+#: zero-padded to 64 bytes 5.4 ms (k=10) / 6.1 ms (k=1280), although they are a third larger.
+_FAST_CODE_SIZES = (4, 8, 16, 20, 32, 64)
+#: Code arrays with fewer rows are scanned as they are (the padded copy would not pay off).
+_PAD_MIN_ROWS = 16_384
+#: Padded copies of code arrays scanned more than once, by ``id`` of the array; an entry is
+#: ``None`` after the first scan and the copy from the second on. A weakref finalizer drops the
+#: entry when the array is freed, so an ``id`` is never reused for another array while cached.
+_PADDED: dict[int, npt.NDArray[np.uint8] | None] = {}
 
 
 class BinaryQuantizer(Quantizer):
@@ -214,10 +225,15 @@ class BinaryQuantizer(Quantizer):
         if nq == 0 or k == 0:
             return np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)
         qcodes = self._encode_unchecked(queries)
+        scan = _scan_layout(codes)
+        if scan.shape[1] != qcodes.shape[1]:
+            padded = np.zeros((nq, scan.shape[1]), dtype=np.uint8)
+            padded[:, : qcodes.shape[1]] = qcodes
+            qcodes = padded
         # Both variants take any code_size (generic kernel when not 4/8/16/20/32/64 bytes) and
-        # read `codes` through a raw pointer, so no copy. "mc" is faster for large k.
+        # read `scan` through a raw pointer, so no copy. "mc" is faster for large k.
         variant = "mc" if k >= _MC_MIN_K else "hc"
-        return faiss.knn_hamming(qcodes, codes, k, variant)
+        return faiss.knn_hamming(qcodes, scan, k, variant)
 
     def search(
         self,
@@ -272,3 +288,28 @@ class BinaryQuantizer(Quantizer):
         high = state_array(state, "high", (self.dim,), np.float32, owner)
         self.thresholds_, self.low_, self.high_ = thresholds, low, high
         return self
+
+
+def _scan_layout(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """``codes`` in the layout FAISS scans fastest: zero-padded to the next specialized size.
+
+    Zero bytes add nothing to a Hamming distance, so distances and rankings are unchanged. The
+    padded copy is made on the second scan of the same array (a store scans its segments' codes
+    again and again; a temporary array, e.g. the live rows under a filter, is scanned once) and
+    kept while the array lives: ``64 / 48`` times the code memory for 384-dimensional codes.
+    """
+    size = codes.shape[1]
+    target = next((s for s in _FAST_CODE_SIZES if s >= size), size)
+    if target == size or codes.shape[0] < _PAD_MIN_ROWS:
+        return codes
+    key = id(codes)
+    if key not in _PADDED:
+        _PADDED[key] = None
+        weakref.finalize(codes, _PADDED.pop, key, None)
+        return codes
+    padded = _PADDED[key]
+    if padded is None:
+        padded = np.zeros((codes.shape[0], target), dtype=np.uint8)  # [n, target]
+        padded[:, :size] = codes
+        _PADDED[key] = padded
+    return padded
