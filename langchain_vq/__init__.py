@@ -11,6 +11,7 @@ from langchain_vq.errors import (
     NotFittedError,
     StoreError,
     StoreLockedError,
+    StoreWriteError,
     UnsupportedFormatError,
     VQError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "NotFittedError",
     "StoreError",
     "StoreLockedError",
+    "StoreWriteError",
     "UnsupportedFormatError",
     "VQError",
     "VQRetriever",

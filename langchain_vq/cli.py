@@ -8,6 +8,7 @@
     langchain-vq verify stores/docs
     langchain-vq compact stores/docs
     langchain-vq chat stores/docs --question "What does shutil.copytree do?"
+    langchain-vq eval stores/docs --modes binary,int8 --target 0.99 --plot eval.png
 
 Expected errors (missing files, damaged stores, bad options) print one line to stderr and exit
 with status 1; usage errors exit with status 2, as argparse does.
@@ -303,6 +304,109 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_queries(path: str, store: VQVectorStore, model: str | None) -> Any:
+    """Query vectors from ``.npy`` (``[n, dim]``) or ``.jsonl`` (vectors, or texts to embed)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    file = Path(path)
+    if not file.is_file():
+        msg = f"--queries file {path} not found."
+        raise InvalidInputError(msg)
+    if file.suffix == ".npy":
+        try:
+            return np.load(file, allow_pickle=False)
+        except ValueError as exc:
+            msg = f"--queries {path} is not a readable .npy array ({exc})."
+            raise InvalidInputError(msg) from exc
+    if file.suffix != ".jsonl":
+        msg = f"--queries {path}: expected a .npy array [n, dim] or a .jsonl file, got {file.suffix!r}."
+        raise InvalidInputError(msg)
+    vectors, texts = _read_jsonl(file)
+    if texts and vectors:
+        msg = f"--queries {path} mixes vectors and texts; use one kind per file."
+        raise InvalidInputError(msg)
+    if texts:
+        embeddings = get_embeddings(model, store.collection.config.embedding_model)
+        return embeddings.embed_documents(texts)
+    return vectors
+
+
+def _read_jsonl(file: Any) -> tuple[list[Any], list[str]]:
+    """Vectors and texts of a ``.jsonl`` query file (one JSON value per line)."""
+    path = str(file)
+    vectors: list[Any] = []
+    texts: list[str] = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            msg = f"--queries {path} line {number} is not JSON ({exc.msg})."
+            raise InvalidInputError(msg) from exc
+        if isinstance(item, dict):
+            item = next((item[key] for key in ("vector", "embedding", "text", "query") if key in item), None)
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, list):
+            vectors.append(item)
+        else:
+            msg = (
+                f"--queries {path} line {number}: expected a list of numbers, a string, or an object "
+                'with "vector", "embedding", "text" or "query".'
+            )
+            raise InvalidInputError(msg)
+    return vectors, texts
+
+
+def _parse_list(text: str, name: str, cast: type) -> list[Any]:
+    try:
+        values = [cast(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        msg = f"{name} expects a comma-separated list, got {text!r}."
+        raise InvalidInputError(msg) from exc
+    if not values:
+        msg = f"{name} is empty."
+        raise InvalidInputError(msg)
+    return values
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Measure recall@k and latency of search settings on the store's own data; recommend one."""
+    from langchain_vq.tuning import evaluate_settings, plot_evaluation
+
+    store = _open(args.store, embed=False)
+    queries = _load_queries(args.queries, store, args.model) if args.queries else None
+    modes = _parse_list(args.modes, "--modes", str) if args.modes else None
+    multipliers = _parse_list(args.multipliers, "--multipliers", int)
+    if not args.json and sys.stderr.isatty():
+        source = f"queries from {args.queries}" if args.queries else f"{args.sample} sampled stored rows"
+        _say(f"Measuring {args.store} ({len(store)} rows) with {source}...")
+    evaluation = evaluate_settings(
+        store,
+        queries=queries,
+        k=args.k,
+        target=args.target,
+        sample=args.sample,
+        modes=modes,
+        multipliers=multipliers,
+        timed=args.timed,
+        max_rows=args.max_rows,
+        seed=args.seed,
+    )
+    if args.plot:
+        plot_evaluation(evaluation, args.plot)
+    if args.json:
+        _print(json.dumps(evaluation.to_dict(), indent=1))
+    else:
+        _print(evaluation.format_table())
+        if args.plot:
+            _print(f"wrote {args.plot}")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 def _positive(text: str) -> int:
     try:
@@ -324,6 +428,59 @@ def _non_negative(text: str) -> int:
         msg = f"expected an integer >= 0, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _add_eval_parser(sub: Any, model_help: str) -> None:
+    """The ``eval`` sub-command's arguments."""
+    p = sub.add_parser(
+        "eval",
+        help="measure recall@k and latency of search settings on a store; recommend one",
+        description=(
+            "Measure recall@k against exact float search, and single-query latency, for each "
+            "quantization x rescore_multiplier on the store's own data, and recommend the smallest "
+            "multiplier (and the fastest setting) reaching --target. Queries are sampled stored rows "
+            "(each excluding itself from the truth and the search) unless --queries is given. "
+            "Quantizations other than the store's are measured on an in-memory copy."
+        ),
+    )
+    p.add_argument("store", help="store folder")
+    p.add_argument(
+        "--queries",
+        default=None,
+        metavar="FILE",
+        help=".npy array [n, dim] of query vectors, or .jsonl of vectors or texts (texts are embedded)",
+    )
+    p.add_argument("-k", type=_positive, default=10, help="results per query (default %(default)s)")
+    p.add_argument("--target", type=float, default=0.99, help="recall@k to reach (default %(default)s)")
+    p.add_argument(
+        "--sample", type=_positive, default=500, help="stored rows sampled as queries (default %(default)s)"
+    )
+    p.add_argument(
+        "--modes",
+        default=None,
+        metavar="LIST",
+        help="quantizations to measure, e.g. binary,int8,pq,none (default: the store's own)",
+    )
+    p.add_argument(
+        "--multipliers",
+        default="1,2,4,8,16,32,64",
+        metavar="LIST",
+        help="rescore_multiplier values (default %(default)s)",
+    )
+    p.add_argument(
+        "--timed", type=_positive, default=100, help="single queries timed per setting (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-rows",
+        type=_positive,
+        default=250_000,
+        help="rows copied into memory for other quantizations (default %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the query sample (default %(default)s)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write a recall-vs-latency plot")
+    p.add_argument("--model", default=None, help=model_help + "; only for text queries")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -447,6 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default=None, help=model_help)
     p.set_defaults(func=cmd_chat)
+
+    _add_eval_parser(sub, model_help)
     return parser
 
 

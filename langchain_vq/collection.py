@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from langchain_vq.quantization.base import Quantizer
+    from langchain_vq.storage.fs import FileOps
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,10 @@ SMALL_SEGMENT_ROWS = 1 << 16
 MAX_SMALL_SEGMENTS = 8
 #: Vectors sampled to train a quantizer.
 TRAIN_SAMPLE = 100_000
-#: Seconds a file no longer referenced survives ``compact``, for readers of older versions.
+#: Seconds a superseded version (and its files) survives ``compact``, for readers opening it.
 CLEANUP_GRACE_SECONDS = 60.0
+#: Times a reader retries opening the newest version when cleanup removed files under it.
+_LOAD_ATTEMPTS = 5
 
 
 def normalize_metric(metric: str) -> MetricName:
@@ -92,6 +95,8 @@ class Snapshot:
     views: tuple[SegmentView, ...] = ()
     quantizer: Quantizer | None = None
     manifest: Manifest | None = None
+    #: Store-level settings saved with the version (e.g. a recall calibration).
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def live_rows(self) -> int:
@@ -118,16 +123,18 @@ class Collection:
         path: str | os.PathLike[str] | None = None,
         *,
         lock_timeout: float | None = 10.0,
+        fs: FileOps | None = None,
     ) -> None:
         self.config = config
         self.lock_timeout = lock_timeout
         self._mutex = threading.RLock()
         self._segments: dict[str, Segment] = {}  # open segments by name, reused across versions
-        self.directory = StoreDirectory(path) if path is not None else None
+        # ``fs``: the file operations writes go through (tests pass doubles from storage.faults).
+        self.directory = StoreDirectory(path, fs) if path is not None else None
         if self.directory is None:
             self._snapshot = Snapshot(version=0, dim=None)
         elif self.directory.exists():
-            self._snapshot = self._load(self.directory.read_manifest())
+            self._snapshot = self._load_newest()
         else:
             manifest = Manifest(
                 version=0,
@@ -136,8 +143,10 @@ class Collection:
                 quantization=self._quantization_entry(),
                 embedding_model=config.embedding_model,
             )
-            self.directory.create(manifest)
-            self._snapshot = Snapshot(version=0, dim=None, manifest=manifest)
+            if self.directory.create(manifest):
+                self._snapshot = Snapshot(version=0, dim=None, manifest=manifest)
+            else:  # another process created the store at the same moment
+                self._snapshot = self._load_newest()
 
     # -- reading state -----------------------------------------------------------------------
     @property
@@ -175,7 +184,7 @@ class Collection:
                 )
             views.append(SegmentView(segment, self.directory.read_deletions(entry)))
         self._segments = {v.segment.name: v.segment for v in views}
-        return Snapshot(manifest.version, manifest.dim, tuple(views), quantizer, manifest)
+        return Snapshot(manifest.version, manifest.dim, tuple(views), quantizer, manifest, dict(manifest.settings))
 
     def _check_reopen(self, manifest: Manifest) -> None:
         stored = manifest.quantization or {}
@@ -194,16 +203,33 @@ class Collection:
             )
             raise ConfigurationError(msg)
 
+    def _load_newest(self, current: int | None = None) -> Snapshot:
+        """Open the newest version (None if it is ``current``), retrying if cleanup raced us.
+
+        Cleanup keeps a superseded version's files for a grace period; a reader that stalled
+        longer than that between reading a manifest and opening its files finds one missing.
+        It then opens the newer version instead; damage of the newest version is raised.
+        """
+        assert self.directory is not None  # noqa: S101
+        for _ in range(_LOAD_ATTEMPTS):
+            newest = self.directory.latest_version()
+            if newest == current:
+                return self._snapshot
+            try:
+                return self._load(self.directory.read_manifest(newest))
+            except CorruptStoreError:
+                if self.directory.latest_version() == newest:
+                    raise
+        return self._load(self.directory.read_manifest())
+
     def refresh(self) -> bool:
         """Pick up versions committed by other writers; True if the version changed."""
         if self.directory is None:
             return False
         with self._mutex:
-            newest = self.directory.latest_version()
-            if newest == self._snapshot.version:
-                return False
-            self._snapshot = self._load(self.directory.read_manifest(newest))
-            return True
+            before = self._snapshot.version
+            self._snapshot = self._load_newest(current=before)
+            return self._snapshot.version != before
 
     # -- validation --------------------------------------------------------------------------
     def check_vectors(self, vectors: npt.ArrayLike, what: str = "vectors") -> npt.NDArray[np.float32]:
@@ -302,6 +328,11 @@ class Collection:
                 self._publish(current, current.dim, [v for v in views if v.live_count], current.quantizer)
             return count
 
+    def update_settings(self, changes: dict[str, Any]) -> None:
+        """Commit a new version whose rows are unchanged and whose settings include ``changes``."""
+        with self._writing() as current:
+            self._publish(current, current.dim, list(current.views), current.quantizer, {**current.settings, **changes})
+
     def compact(self) -> None:
         """Rewrite live rows into fresh segments, retrain the quantizer, drop unused files."""
         with self._writing() as current:
@@ -337,6 +368,8 @@ class Collection:
         if self.directory is None or self._snapshot.manifest is None:
             return []
         problems = self.directory.verify(self._snapshot.manifest)
+        if problems:  # damaged files: their ids may not even decode
+            return problems
         seen: set[str] = set()
         for view in self._snapshot.views:
             live_ids = (
@@ -359,7 +392,7 @@ class Collection:
         for index, rows in self._rows_of(snapshot, list(ids)).items():
             values = snapshot.views[index].segment.take(rows, ("id", "text", "metadata"))
             for id_, text, meta in zip(values["id"], values["text"], values["metadata"], strict=True):
-                found[id_] = Row(id_, text, json.loads(meta))
+                found[id_] = Row(id_, text, _metadata(meta, snapshot.views[index].segment))
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
     def search(
@@ -400,7 +433,7 @@ class Collection:
                     Row(
                         values["id"][j],
                         values["text"][j],
-                        json.loads(values["metadata"][j]),
+                        _metadata(values["metadata"][j], segment),
                         float(hits.scores[q, rank]),
                         np.array(segment.vectors[rows[j]]) if with_vectors else None,
                     )
@@ -434,11 +467,13 @@ class Collection:
         dim: int | None,
         views: list[SegmentView],
         quantizer: Quantizer | None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         """Commit ``views`` as the next version (writing only what changed) and switch to it."""
         version = current.version + 1
+        settings = current.settings if settings is None else settings
         if self.directory is None:
-            self._snapshot = Snapshot(version, dim, tuple(views), quantizer)
+            self._snapshot = Snapshot(version, dim, tuple(views), quantizer, settings=settings)
             return
         old = current.manifest
         assert old is not None  # noqa: S101
@@ -472,6 +507,7 @@ class Collection:
             segments=tuple(entries),
             quantizer_state=quantizer_entry,
             embedding_model=old.embedding_model or self.config.embedding_model,
+            settings=settings,
         )
         self.directory.commit(manifest)
         # Re-open new segments memory-mapped, so their floats leave the heap.
@@ -500,10 +536,25 @@ class _WriteContext:
 
     def __exit__(self, *exc: object) -> None:
         try:
+            if exc[0] is not None and self.collection.directory is not None:
+                self.collection.directory.discard_uncommitted()  # files of the failed commit
             if self._lock_cm is not None:
                 self._lock_cm.__exit__(*exc)
         finally:
             self.collection._mutex.release()  # noqa: SLF001
+
+
+def _metadata(text: str, segment: Segment) -> dict[str, Any]:
+    """A row's metadata; damaged JSON is a typed error naming the segment file."""
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        value = exc
+    if not isinstance(value, dict):
+        where = segment.path or f"segment {segment.name}"
+        msg = f"Store file {where} holds metadata that is not a JSON object; damaged (run verify())."
+        raise CorruptStoreError(msg, segment.path)
+    return value
 
 
 def _union(deleted: npt.NDArray[np.int64], more: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64]:
@@ -527,9 +578,7 @@ def _merge_small_segments(views: list[SegmentView]) -> list[SegmentView]:
     small = [v for v in views if v.segment.rows < SMALL_SEGMENT_ROWS]
     if len(small) <= MAX_SMALL_SEGMENTS:
         return views
-    tables = [
-        v.segment.table if v.live_mask is None else v.segment.table.filter(pa.array(v.live_mask)) for v in small
-    ]
+    tables = [v.segment.table if v.live_mask is None else v.segment.table.filter(v.live_mask) for v in small]
     merged = Segment(uuid.uuid4().hex, pa.concat_tables(tables).combine_chunks())
     return [v for v in views if v.segment.rows >= SMALL_SEGMENT_ROWS] + [SegmentView(merged)]
 

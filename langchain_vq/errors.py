@@ -59,6 +59,24 @@ class CorruptStoreError(StoreError):
         self.path = path
 
 
+class StoreWriteError(StoreError):
+    """A store file could not be written (disk full, permission denied, I/O error).
+
+    The store stays at its previous version; ``errno`` and ``filename`` are those of the failed
+    operation, so callers can still test ``exc.errno == errno.ENOSPC``.
+    """
+
+    def __init__(self, message: str, path: str | None = None, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.filename = path
+        self.errno = errno
+
+    def __str__(self) -> str:
+        """The message alone (``OSError`` would prefix ``[Errno n]`` once ``errno`` is set)."""
+        return str(self.args[0])
+
+
 class UnsupportedFormatError(StoreError):
     """The store was written by a newer, unknown format version."""
 

@@ -33,7 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from langchain_vq.errors import InvalidFilterError
+from langchain_vq.errors import CorruptStoreError, InvalidFilterError
+from langchain_vq.storage.segment import single_array
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -125,8 +126,13 @@ def metadata_columns(segment: Segment) -> dict[str, TypedColumn]:
     """Typed columns of a segment's metadata by dotted path; parsed once and cached."""
     cached = segment.cache.get(_CACHE_KEY)
     if cached is None:
-        column = segment.table.column("metadata").combine_chunks()
-        cached = _columns_from_arrow_json(column) or _columns_from_python(column)
+        column = single_array(segment.table.column("metadata"))
+        try:
+            cached = _columns_from_arrow_json(column) or _columns_from_python(column)
+        except (ValueError, RecursionError, pa.ArrowException) as exc:  # JSONDecodeError included
+            where = segment.path or f"segment {segment.name}"
+            msg = f"Store file {where} holds metadata that is not valid JSON ({exc}); damaged (run verify())."
+            raise CorruptStoreError(msg, segment.path) from exc
         segment.cache[_CACHE_KEY] = cached
     return cached
 

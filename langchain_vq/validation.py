@@ -45,6 +45,11 @@ def check_id(value: object, pos: int) -> str | None:
             "expected a non-empty str (or None to generate one)."
         )
         raise InvalidInputError(msg)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        msg = f"ids[{pos}] is not valid Unicode ({exc.reason} at {exc.start}); use a UTF-8 encodable id."
+        raise InvalidInputError(msg) from exc
     return value
 
 
@@ -56,13 +61,36 @@ def metadata_json(metadata: object, pos: int) -> str:
         msg = f"metadatas[{pos}] is {type(metadata).__name__}, expected a dict."
         raise InvalidInputError(msg)
     try:
-        return json.dumps(metadata, ensure_ascii=False, allow_nan=False, sort_keys=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False, sort_keys=False)
+        bad_key = _non_str_key(metadata)
+        if bad_key is not None:  # json.dumps would silently turn 1 into "1"
+            msg = f"key {bad_key!r} ({type(bad_key).__name__}) is not a str"
+            raise TypeError(msg)  # noqa: TRY301 - reported below like json's own errors
+        text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         msg = (
-            f"metadatas[{pos}] is not JSON-serializable ({exc}); expected str, int, float, bool, "
-            "None, lists and dicts with str keys. Convert other values (dates, arrays) first."
+            f"metadatas[{pos}] is not JSON-serializable ({reason}); expected str, int, float, bool, "
+            "None, lists and dicts with str keys, valid Unicode. Convert other values (dates, "
+            "arrays) first."
         )
         raise InvalidInputError(msg) from exc
+    return text
+
+
+def _non_str_key(value: object) -> object | None:
+    """The first dict key anywhere in ``value`` that is not a str (iterative: no recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    return key
+                stack.append(child)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return None
 
 
 def check_k(k: object, name: str = "k") -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -18,11 +18,12 @@ from langchain_core.vectorstores import VectorStore
 from typing_extensions import override
 
 from langchain_vq.collection import Collection, CollectionConfig, Row, normalize_metric
-from langchain_vq.errors import InvalidInputError
+from langchain_vq.errors import ConfigurationError, InvalidInputError
 from langchain_vq.filters import compile_filter
 from langchain_vq.quantization import normalize_quantization
 from langchain_vq.retriever import VQRetriever
 from langchain_vq.search import maximal_marginal_relevance
+from langchain_vq.tuning import Calibration, calibrate_multiplier
 from langchain_vq.validation import check_id, check_k, check_multiplier, check_texts, metadata_json
 
 if TYPE_CHECKING:
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from langchain_vq.storage import Segment
+
+#: The recall@10 target of ``rescore_multiplier="auto"``.
+DEFAULT_RECALL_TARGET = 0.99
+#: Calibration measures recall@CALIBRATION_K over CALIBRATION_SAMPLE stored rows used as queries.
+CALIBRATION_K = 10
+CALIBRATION_SAMPLE = 200
 
 #: Candidates per result taken from the code scan and rescored with floats, per quantization.
 #: Chosen by measurement (benchmarks/measure_quantizer_defaults.py): the smallest multiplier
@@ -108,7 +115,8 @@ class VQVectorStore(VectorStore):
         *,
         quantization: str | None = None,
         rescore: bool = True,
-        rescore_multiplier: int | None = None,
+        rescore_multiplier: int | Literal["auto"] | None = None,
+        recall_target: float | None = None,
         metric: str | None = None,
         lock_timeout: float | None = 10.0,
         quantizer_options: dict[str, Any] | None = None,
@@ -122,7 +130,12 @@ class VQVectorStore(VectorStore):
                 the store when reopening; a different value there is an error.
             rescore: Rescore code candidates with the float vectors (recommended).
             rescore_multiplier: Candidates per result from the code scan; default per
-                quantization (``DEFAULT_RESCORE_MULTIPLIER``).
+                quantization (``DEFAULT_RESCORE_MULTIPLIER``). ``"auto"`` means
+                ``recall_target=0.99``.
+            recall_target: Recall@10 against exact search that the store should reach: it
+                measures, on a sample of its own rows, the smallest multiplier that does, when
+                the quantizer is trained, whenever the store has doubled since the last
+                measurement, and on ``compact()``; the result is saved with the store.
             metric: ``"cosine"`` (default), ``"dot"`` or ``"l2"``. Read from the store when
                 reopening; a different value there is an error.
             lock_timeout: Seconds a write waits for another writer process; 0 fails at once,
@@ -134,7 +147,17 @@ class VQVectorStore(VectorStore):
         quant = normalize_quantization(quantization or stored.get("quantization") or "binary") or "none"
         metric_name = normalize_metric(metric or stored.get("metric") or "cosine")
         self.rescore = bool(rescore)
-        self.rescore_multiplier = check_multiplier(
+        if rescore_multiplier == "auto":
+            recall_target = DEFAULT_RECALL_TARGET if recall_target is None else recall_target
+            rescore_multiplier = None
+        if recall_target is not None and rescore_multiplier is not None:
+            msg = (
+                f"Got both rescore_multiplier={rescore_multiplier!r} and recall_target={recall_target!r}; "
+                "pass one: a fixed multiplier, or a recall target the store calibrates for."
+            )
+            raise ConfigurationError(msg)
+        self.recall_target = _check_recall_target(recall_target)
+        self._fixed_multiplier = check_multiplier(
             DEFAULT_RESCORE_MULTIPLIER[quant] if rescore_multiplier is None else rescore_multiplier
         )
         config = CollectionConfig(
@@ -146,6 +169,41 @@ class VQVectorStore(VectorStore):
         self._collection = Collection(config, path, lock_timeout=lock_timeout)
 
     # -- properties --------------------------------------------------------------------------
+    @property
+    def rescore_multiplier(self) -> int:
+        """Candidates per result: the calibrated one under ``recall_target``, else the fixed one."""
+        calibration = self.calibration
+        return calibration.multiplier if calibration is not None else self._fixed_multiplier
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The saved calibration for this store's ``recall_target``, if one was measured."""
+        if self.recall_target is None:
+            return None
+        saved = self._collection.snapshot.settings.get("calibration")
+        if not saved or saved.get("target") != self.recall_target:
+            return None
+        return Calibration.from_dict(saved)
+
+    def calibrate(self, *, force: bool = True) -> Calibration | None:
+        """Measure the smallest multiplier reaching ``recall_target`` now, and save it.
+
+        Without ``force`` it measures only when no calibration exists for this target or the
+        store has doubled since the last one. Returns the calibration in use (None without a
+        target, or while the store searches exactly because its quantizer is not trained).
+        """
+        snapshot = self._collection.snapshot
+        if self.recall_target is None or snapshot.quantizer is None:
+            return None
+        current = self.calibration
+        if not force and current is not None and snapshot.live_rows < 2 * current.rows:
+            return current
+        calibration = calibrate_multiplier(
+            self._collection, target=self.recall_target, k=CALIBRATION_K, sample=CALIBRATION_SAMPLE
+        )
+        self._collection.update_settings({"calibration": calibration.to_dict()})
+        return calibration
+
     @property
     @override
     def embeddings(self) -> Embeddings:
@@ -260,6 +318,7 @@ class VQVectorStore(VectorStore):
             msg = f"Got {matrix.shape[0]} embeddings for {len(texts)} texts; pass one per text."
             raise InvalidInputError(msg)
         self._collection.add(ids, texts, metadatas_json, matrix)
+        self.calibrate(force=False)
         return ids
 
     # -- deleting and getting ----------------------------------------------------------------
@@ -508,8 +567,12 @@ class VQVectorStore(VectorStore):
 
     # -- maintenance -------------------------------------------------------------------------
     def compact(self) -> None:
-        """Merge segments, drop deleted rows, retrain the quantizer, remove unused files."""
+        """Merge segments, drop deleted rows, retrain the quantizer, remove unused files.
+
+        Under ``recall_target``, the multiplier is calibrated again for the new quantizer.
+        """
         self._collection.compact()
+        self.calibrate(force=True)
 
     def verify(self) -> list[str]:
         """Check every file of the current version against its checksum; returns problems."""
@@ -545,6 +608,15 @@ def _model_name(embedding: Embeddings) -> str | None:
         if isinstance(value, str):
             return value
     return type(embedding).__name__
+
+
+def _check_recall_target(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        msg = f"recall_target must be a number in (0, 1], got {value!r} (e.g. 0.99)."
+        raise ConfigurationError(msg)
+    return float(value)
 
 
 def _reject_unknown(kwargs: dict[str, Any]) -> None:

@@ -114,6 +114,13 @@ def search_segments(
 ) -> Hits:
     """The ``k`` best live rows across ``views`` for each query.
 
+    Each segment's codes are scanned for ``k * rescore_multiplier`` candidates; the candidates of
+    all segments are pooled and only the pool's best ``k * rescore_multiplier`` (by code score,
+    comparable across segments since they share one quantizer) are rescored with the float
+    vectors. So the multiplier means the same with one segment or ten, and rescoring reads
+    ``k * rescore_multiplier`` float rows per query, not that many per segment. Segments with no
+    codes, or with no more live rows than candidates, are searched exactly.
+
     Args:
         views: The segments to search.
         queries: ``float32[n_queries, dim]``, already normalized if the metric is cosine.
@@ -125,19 +132,63 @@ def search_segments(
         masks: Optional extra row mask per view (e.g. a metadata filter); False rows are skipped.
     """
     n_queries = queries.shape[0]
-    per_segment: list[Hits] = []
+    n_candidates = k * rescore_multiplier if rescore else k
+    parts: list[Hits] = []
+    pooled: list[Hits] = []  # code-scan candidates, scored by the quantizer
     with _faiss_threads(1 if n_queries == 1 else None):
         for index, view in enumerate(views):
             mask = view.live_mask
             extra = masks[index] if masks is not None else None
             if extra is not None:
                 mask = extra if mask is None else mask & extra
-            hits = _search_one(view, queries, k, kind, quantizer, rescore, rescore_multiplier, mask)
-            if hits is not None:
-                per_segment.append(Hits(hits.scores, np.full_like(hits.rows, index), hits.rows))
-    if not per_segment:
+            segment = view.segment
+            live = segment.rows if mask is None else int(np.count_nonzero(mask))
+            if live == 0:
+                continue
+            if quantizer is None or segment.codes is None or live <= n_candidates:
+                hits = _exact(segment.vectors, queries, k, kind, mask)
+                parts.append(Hits(hits.scores, np.full_like(hits.rows, index), hits.rows))
+            else:
+                scores, rows = _code_candidates(quantizer, segment.codes, queries, n_candidates, mask)
+                pooled.append(Hits(scores, np.full_like(rows, index), rows))
+        if pooled:
+            parts.append(_rescore(views, _merge(pooled, n_candidates), queries, k, kind, quantizer, rescore))
+    if not parts:
         return Hits.empty(n_queries, k)
-    return _merge(per_segment, k)
+    return _merge(parts, k)
+
+
+def _rescore(
+    views: list[SegmentView],
+    candidates: Hits,
+    queries: npt.NDArray[np.float32],
+    k: int,
+    kind: Similarity,
+    quantizer: Quantizer | None,
+    rescore: bool,
+) -> Hits:
+    """Exact scores of pooled candidates from the float vectors (or the codes' reconstruction)."""
+    valid = candidates.rows >= 0
+    gathered = np.zeros((*candidates.rows.shape, queries.shape[1]), dtype=np.float32)  # [n_queries, c, dim]
+    for index in np.unique(candidates.segments[valid]).tolist():
+        segment = views[index].segment
+        where = valid & (candidates.segments == index)
+        rows = candidates.rows[where]
+        if rescore:
+            segment.prefetch(rows)
+            gathered[where] = segment.vectors[rows]
+        else:
+            assert quantizer is not None  # noqa: S101
+            assert segment.codes is not None  # noqa: S101
+            gathered[where] = quantizer.decode(segment.codes[rows])
+    scores = _pairwise_similarity(queries, gathered, kind)
+    scores[~valid] = -np.inf
+    best = _top_k(scores, min(k, scores.shape[1]))
+    return Hits(
+        np.take_along_axis(scores, best, axis=1).astype(np.float32),
+        np.take_along_axis(candidates.segments, best, axis=1),
+        np.take_along_axis(candidates.rows, best, axis=1),
+    )
 
 
 @contextmanager
@@ -156,38 +207,6 @@ def _faiss_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(previous)
-
-
-def _search_one(  # noqa: PLR0913
-    view: SegmentView,
-    queries: npt.NDArray[np.float32],
-    k: int,
-    kind: Similarity,
-    quantizer: Quantizer | None,
-    rescore: bool,  # noqa: FBT001
-    multiplier: int,
-    mask: npt.NDArray[np.bool_] | None,
-) -> Hits | None:
-    segment = view.segment
-    live = segment.rows if mask is None else int(np.count_nonzero(mask))
-    if live == 0:
-        return None
-    codes = segment.codes
-    n_candidates = k * multiplier if rescore else k
-    if quantizer is None or codes is None or live <= n_candidates:
-        return _exact(segment.vectors, queries, k, kind, mask)
-    rows = _code_candidates(quantizer, codes, queries, n_candidates, mask)  # [n_queries, c]
-    if rescore:
-        scores = _pairwise_similarity(queries, segment.vectors[rows], kind)
-    else:
-        decoded = quantizer.decode(codes[rows.reshape(-1)]).reshape(*rows.shape, -1)
-        scores = _pairwise_similarity(queries, decoded, kind)
-    best = _top_k(scores, min(k, rows.shape[1]))
-    return Hits(
-        np.take_along_axis(scores, best, axis=1).astype(np.float32),
-        np.zeros_like(best),
-        np.take_along_axis(rows, best, axis=1),
-    )
 
 
 def _exact(
@@ -222,25 +241,25 @@ def _code_candidates(
     queries: npt.NDArray[np.float32],
     n: int,
     mask: npt.NDArray[np.bool_] | None,
-) -> npt.NDArray[np.int64]:
-    """Row offsets ``[n_queries, <= n]`` of the best live rows by code scan.
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Code scores and row offsets ``[n_queries, <= n]`` of the best live rows by code scan.
 
     Few masked rows: scan all codes and fetch ``n`` plus the masked count, then drop masked rows.
     Many masked rows (a selective filter): scan only the live rows' codes, so a filter that keeps
     10 rows costs 10 rows and never returns fewer than it could.
     """
     if mask is None:
-        return quantizer.search(queries, codes, n)[1]
+        return quantizer.search(queries, codes, n)
     masked = mask.size - int(np.count_nonzero(mask))
     if masked <= n:
-        _, rows = quantizer.search(queries, codes, n + masked)
+        scores, rows = quantizer.search(queries, codes, n + masked)
         keep = mask[rows]
         # Stable ordering: live rows first, in ranked order; then cut to n per query.
         order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
-        return np.take_along_axis(rows, order, axis=1)
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
     live_rows = np.flatnonzero(mask)
-    _, sub_rows = quantizer.search(queries, codes[live_rows], n)
-    return live_rows[sub_rows]
+    scores, sub_rows = quantizer.search(queries, codes[live_rows], n)
+    return scores, live_rows[sub_rows]
 
 
 def _merge(parts: list[Hits], k: int) -> Hits:

@@ -1,4 +1,4 @@
-"""A store directory: its layout, the commit protocol, and checks of every file.
+"""A store directory: its layout, the commit protocol, cleanup, and checks of every file.
 
 Layout (format version 1)::
 
@@ -6,18 +6,42 @@ Layout (format version 1)::
       _lock                                 flock: one writer process at a time
       _versions/00000000000000000042.json   manifest of version 42
       _segments/<uuid>.arrow                immutable segment (Arrow IPC, uncompressed)
-      _deletions/<segment>-<version>.arrow  deleted row offsets of a segment, cumulative
+      _deletions/<segment>-<version>-<uuid8>.arrow  deleted row offsets of a segment, cumulative
       _quantizers/<uuid>.arrow              quantizer state
+
+Every data file gets a fresh name, so a file left behind by a failed or killed commit can never
+block a later commit; readers trust only files a manifest lists.
 
 Commit: write and fsync the new data files, fsync their directories, write the manifest to a
 temporary file and fsync it, ``os.link`` it to the next version's name (which fails if another
 writer got there first), then fsync ``_versions``. A version is either fully there or absent.
+Creating a store also fsyncs the parent of every directory it creates. A failed commit removes
+the files it wrote (or leaves them unreferenced for :meth:`StoreDirectory.cleanup`) and raises a
+typed error; the store stays at its previous version.
+
+Readers and cleanup (no reader ever takes a lock or writes a file):
+
+* Once a reader has opened a version, its segment files are memory-mapped and its deletion and
+  quantizer files are read into memory, so removing them later does not affect it (POSIX keeps
+  an unlinked file's data alive while it is mapped or open).
+* The only window in which a reader needs files that are not yet open is between reading a
+  manifest and opening the files it lists. :meth:`StoreDirectory.cleanup` therefore keeps every
+  version whose successor was committed less than ``grace_seconds`` ago (judged by the
+  successor manifest's modification time), with all files those versions list; and it keeps any
+  unlisted file younger than ``grace_seconds`` (a commit in flight).
+* A reader that still finds a listed file missing (it stalled for longer than the grace period)
+  retries with the newest version (``Collection.refresh``) instead of failing.
 """
 
 from __future__ import annotations
 
+import errno as errno_codes
+import itertools
 import json
+import logging
 import os
+import re
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +50,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from langchain_vq.errors import CommitConflictError, CorruptStoreError, NotAStoreError
+from langchain_vq.errors import (
+    CommitConflictError,
+    CorruptStoreError,
+    NotAStoreError,
+    StoreWriteError,
+)
 from langchain_vq.storage.fs import FileOps
 from langchain_vq.storage.lock import WriteLock
 from langchain_vq.storage.manifest import FileEntry, Manifest, SegmentEntry
@@ -38,6 +67,7 @@ from langchain_vq.storage.schema import (
 )
 from langchain_vq.storage.segment import (
     Segment,
+    check_segment_table,
     checksum,
     file_checksum,
     read_arrow_file,
@@ -47,6 +77,8 @@ from langchain_vq.storage.segment import (
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+logger = logging.getLogger(__name__)
+
 VERSIONS = "_versions"
 SEGMENTS = "_segments"
 DELETIONS = "_deletions"
@@ -54,6 +86,24 @@ QUANTIZERS = "_quantizers"
 LOCK = "_lock"
 _SUBDIRS = (VERSIONS, SEGMENTS, DELETIONS, QUANTIZERS)
 _VERSION_DIGITS = 20
+#: The only file names a manifest may list: one level below a data folder, no ``..``, no links.
+_LISTED_FILE = re.compile(r"(_segments|_deletions|_quantizers)/[A-Za-z0-9_-]+\.arrow")
+_TMP_PREFIX = ".tmp-"
+_FIXES = {
+    errno_codes.ENOSPC: "free disk space (or move the store to a larger disk) and retry",
+    errno_codes.EDQUOT: "free space within your disk quota and retry",
+    errno_codes.EACCES: "make the store directory and its files writable by this user and retry",
+    errno_codes.EPERM: "make the store directory and its files writable by this user and retry",
+    errno_codes.EROFS: "the file system is read-only; remount it read-write or copy the store",
+}
+
+
+def write_error(action: str, path: Path, exc: OSError, detail: str = "") -> StoreWriteError:
+    """A typed error for a failed write step: what failed, where, why, and the fix."""
+    fix = _FIXES.get(exc.errno or 0, "check the disk and retry")
+    reason = exc.strerror or str(exc)
+    msg = f"Could not {action} {path}: {reason}. {detail or 'The store is unchanged.'} Fix: {fix}."
+    return StoreWriteError(msg, str(path), exc.errno)
 
 
 def version_file_name(version: int) -> str:
@@ -68,10 +118,21 @@ class StoreDirectory:
         self.path = Path(path)
         self.fs = fs or FileOps()
         self.lock = WriteLock(self.path / LOCK)
+        self._uncommitted: list[Path] = []  # files written for a commit that has not happened yet
 
     # -- create / open -----------------------------------------------------------------------
-    def exists(self) -> bool:
-        """Whether ``path`` holds a store (raises if it holds something else)."""
+    def exists(self) -> bool:  # noqa: C901 - one check per way a folder can be wrong
+        """Whether ``path`` holds a store (raises if it holds something else).
+
+        A directory left by a creation that was interrupted before its first version was
+        committed (only empty store folders) counts as absent, so it is created again.
+        """
+        if self.path.is_symlink():
+            msg = (
+                f"Store path {self.path} is a symbolic link (to {self.path.readlink()}); stores "
+                "are opened only through their real directory. Pass os.path.realpath() of it."
+            )
+            raise NotAStoreError(msg)
         if not self.path.exists():
             return False
         if not self.path.is_dir():
@@ -81,8 +142,23 @@ class StoreDirectory:
             )
             raise NotAStoreError(msg)
         if (self.path / VERSIONS).is_dir():
-            return True
-        if any(self.path.iterdir()):
+            for sub in _SUBDIRS:
+                if (self.path / sub).is_symlink():
+                    msg = (
+                        f"{self.path / sub} is a symbolic link; a store's folders must be real "
+                        "directories inside it. Replace the link with the directory it points to."
+                    )
+                    raise NotAStoreError(msg)
+            if self.versions():
+                return True
+            if any(self._holds_data(self.path / sub) for sub in _SUBDIRS):
+                msg = f"Store {self.path} has data files but no committed version in {VERSIONS}/; damaged."
+                raise CorruptStoreError(msg, str(self.path / VERSIONS))
+            return False
+        names = set(os.listdir(self.path))
+        if names <= {*_SUBDIRS, LOCK} and not any(self._holds_data(self.path / n) for n in names - {LOCK}):
+            return False  # empty, or a creation interrupted before _versions/ was made
+        if names:
             msg = (
                 f"Directory {self.path} is not empty and holds no langchain_vq store (no "
                 f"{VERSIONS}/ folder). Pass an empty or new directory, or the folder of an "
@@ -91,20 +167,43 @@ class StoreDirectory:
             raise NotAStoreError(msg)
         return False
 
-    def create(self, manifest: Manifest) -> None:
-        """Lay out a new, empty store whose first version is ``manifest``."""
-        self.fs.mkdir(self.path)
-        for sub in _SUBDIRS:
-            self.fs.mkdir(self.path / sub)
-        self.fs.fsync_dir(self.path)
-        self.commit(manifest)
+    @staticmethod
+    def _holds_data(folder: Path) -> bool:
+        """Whether a store folder holds anything but temporary files of an unfinished commit."""
+        return folder.is_dir() and any(not n.startswith(_TMP_PREFIX) for n in os.listdir(folder))
+
+    def create(self, manifest: Manifest) -> bool:
+        """Lay out a new, empty store whose first version is ``manifest``.
+
+        Returns False if another process created the store first (its version 0 stands).
+        """
+        missing = []
+        for directory in [self.path, *self.path.parents]:
+            if directory.exists():
+                break
+            missing.append(directory)
+        try:
+            for directory in reversed(missing):
+                self.fs.mkdir(directory)
+            for sub in _SUBDIRS:
+                self.fs.mkdir(self.path / sub)
+            self.fs.fsync_dir(self.path)
+            for directory in missing:  # make each new directory's name durable in its parent
+                self.fs.fsync_dir(directory.parent)
+        except OSError as exc:
+            raise write_error("create the store directory", self.path, exc) from exc  # noqa: EM101
+        try:
+            self.commit(manifest)
+        except CommitConflictError:
+            return False
+        return True
 
     def versions(self) -> list[int]:
         """Committed version numbers, ascending."""
         found = []
         for entry in os.listdir(self.path / VERSIONS):
             stem, dot, ext = entry.partition(".")
-            if dot and ext == "json" and stem.isdigit() and len(stem) == _VERSION_DIGITS:
+            if dot and ext == "json" and stem.isdigit() and len(stem) == _VERSION_DIGITS:  # not .tmp-
                 found.append(int(stem))
         return sorted(found)
 
@@ -139,7 +238,8 @@ class StoreDirectory:
     def write_deletions(self, segment: str, version: int, rows: npt.NDArray[np.int64]) -> FileEntry:
         """Write the cumulative deleted row offsets of ``segment`` as of ``version``."""
         table = pa.table({"row": pa.array(np.sort(rows).astype(np.uint32), pa.uint32())}, DELETIONS_SCHEMA)
-        return self._write_table(f"{DELETIONS}/{segment}-{version}.arrow", table)
+        # A unique suffix: a file left by a failed commit of this version never blocks a retry.
+        return self._write_table(f"{DELETIONS}/{segment}-{version}-{uuid.uuid4().hex[:8]}.arrow", table)
 
     def write_quantizer_state(self, config: dict[str, Any], state: dict[str, np.ndarray]) -> FileEntry:
         """Write a quantizer's config (schema metadata) and learned arrays as an Arrow file."""
@@ -159,20 +259,37 @@ class StoreDirectory:
 
     def _write_table(self, relative: str, table: pa.Table) -> FileEntry:
         data = serialize_table(table)
-        self.fs.write_new(self.path / relative, [memoryview(data)])
+        path = self.path / relative
+        try:
+            self.fs.write_new(path, [memoryview(data)])
+        except OSError as exc:
+            self.discard_uncommitted()
+            raise write_error("write", path, exc) from exc  # noqa: EM101
+        self._uncommitted.append(path)
         return FileEntry(file=relative, bytes=data.size, checksum=checksum(data))
+
+    def discard_uncommitted(self) -> None:
+        """Remove the files written since the last commit (called when a write fails)."""
+        for path in self._uncommitted:
+            try:
+                self.fs.remove(path)
+            except OSError as exc:  # left unreferenced; cleanup() removes it later
+                logger.warning("Could not remove %s after a failed commit (%s).", path, exc)
+        self._uncommitted.clear()
 
     def read_segment(self, entry: SegmentEntry, dim: int, code_size: int | None) -> Segment:
         """Memory-map a segment file and check it against its manifest entry."""
         path = self._checked_path(entry.data)
         schema = segment_schema(dim, code_size if entry.has_codes else None)
-        return Segment(entry.name, read_arrow_file(path, schema, entry.rows))
+        table = read_arrow_file(path, schema, entry.rows)
+        check_segment_table(table, path)
+        return Segment(entry.name, table, path=str(path))
 
     def read_deletions(self, entry: SegmentEntry) -> npt.NDArray[np.int64]:
         """Deleted row offsets of a segment (empty if none)."""
         if entry.deletions is None:
             return np.empty(0, dtype=np.int64)
-        path = self._checked_path(entry.deletions)
+        path = self._checked_path(entry.deletions, verify_checksum=True)
         table = read_arrow_file(path, DELETIONS_SCHEMA, entry.deleted)
         rows = table.column("row").to_numpy().astype(np.int64)
         if rows.size and (rows.max() >= entry.rows or np.unique(rows).size != rows.size):
@@ -182,7 +299,7 @@ class StoreDirectory:
 
     def read_quantizer_state(self, entry: FileEntry) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Config and learned arrays written by :meth:`write_quantizer_state`."""
-        path = self._checked_path(entry)
+        path = self._checked_path(entry, verify_checksum=True)
         table = read_arrow_file(path, None, None)
         try:
             config = json.loads(table.schema.metadata[b"config"])
@@ -197,16 +314,40 @@ class StoreDirectory:
             raise CorruptStoreError(msg, str(path)) from exc
         return config, state
 
-    def _checked_path(self, entry: FileEntry) -> Path:
-        """Path of a listed file after a cheap size check (checksums are for :meth:`verify`)."""
-        path = self.path / entry.file
+    def _listed_path(self, entry: FileEntry) -> Path:
+        """Path of a file a manifest lists, refusing names that leave the store's folders."""
+        if not isinstance(entry.file, str) or not _LISTED_FILE.fullmatch(entry.file):
+            msg = (
+                f"The manifest of store {self.path} lists the file {entry.file!r}, which is not a "
+                "data file inside the store (expected _segments/, _deletions/ or _quantizers/ "
+                "<name>.arrow); the manifest is damaged or was forged."
+            )
+            raise CorruptStoreError(msg, str(self.path / VERSIONS))
+        return self.path / entry.file
+
+    def _checked_path(self, entry: FileEntry, *, verify_checksum: bool = False) -> Path:
+        """Path of a listed file after cheap checks: a regular file (no link) of the right size.
+
+        Small files (deletions, quantizer state) are also checksummed; segments are
+        checksummed by :meth:`verify` only, since reading them whole would defeat memory mapping.
+        """
+        path = self._listed_path(entry)
         try:
-            size = path.stat().st_size
+            info = path.lstat()
         except FileNotFoundError as exc:
             msg = f"Store file {path} listed in the manifest is missing; the store is damaged."
             raise CorruptStoreError(msg, str(path)) from exc
-        if size != entry.bytes:
-            msg = f"Store file {path} has {size} bytes, the manifest says {entry.bytes}; damaged."
+        if not stat.S_ISREG(info.st_mode):
+            msg = (
+                f"Store file {path} is a symbolic link or not a regular file; store files must be "
+                "regular files inside the store. The store was tampered with; restore the file."
+            )
+            raise CorruptStoreError(msg, str(path))
+        if info.st_size != entry.bytes:
+            msg = f"Store file {path} has {info.st_size} bytes, the manifest says {entry.bytes}; damaged."
+            raise CorruptStoreError(msg, str(path))
+        if verify_checksum and (found := file_checksum(path)) != entry.checksum:
+            msg = f"Store file {path} has checksum {found}, the manifest says {entry.checksum}; damaged."
             raise CorruptStoreError(msg, str(path))
         return path
 
@@ -216,67 +357,129 @@ class StoreDirectory:
 
         Raises:
             CommitConflictError: that version already exists (another writer won).
+            StoreWriteError: a write step failed; the version was not published and the files
+                written for it are removed (except when only the final directory fsync failed:
+                then the version is visible but may not survive a power loss, as the message says).
         """
-        for sub in (SEGMENTS, DELETIONS, QUANTIZERS):
-            self.fs.fsync_dir(self.path / sub)
         versions = self.path / VERSIONS
-        tmp = versions / f".tmp-{uuid.uuid4().hex}.json"
-        self.fs.write_new(tmp, [manifest.to_json()])
+        target = versions / version_file_name(manifest.version)
+        tmp = versions / f"{_TMP_PREFIX}{uuid.uuid4().hex}.json"
+        step = "write"
         try:
-            self.fs.link(tmp, versions / version_file_name(manifest.version))
+            for sub in (SEGMENTS, DELETIONS, QUANTIZERS):
+                step = "fsync the directory"
+                self.fs.fsync_dir(self.path / sub)
+            step = "write"
+            self.fs.write_new(tmp, [manifest.to_json()])
+            step = "publish version"
+            self.fs.link(tmp, target)
         except FileExistsError as exc:
+            self._remove_quietly(tmp)
+            self.discard_uncommitted()
             msg = (
                 f"Version {manifest.version} of store {self.path} was committed by another "
                 "writer first. Call refresh() and retry."
             )
             raise CommitConflictError(msg) from exc
-        finally:
-            self.fs.remove(tmp)
-        self.fs.fsync_dir(versions)
+        except OSError as exc:
+            self._remove_quietly(tmp)
+            self.discard_uncommitted()
+            where = Path(exc.filename) if exc.filename else tmp
+            raise write_error(step, where, exc) from exc
+        # Published: the files now belong to a version. A leftover temporary name is harmless
+        # (readers ignore it, cleanup() removes it).
+        self._uncommitted.clear()
+        self._remove_quietly(tmp)
+        try:
+            self.fs.fsync_dir(versions)
+        except OSError as exc:
+            detail = (
+                f"Version {manifest.version} is visible to readers but may not survive a power "
+                "loss until the next successful commit."
+            )
+            raise write_error("fsync the directory", versions, exc, detail) from exc  # noqa: EM101
+
+    def _remove_quietly(self, path: Path) -> None:
+        try:
+            self.fs.remove(path)
+        except OSError as exc:
+            logger.warning("Could not remove %s (%s); cleanup() will remove it later.", path, exc)
 
     # -- checks and cleanup ------------------------------------------------------------------
     def verify(self, manifest: Manifest) -> list[str]:
         """Every problem found in ``manifest``'s files (checksums included); empty if none."""
         problems = []
         for entry in manifest.files():
-            path = self.path / entry.file
             try:
-                size = path.stat().st_size
+                path = self._listed_path(entry)
+            except CorruptStoreError as exc:
+                problems.append(str(exc))
+                continue
+            try:
+                info = path.lstat()
             except FileNotFoundError:
                 problems.append(f"{path}: missing")
                 continue
-            if size != entry.bytes:
-                problems.append(f"{path}: {size} bytes, expected {entry.bytes}")
+            if not stat.S_ISREG(info.st_mode):
+                problems.append(f"{path}: not a regular file (a symbolic link?)")
+            elif info.st_size != entry.bytes:
+                problems.append(f"{path}: {info.st_size} bytes, expected {entry.bytes}")
             elif (found := file_checksum(path)) != entry.checksum:
                 problems.append(f"{path}: checksum {found}, expected {entry.checksum}")
         return problems
 
-    def cleanup(self, keep: Manifest, grace_seconds: float) -> list[str]:
-        """Remove files and older manifests that ``keep`` (the newest version) does not need.
+    def cleanup(self, keep: Manifest, grace_seconds: float) -> list[str]:  # noqa: C901, PLR0912
+        """Remove older manifests and files that no version a reader may be opening needs.
 
-        Files younger than ``grace_seconds`` are kept, so a reader that opened an older version
-        moments ago can still map its files.
+        Call it holding the write lock, with ``keep`` the newest version. Kept: ``keep`` and
+        every version whose successor was committed less than ``grace_seconds`` ago, with all
+        the files they list, and any other file younger than ``grace_seconds``. A file that
+        cannot be removed is logged and left for the next cleanup. Returns the removed paths,
+        relative to the store.
         """
-        needed = {entry.file for entry in keep.files()}
         now = time.time()
+        protected = {keep.version}
+        needed = {entry.file for entry in keep.files()}
+        versions = self.versions()
+        for older, newer in itertools.pairwise(versions):
+            try:
+                successor_age = now - (self.path / VERSIONS / version_file_name(newer)).stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if older >= keep.version or successor_age < grace_seconds:
+                protected.add(older)
+                try:
+                    needed.update(entry.file for entry in self.read_manifest(older).files())
+                except CorruptStoreError:
+                    continue  # a damaged old manifest cannot be opened anyway
+        protected.update(v for v in versions if v > keep.version)
         removed = []
         for sub in (SEGMENTS, DELETIONS, QUANTIZERS, VERSIONS):
-            for name in os.listdir(self.path / sub):
+            for name in sorted(os.listdir(self.path / sub)):
                 relative = f"{sub}/{name}"
-                if relative in needed or (sub == VERSIONS and name == version_file_name(keep.version)):
+                if relative in needed:
+                    continue
+                stem, _, ext = name.partition(".")
+                if sub == VERSIONS and ext == "json" and stem.isdigit() and int(stem) in protected:
                     continue
                 path = self.path / relative
                 try:
-                    if now - path.stat().st_mtime < grace_seconds:
+                    if now - path.lstat().st_mtime < grace_seconds:
                         continue
+                    self.fs.remove(path)
                 except FileNotFoundError:
                     continue
-                self.fs.remove(path)
+                except OSError as exc:
+                    logger.warning("Could not remove %s (%s); the next cleanup retries.", path, exc)
+                    continue
                 removed.append(relative)
         if removed:
             for sub in (SEGMENTS, DELETIONS, QUANTIZERS, VERSIONS):
-                self.fs.fsync_dir(self.path / sub)
+                try:
+                    self.fs.fsync_dir(self.path / sub)
+                except OSError as exc:
+                    logger.warning("Could not fsync %s after cleanup (%s).", self.path / sub, exc)
         return removed
 
 
-__all__ = ["FORMAT_NAME", "StoreDirectory", "version_file_name"]
+__all__ = ["FORMAT_NAME", "StoreDirectory", "version_file_name", "write_error"]

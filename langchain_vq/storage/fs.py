@@ -2,7 +2,9 @@
 
 Every write of the store goes through a :class:`FileOps`, so tests can substitute a double that
 injects I/O errors or simulates power loss (dropping writes that were not fsynced) without
-patching the ``os`` module.
+patching the ``os`` module: see :mod:`langchain_vq.storage.faults`. Reads use ``os`` directly.
+Errors are raised as the plain ``OSError`` of the failed call; :class:`StoreDirectory` turns them
+into typed :class:`~langchain_vq.errors.StoreWriteError` with the path and the fix.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ class FileOps:
         os.link(src, dst)
 
     def mkdir(self, path: Path) -> None:
-        """Create directory ``path`` (and parents) if absent."""
-        path.mkdir(parents=True, exist_ok=True)
+        """Create directory ``path`` if absent (its parent must exist)."""
+        path.mkdir(exist_ok=True)
 
     def remove(self, path: Path) -> None:
         """Remove file ``path`` if it exists."""

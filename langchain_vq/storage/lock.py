@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from langchain_vq.errors import StoreLockedError
+from langchain_vq.errors import StoreLockedError, StoreWriteError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,7 +52,14 @@ class WriteLock:
             self._thread_lock.release()
 
     def _acquire_file(self, deadline: float | None, timeout: float | None) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            msg = (
+                f"Cannot open the write lock {self.path}: {exc.strerror or exc}. Writing needs a "
+                "writable store directory; fix its permissions (reading works without it)."
+            )
+            raise StoreWriteError(msg, str(self.path), exc.errno) from exc
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

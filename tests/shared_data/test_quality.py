@@ -84,3 +84,23 @@ def test_sentences_recall_at_10_with_default_settings(mode, sentences, tmp_path)
     recall = recall_at_k(found, exact_top_k(queries, corpus, 10).tolist(), 10)
     assert recall >= 0.99, f"{mode}: recall@10 {recall:.4f} with default settings"
     print(json.dumps({"mode": mode, "recall@10": recall}))
+
+
+def test_recall_target_holds_on_held_back_sentences(sentences, tmp_path) -> None:
+    """recall_target=0.99, calibrated on stored rows, holds on held-back queries (issue 6)."""
+    corpus, queries = sentences
+    store = VQVectorStore(DeterministicFakeEmbedding(size=corpus.shape[1]), path=tmp_path / "s", recall_target=0.99)
+    store.add_embeddings([""] * len(corpus), corpus, ids=[str(i) for i in range(len(corpus))])
+    chosen = store.rescore_multiplier
+    assert store.calibration is not None and store.calibration.met
+    truth = exact_top_k(queries, corpus, 10).tolist()
+
+    def held_back_recall(multiplier: int) -> float:
+        res = store.batch_similarity_search_by_vector(queries, k=10, rescore_multiplier=multiplier)
+        return recall_at_k([[int(d.id) for d, _ in r] for r in res], truth, 10)
+
+    assert held_back_recall(chosen) >= 0.99
+    sweep = sorted(store.calibration.recall_by_multiplier)
+    smallest = next(m for m in [*sweep, 2 * sweep[-1]] if held_back_recall(m) >= 0.99)
+    assert chosen <= 2 * smallest, (chosen, smallest)  # within one step of the sweep
+    print(json.dumps({"chosen": chosen, "smallest_held_back": smallest}))

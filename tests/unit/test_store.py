@@ -9,7 +9,7 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
-from langchain_vq import VQVectorStore
+from langchain_vq import ConfigurationError, VQVectorStore
 from tests.conftest import clustered_vectors
 
 DIM = 384
@@ -251,3 +251,39 @@ def test_many_small_adds_are_merged_into_few_segments(tmp_path) -> None:
     reopened = VQVectorStore(DeterministicFakeEmbedding(size=32), path=tmp_path / "s")
     assert len(reopened) == len(store)
     assert reopened.verify() == []
+
+
+def test_recall_target_calibrates_saves_and_reopens(tmp_path) -> None:
+    x = clustered_vectors(3000, 384, seed=21)
+    store = VQVectorStore(DeterministicFakeEmbedding(size=384), path=tmp_path / "s", recall_target=0.95)
+    fill(store, x[:50])
+    assert store.calibration is None  # below the training threshold: exact search, nothing to calibrate
+    fill(store, x[50:], offset=50)
+    calibration = store.calibration
+    assert calibration is not None and calibration.met and calibration.rows == 3000
+    assert store.rescore_multiplier == calibration.multiplier
+    measured = calibration.recall_by_multiplier
+    assert measured[calibration.multiplier] >= 0.95
+    assert all(r < 0.95 for m, r in measured.items() if m < calibration.multiplier)  # the smallest
+    # Saved in the manifest: a reopened handle uses it without measuring again.
+    reopened = VQVectorStore(DeterministicFakeEmbedding(size=384), path=tmp_path / "s", recall_target=0.95)
+    assert reopened.calibration == calibration
+    # Held-back queries reach the target at the calibrated multiplier.
+    queries = clustered_vectors(100, 384, seed=22)
+    assert recall(search_ids(reopened, queries, 10), exact_top(queries, x, 10)) >= 0.93
+    version = store.collection.snapshot.version
+    fill(store, x[:10])  # small growth: no new measurement
+    assert store.collection.snapshot.version == version + 1
+    store.compact()  # retrains the quantizer: measured again
+    assert store.calibration is not None and store.calibration.version > version
+
+
+def test_recall_target_arguments_are_checked() -> None:
+    emb = DeterministicFakeEmbedding(size=8)
+    with pytest.raises(ConfigurationError, match="pass one"):
+        VQVectorStore(emb, rescore_multiplier=4, recall_target=0.9)
+    with pytest.raises(ConfigurationError, match="recall_target"):
+        VQVectorStore(emb, recall_target=1.5)
+    with pytest.raises(ConfigurationError, match="rescore_multiplier"):
+        VQVectorStore(emb, rescore_multiplier=0)
+    assert VQVectorStore(emb, rescore_multiplier="auto").recall_target == 0.99

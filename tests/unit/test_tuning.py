@@ -1,0 +1,212 @@
+"""Calibration of rescore_multiplier and evaluation of settings on a store's own data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from langchain_vq import DimensionMismatchError, InvalidInputError, VQVectorStore
+from langchain_vq.evaluation import exact_top_k, recall_at_k
+from langchain_vq.tuning import (
+    Calibration,
+    _approx_keys,
+    _exact_keys,
+    _query_set,
+    calibrate_multiplier,
+    evaluate_settings,
+)
+from tests.conftest import clustered_vectors
+
+DIM = 64
+
+
+def make_store(n: int, *, dim: int = DIM, quantization: str = "binary", path=None, metric=None, seed=0):
+    store = VQVectorStore(
+        DeterministicFakeEmbedding(size=dim), path=path, quantization=quantization, metric=metric
+    )
+    if n:
+        x = clustered_vectors(n, dim, seed=seed)
+        store.add_embeddings([f"t{i}" for i in range(n)], x, ids=[str(i) for i in range(n)])
+    return store
+
+
+@pytest.fixture(scope="module")
+def binary_store():
+    return make_store(3000)
+
+
+def test_smallest_multiplier_reaching_the_target_is_chosen(binary_store) -> None:
+    cal = calibrate_multiplier(binary_store, target=0.95, sample=200, stop_at_target=False)
+    assert list(cal.recall_by_multiplier) == [1, 2, 4, 8, 16, 32, 64]
+    meeting = [m for m, r in cal.recall_by_multiplier.items() if r >= 0.95]
+    assert cal.met
+    assert cal.multiplier == meeting[0]
+    assert cal.recall_by_multiplier[1] < 0.95  # binary codes alone do not reach it
+    assert cal.recall_by_multiplier[64] >= cal.recall_by_multiplier[1]
+    assert cal.queries == 200
+    assert cal.query_source == "stored"
+    assert cal.rows == 3000
+    assert cal.quantization == "binary"
+
+
+def test_stop_at_target_measures_up_to_the_chosen_multiplier(binary_store) -> None:
+    full = calibrate_multiplier(binary_store, target=0.95, sample=200, stop_at_target=False)
+    short = calibrate_multiplier(binary_store, target=0.95, sample=200)
+    assert short.multiplier == full.multiplier
+    assert max(short.recall_by_multiplier) == short.multiplier
+    assert short.recall_by_multiplier == {m: full.recall_by_multiplier[m] for m in short.recall_by_multiplier}
+
+
+def test_unreachable_target_returns_the_largest_multiplier_not_met(binary_store) -> None:
+    cal = calibrate_multiplier(binary_store, target=1.0, sample=100, multipliers=(1, 2))
+    assert not cal.met
+    assert cal.multiplier == 2
+
+
+def test_given_queries_recall_matches_the_public_search(binary_store) -> None:
+    queries = clustered_vectors(100, DIM, seed=7)
+    cal = calibrate_multiplier(binary_store, queries=queries, multipliers=(2, 8), stop_at_target=False)
+    assert cal.query_source == "given"
+    corpus = clustered_vectors(3000, DIM, seed=0)
+    truth = exact_top_k(queries, corpus, 10).tolist()
+    for m in (2, 8):
+        found = [
+            [int(d.id) for d, _ in res]
+            for res in binary_store.batch_similarity_search_by_vector(queries, k=10, rescore_multiplier=m)
+        ]
+        assert cal.recall_by_multiplier[m] == pytest.approx(recall_at_k(found, truth, 10), abs=1e-9)
+
+
+def test_sampled_queries_exclude_their_own_row(binary_store) -> None:
+    collection = binary_store.collection
+    snapshot = collection.snapshot
+    qs = _query_set(collection, snapshot, None, 50, 0)
+    assert qs.keys is not None
+    assert len(set(qs.keys.tolist())) == 50
+    truth = _exact_keys(collection, snapshot, qs, 10)
+    found = _approx_keys(collection, snapshot, qs, 10, rescore=True, multiplier=4)
+    for key, t, f in zip(qs.keys.tolist(), truth, found, strict=True):
+        assert key not in t
+        assert key not in f
+        assert len(t) == 10
+        assert len(f) == 10
+
+
+def test_sampled_recall_is_close_to_held_out_recall(binary_store) -> None:
+    stored = calibrate_multiplier(binary_store, sample=300, multipliers=(4,), target=1.0)
+    held = calibrate_multiplier(
+        binary_store, queries=clustered_vectors(300, DIM, seed=3), multipliers=(4,), target=1.0
+    )
+    assert abs(stored.recall_by_multiplier[4] - held.recall_by_multiplier[4]) < 0.06
+
+
+def test_deleted_rows_are_neither_queries_nor_results(tmp_path) -> None:
+    store = make_store(1000, path=tmp_path / "s")
+    store.add_embeddings(
+        [f"u{i}" for i in range(500)], clustered_vectors(500, DIM, seed=9), ids=[f"u{i}" for i in range(500)]
+    )
+    store.delete([str(i) for i in range(0, 1000, 2)])
+    collection = store.collection
+    snapshot = collection.snapshot
+    assert len(snapshot.views) == 2
+    qs = _query_set(collection, snapshot, None, 10_000, 0)
+    assert qs.keys is not None
+    assert qs.keys.size == len(store) == 1000
+    dead = {int(r) for r in snapshot.views[0].deleted}
+    segment_of = qs.keys >> 40
+    assert not dead & set((qs.keys[segment_of == 0] & ((1 << 40) - 1)).tolist())
+    truth = _exact_keys(collection, snapshot, qs, 10)
+    found = _approx_keys(collection, snapshot, qs, 10, rescore=True, multiplier=2)
+    for rows in truth + found:
+        assert not {k & ((1 << 40) - 1) for k in rows if k >> 40 == 0} & dead
+    cal = calibrate_multiplier(store, sample=100)
+    assert cal.rows == 1000
+
+
+def test_exact_and_small_stores_have_recall_one() -> None:
+    exact = make_store(300, quantization="none")
+    cal = calibrate_multiplier(exact, sample=50)
+    assert cal.multiplier == 1
+    assert cal.recall_by_multiplier == {1: 1.0}
+    for n in (1, 3):
+        tiny = make_store(n)
+        cal = calibrate_multiplier(tiny)
+        assert cal.met
+        assert cal.multiplier == 1
+        assert cal.queries == n
+
+
+@pytest.mark.parametrize(("dim", "metric"), [(97, "cosine"), (12, "l2"), (5, "dot")])
+def test_odd_dimensions_and_metrics(dim, metric) -> None:
+    store = make_store(800, dim=dim, metric=metric)
+    cal = calibrate_multiplier(store, sample=50, target=0.9)
+    assert cal.met
+    assert 0.9 <= cal.recall_by_multiplier[cal.multiplier] <= 1.0
+
+
+def test_calibration_round_trips_through_json(binary_store) -> None:
+    cal = calibrate_multiplier(binary_store, sample=30, multipliers=(4, 16))
+    data = json.loads(json.dumps(cal.to_dict()))
+    assert Calibration.from_dict(data) == cal
+
+
+def test_argument_errors(binary_store) -> None:
+    with pytest.raises(InvalidInputError, match="empty"):
+        calibrate_multiplier(make_store(0))
+    with pytest.raises(InvalidInputError, match="target"):
+        calibrate_multiplier(binary_store, target=1.5)
+    with pytest.raises(InvalidInputError, match="multipliers"):
+        calibrate_multiplier(binary_store, multipliers=(0, 2))
+    with pytest.raises(InvalidInputError, match="k must be"):
+        calibrate_multiplier(binary_store, k=0)
+    with pytest.raises(DimensionMismatchError):
+        calibrate_multiplier(binary_store, queries=np.ones((3, DIM + 1), np.float32))
+    with pytest.raises(InvalidInputError, match="VQVectorStore"):
+        calibrate_multiplier(object())
+    with pytest.raises(InvalidInputError, match="Unknown mode"):
+        evaluate_settings(binary_store, modes=["float16x"])
+
+
+def test_evaluate_settings_table_and_recommendation(binary_store) -> None:
+    ev = evaluate_settings(
+        binary_store,
+        modes=["binary", "int8", "none"],
+        multipliers=(1, 4, 16, 64),
+        sample=100,
+        timed=10,
+        max_rows=2000,
+        target=0.95,
+    )
+    labels = [r.label for r in ev.results]
+    assert labels[:5] == ["binary codes only", "binary m=1", "binary m=4", "binary m=16", "binary m=64"]
+    assert "int8 m=4" in labels
+    assert labels[-1] == "exact float"
+    by_label = {r.label: r for r in ev.results}
+    assert by_label["exact float"].recall == 1.0
+    assert by_label["binary m=1"].code_bytes == 8
+    assert by_label["binary m=4"].measured_on == "store"
+    assert by_label["int8 m=4"].measured_on == "in-memory sample of 2,000 of 3,000 rows"
+    assert by_label["int8 m=4"].rows == 2000
+    assert all(r.p50_ms > 0 and r.p95_ms >= r.p50_ms for r in ev.results)
+    assert ev.smallest is not None
+    assert ev.smallest.quantization == "binary"
+    assert ev.fastest is not None
+    assert ev.fastest.recall >= 0.95
+    assert "rescore_multiplier=" in ev.recommendation
+    assert ev.notes
+    text = ev.format_table()
+    assert "binary m=16" in text
+    assert ev.recommendation in text
+    data = json.loads(json.dumps(ev.to_dict()))
+    assert data["smallest"]["label"] == ev.smallest.label
+    assert len(data["results"]) == len(ev.results)
+
+
+def test_evaluate_settings_reports_when_no_setting_reaches_the_target(binary_store) -> None:
+    ev = evaluate_settings(binary_store, multipliers=(1,), codes_only=False, sample=50, timed=5, target=1.0)
+    assert ev.smallest is None
+    assert ev.fastest is None
+    assert ev.recommendation.startswith("No setting measured reached")
