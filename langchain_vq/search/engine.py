@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 Similarity = Literal["ip", "l2"]
 _EXACT_CHUNK_ROWS = 1 << 16
+#: An exact scan gathers the rows a mask keeps when it keeps fewer than 1 in this many.
+_SELECTIVE_FRACTION = 8
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,15 @@ def _exact(
     kind: Similarity,
     mask: npt.NDArray[np.bool_] | None,
 ) -> Hits:
-    """Exact scan of the float vectors, in chunks so memory stays bounded."""
+    """Exact scan of the float vectors, in chunks so memory stays bounded.
+
+    A selective mask (a filter keeping under 1/8 of the rows) scans only the rows it keeps.
+    """
+    if mask is not None and np.count_nonzero(mask) * _SELECTIVE_FRACTION < mask.size:
+        live_rows = np.flatnonzero(mask)
+        hits = _exact(vectors[live_rows], queries, k, kind, None)
+        rows = np.where(hits.rows >= 0, live_rows[np.maximum(hits.rows, 0)], -1)
+        return Hits(hits.scores, hits.segments, rows)
     best_scores, best_rows = [], []
     for start in range(0, vectors.shape[0], _EXACT_CHUNK_ROWS):
         stop = min(start + _EXACT_CHUNK_ROWS, vectors.shape[0])
