@@ -6,8 +6,6 @@ vectors stay on disk until rescoring touches the few rows it needs.
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,6 +17,7 @@ import pyarrow.compute as pc
 from pyarrow import ipc
 
 from langchain_vq.errors import CorruptStoreError
+from langchain_vq.storage.advice import MADV_RANDOM, advise, will_need_rows
 from langchain_vq.storage.schema import segment_schema
 
 if TYPE_CHECKING:
@@ -70,11 +69,7 @@ class Segment:
         On a cold page cache each scattered row costs one disk read; issued one by one as page
         faults they queue behind each other, issued as ``WILLNEED`` hints they overlap.
         """
-        vectors = self.vectors
-        row_bytes = vectors.strides[0]
-        base = vectors.ctypes.data
-        for row in np.unique(rows[rows >= 0]).tolist():
-            _madvise(base + row * row_bytes, row_bytes, MADV_WILLNEED)
+        will_need_rows(self.vectors, rows)
 
     @cached_property
     def codes(self) -> npt.NDArray[np.uint8] | None:
@@ -114,24 +109,6 @@ class Segment:
                 pa.field("codes", pa.binary(codes.shape[1]), nullable=False), _codes_array(codes)
             )
         return Segment(self.name, table)
-
-
-MADV_RANDOM = 1
-MADV_WILLNEED = 3
-_PAGE = mmap.PAGESIZE
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _madvise(address: int, length: int, advice: int) -> None:
-    """``madvise`` over the pages covering ``[address, address + length)``; a hint, errors ignored."""
-    start = address - address % _PAGE
-    _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length + address - start), advice)
-
-
-def advise(array: npt.NDArray[np.generic], advice: int) -> None:
-    """Give the kernel an access-pattern hint for the memory behind ``array``."""
-    if array.size:
-        _madvise(array.ctypes.data, array.nbytes, advice)
 
 
 def single_array(column: pa.ChunkedArray) -> pa.Array:
