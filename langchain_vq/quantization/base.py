@@ -83,7 +83,9 @@ class Quantizer(ABC):
         """Top ``k`` rows of ``codes`` for each query, by this quantizer's fastest good ranking.
 
         Returns ``(scores, indices)``, each ``[n_queries, min(k, n)]``, best first; ``scores`` are
-        similarities (higher is better) on the quantizer's own scale, used only to rank.
+        similarities (higher is better) on the quantizer's own scale, used only to rank. They
+        must be comparable across calls with the same fitted state: the engine pools the
+        candidates of several segments by them.
         """
 
     @abstractmethod
@@ -115,6 +117,18 @@ class Quantizer(ABC):
                 f"{self.min_train_size} vectors first (or restore its state with set_state())."
             )
             raise NotFittedError(msg)
+
+    def _check_training(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Training vectors as ``float32[n, dim]``, at least ``min_train_size`` of them."""
+        x = self._check_vectors(x, "training vectors")
+        if x.shape[0] < self.min_train_size:
+            msg = (
+                f"{type(self).__name__}.fit got {x.shape[0]} vectors, expected at least "
+                f"{self.min_train_size}. Add more documents before training; until then the store "
+                "searches exactly."
+            )
+            raise InvalidInputError(msg)
+        return x
 
     def _check_vectors(self, x: npt.ArrayLike, what: str = "vectors") -> npt.NDArray[np.float32]:
         return as_float_matrix(x, self.dim, what)

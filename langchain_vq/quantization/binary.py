@@ -124,13 +124,7 @@ class BinaryQuantizer(Quantizer):
         Raises:
             InvalidInputError: Too few, non-finite or wrongly shaped vectors.
         """
-        x = self._check_vectors(x, "training vectors")
-        if x.shape[0] < self.min_train_size:
-            msg = (
-                f"BinaryQuantizer.fit got {x.shape[0]} vectors, expected at least "
-                f"{self.min_train_size}. Add more documents before training, or search exactly."
-            )
-            raise InvalidInputError(msg)
+        x = self._check_training(x)
         x64 = x.astype(np.float64)
         thresholds = x64.mean(axis=0)
         above = x64 > thresholds

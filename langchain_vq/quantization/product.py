@@ -76,7 +76,7 @@ class ProductQuantizer(Quantizer):
                 f"Use m=None for the default ceil(dim / {_DEFAULT_DSUB})."
             )
             raise ConfigurationError(msg)
-        if nbits != 8:  # noqa: PLR2004 - the one supported width
+        if nbits != 8:
             msg = (
                 f"nbits={nbits!r} is not supported; expected 8 (one byte per sub-vector). "
                 "Use a larger or smaller m to trade size for recall instead."
@@ -148,14 +148,7 @@ class ProductQuantizer(Quantizer):
         Raises:
             InvalidInputError: Too few, non-finite or wrongly shaped vectors.
         """
-        x = self._check_vectors(x, "training vectors")
-        if x.shape[0] < self.min_train_size:
-            msg = (
-                f"ProductQuantizer.fit got {x.shape[0]} vectors, expected at least "
-                f"{self.min_train_size} (one per centroid). Add more documents before training, "
-                "or search exactly until enough exist."
-            )
-            raise InvalidInputError(msg)
+        x = self._check_training(x)
         pq = self._new_faiss_pq()
         pq.train(self._pad(x))
         centroids = faiss.vector_to_array(pq.centroids).astype(np.float32)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import faiss
 import numpy as np
 
-from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.errors import ConfigurationError
 from langchain_vq.quantization._common import check_k, state_array, top_k
 from langchain_vq.quantization.base import Metric, Quantizer
 
@@ -96,13 +96,7 @@ class ScalarQuantizer(Quantizer):
         Raises:
             InvalidInputError: Too few, non-finite or wrongly shaped vectors.
         """
-        x = self._check_vectors(x, "training vectors")
-        if x.shape[0] < self.min_train_size:
-            msg = (
-                f"ScalarQuantizer.fit got {x.shape[0]} vectors, expected at least "
-                f"{self.min_train_size}. Add more documents before training, or search exactly."
-            )
-            raise InvalidInputError(msg)
+        x = self._check_training(x)
         lo, hi = np.quantile(x, [_LOWER_QUANTILE, _UPPER_QUANTILE], axis=0)  # [dim] each
         self.lo_ = lo.astype(np.float32)
         self.scale_ = np.maximum((hi - lo) / 255.0, 0.0).astype(np.float32)
