@@ -6,7 +6,6 @@ cosine, whose vectors are normalized at ingest) and ``-||q - x||^2`` for Euclide
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,8 +24,6 @@ if TYPE_CHECKING:
 
 Similarity = Literal["ip", "l2"]
 _EXACT_CHUNK_ROWS = 1 << 16
-#: A gather slower than this per row read from disk: prefetch the next ones.
-_COLD_SECONDS_PER_ROW = 10e-6
 #: An exact scan gathers the rows a mask keeps when it keeps fewer than 1 in this many.
 _SELECTIVE_FRACTION = 8
 
@@ -198,18 +195,9 @@ def _rescore(
 def _gather_rows(
     segment: Segment, rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32], where: npt.NDArray[np.bool_]
 ) -> None:
-    """Copy the float vectors of ``rows`` into ``out[where]``, prefetching them when cold.
-
-    Prefetching (one ``WILLNEED`` hint per row) makes cold reads overlap but costs about a
-    microsecond per row when the pages are cached. So it adapts: on while gathers are slow
-    (more than ``_COLD_SECONDS_PER_ROW``, i.e. the rows came from disk), off while they are fast.
-    """
-    if segment.cache.get("prefetch", True):
-        segment.prefetch(rows)
-    start = time.perf_counter()
+    """Copy the float vectors of ``rows`` into ``out[where]``, prefetched together when cold."""
+    segment.prefetch(rows)
     out[where] = segment.vectors[rows]
-    per_row = (time.perf_counter() - start) / max(rows.size, 1)
-    segment.cache["prefetch"] = per_row > _COLD_SECONDS_PER_ROW
 
 
 @contextmanager

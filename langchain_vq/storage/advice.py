@@ -69,6 +69,25 @@ def will_need_rows(array: npt.NDArray[np.generic], rows: npt.NDArray[np.int64]) 
         _libc.madvise(ctypes.c_void_p(base), ctypes.c_size_t(length), MADV_WILLNEED)
 
 
+def all_resident(array: npt.NDArray[np.generic], rows: npt.NDArray[np.int64], probes: int = 8) -> bool:
+    """Whether a sample of these rows of ``array`` is in memory (``mincore``), without reading."""
+    rows = rows[rows >= 0]
+    if rows.size == 0:
+        return True
+    picks = rows[np.linspace(0, rows.size - 1, min(probes, rows.size)).astype(np.int64)]
+    row_bytes = array.strides[0]
+    status = (ctypes.c_ubyte * (row_bytes // _PAGE + 2))()
+    for row in picks.tolist():
+        address = array.ctypes.data + row * row_bytes
+        start = address - address % _PAGE
+        length = address + row_bytes - start
+        if _libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(length), status) != 0:
+            return True  # not a mapping mincore can answer for (heap memory): nothing to prefetch
+        if not all(status[i] & 1 for i in range((length + _PAGE - 1) // _PAGE)):
+            return False
+    return True
+
+
 def _own_pidfd() -> int:
     pid = os.getpid()
     fd = _pidfd.get(pid)

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from pyarrow import ipc
 
 from langchain_vq.errors import CorruptStoreError
-from langchain_vq.storage.advice import MADV_RANDOM, advise, will_need_rows
+from langchain_vq.storage.advice import MADV_RANDOM, advise, all_resident, will_need_rows
 from langchain_vq.storage.schema import segment_schema
 
 if TYPE_CHECKING:
@@ -67,9 +67,11 @@ class Segment:
         """Ask the kernel to read these rows' vectors now, together, before they are gathered.
 
         On a cold page cache each scattered row costs one disk read; issued one by one as page
-        faults they queue behind each other, issued as ``WILLNEED`` hints they overlap.
+        faults they queue behind each other, issued as ``WILLNEED`` hints they overlap. A few
+        rows are probed with ``mincore`` first, so a warm cache costs no hints at all.
         """
-        will_need_rows(self.vectors, rows)
+        if not all_resident(self.vectors, rows):
+            will_need_rows(self.vectors, rows)
 
     @cached_property
     def codes(self) -> npt.NDArray[np.uint8] | None:
