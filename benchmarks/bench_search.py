@@ -146,6 +146,25 @@ def hardware() -> dict[str, Any]:
 
 
 # -- building stores ---------------------------------------------------------------------------
+#: Filters of three selectivities over the metadata every row gets (issue 3): name -> filter.
+FILTERS = {
+    "0.01%": {"bucket": 7},
+    "1%": {"bucket": {"$lt": 100}},
+    "50%": {"half": True},
+}
+
+
+def row_metadata(i: int) -> dict[str, Any]:
+    """Metadata of row ``i``: a bucket in 0..9999 and a boolean true for half of the rows."""
+    return {"bucket": i % 10_000, "half": i % 2 == 0}
+
+
+def filter_rows(name: str, n: int) -> np.ndarray:
+    """Rows matching FILTERS[name], computed without the store."""
+    i = np.arange(n)
+    return {"0.01%": i[i % 10_000 == 7], "1%": i[i % 10_000 < 100], "50%": i[i % 2 == 0]}[name]
+
+
 def build_store(path: Path, mode: str, vectors: np.ndarray, batch: int) -> dict[str, Any]:
     """Create a store at ``path`` and add ``vectors`` in batches; returns ingest numbers."""
     from langchain_core.embeddings import DeterministicFakeEmbedding
@@ -157,7 +176,8 @@ def build_store(path: Path, mode: str, vectors: np.ndarray, batch: int) -> dict[
     for lo in range(0, vectors.shape[0], batch):
         hi = min(lo + batch, vectors.shape[0])
         ids = [str(i) for i in range(lo, hi)]
-        store.add_embeddings([f"doc {i}" for i in range(lo, hi)], vectors[lo:hi], ids=ids)
+        metadatas = [row_metadata(i) for i in range(lo, hi)]
+        store.add_embeddings([f"doc {i}" for i in range(lo, hi)], vectors[lo:hi], metadatas, ids)
     seconds = time.perf_counter() - start
     quantizer = store.collection.snapshot.quantizer
     out = {
@@ -175,7 +195,7 @@ def build_store(path: Path, mode: str, vectors: np.ndarray, batch: int) -> dict[
 def run_child(args: list[str]) -> dict[str, Any]:
     """Run this script with a hidden sub-command in a new process; returns its JSON result."""
     cmd = [sys.executable, str(Path(__file__).resolve()), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         msg = f"child {args[0]} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
         raise RuntimeError(msg)
@@ -232,8 +252,41 @@ def child_query(ns: argparse.Namespace) -> dict[str, Any]:
             }
         )
     out["runs"] = runs
+    if ns.filtered:
+        out["filtered"] = filtered_runs(store, queries, np.load(ns.filtered))
     out["rss_after_queries_mb"] = rss_mb()
     return out
+
+
+def filtered_runs(store: Any, queries: np.ndarray, truths: Any) -> list[dict[str, Any]]:
+    """Latency, result count and recall of filtered single queries, per selectivity."""
+    from langchain_vq.evaluation import recall_at_k
+
+    runs = []
+    for name, spec in FILTERS.items():
+        truth = truths[name]
+        matches = int(truths[f"{name}_matches"])
+        t = time.perf_counter()
+        store.similarity_search_with_score_by_vector(queries[0], k=K, filter=spec)
+        first_ms = (time.perf_counter() - t) * 1e3  # includes parsing the metadata once per segment
+        times, found = [], []
+        for q in queries:
+            t = time.perf_counter()
+            pairs = store.similarity_search_with_score_by_vector(q, k=K, filter=spec)
+            times.append(time.perf_counter() - t)
+            found.append([int(doc.id) for doc, _ in pairs])
+        runs.append(
+            {
+                "filter": name,
+                "spec": spec,
+                "matching_rows": matches,
+                "always_min_k_results": all(len(f) == min(K, matches) for f in found),
+                "recall_at_10": recall_at_k(found, truth.tolist(), K),
+                "first_query_ms": first_ms,
+                **percentiles(times),
+            }
+        )
+    return runs
 
 
 def child_flat(ns: argparse.Namespace) -> dict[str, Any]:
@@ -427,6 +480,24 @@ def markdown(result: dict[str, Any]) -> str:
         f"{bare['recall_at_10']:.4f} | {padded['p50_ms']:.2f} | {padded['p95_ms']:.2f} | "
         f"{flat['p50_ms'] / padded['p50_ms']:.1f}x | (floats in RAM) | | | |"
     )
+    filtered = result["modes"].get("binary", {}).get("warm", {}).get("filtered")
+    if filtered:
+        unfiltered = next(r for r in result["modes"]["binary"]["warm"]["runs"] if r["default"])
+        lines += [
+            "",
+            "Metadata filters (binary, default m; applied before the code scan):",
+            "",
+            "| filter | matching rows | always min(k, matches) results | recall@10 | p50 ms | p95 ms | first query ms |",
+            "|---|---:|---|---:|---:|---:|---:|",
+            f"| none | {result['config']['n']:,} | yes | {unfiltered['recall_at_10']:.4f} | "
+            f"{unfiltered['p50_ms']:.2f} | {unfiltered['p95_ms']:.2f} | |",
+        ]
+        lines += [
+            f"| {r['filter']} `{json.dumps(r['spec'])}` | {r['matching_rows']:,} | "
+            f"{'yes' if r['always_min_k_results'] else 'NO'} | {r['recall_at_10']:.4f} | {r['p50_ms']:.2f} | "
+            f"{r['p95_ms']:.2f} | {r['first_query_ms']:.1f} |"
+            for r in filtered
+        ]
     real = result.get("real", {})
     lines += [
         "",
@@ -508,6 +579,12 @@ def main(ns: argparse.Namespace) -> None:
         np.save(workdir / "queries.npy", queries)
         np.save(workdir / "truth.npy", truth)
         np.save(workdir / "corpus.npy", corpus)
+        filtered = {}
+        for name in FILTERS:
+            rows = filter_rows(name, ns.n)
+            filtered[name] = rows[exact_truth(corpus[rows], queries, min(K, rows.size))]
+            filtered[f"{name}_matches"] = np.array(rows.size)
+        np.savez(workdir / "filtered.npz", **filtered)
 
         for mode in ns.modes.split(","):
             path = workdir / f"store-{mode}"
@@ -522,7 +599,8 @@ def main(ns: argparse.Namespace) -> None:
                 str(workdir / "truth.npy"),
             ]
             extra = ",".join(map(str, BINARY_EXTRA_MULTIPLIERS)) if mode == "binary" else ""
-            warm = run_child(["_query", *common, "--multipliers", extra])
+            filters = ["--filtered", str(workdir / "filtered.npz")] if mode == "binary" else []
+            warm = run_child(["_query", *common, "--multipliers", extra, *filters])
             print(f"{mode}: warm {warm}", flush=True)
             cold = run_child(["_query", *common, "--cold"])
             print(f"{mode}: cold {cold}", flush=True)
@@ -575,6 +653,7 @@ def parse() -> argparse.Namespace:
     query.add_argument("--truth", required=True)
     query.add_argument("--multipliers", default="")
     query.add_argument("--cold", action="store_true")
+    query.add_argument("--filtered", default="", help="npz of filtered exact top-k (binary only)")
     flat = sub.add_parser("_flat", help=argparse.SUPPRESS)
     flat.add_argument("--corpus", required=True)
     flat.add_argument("--queries", required=True)

@@ -184,7 +184,9 @@ class Collection:
                 )
             views.append(SegmentView(segment, self.directory.read_deletions(entry)))
         self._segments = {v.segment.name: v.segment for v in views}
-        return Snapshot(manifest.version, manifest.dim, tuple(views), quantizer, manifest, dict(manifest.settings))
+        return Snapshot(
+            manifest.version, manifest.dim, tuple(views), quantizer, manifest, dict(manifest.settings)
+        )
 
     def _check_reopen(self, manifest: Manifest) -> None:
         stored = manifest.quantization or {}
@@ -331,7 +333,9 @@ class Collection:
     def update_settings(self, changes: dict[str, Any]) -> None:
         """Commit a new version whose rows are unchanged and whose settings include ``changes``."""
         with self._writing() as current:
-            self._publish(current, current.dim, list(current.views), current.quantizer, {**current.settings, **changes})
+            self._publish(
+                current, current.dim, list(current.views), current.quantizer, {**current.settings, **changes}
+            )
 
     def compact(self) -> None:
         """Rewrite live rows into fresh segments, retrain the quantizer, drop unused files."""

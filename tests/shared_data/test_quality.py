@@ -89,7 +89,9 @@ def test_sentences_recall_at_10_with_default_settings(mode, sentences, tmp_path)
 def test_recall_target_holds_on_held_back_sentences(sentences, tmp_path) -> None:
     """recall_target=0.99, calibrated on stored rows, holds on held-back queries (issue 6)."""
     corpus, queries = sentences
-    store = VQVectorStore(DeterministicFakeEmbedding(size=corpus.shape[1]), path=tmp_path / "s", recall_target=0.99)
+    store = VQVectorStore(
+        DeterministicFakeEmbedding(size=corpus.shape[1]), path=tmp_path / "s", recall_target=0.99
+    )
     store.add_embeddings([""] * len(corpus), corpus, ids=[str(i) for i in range(len(corpus))])
     chosen = store.rescore_multiplier
     assert store.calibration is not None and store.calibration.met

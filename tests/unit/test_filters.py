@@ -60,7 +60,12 @@ def _field(value: object, op: str, operand: Any) -> bool:
         return isinstance(value, list) and any(_eq(v, operand) for v in value)
     if _kind(value) is None or _kind(value) != _kind(operand):
         return False
-    return {"$gt": value > operand, "$gte": value >= operand, "$lt": value < operand, "$lte": value <= operand}[op]
+    return {
+        "$gt": value > operand,
+        "$gte": value >= operand,
+        "$lt": value < operand,
+        "$lte": value <= operand,
+    }[op]
 
 
 def reference_match(meta: dict, spec: dict) -> bool:
@@ -101,8 +106,17 @@ fields = st.sampled_from(["x", "y", "tags", "nested.z", "absent"])
 conditions = st.one_of(
     scalars,
     st.dictionaries(
-        st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$contains"]), scalars, min_size=1, max_size=2
-    ).filter(lambda d: not any(op in d and isinstance(v, bool) for op, v in d.items() if op in {"$gt", "$gte", "$lt", "$lte"})),
+        st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$contains"]),
+        scalars,
+        min_size=1,
+        max_size=2,
+    ).filter(
+        lambda d: (
+            not any(
+                op in d and isinstance(v, bool) for op, v in d.items() if op in {"$gt", "$gte", "$lt", "$lte"}
+            )
+        )
+    ),
     st.fixed_dictionaries({"$in": st.lists(scalars, max_size=3)}),
     st.fixed_dictionaries({"$nin": st.lists(scalars, max_size=3)}),
     st.fixed_dictionaries({"$exists": st.booleans()}),
@@ -186,7 +200,9 @@ def test_filtered_search_equals_brute_force(filled_store, spec) -> None:
     assert len(top) == min(10, len(matching))
     assert set(top) <= set(matching)
     assert len(set(top) & set(ranked)) >= 0.9 * len(ranked)  # the recall bound of the defaults
-    exhaustive = store.similarity_search_by_vector(QUERY.tolist(), k=10, filter=spec, rescore_multiplier=N_ROWS)
+    exhaustive = store.similarity_search_by_vector(
+        QUERY.tolist(), k=10, filter=spec, rescore_multiplier=N_ROWS
+    )
     assert [int(d.id) for d in exhaustive] == ranked
 
 
