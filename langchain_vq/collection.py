@@ -167,7 +167,15 @@ class Collection:
         assert self.directory is not None  # noqa: S101
         self._check_reopen(manifest)
         quantizer = None
-        if manifest.quantizer_state is not None:
+        current = getattr(self, "_snapshot", None)
+        if (
+            current is not None
+            and current.manifest is not None
+            and manifest.quantizer_state is not None
+            and current.manifest.quantizer_state == manifest.quantizer_state
+        ):
+            quantizer = current.quantizer  # same state file: keep the object and its caches
+        elif manifest.quantizer_state is not None:
             config, state = self.directory.read_quantizer_state(manifest.quantizer_state)
             try:
                 quantizer = quantizer_from_config(config, state)
