@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 Similarity = Literal["ip", "l2"]
 _EXACT_CHUNK_ROWS = 1 << 16
+#: A mask keeping at least 1 in this many rows is served by over-fetching from a full code scan.
+_DENSE_MASK_FRACTION = 4
 #: An exact scan gathers the rows a mask keeps when it keeps fewer than 1 in this many.
 _SELECTIVE_FRACTION = 8
 
@@ -261,19 +263,25 @@ def _code_candidates(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Code scores and row offsets ``[n_queries, <= n]`` of the best live rows by code scan.
 
-    Few masked rows: scan all codes and fetch ``n`` plus the masked count, then drop masked rows.
-    Many masked rows (a selective filter): scan only the live rows' codes, so a filter that keeps
-    10 rows costs 10 rows and never returns fewer than it could.
+    Few masked rows, or a mask keeping at least a quarter of the rows: scan all codes, fetch
+    enough extra candidates, drop the masked ones (checked: if any query is left with fewer
+    than ``n``, fall through). A selective mask: scan only the kept rows' codes, so a filter
+    that keeps 10 rows costs 10 rows and never returns fewer than it could.
     """
     if mask is None:
         return quantizer.search(queries, codes, n)
-    masked = mask.size - int(np.count_nonzero(mask))
-    if masked <= n:
-        scores, rows = quantizer.search(queries, codes, n + masked)
+    live = int(np.count_nonzero(mask))
+    masked = mask.size - live
+    if masked <= n or live * _DENSE_MASK_FRACTION >= mask.size:
+        # Over-fetch from a scan of all codes: enough to hold n live rows when the masked rows
+        # are few, or (a mask keeping at least a quarter) in expectation with a 1.5x margin.
+        fetch = n + masked if masked <= n else min(mask.size, int(1.5 * n * mask.size / live) + n)
+        scores, rows = quantizer.search(queries, codes, fetch)
         keep = mask[rows]
-        # Stable ordering: live rows first, in ranked order; then cut to n per query.
-        order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
-        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+        if masked <= n or bool((keep.sum(axis=1) >= n).all()):
+            # Stable ordering: live rows first, in ranked order; then cut to n per query.
+            order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
+            return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
     live_rows = np.flatnonzero(mask)
     scores, sub_rows = quantizer.search(queries, codes[live_rows], n)
     return scores, live_rows[sub_rows]
