@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from langchain_tests.integration_tests import VectorStoreIntegrationTests
+from langchain_tests.integration_tests import RetrieversIntegrationTests, VectorStoreIntegrationTests
 
-from langchain_vq import VQVectorStore
+from langchain_vq import VQRetriever, VQVectorStore
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -38,3 +38,27 @@ class TestOnDiskReopened(VectorStoreIntegrationTests):
     def vectorstore(self, quantization: str, tmp_path: Path) -> Generator[VQVectorStore, None, None]:  # type: ignore[override]
         VQVectorStore(self.get_embeddings(), path=tmp_path / "store", quantization=quantization)
         return VQVectorStore(self.get_embeddings(), path=tmp_path / "store")
+
+
+def _filled_store() -> VQVectorStore:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    store = VQVectorStore(DeterministicFakeEmbedding(size=16))
+    store.add_texts([f"passage {i} about vectors" for i in range(20)], [{"i": i} for i in range(20)])
+    return store
+
+
+class TestRetriever(RetrieversIntegrationTests):
+    """The retriever standard suite against VQRetriever (k as a constructor and invoke argument)."""
+
+    @property
+    def retriever_constructor(self) -> type[VQRetriever]:
+        return VQRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict:
+        return {"vectorstore": _filled_store(), "filter": {"i": {"$gte": 0}}}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "vectors"
