@@ -135,7 +135,8 @@ class VQVectorStore(VectorStore):
             recall_target: Recall@10 against exact search that the store should reach: it
                 measures, on a sample of its own rows, the smallest multiplier that does, when
                 the quantizer is trained, whenever the store has doubled since the last
-                measurement, and on ``compact()``; the result is saved with the store.
+                measurement, and on ``compact()``; the result is saved with the store, and a
+                store reopened without ``rescore_multiplier`` keeps using it.
             metric: ``"cosine"`` (default), ``"dot"`` or ``"l2"``. Read from the store when
                 reopening; a different value there is an error.
             lock_timeout: Seconds a write waits for another writer process; 0 fails at once,
@@ -167,6 +168,9 @@ class VQVectorStore(VectorStore):
             embedding_model=_model_name(embedding),
         )
         self._collection = Collection(config, path, lock_timeout=lock_timeout)
+        saved = self._collection.snapshot.settings.get("calibration")
+        if saved and self.recall_target is None and rescore_multiplier is None:
+            self.recall_target = float(saved["target"])  # reopened: keep calibrating for it
 
     # -- properties --------------------------------------------------------------------------
     @property

@@ -268,6 +268,12 @@ def test_recall_target_calibrates_saves_and_reopens(tmp_path) -> None:
     # Saved in the manifest: a reopened handle uses it without measuring again.
     reopened = VQVectorStore(DeterministicFakeEmbedding(size=384), path=tmp_path / "s", recall_target=0.95)
     assert reopened.calibration == calibration
+    plain = VQVectorStore(DeterministicFakeEmbedding(size=384), path=tmp_path / "s")  # no arguments
+    assert plain.recall_target == 0.95
+    assert plain.rescore_multiplier == calibration.multiplier
+    fixed = VQVectorStore(DeterministicFakeEmbedding(size=384), path=tmp_path / "s", rescore_multiplier=3)
+    assert fixed.recall_target is None
+    assert fixed.rescore_multiplier == 3
     # Held-back queries reach the target at the calibrated multiplier.
     queries = clustered_vectors(100, 384, seed=22)
     assert recall(search_ids(reopened, queries, 10), exact_top(queries, x, 10)) >= 0.93
