@@ -623,24 +623,12 @@ def save_dataset(folder: Path, corpus: np.ndarray, queries: np.ndarray) -> None:
 
 
 def scifact() -> dict[str, Any] | str:
-    import csv
+    from langchain_vq.evaluation import load_embedded_beir
 
-    emb = shared_root() / "scifact" / "emb"
-    if not emb.exists():
-        return f"{emb} not found (set LANGCHAIN_VQ_DATA to the shared data folder)"
-    qrels: dict[str, dict[str, int]] = {}
-    with (emb.parent / "qrels" / "test.tsv").open() as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
-    query_ids = (emb / "queries_ids.txt").read_text().split()
-    wanted = [i for i, q in enumerate(query_ids) if q in qrels]
-    return {
-        "corpus": np.load(emb / "corpus_emb.npy"),
-        "corpus_ids": (emb / "corpus_ids.txt").read_text().split(),
-        "queries": np.load(emb / "queries_emb.npy")[wanted],
-        "query_ids": [query_ids[i] for i in wanted],
-        "qrels": qrels,
-    }
+    folder = shared_root() / "scifact"
+    if not (folder / "emb").exists():
+        return f"{folder / 'emb'} not found (set LANGCHAIN_VQ_DATA to the shared data folder)"
+    return load_embedded_beir(folder)
 
 
 def sentences() -> tuple[np.ndarray, np.ndarray] | str:

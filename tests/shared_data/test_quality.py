@@ -5,7 +5,6 @@ Skipped, with the reason, when the shared data folder is absent (set LANGCHAIN_V
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from langchain_vq import VQVectorStore
-from langchain_vq.evaluation import exact_top_k, ndcg_at_k, recall_at_k
+from langchain_vq.evaluation import exact_top_k, load_embedded_beir, ndcg_at_k, recall_at_k
 from tests.conftest import require_shared
 
 pytestmark = pytest.mark.shared_data
@@ -24,20 +23,7 @@ NDCG_FLOOR = {"binary": 0.640, "int8": 0.644, "pq": 0.640, "none": 0.645}
 
 @pytest.fixture(scope="module")
 def scifact() -> dict:
-    emb = require_shared("scifact", "emb")
-    qrels: dict[str, dict[str, int]] = {}
-    with (emb.parent / "qrels" / "test.tsv").open() as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
-    query_ids = (emb / "queries_ids.txt").read_text().split()
-    wanted = [i for i, q in enumerate(query_ids) if q in qrels]
-    return {
-        "corpus": np.load(emb / "corpus_emb.npy"),
-        "corpus_ids": (emb / "corpus_ids.txt").read_text().split(),
-        "queries": np.load(emb / "queries_emb.npy")[wanted],
-        "query_ids": [query_ids[i] for i in wanted],
-        "qrels": qrels,
-    }
+    return load_embedded_beir(require_shared("scifact", "emb").parent)
 
 
 @pytest.mark.parametrize("mode", ["binary", "int8", "pq", "none"])
