@@ -145,6 +145,7 @@ def quantizer_from_config(config: dict[str, Any], state: dict[str, npt.NDArray[n
     if name not in QUANTIZERS:
         msg = f"Unknown quantizer name {name!r} in config; expected one of {sorted(QUANTIZERS)}."
         raise ConfigurationError(msg)
+    options = {**QUANTIZERS[name].legacy_config, **options}
     try:
         quantizer = _build(name, dim, metric, options)
     except VQError as exc:

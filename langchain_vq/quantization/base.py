@@ -33,6 +33,9 @@ class Quantizer(ABC):
 
     #: The name used in specs, manifests and errors ("binary", "int8", "pq").
     name: ClassVar[str]
+    #: Values of ``get_config`` keys that configs saved by older versions lack, so that a store
+    #: written before an option existed reopens with the behaviour it was written with.
+    legacy_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, dim: int, *, metric: Metric = "ip") -> None:
         if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:

@@ -52,7 +52,9 @@ def test_codes_dtype_shape_and_code_size(name: str, dim: int) -> None:
     codes = qz.encode(x)
     assert codes.dtype == np.uint8
     assert codes.shape == (x.shape[0], qz.code_size)
-    expected = {"binary": (dim + 7) // 8, "int8": dim, "pq": -(-dim // 4)}[name]
+    # Binary codes are zero-padded to the next size with a fast FAISS Hamming kernel.
+    binary = {5: 4, 12: 4, 97: 16, 384: 64}[dim]
+    expected = {"binary": binary, "int8": dim, "pq": -(-dim // 4)}[name]
     assert qz.code_size == expected
     assert qz.decode(codes).shape == x.shape
     assert qz.decode(codes).dtype == np.float32
@@ -82,6 +84,39 @@ def test_binary_hamming_matches_numpy(dim: int) -> None:
     ref = np.unpackbits(qz.encode(x[:4])[:, None, :] ^ codes[None], axis=-1).sum(-1)
     np.testing.assert_array_equal(dist, np.sort(ref, axis=1)[:, :20])
     np.testing.assert_array_equal(np.take_along_axis(ref, idx, axis=1), dist)
+
+
+@pytest.mark.parametrize("dim", [12, 97, 384])
+def test_binary_padding_changes_size_not_results(dim: int) -> None:
+    x = clustered(600, dim)
+    padded = BinaryQuantizer(dim).fit(x)
+    plain = BinaryQuantizer(dim, padded=False).fit(x)
+    assert plain.code_size == (dim + 7) // 8 < padded.code_size
+    codes, plain_codes = padded.encode(x), plain.encode(x)
+    np.testing.assert_array_equal(codes[:, : plain.code_size], plain_codes)
+    assert not codes[:, plain.code_size :].any()  # padding bytes stay zero
+    s1, i1 = padded.search(x[:8], codes, 10)
+    s2, i2 = plain.search(x[:8], plain_codes, 10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, rtol=1e-6)
+    np.testing.assert_array_equal(padded.decode(codes), plain.decode(plain_codes))
+
+
+def test_binary_config_without_padded_key_reopens_unpadded() -> None:
+    """A store written before codes were padded keeps reading its unpadded codes."""
+    qz, x = fitted("binary", 384)
+    legacy = {k: v for k, v in qz.get_config().items() if k != "padded"}
+    restored = quantizer_from_config(legacy, qz.get_state())
+    assert isinstance(restored, BinaryQuantizer)
+    assert not restored.padded
+    assert restored.code_size == 48
+    legacy_codes = restored.encode(x)
+    np.testing.assert_array_equal(legacy_codes, qz.encode(x)[:, :48])
+    np.testing.assert_array_equal(
+        restored.search(x[:4], legacy_codes, 5)[1], qz.search(x[:4], qz.encode(x), 5)[1]
+    )
+    with pytest.raises(InvalidInputError, match="padded"):
+        BinaryQuantizer(8, padded="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", NAMES)
