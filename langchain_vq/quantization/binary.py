@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 _CHUNK_ROWS = 16_384
 #: From this many Hamming candidates on, FAISS's counting variant ("mc") beats the heap ("hc").
 _MC_MIN_K = 128
+#: Most virtual memory one FAISS "mc" call may reserve: it allocates ``k * (bits + 1)`` int64
+#: slots per query (168 MB for k=40,960 and 64-byte codes), so 200 calibration queries at once
+#: asked for 33 GB and failed with MemoryError. Queries run in blocks below this bound.
+_MC_BLOCK_BYTES = 256 << 20
 #: Code sizes with a specialized FAISS Hamming kernel; other sizes run a generic loop, 2x slower.
 _FAST_CODE_SIZES = (4, 8, 16, 20, 32, 64)
 #: ``float32[256, 8]``: the bits of each byte value, most significant first (``np.packbits`` order).
@@ -259,8 +263,11 @@ class BinaryQuantizer(Quantizer):
             return np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)
         qcodes = self._encode_unchecked(queries)
         # Both variants read `codes` through a raw pointer (no copy); "mc" is faster for large k.
-        variant = "mc" if k >= _MC_MIN_K else "hc"
-        return faiss.knn_hamming(qcodes, codes, k, variant)
+        if k < _MC_MIN_K:
+            return faiss.knn_hamming(qcodes, codes, k, "hc")
+        block = max(1, _MC_BLOCK_BYTES // (k * (8 * codes.shape[1] + 1) * 8))
+        parts = [faiss.knn_hamming(qcodes[s : s + block], codes, k, "mc") for s in range(0, nq, block)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def search(
         self,

@@ -119,6 +119,21 @@ def test_binary_config_without_padded_key_reopens_unpadded() -> None:
         BinaryQuantizer(8, padded="yes")  # type: ignore[arg-type]
 
 
+def test_binary_many_queries_with_many_candidates_fit_in_memory() -> None:
+    """200 queries x 40,960 Hamming candidates: FAISS's counting kernel would reserve 33 GB at once."""
+    x = clustered(45_000, 384, seed=3)
+    qz = BinaryQuantizer(384, hamming_factor=8).fit(x[:2000])
+    codes = qz.encode(x)
+    queries = x[:200]
+    scores, idx = qz.search(queries, codes, 5120)  # 5120 * 8 = 40,960 candidates per query
+    assert idx.shape == (200, 5120)
+    assert all(i in row for i, row in enumerate(idx))  # each stored query finds itself
+    for i in (0, 199):  # the same answer as one query at a time (ties may swap places)
+        alone_scores, alone_idx = qz.search(queries[i : i + 1], codes, 5120)
+        np.testing.assert_allclose(alone_scores[0], scores[i], rtol=1e-6)
+        assert set(alone_idx[0].tolist()) == set(idx[i].tolist())
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_encode_before_fit_raises(name: str) -> None:
     qz = make_quantizer(name, 12)
