@@ -7,7 +7,8 @@ Two entry points, both pure functions of a store (or its :class:`~langchain_vq.c
   ``rescore_multiplier="auto"``; its :class:`Calibration` is JSON-serializable for the manifest.
 * :func:`evaluate_settings` measures recall@k and single-query latency for every requested
   quantization x ``rescore_multiplier`` (plus codes-only search without rescoring) and recommends
-  a setting. ``langchain-vq eval`` prints its table.
+  a setting; a mode's sweep ends at the first multiplier with recall 1.0. ``langchain-vq eval``
+  prints its table.
 
 How recall is measured
     Queries are either given (held-back query vectors: the honest choice when you have them) or
@@ -58,8 +59,9 @@ if TYPE_CHECKING:
 
     from langchain_vq.collection import Snapshot
 
-#: Multipliers tried by default (the sweep of ``benchmarks/measure_quantizer_defaults.py``).
-DEFAULT_MULTIPLIERS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+#: Multipliers tried by default. Binary codes at 1M rows needed 128 for recall@10 0.99 (synthetic
+#: MiniLM-like vectors, ``benchmarks/bench_search.py``), so the sweep goes well past that.
+DEFAULT_MULTIPLIERS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 #: Recall@k that settings must reach by default.
 DEFAULT_TARGET = 0.99
 #: Stored rows sampled as queries by default.
@@ -239,6 +241,7 @@ def calibrate_multiplier(
     queries: npt.ArrayLike | None = None,
     seed: int = 0,
     stop_at_target: bool = True,
+    start: int | None = None,
 ) -> Calibration:
     """The smallest ``rescore_multiplier`` whose recall@k on the store's data reaches ``target``.
 
@@ -254,8 +257,12 @@ def calibrate_multiplier(
         multipliers: Multipliers to try; measured in increasing order.
         queries: Held-back query vectors ``[n, dim]`` to use instead of sampling stored rows.
         seed: Seed of the sample.
-        stop_at_target: Stop at the first multiplier reaching the target (the cheap choice at
-            build time); False measures every multiplier.
+        stop_at_target: Stop as soon as the smallest multiplier reaching the target is known
+            (the cheap choice at build time); False measures every multiplier.
+        start: With ``stop_at_target``, the multiplier to measure first (e.g. the last
+            calibration's): walk down while the target is still met, or up until it is. Recall
+            grows with the multiplier, so this finds the same multiplier as a sweep from the
+            smallest, in one to three measurements when the store changed little.
 
     Returns:
         The :class:`Calibration`.
@@ -272,14 +279,30 @@ def calibrate_multiplier(
     qs = _query_set(collection, snapshot, queries, sample, seed)
     truth = _exact_keys(collection, snapshot, qs, k)
     recall_by: dict[int, float] = {}
-    chosen: int | None = None
-    for m in steps:
+
+    def measure(m: int) -> bool:
         found = _approx_keys(collection, snapshot, qs, k, rescore=True, multiplier=m)
         recall_by[m] = _recall(found, truth, k)
-        if recall_by[m] >= target and chosen is None:
-            chosen = m
-            if stop_at_target:
-                break
+        return recall_by[m] >= target
+
+    chosen: int | None = None
+    if not stop_at_target:
+        met = [m for m in steps if measure(m)]
+        chosen = met[0] if met else None
+    else:
+        at = steps.index(start) if start in steps else 0
+        if measure(steps[at]):
+            chosen = steps[at]
+            while at > 0 and measure(steps[at - 1]):  # walk down while still met
+                at -= 1
+                chosen = steps[at]
+        else:
+            while at + 1 < len(steps):  # walk up until met
+                at += 1
+                if measure(steps[at]):
+                    chosen = steps[at]
+                    break
+        recall_by = dict(sorted(recall_by.items()))
     return Calibration(
         multiplier=chosen if chosen is not None else steps[-1],
         target=float(target),
@@ -320,7 +343,8 @@ def evaluate_settings(
         modes: Quantizations to measure (``"binary"``, ``"int8"``, ``"pq"``, ``"none"`` for exact
             float search); default the store's own. Others than the store's are measured on an
             in-memory copy (see the module docstring).
-        multipliers: ``rescore_multiplier`` values to measure with rescoring.
+        multipliers: ``rescore_multiplier`` values to measure with rescoring, in increasing
+            order, up to the first with recall 1.0.
         codes_only: Also measure each quantization without rescoring.
         timed: Single queries timed per setting (the first ones of the query set).
         max_rows: Largest in-memory copy built for another quantization (sampled beyond).
@@ -553,6 +577,8 @@ def _measure_mode(
                 measured_on=measured_on,
             )
         )
+        if rescore and recall >= 1.0:
+            break  # larger multipliers cannot find more, only cost more
     return results
 
 

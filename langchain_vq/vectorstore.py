@@ -6,6 +6,7 @@ files in ``storage/``.
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,11 +37,15 @@ if TYPE_CHECKING:
 
     from langchain_vq.storage import Segment
 
+logger = logging.getLogger(__name__)
+
 #: The recall@10 target of ``rescore_multiplier="auto"``.
 DEFAULT_RECALL_TARGET = 0.99
 #: Calibration measures recall@CALIBRATION_K over CALIBRATION_SAMPLE stored rows used as queries.
 CALIBRATION_K = 10
 CALIBRATION_SAMPLE = 200
+#: Multipliers calibration may choose from (binary at 1M rows needed 128 for recall@10 0.99).
+CALIBRATION_MULTIPLIERS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 #: Candidates per result taken from the code scan and rescored with floats, per quantization.
 #: Chosen by measurement (benchmarks/measure_quantizer_defaults.py): the smallest multiplier
@@ -202,9 +207,26 @@ class VQVectorStore(VectorStore):
         current = self.calibration
         if not force and current is not None and snapshot.live_rows < 2 * current.rows:
             return current
+        # Start the walk where the answer probably is: the last calibration, else the default.
+        start = current.multiplier if current is not None else self._fixed_multiplier
         calibration = calibrate_multiplier(
-            self._collection, target=self.recall_target, k=CALIBRATION_K, sample=CALIBRATION_SAMPLE
+            self._collection,
+            target=self.recall_target,
+            k=CALIBRATION_K,
+            sample=CALIBRATION_SAMPLE,
+            multipliers=CALIBRATION_MULTIPLIERS,
+            start=start,
         )
+        if not calibration.met:
+            logger.warning(
+                "recall_target=%s is not reached on this store: recall@%d is %.4f at the largest "
+                "rescore_multiplier tried (%d); searches use that multiplier. Lower the target, "
+                "or use a quantization with more bits (int8).",
+                self.recall_target,
+                CALIBRATION_K,
+                calibration.recall_by_multiplier[calibration.multiplier],
+                calibration.multiplier,
+            )
         self._collection.update_settings({"calibration": calibration.to_dict()})
         return calibration
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from langchain_vq import ConfigurationError, VQVectorStore
+from langchain_vq import vectorstore as vectorstore_module
 from tests.conftest import clustered_vectors
 
 DIM = 384
@@ -282,6 +284,21 @@ def test_recall_target_calibrates_saves_and_reopens(tmp_path) -> None:
     assert store.collection.snapshot.version == version + 1
     store.compact()  # retrains the quantizer: measured again
     assert store.calibration is not None and store.calibration.version > version
+
+
+def test_unreachable_recall_target_warns_and_uses_the_largest_multiplier(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(vectorstore_module, "CALIBRATION_MULTIPLIERS", (1, 2))
+    x = clustered_vectors(1000, 64, seed=5)
+    store = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "s", recall_target=1.0)
+    with caplog.at_level(logging.WARNING, logger="langchain_vq.vectorstore"):
+        fill(store, x)
+    calibration = store.calibration
+    assert calibration is not None and not calibration.met
+    assert store.rescore_multiplier == 2
+    assert "recall_target=1.0 is not reached" in caplog.text
+    assert "largest rescore_multiplier tried (2)" in caplog.text
 
 
 def test_recall_target_arguments_are_checked() -> None:

@@ -40,7 +40,7 @@ def binary_store():
 
 def test_smallest_multiplier_reaching_the_target_is_chosen(binary_store) -> None:
     cal = calibrate_multiplier(binary_store, target=0.95, sample=200, stop_at_target=False)
-    assert list(cal.recall_by_multiplier) == [1, 2, 4, 8, 16, 32, 64]
+    assert list(cal.recall_by_multiplier) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
     meeting = [m for m, r in cal.recall_by_multiplier.items() if r >= 0.95]
     assert cal.met
     assert cal.multiplier == meeting[0]
@@ -58,6 +58,26 @@ def test_stop_at_target_measures_up_to_the_chosen_multiplier(binary_store) -> No
     assert short.multiplier == full.multiplier
     assert max(short.recall_by_multiplier) == short.multiplier
     assert short.recall_by_multiplier == {m: full.recall_by_multiplier[m] for m in short.recall_by_multiplier}
+
+
+@pytest.mark.parametrize("start", [1, 8, 64, 1024, 3])
+def test_walk_from_a_start_finds_the_same_multiplier_as_the_full_sweep(binary_store, start: int) -> None:
+    full = calibrate_multiplier(binary_store, target=0.95, sample=200, stop_at_target=False)
+    walked = calibrate_multiplier(binary_store, target=0.95, sample=200, start=start)
+    assert walked.met
+    assert walked.multiplier == full.multiplier
+    measured = walked.recall_by_multiplier
+    assert measured == {m: full.recall_by_multiplier[m] for m in measured}
+    steps = list(full.recall_by_multiplier)
+    first = steps[0] if start not in steps else start
+    chosen = steps.index(walked.multiplier)
+    below = steps[chosen - 1] if chosen > 0 else walked.multiplier
+    if first >= walked.multiplier:  # walked down from a start that met the target
+        assert (min(measured), max(measured)) == (below, first)
+    else:  # walked up until the target was met
+        assert (min(measured), max(measured)) == (first, walked.multiplier)
+    if chosen > 0:  # the step below the answer was measured and missed: the smallest is proven
+        assert measured[below] < 0.95
 
 
 def test_unreachable_target_returns_the_largest_multiplier_not_met(binary_store) -> None:
