@@ -330,7 +330,7 @@ def bare_pipeline(corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray) ->
 
     Timed twice with the same ranking: over the 48-byte codes as packed (the reference of the
     target), and over the codes zero-padded to 64 bytes, the layout with a specialized FAISS
-    kernel that the store itself scans (``langchain_vq.quantization.binary``).
+    kernel in which the store keeps its binary codes (``langchain_vq.quantization.binary``).
     """
     from langchain_vq.evaluation import recall_at_k
 
