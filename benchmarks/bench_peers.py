@@ -49,7 +49,6 @@ import argparse
 import datetime as dt
 import json
 import math
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -63,10 +62,12 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import MB, dir_bytes, evict, hardware, percentiles  # noqa: E402
+from benchmarks.update_readme import update_if_results  # noqa: E402
+
 K = 10
 DIM = 384
 BATCH = 32
-MB = 1 << 20
 INMEMORY_ROWS = 100_000
 TRAIN_ROWS = 100_000
 TARGET_RECALL = 0.99
@@ -116,64 +117,6 @@ def rss() -> dict[str, float]:
     """Resident memory of this process in MB: total, and anonymous (not file-backed)."""
     info = psutil.Process().memory_info()
     return {"rss_mb": info.rss / MB, "rss_anon_mb": (info.rss - info.shared) / MB}
-
-
-def dir_bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def evict(path: Path) -> int:
-    """Drop this method's files (only them) from the page cache; never touches drop_caches."""
-    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
-    total = 0
-    for file in files:
-        fd = os.open(file, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-        total += file.stat().st_size
-    return total
-
-
-def pct(times_s: list[float]) -> dict[str, float]:
-    ms = np.asarray(times_s) * 1e3
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "n": len(ms)}
-
-
-def hardware() -> dict[str, Any]:
-    import faiss
-    import langchain_core
-    import pyarrow as pa
-
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import lancedb
-
-        lance_version = lancedb.__version__
-    except ImportError:
-        lance_version = None
-    return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
-        "ram_gb": round(psutil.virtual_memory().total / (1 << 30), 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "faiss": faiss.__version__,
-        "pyarrow": pa.__version__,
-        "langchain_core": langchain_core.__version__,
-        "lancedb": lance_version,
-    }
 
 
 def lancedb_status() -> dict[str, Any]:
@@ -555,7 +498,7 @@ def child_query(ns: argparse.Namespace) -> dict[str, Any]:
             if time.perf_counter() > t_end and len(found) >= ns.min_queries:
                 break
         if batch_times:
-            run["batch32_per_query"] = pct(batch_times)
+            run["batch32_per_query"] = percentiles(batch_times)
         # Single queries.
         times: list[float] = []
         single_found: list[list[int]] = []
@@ -569,7 +512,7 @@ def child_query(ns: argparse.Namespace) -> dict[str, Any]:
             total_queries += 1
             if time.perf_counter() > t_end and len(times) >= need:
                 break
-        run["single"] = pct(times)
+        run["single"] = percentiles(times)
         if not found:
             found = single_found
         run["recall_queries"] = len(found)
@@ -790,6 +733,7 @@ def main(ns: argparse.Namespace) -> None:
     result["load_end"] = os.getloadavg()
     (out_dir / "peers.json").write_text(json.dumps(result, indent=1) + "\n")
     report(out_dir / "peers.json")
+    update_if_results(out_dir)  # one command: results, table, plot and the README section
 
 
 def report(path: Path) -> None:

@@ -30,7 +30,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECL
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -48,6 +47,9 @@ faiss.omp_set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import MB, dir_bytes, evict, hardware, percentiles  # noqa: E402
+from benchmarks.update_readme import update_if_results  # noqa: E402
+
 K = 10
 DIM = 384
 MODES = ("binary", "int8", "pq", "none")
@@ -63,7 +65,6 @@ TARGET_SPEEDUP_VS_FLAT = 30.0
 TARGET_VS_BARE = 1.25
 TARGET_RECALL = 0.99
 TARGET_OPEN_MS = 100.0
-MB = 1 << 20
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -84,35 +85,6 @@ def anon_mb() -> float:
     return float("nan")
 
 
-def percentiles(times_s: list[float]) -> dict[str, float]:
-    """p50 / p95 / mean of per-query times, in ms."""
-    ms = np.asarray(times_s) * 1e3
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "mean_ms": float(ms.mean()),
-    }
-
-
-def evict(path: Path) -> int:
-    """Drop this store's files (only them) from the page cache; returns the bytes evicted."""
-    total = 0
-    for file in path.rglob("*"):
-        if file.is_file():
-            fd = os.open(file, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-            total += file.stat().st_size
-    return total
-
-
-def dir_bytes(path: Path) -> int:
-    """Total size of the files under ``path``."""
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def load_real() -> tuple[np.ndarray, np.ndarray] | str:
     """Real corpus ``[49000, 384]`` and queries ``[500, 384]``, or the reason they are absent."""
     root = Path(os.environ.get("LANGCHAIN_VQ_DATA", REPO.parent / "shared" / "data"))
@@ -130,31 +102,6 @@ def exact_truth(corpus: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     index = faiss.IndexFlatIP(corpus.shape[1])
     index.add(corpus)
     return index.search(queries, k)[1]
-
-
-def hardware() -> dict[str, Any]:
-    """CPU, memory and library versions of this machine."""
-    import pyarrow as pa
-
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
-        "ram_gb": round(psutil.virtual_memory().total / (1 << 30), 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "faiss": faiss.__version__,
-        "faiss_simd": faiss.get_compile_options(),
-        "pyarrow": pa.__version__,
-    }
 
 
 # -- building stores ---------------------------------------------------------------------------
@@ -651,6 +598,7 @@ def main(ns: argparse.Namespace) -> None:
     if "verdicts" in result:
         (out_dir / "bench_search.md").write_text(markdown(result))
         print(markdown(result))
+        update_if_results(out_dir)
 
 
 def parse() -> argparse.Namespace:

@@ -1,6 +1,7 @@
 """Copy the Markdown tables of the last benchmark runs into README.md, between their markers.
 
-Run after ``bench_search.py`` / ``bench_peers.py``: ``python benchmarks/update_readme.py``.
+``bench_search.py`` and ``bench_peers.py`` call it at the end of a run that wrote to
+``benchmarks/results/``; by hand: ``python benchmarks/update_readme.py``.
 """
 
 from __future__ import annotations
@@ -9,14 +10,21 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 SECTIONS = {"bench_search": "bench_search.md", "bench_peers": "peers.md"}
+
+
+def update_if_results(out_dir: Path) -> None:
+    """Update README.md when ``out_dir`` is the committed results folder (not a scratch run)."""
+    if out_dir.resolve() == RESULTS.resolve():
+        main()
 
 
 def main() -> None:
     readme = REPO / "README.md"
     text = readme.read_text()
     for marker, name in SECTIONS.items():
-        source = REPO / "benchmarks" / "results" / name
+        source = RESULTS / name
         if not source.exists():
             print(f"{name}: no results yet, section left as it is")
             continue

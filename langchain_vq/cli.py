@@ -136,7 +136,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"new or changed chunks are embedded with {_name(embeddings)}."
     )
     kwargs = {"quantization": args.quantization} if args.quantization else {}
-    store, result = index_path(args.store, embeddings, sources, **kwargs)
+    cleanup = None if args.cleanup == "none" else args.cleanup
+    store, result = index_path(args.store, embeddings, sources, cleanup, **kwargs)
     _print(
         f"Indexed {result.files} file(s), {result.chunks} chunk(s): {result.added} added, "
         f"{result.updated} updated, {result.unchanged} unchanged, {result.deleted} deleted. "
@@ -500,6 +501,16 @@ def build_parser() -> argparse.ArgumentParser:
             "into chunks, embed the new or changed ones and upsert them. Chunk ids are the file path plus "
             "the chunk number, so indexing again never duplicates; chunks past a file's new end are "
             "deleted. Every file is read before anything is written."
+        ),
+    )
+    p.add_argument(
+        "--cleanup",
+        choices=("incremental", "full", "none"),
+        default="incremental",
+        help=(
+            "which rows to delete: 'incremental' (default) the chunks past a file's new end; 'full' "
+            "every row that is not a chunk of this run, e.g. of deleted files (index all of the "
+            "store's folders at once); 'none' nothing"
         ),
     )
     p.add_argument("store", help="store folder (created if absent)")

@@ -397,6 +397,16 @@ class Collection:
         return problems
 
     # -- reads -------------------------------------------------------------------------------
+    def live_ids(self) -> list[str]:
+        """Ids of every live row of the current version, segment by segment."""
+        out: list[str] = []
+        for view in self._snapshot.views:
+            ids = view.segment.ids
+            if view.live_mask is not None:
+                ids = ids.filter(pa.array(view.live_mask))
+            out.extend(ids.to_pylist())
+        return out
+
     def get(self, ids: Sequence[str]) -> list[Row]:
         """Rows with these ids, in the order asked; missing ids are skipped."""
         snapshot = self._snapshot

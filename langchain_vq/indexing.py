@@ -2,8 +2,15 @@
 
 Chunk ids are ``<source>#<index>`` (see ``loaders.chunk_id``), so re-indexing a file compares
 its chunks with the rows of the same ids: unchanged chunks are left alone (not even embedded),
-changed and new ones are embedded and upserted in one commit, and when a file got shorter its
-old chunks past the new end are deleted in a second commit.
+changed and new ones are embedded and upserted in one commit, and stale rows are deleted in a
+second commit. Which rows are stale is the ``cleanup`` mode, named as in LangChain's indexing API:
+
+* ``"incremental"`` (default): chunks of the indexed files past their new end (a file that got
+  shorter, or emptied).
+* ``"full"``: every row whose id is not a chunk of this run, e.g. the chunks of files deleted
+  since the last run. Index all of the store's folders in one run with it: rows of anything not
+  loaded in this run (other folders, documents added through the API) are deleted too.
+* ``None``: nothing is deleted.
 
 .. code-block:: python
 
@@ -17,11 +24,11 @@ old chunks past the new end are deleted in a second commit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from langchain_vq.errors import EmptySourceError
+from langchain_vq.errors import EmptySourceError, InvalidInputError
 from langchain_vq.loaders import chunk_id
 
 if TYPE_CHECKING:
@@ -37,6 +44,9 @@ if TYPE_CHECKING:
 
 #: Ids probed per lookup when searching for chunks past the new end of a file.
 _PROBE = 64
+#: What indexing deletes besides upserting (see the module docstring).
+Cleanup = Literal["incremental", "full"] | None
+CLEANUP_MODES: tuple[Cleanup, ...] = ("incremental", "full", None)
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,13 @@ class IndexResult:
     rows: int  # live rows in the store afterwards
 
 
-def plan_index(store: VQVectorStore, sources: Sequence[SourceFile]) -> IndexPlan:
+def plan_index(
+    store: VQVectorStore, sources: Sequence[SourceFile], cleanup: Cleanup = "incremental"
+) -> IndexPlan:
     """Compare ``sources`` with the store's rows (reads only)."""
+    if cleanup not in CLEANUP_MODES:
+        msg = f"cleanup must be 'incremental', 'full' or None, got {cleanup!r}."
+        raise InvalidInputError(msg)
     chunks = [doc for src in sources for doc in src.chunks]
     existing = {doc.id: doc for doc in store.get_by_ids([c.id for c in chunks if c.id])}
     upsert, added, unchanged = [], 0, 0
@@ -77,9 +92,14 @@ def plan_index(store: VQVectorStore, sources: Sequence[SourceFile]) -> IndexPlan
             upsert.append(chunk)
         else:
             unchanged += 1
+    if cleanup == "full":
+        keep = {c.id for c in chunks}
+        stale = [i for i in store.collection.live_ids() if i not in keep]
+    else:
+        stale = _stale_ids(store, sources) if cleanup == "incremental" else []
     return IndexPlan(
         upsert=tuple(upsert),
-        delete=tuple(_stale_ids(store, sources)),
+        delete=tuple(stale),
         added=added,
         updated=len(upsert) - added,
         unchanged=unchanged,
@@ -128,12 +148,14 @@ def apply_plan(store: VQVectorStore, plan: IndexPlan, vectors: Any = None) -> in
     return len(plan.delete)
 
 
-def index_sources(store: VQVectorStore, sources: Sequence[SourceFile]) -> IndexResult:
-    """Upsert the changed chunks of ``sources`` and delete their vanished chunks.
+def index_sources(
+    store: VQVectorStore, sources: Sequence[SourceFile], cleanup: Cleanup = "incremental"
+) -> IndexResult:
+    """Upsert the changed chunks of ``sources`` and delete the rows ``cleanup`` calls stale.
 
     Everything that can fail on input (reading, embedding) happens before the first write.
     """
-    plan = plan_index(store, sources)
+    plan = plan_index(store, sources, cleanup)
     vectors = embed_texts(store.embeddings, [d.page_content for d in plan.upsert]) if plan.upsert else None
     deleted = apply_plan(store, plan, vectors)
     return IndexResult(
@@ -151,6 +173,7 @@ def index_path(
     path: str | os.PathLike[str],
     embeddings: Embeddings,
     sources: Sequence[SourceFile],
+    cleanup: Cleanup = "incremental",
     **store_kwargs: Any,
 ) -> tuple[VQVectorStore, IndexResult]:
     """Index ``sources`` into the store at ``path``, creating it only once the vectors exist.
@@ -163,7 +186,7 @@ def index_path(
 
     if StoreDirectory(path).exists():
         store = VQVectorStore(embeddings, path, **store_kwargs)
-        return store, index_sources(store, sources)
+        return store, index_sources(store, sources, cleanup)
     chunks = tuple(doc for src in sources for doc in src.chunks)
     if not chunks:
         names = ", ".join(str(s.path) for s in sources[:3])

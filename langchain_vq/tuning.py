@@ -254,7 +254,7 @@ def calibrate_multiplier(
         target: Recall@k to reach, in (0, 1].
         k: Results per query.
         sample: Stored rows sampled as queries when ``queries`` is None (all rows if fewer).
-        multipliers: Multipliers to try; measured in increasing order.
+        multipliers: The multipliers the answer is chosen from.
         queries: Held-back query vectors ``[n, dim]`` to use instead of sampling stored rows.
         seed: Seed of the sample.
         stop_at_target: Stop as soon as the smallest multiplier reaching the target is known

@@ -128,6 +128,23 @@ def test_reindexing_twice_leaves_the_row_count_unchanged(
     assert after["version"] == version
 
 
+def test_cleanup_full_removes_the_chunks_of_deleted_files(
+    capsys: pytest.CaptureFixture[str], indexed: Path, data: Path
+) -> None:
+    gone = data / "heapq.md"
+    gone_rows = [i for i in rows_by_id(indexed, data) if i.startswith(source_name(gone) + "#")]
+    assert gone_rows
+    gone.unlink()
+    code, out, _ = run(capsys, "index", indexed, data)  # incremental: the deleted file is not seen
+    assert code == 0
+    assert "0 deleted" in out
+    assert info(capsys, indexed)["rows"] == 17
+    code, out, _ = run(capsys, "index", indexed, data, "--cleanup", "full")
+    assert code == 0
+    assert f"{len(gone_rows)} deleted" in out
+    assert info(capsys, indexed)["rows"] == 17 - len(gone_rows)
+
+
 def test_editing_one_file_changes_only_its_chunks(
     capsys: pytest.CaptureFixture[str], indexed: Path, data: Path
 ) -> None:

@@ -194,7 +194,7 @@ class BinaryQuantizer(Quantizer):
 
         ``table[b, v]`` is the query's weight summed over the set bits of byte value ``v`` at
         byte ``b``: ``float32[n_queries, bit_bytes * 256]`` (flattened), and the offsets
-        ``float32[n_queries]``. Building it costs ``code_size * 256 * 8`` multiply-adds per
+        ``float32[n_queries]``. Building it costs ``bit_bytes * 256 * 8`` multiply-adds per
         query; re-ranking 10,240 candidates with it took 1.2 ms here, against 5 ms for
         unpacking their bits to floats.
         """
@@ -289,7 +289,7 @@ class BinaryQuantizer(Quantizer):
         if nq == 0 or k_out == 0:
             return np.empty((nq, k_out), np.float32), np.empty((nq, k_out), np.int64)
         _, cand = self._hamming(queries, codes, min(n, k * self.hamming_factor))  # [nq, kh]
-        tables, offsets = self._byte_tables(queries)  # [nq, code_size * 256], [nq]
+        tables, offsets = self._byte_tables(queries)  # [nq, bit_bytes * 256], [nq]
         byte_offsets = np.arange(self.bit_bytes, dtype=np.intp) * 256  # [bit_bytes]
         cand_scores = np.empty(cand.shape, dtype=np.float32)
         for qi in range(nq):

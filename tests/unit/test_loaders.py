@@ -14,6 +14,7 @@ from langchain_vq.errors import (
     BinarySourceError,
     ConfigurationError,
     EmptySourceError,
+    InvalidInputError,
     InvalidSourceError,
     SourceError,
     SourceNotFoundError,
@@ -267,6 +268,50 @@ def test_shrinking_a_file_deletes_its_extra_chunks(corpus: Path, tmp_path: Path)
     result = index_sources(store, load_sources([a]))
     assert result.deleted == len(short.chunks)
     assert store.get_by_ids([chunk_id(short.source, 0)]) == []
+
+
+@pytest.mark.parametrize("cleanup", ["incremental", "full", None])
+def test_cleanup_modes_on_a_deleted_file(corpus: Path, tmp_path: Path, cleanup: str | None) -> None:
+    store = open_store(tmp_path / "store")
+    index_sources(store, load_sources([corpus], chunk_size=200, chunk_overlap=0))
+    store.add_texts(["added through the API"], ids=["api-row"])
+    b = corpus / "b.md"
+    b_chunks = len(load_sources([b], chunk_size=200, chunk_overlap=0)[0].chunks)
+    b.unlink()
+    a = corpus / "a.txt"
+    write(a, doc_text(2, "alpha"))  # shorter: its chunks past the new end are stale in both modes
+    rows_before = len(store)
+    sources = load_sources([corpus], chunk_size=200, chunk_overlap=0)
+    result = index_sources(store, sources, cleanup)  # type: ignore[arg-type]
+    ids = set(store.collection.live_ids())
+    b_ids = {chunk_id(source_name(b), i) for i in range(b_chunks)}
+    wanted = {c.id for s in sources for c in s.chunks}
+    assert wanted <= ids
+    if cleanup == "full":  # only this run's chunks remain
+        assert ids == wanted
+        assert result.deleted == rows_before - len(wanted)
+    elif cleanup == "incremental":  # the deleted file's chunks and the API row stay
+        assert b_ids | {"api-row"} <= ids
+        assert ids == wanted | b_ids | {"api-row"}
+        assert result.deleted > 0
+    else:
+        assert result.deleted == 0
+        assert len(ids) == rows_before
+    assert len(store) == len(ids) == result.rows
+
+
+def test_live_ids_skip_deleted_rows(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "store")
+    store.add_texts([f"t{i}" for i in range(5)], ids=[f"i{i}" for i in range(5)])
+    store.add_texts(["u"], ids=["i2"])  # upsert: the old row of i2 is deleted
+    store.delete(["i0"])
+    assert sorted(store.collection.live_ids()) == ["i1", "i2", "i3", "i4"]
+
+
+def test_unknown_cleanup_mode_is_a_typed_error(corpus: Path, tmp_path: Path) -> None:
+    store = open_store(tmp_path / "store")
+    with pytest.raises(InvalidInputError, match="cleanup must be"):
+        plan_index(store, load_sources([corpus]), "all")  # type: ignore[arg-type]
 
 
 def test_index_path_creates_no_store_when_nothing_to_index(tmp_path: Path) -> None:
