@@ -77,9 +77,7 @@ def plan_index(
     store: VQVectorStore, sources: Sequence[SourceFile], cleanup: Cleanup = "incremental"
 ) -> IndexPlan:
     """Compare ``sources`` with the store's rows (reads only)."""
-    if cleanup not in CLEANUP_MODES:
-        msg = f"cleanup must be 'incremental', 'full' or None, got {cleanup!r}."
-        raise InvalidInputError(msg)
+    _check_cleanup(cleanup)
     chunks = [doc for src in sources for doc in src.chunks]
     existing = {doc.id: doc for doc in store.get_by_ids([c.id for c in chunks if c.id])}
     upsert, added, unchanged = [], 0, 0
@@ -104,6 +102,12 @@ def plan_index(
         updated=len(upsert) - added,
         unchanged=unchanged,
     )
+
+
+def _check_cleanup(cleanup: object) -> None:
+    if cleanup not in CLEANUP_MODES:
+        msg = f"cleanup must be 'incremental', 'full' or None, got {cleanup!r}."
+        raise InvalidInputError(msg)
 
 
 def _stale_ids(store: VQVectorStore, sources: Sequence[SourceFile]) -> list[str]:
@@ -184,6 +188,7 @@ def index_path(
     from langchain_vq.storage import StoreDirectory
     from langchain_vq.vectorstore import VQVectorStore
 
+    _check_cleanup(cleanup)
     if StoreDirectory(path).exists():
         store = VQVectorStore(embeddings, path, **store_kwargs)
         return store, index_sources(store, sources, cleanup)

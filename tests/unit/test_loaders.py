@@ -312,6 +312,9 @@ def test_unknown_cleanup_mode_is_a_typed_error(corpus: Path, tmp_path: Path) -> 
     store = open_store(tmp_path / "store")
     with pytest.raises(InvalidInputError, match="cleanup must be"):
         plan_index(store, load_sources([corpus]), "all")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="cleanup must be"):  # also before a new store exists
+        index_path(tmp_path / "new", DeterministicFakeEmbedding(size=8), load_sources([corpus]), "all")  # type: ignore[arg-type]
+    assert not (tmp_path / "new").exists()
 
 
 def test_index_path_creates_no_store_when_nothing_to_index(tmp_path: Path) -> None:
