@@ -82,6 +82,8 @@ class Quantizer(ABC):
         queries: npt.NDArray[np.float32],
         codes: npt.NDArray[np.uint8],
         k: int,
+        *,
+        reuse: bool = False,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Top ``k`` rows of ``codes`` for each query, by this quantizer's fastest good ranking.
 
@@ -89,6 +91,9 @@ class Quantizer(ABC):
         similarities (higher is better) on the quantizer's own scale, used only to rank. They
         must be comparable across calls with the same fitted state: the engine pools the
         candidates of several segments by them.
+
+        ``reuse=True`` promises that this same array (a segment's stored codes, never modified)
+        will be searched again, so the quantizer may build and keep a faster layout of it.
         """
 
     @abstractmethod

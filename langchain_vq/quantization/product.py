@@ -204,6 +204,8 @@ class ProductQuantizer(Quantizer):
         queries: npt.NDArray[np.float32],
         codes: npt.NDArray[np.uint8],
         k: int,
+        *,
+        reuse: bool = False,  # noqa: ARG002 - scans the codes in place: nothing to keep
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Top ``k`` by asymmetric distance, with FAISS lookup-table kernels (zero-copy codes).
 

@@ -157,6 +157,8 @@ class ScalarQuantizer(Quantizer):
         queries: npt.NDArray[np.float32],
         codes: npt.NDArray[np.uint8],
         k: int,
+        *,
+        reuse: bool = False,  # noqa: ARG002 - scans the codes in place: nothing to keep
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Exact top ``k`` over ``score`` (same values), best first, in bounded memory.
 

@@ -269,21 +269,21 @@ def _code_candidates(
     that keeps 10 rows costs 10 rows and never returns fewer than it could.
     """
     if mask is None:
-        return quantizer.search(queries, codes, n)
+        return quantizer.search(queries, codes, n, reuse=True)
     live = int(np.count_nonzero(mask))
     masked = mask.size - live
     if masked <= n or live * _DENSE_MASK_FRACTION >= mask.size:
         # Over-fetch from a scan of all codes: enough to hold n live rows when the masked rows
         # are few, or (a mask keeping at least a quarter) in expectation with a 1.5x margin.
         fetch = n + masked if masked <= n else min(mask.size, int(1.5 * n * mask.size / live) + n)
-        scores, rows = quantizer.search(queries, codes, fetch)
+        scores, rows = quantizer.search(queries, codes, fetch, reuse=True)
         keep = mask[rows]
         if masked <= n or bool((keep.sum(axis=1) >= n).all()):
             # Stable ordering: live rows first, in ranked order; then cut to n per query.
             order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
             return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
     live_rows = np.flatnonzero(mask)
-    scores, sub_rows = quantizer.search(queries, codes[live_rows], n)
+    scores, sub_rows = quantizer.search(queries, codes[live_rows], n)  # a one-off copy: no reuse
     return scores, live_rows[sub_rows]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import numpy as np
@@ -306,6 +307,73 @@ def test_binary_asymmetric_rerank_beats_hamming_only(metric: str) -> None:
     )
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_binary_fast_scan_recall_after_float_rescoring(metric: str) -> None:
+    """Stored codes (``reuse=True``) are ranked by the asymmetric score of every row.
+
+    Measured on this data (k*16 candidates): ip 0.892 / l2 0.969, against 0.865 / 0.970 for
+    the Hamming candidates re-ranked in two stages.
+    """
+    x = clustered(4100, 64)
+    corpus, queries = x[:4000], x[4000:]
+    qz = BinaryQuantizer(64, metric=metric).fit(corpus)
+    codes = qz.encode(corpus)
+    full = queries @ corpus.T if metric == "ip" else -((queries[:, None, :] - corpus[None]) ** 2).sum(-1)
+    truth = np.argsort(-full, axis=1)[:, :10]
+    _, cand = qz.search(queries, codes, 160, reuse=True)
+    rescored = np.take_along_axis(full, cand, axis=1)
+    top = np.take_along_axis(cand, np.argsort(-rescored, axis=1)[:, :10], axis=1)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, truth, strict=True)])
+    assert recall >= {"ip": 0.85, "l2": 0.93}[metric]
+
+
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+@pytest.mark.parametrize("padded", [True, False])
+def test_binary_fast_scan_finds_the_best_rows_by_asymmetric_score(
+    dim: int, metric: str, padded: bool
+) -> None:
+    """The fast-scan scores estimate ``score()`` to 8-bit lookup-table precision, any dimension."""
+    x = clustered(700, dim, seed=4)
+    qz = BinaryQuantizer(dim, metric=metric, padded=padded).fit(x[:600])
+    codes = qz.encode(x)
+    queries = x[600:620]
+    scores, idx = qz.search(queries, codes, 7, reuse=True)
+    assert scores.shape == idx.shape == (20, 7)
+    assert (np.diff(scores, axis=1) <= 0).all()  # best first
+    exact = qz.score(queries, codes)  # [20, 700]
+    tolerance = 0.02 * (exact.max(axis=1) - exact.min(axis=1))[:, None]  # measured: <= 0.01
+    found = np.take_along_axis(exact, idx, axis=1)
+    assert (np.abs(found - scores) <= tolerance).all()
+    seventh_best = -np.sort(-exact, axis=1)[:, 6:7]
+    assert (found >= seventh_best - tolerance).all()  # nothing clearly worse than the true top 7
+    small, small_idx = qz.search(queries[:2], codes[:3], 10, reuse=True)  # k > rows: all rows
+    assert small.shape == (2, 3)
+    assert sorted(small_idx[0].tolist()) == [0, 1, 2]
+
+
+def test_binary_fast_scan_layout_is_kept_per_code_array_and_dropped_with_it() -> None:
+    qz, x = fitted("binary", 97)
+    assert isinstance(qz, BinaryQuantizer)
+    codes = qz.encode(x)
+    first = qz.search(x[:3], codes, 5, reuse=True)
+    assert len(qz._fast_scans) == 1
+    again = qz.search(x[:3], codes, 5, reuse=True)
+    assert len(qz._fast_scans) == 1
+    np.testing.assert_array_equal(first[1], again[1])
+    qz.search(x[:3], codes[:100].copy(), 5)  # without reuse: nothing kept
+    assert len(qz._fast_scans) == 1
+    other = codes.copy()
+    qz.search(x[:3], other, 5, reuse=True)
+    assert len(qz._fast_scans) == 2
+    del other
+    gc.collect()
+    assert len(qz._fast_scans) == 1
+    qz.set_state(qz.get_state())  # new levels: every layout is stale
+    assert len(qz._fast_scans) == 0
+    np.testing.assert_array_equal(qz.search(x[:3], codes, 5, reuse=True)[1], first[1])
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_search_is_consistent_with_score(name: str, metric: str) -> None:
@@ -316,7 +384,7 @@ def test_search_is_consistent_with_score(name: str, metric: str) -> None:
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
     full = qz.score(x[:20], codes)
     np.testing.assert_allclose(np.take_along_axis(full, idx, axis=1), scores, rtol=1e-4, atol=1e-3)
-    if name != "binary":  # binary ranks by score only within its Hamming candidates
+    if name != "binary":  # binary without reuse ranks by score only within its Hamming candidates
         np.testing.assert_allclose(scores, -np.sort(-full, axis=1)[:, :7], rtol=1e-4, atol=1e-3)
 
 

@@ -1,0 +1,149 @@
+"""Asymmetric scoring of packed bit codes with FAISS's SIMD fast-scan kernel.
+
+A binary code is read as a product-quantization code of 4-bit sub-codes: every nibble of a code
+byte holds the bits of 4 dimensions, and its 16 possible values reconstruct to the 16 corners
+``low_ + bits * (high_ - low_)`` of those dimensions. Setting those corners as the centroids of a
+FAISS ``IndexPQFastScan`` (4-bit PQ, lookup tables held in SIMD registers) makes FAISS compute
+``q . x_hat`` (or ``||q - x_hat||^2``) for every row: the binary quantizer's asymmetric score, over
+all rows, in one pass. Measured at 1M rows x 384 dims, one thread: 5.0 ms for the top 1,280,
+against 8.5 ms for the FAISS Hamming scan that only selects candidates for the same re-rank.
+
+The fast-scan layout interleaves 32 codes per block, so it is a copy of the codes in RAM
+(``ceil(dim / 8)`` bytes per row), built once per stored code array and kept while that array
+lives (see :class:`FastScanCache`). FAISS quantizes each query's lookup tables to 8 bits, so the
+scores are estimates within about 1e-3 of the exact asymmetric score for unit vectors: good for
+choosing candidates, which the engine then rescores with the float vectors.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import faiss
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy.typing as npt
+
+#: Rows copied into FAISS at a time while building (bounds the temporary contiguous copy).
+_BUILD_CHUNK_ROWS = 1 << 16
+#: ``float32[16, 4]``: bit ``i`` of a nibble value (most significant first, as ``np.packbits``).
+_NIBBLE_BITS = ((np.arange(16)[:, None] >> (3 - np.arange(4))[None, :]) & 1).astype(np.float32)
+
+
+def nibble_order(bit_bytes: int) -> npt.NDArray[np.intp]:
+    """Dimension order that makes FAISS's sub-vectors match the nibbles of packed code bytes.
+
+    FAISS reads sub-code ``2j`` from the low nibble of byte ``j`` and ``2j + 1`` from the high
+    nibble; ``np.packbits`` puts dimensions ``8j..8j+3`` in the high nibble and ``8j+4..8j+7`` in
+    the low one. Queries and centroids are laid out in this order.
+    """
+    starts = 8 * np.arange(bit_bytes)[:, None]  # [bit_bytes, 1]
+    return (starts + np.array([4, 5, 6, 7, 0, 1, 2, 3])).ravel()  # [8 * bit_bytes]
+
+
+class NibbleFastScan:
+    """A FAISS fast-scan index over packed bit codes whose bits reconstruct to ``low``/``high``.
+
+    Args:
+        codes: ``uint8[n, >= bit_bytes]`` packed bits; bytes past ``bit_bytes`` (padding) are
+            ignored.
+        low: ``float32[dim]`` value of a dimension whose bit is 0.
+        high: ``float32[dim]`` value of a dimension whose bit is 1.
+        metric: ``"ip"`` (scores ``q . x_hat``) or ``"l2"`` (scores ``-||q - x_hat||^2``).
+    """
+
+    def __init__(
+        self,
+        codes: npt.NDArray[np.uint8],
+        low: npt.NDArray[np.float32],
+        high: npt.NDArray[np.float32],
+        metric: str,
+    ) -> None:
+        self.dim = low.shape[0]
+        self.bit_bytes = (self.dim + 7) // 8
+        self.metric = metric
+        self._order = nibble_order(self.bit_bytes)
+        width = 8 * self.bit_bytes  # dimensions covered by the packed bits, padding included
+        low_padded = np.zeros(width, np.float32)  # padding bits are always 0 and weigh nothing
+        high_padded = np.zeros(width, np.float32)
+        low_padded[: self.dim], high_padded[: self.dim] = low, high
+        low_n = low_padded[self._order].reshape(-1, 1, 4)  # [2 * bit_bytes, 1, 4]
+        step_n = (high_padded - low_padded)[self._order].reshape(-1, 1, 4)
+        centroids = low_n + _NIBBLE_BITS[None] * step_n  # [2 * bit_bytes, 16, 4]
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+        flat = faiss.IndexPQ(width, 2 * self.bit_bytes, 4, faiss_metric)
+        faiss.copy_array_to_vector(np.ascontiguousarray(centroids, np.float32).ravel(), flat.pq.centroids)
+        flat.is_trained = True
+        for start in range(0, codes.shape[0], _BUILD_CHUNK_ROWS):
+            chunk = np.ascontiguousarray(codes[start : start + _BUILD_CHUNK_ROWS, : self.bit_bytes])
+            flat.add_sa_codes(chunk)
+        self.rows = codes.shape[0]
+        # Packs the codes into 32-row blocks. FAISS's stubs list only the (d, M, nbits) overload.
+        self._index: Any = faiss.IndexPQFastScan(flat)  # type: ignore[arg-type]
+        del flat
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed copy of the codes."""
+        return int(self._index.ntotal2 * self._index.code_size)
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Top ``k`` (``<= rows``) rows per query by estimated asymmetric score, best first."""
+        width = 8 * self.bit_bytes
+        padded = np.zeros((queries.shape[0], width), np.float32)
+        padded[:, : self.dim] = queries
+        dist, labels = self._index.search(np.ascontiguousarray(padded[:, self._order]), k)
+        return (dist if self.metric == "ip" else -dist), labels
+
+
+class FastScanCache:
+    """Fast-scan indexes of code arrays that are searched again and again, by array identity.
+
+    A store's segments keep one code array each for their whole life, so the index is built on
+    the first search of a segment and reused until the array is garbage collected (then the
+    entry goes too). Entries are keyed by ``id(codes)`` and hold a weak reference to the array,
+    so a new array can never be served an old array's index.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref[Any], NibbleFastScan]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def get(
+        self, codes: npt.NDArray[np.uint8], build: Callable[[npt.NDArray[np.uint8]], NibbleFastScan]
+    ) -> NibbleFastScan:
+        """The index of ``codes``, built with ``build(codes)`` on first use."""
+        key = id(codes)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0]() is codes:
+                return entry[1]
+        index = build(codes)  # outside the lock: building 1M rows takes ~0.1 s
+        entries = self._entries
+
+        def forget(ref: weakref.ref[Any]) -> None:
+            # No lock: a collection may run this while the same thread holds it. Dict reads and
+            # pops are atomic; the identity check leaves a newer entry for a reused id alone.
+            entry = entries.get(key)
+            if entry is not None and entry[0] is ref:
+                entries.pop(key, None)
+
+        with self._lock:
+            self._entries[key] = (weakref.ref(codes, forget), index)
+        return index
+
+    def clear(self) -> None:
+        """Drop every index (the quantizer's state changed, so their centroids are stale)."""
+        with self._lock:
+            self._entries.clear()
