@@ -52,7 +52,11 @@ from benchmarks.update_readme import update_if_results  # noqa: E402
 
 K = 10
 DIM = 384
-MODES = ("binary", "int8", "pq", "none")
+MODES = ("binary", "binary-fast-scan", "int8", "pq", "none")
+#: Store settings of each mode that is not simply a ``quantization`` name.
+MODE_SETTINGS: dict[str, dict[str, Any]] = {
+    "binary-fast-scan": {"quantization": "binary", "quantizer_options": {"fast_scan": True}},
+}
 #: Extra rescore multipliers measured for binary, to show the recall / latency trade-off.
 BINARY_EXTRA_MULTIPLIERS = (4, 8, 32, 64, 128)
 #: Multipliers tried for the bare Hamming + float rescoring pipeline (smallest with recall >= 0.99).
@@ -130,7 +134,8 @@ def build_store(path: Path, mode: str, vectors: np.ndarray, batch: int) -> dict[
 
     from langchain_vq import VQVectorStore
 
-    store = VQVectorStore(DeterministicFakeEmbedding(size=vectors.shape[1]), path=path, quantization=mode)
+    settings = MODE_SETTINGS.get(mode, {"quantization": mode})
+    store = VQVectorStore(DeterministicFakeEmbedding(size=vectors.shape[1]), path=path, **settings)
     start = time.perf_counter()
     for lo in range(0, vectors.shape[0], batch):
         hi = min(lo + batch, vectors.shape[0])
@@ -368,30 +373,46 @@ def real_data(workdir: Path, batch: int) -> dict[str, Any]:
 
 
 # -- report ------------------------------------------------------------------------------------
-def verdicts(result: dict[str, Any]) -> dict[str, Any]:
-    """Whether each target of issue 2 was met."""
-    binary = result["modes"]["binary"]
-    runs = binary["warm"]["runs"]
+def fastest_at_target(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The default run if it reaches the recall target, else the fastest run that does."""
     default = next(r for r in runs if r["default"])
     if default["recall_at_10"] < TARGET_RECALL:  # compare at the recall target, as the target says
         good = [r for r in runs if r["recall_at_10"] >= TARGET_RECALL]
         default = min(good, key=lambda r: r["p50_ms"]) if good else default
+    return default
+
+
+def verdicts(result: dict[str, Any]) -> dict[str, Any]:
+    """Whether each target of issue 2 was met (and where the fast-scan option stands)."""
+    best = fastest_at_target(result["modes"]["binary"]["warm"]["runs"])
     flat_p50 = result["peers"]["flat_ip"]["p50_ms"]
     bare = result["peers"]["bare_hamming_rescore"]
-    speedup = flat_p50 / default["p50_ms"]
-    vs_bare = default["p50_ms"] / bare["p50_ms"]
+    speedup = flat_p50 / best["p50_ms"]
+    vs_bare = best["p50_ms"] / bare["p50_ms"]
     opens = {m: r["warm"]["open_ms"] for m, r in result["modes"].items()}
-    return {
+    out = {
         "binary_speedup_vs_flat_ip": speedup,
         "binary_speedup_met": speedup >= TARGET_SPEEDUP_VS_FLAT,
         "binary_vs_bare_ratio": vs_bare,
         "binary_vs_bare_met": vs_bare <= TARGET_VS_BARE,
-        "binary_rescore_multiplier": default["rescore_multiplier"],
-        "binary_recall_at_10": default["recall_at_10"],
-        "binary_recall_met": default["recall_at_10"] >= TARGET_RECALL,
+        "binary_rescore_multiplier": best["rescore_multiplier"],
+        "binary_recall_at_10": best["recall_at_10"],
+        "binary_recall_met": best["recall_at_10"] >= TARGET_RECALL,
         "open_ms_by_mode": opens,
         "open_met": all(v < TARGET_OPEN_MS for v in opens.values()),
     }
+    fast = result["modes"].get("binary-fast-scan")
+    if fast is not None:
+        fast_best = fastest_at_target(fast["warm"]["runs"])
+        out["fast_scan"] = {
+            "rescore_multiplier": fast_best["rescore_multiplier"],
+            "recall_at_10": fast_best["recall_at_10"],
+            "p50_ms": fast_best["p50_ms"],
+            "speedup_vs_flat_ip": flat_p50 / fast_best["p50_ms"],
+            "anon_after_queries_mb": fast["warm"]["anon_after_queries_mb"],
+            "binary_anon_after_queries_mb": result["modes"]["binary"]["warm"]["anon_after_queries_mb"],
+        }
+    return out
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -504,6 +525,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"{max(v['open_ms_by_mode'].values()):.1f} ms, {yes(v['open_met'])}.",
         "",
     ]
+    fast = v.get("fast_scan")
+    if fast:
+        lines += [
+            f'With `quantizer_options={{"fast_scan": True}}` at m={fast["rescore_multiplier"]}: recall@10 '
+            f"{fast['recall_at_10']:.4f}, p50 {fast['p50_ms']:.2f} ms, {fast['speedup_vs_flat_ip']:.1f}x faster than "
+            f"IndexFlatIP; private (anonymous) memory after queries {fast['anon_after_queries_mb']:.0f} MB, "
+            f"against {fast['binary_anon_after_queries_mb']:.0f} MB for the two-stage binary store.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -562,7 +592,7 @@ def main(ns: argparse.Namespace) -> None:
                 "--truth",
                 str(workdir / "truth.npy"),
             ]
-            extra = ",".join(map(str, BINARY_EXTRA_MULTIPLIERS)) if mode == "binary" else ""
+            extra = ",".join(map(str, BINARY_EXTRA_MULTIPLIERS)) if mode.startswith("binary") else ""
             filters = ["--filtered", str(workdir / "filtered.npz")] if mode == "binary" else []
             warm = run_child(["_query", *common, "--multipliers", extra, *filters])
             print(f"{mode}: warm {warm}", flush=True)

@@ -18,16 +18,19 @@ bits`` estimates ``q . x`` far better than the Hamming distance, which throws aw
 magnitudes. For ``metric="l2"`` it is ``-||q - x_hat||^2``; for nearly equal norms (sentence
 embeddings) that orders like the inner product. Two ways to compute it:
 
-* **A segment's stored codes** (``search(..., reuse=True)``, what the store does): every row is
-  scored in one SIMD pass of FAISS's fast-scan kernel (see ``_fast_scan``), over a packed copy
-  of the codes kept in RAM (``ceil(dim / 8)`` bytes per row). At 1M rows x 384 dims, one thread:
-  5.0 ms for the top 1,280, which held 99.75% of the true top 10.
-* **Codes searched once** (a filter's subset of rows), not worth that copy: a **Hamming scan**
-  with FAISS (``hammings_knn_hc``/``hammings_knn_mc`` through :func:`faiss.knn_hamming`, codes
-  passed zero-copy) keeps the ``k * hamming_factor`` rows whose bits are closest to the query's,
-  and only those are scored, with one table lookup per code byte (see ``_byte_tables``). At 1M
-  rows the Hamming stage alone takes 8.5 ms for 10,240 candidates, whose top 1,280 by the
-  asymmetric score held 99.6% of the true top 10.
+* **Two stages** (the default): a **Hamming scan** with FAISS (``hammings_knn_hc`` or
+  ``hammings_knn_mc`` through :func:`faiss.knn_hamming`, codes passed zero-copy) keeps the
+  ``k * hamming_factor`` rows whose bits are closest to the query's, and only those are scored,
+  with one table lookup per code byte (see ``_byte_tables``). At 1M rows x 384 dims, one
+  thread, the Hamming stage takes 5.5 ms for 128 candidates and 8.5 ms for 10,240, whose top
+  1,280 by the asymmetric score held 99.6% of the true top 10.
+* **Fast scan** (``fast_scan=True``, for a segment's stored codes: ``search(..., reuse=True)``):
+  every row is scored in one SIMD pass of FAISS's fast-scan kernel (see ``_fast_scan``), over a
+  packed copy of the codes kept in RAM (``ceil(dim / 8)`` bytes per row, 48 MB per million
+  384-dim rows). It takes 5-6 ms at 1M rows for any number of candidates, and its top 1,280
+  held 99.75% of the true top 10: faster than two stages from about 5,000 Hamming candidates on
+  (``rescore_multiplier=64`` at k=10), slower below. Codes searched once (a filter's subset of
+  rows) always take two stages: the copy would cost more than it saves.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ class BinaryQuantizer(Quantizer):
             ``(q - t) . (2b - 1)``: recall within 0.01 of the reconstruction used here.
         padded: Zero-pad codes to the next size with a fast FAISS kernel (see the module
             docstring). Stores written before this option existed have unpadded codes.
+        fast_scan: Score every row of a segment's stored codes with FAISS's fast-scan kernel
+            instead of two stages (see the module docstring): faster for large candidate counts,
+            at the cost of a RAM copy of the codes per segment.
 
     Attributes:
         thresholds_: ``float32[dim]``, per-dimension mean of the training data.
@@ -87,7 +93,7 @@ class BinaryQuantizer(Quantizer):
     """
 
     name: ClassVar[str] = "binary"
-    legacy_config: ClassVar[dict[str, Any]] = {"padded": False}
+    legacy_config: ClassVar[dict[str, Any]] = {"padded": False, "fast_scan": False}
 
     # Learned state: absent until fit()/set_state(), as in scikit-learn.
     thresholds_: npt.NDArray[np.float32]
@@ -95,7 +101,13 @@ class BinaryQuantizer(Quantizer):
     high_: npt.NDArray[np.float32]
 
     def __init__(
-        self, dim: int, *, metric: Metric = "ip", hamming_factor: int = 8, padded: bool = True
+        self,
+        dim: int,
+        *,
+        metric: Metric = "ip",
+        hamming_factor: int = 8,
+        padded: bool = True,
+        fast_scan: bool = False,
     ) -> None:
         """Store the parameters (see the class docstring); ``fit`` learns the state."""
         super().__init__(dim, metric=metric)
@@ -105,11 +117,13 @@ class BinaryQuantizer(Quantizer):
                 "Use 1 for Hamming-only ranking, or 4-8 for an asymmetric re-rank."
             )
             raise InvalidInputError(msg)
-        if not isinstance(padded, bool):
-            msg = f"padded must be True or False, got {padded!r}."
-            raise InvalidInputError(msg)
+        for option, value in (("padded", padded), ("fast_scan", fast_scan)):
+            if not isinstance(value, bool):
+                msg = f"{option} must be True or False, got {value!r}."
+                raise InvalidInputError(msg)
         self.hamming_factor = hamming_factor
         self.padded = padded
+        self.fast_scan = fast_scan
         self._fast_scans = FastScanCache()  # per stored code array, see search(reuse=True)
 
     # -- size and training -------------------------------------------------------------------
@@ -287,9 +301,9 @@ class BinaryQuantizer(Quantizer):
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Top ``k`` rows by the asymmetric score.
 
-        With ``reuse`` (a segment's stored codes) every row is scored by the fast-scan kernel,
-        on a packed copy built on the first call and kept while ``codes`` lives. Otherwise the
-        Hamming top ``k * hamming_factor`` is re-ranked with exact lookup tables.
+        The Hamming top ``k * hamming_factor`` is re-ranked with exact lookup tables; or, with
+        ``fast_scan`` and ``reuse`` (a segment's stored codes), every row is scored by the
+        fast-scan kernel, on a packed copy built on the first call and kept while ``codes`` lives.
 
         Returns:
             ``(scores, indices)``, each ``[n_queries, min(k, n)]``, best first.
@@ -302,7 +316,7 @@ class BinaryQuantizer(Quantizer):
         k_out = min(k, n)
         if nq == 0 or k_out == 0:
             return np.empty((nq, k_out), np.float32), np.empty((nq, k_out), np.int64)
-        if reuse:
+        if reuse and self.fast_scan:
             index = self._fast_scans.get(codes, self._build_fast_scan)
             scores, rows = index.search(queries, k_out)
             return top_k(scores, rows, k_out)  # ties ordered by row, like the other path
@@ -322,8 +336,13 @@ class BinaryQuantizer(Quantizer):
 
     # -- state -------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        """Name, dim, metric, ``hamming_factor`` and ``padded``."""
-        return {**super().get_config(), "hamming_factor": self.hamming_factor, "padded": self.padded}
+        """Name, dim, metric, ``hamming_factor``, ``padded`` and ``fast_scan``."""
+        return {
+            **super().get_config(),
+            "hamming_factor": self.hamming_factor,
+            "padded": self.padded,
+            "fast_scan": self.fast_scan,
+        }
 
     def get_state(self) -> dict[str, npt.NDArray[Any]]:
         """``thresholds_``, ``low_`` and ``high_`` as ``float32[dim]`` arrays."""

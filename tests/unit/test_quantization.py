@@ -106,10 +106,11 @@ def test_binary_padding_changes_size_not_results(dim: int) -> None:
 def test_binary_config_without_padded_key_reopens_unpadded() -> None:
     """A store written before codes were padded keeps reading its unpadded codes."""
     qz, x = fitted("binary", 384)
-    legacy = {k: v for k, v in qz.get_config().items() if k != "padded"}
+    legacy = {k: v for k, v in qz.get_config().items() if k not in ("padded", "fast_scan")}
     restored = quantizer_from_config(legacy, qz.get_state())
     assert isinstance(restored, BinaryQuantizer)
     assert not restored.padded
+    assert not restored.fast_scan
     assert restored.code_size == 48
     legacy_codes = restored.encode(x)
     np.testing.assert_array_equal(legacy_codes, qz.encode(x)[:, :48])
@@ -118,6 +119,8 @@ def test_binary_config_without_padded_key_reopens_unpadded() -> None:
     )
     with pytest.raises(InvalidInputError, match="padded"):
         BinaryQuantizer(8, padded="yes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="fast_scan must be True or False"):
+        BinaryQuantizer(8, fast_scan=1)  # type: ignore[arg-type]
 
 
 def test_binary_many_queries_with_many_candidates_fit_in_memory() -> None:
@@ -316,7 +319,7 @@ def test_binary_fast_scan_recall_after_float_rescoring(metric: str) -> None:
     """
     x = clustered(4100, 64)
     corpus, queries = x[:4000], x[4000:]
-    qz = BinaryQuantizer(64, metric=metric).fit(corpus)
+    qz = BinaryQuantizer(64, metric=metric, fast_scan=True).fit(corpus)
     codes = qz.encode(corpus)
     full = queries @ corpus.T if metric == "ip" else -((queries[:, None, :] - corpus[None]) ** 2).sum(-1)
     truth = np.argsort(-full, axis=1)[:, :10]
@@ -335,7 +338,7 @@ def test_binary_fast_scan_finds_the_best_rows_by_asymmetric_score(
 ) -> None:
     """The fast-scan scores estimate ``score()`` to 8-bit lookup-table precision, any dimension."""
     x = clustered(700, dim, seed=4)
-    qz = BinaryQuantizer(dim, metric=metric, padded=padded).fit(x[:600])
+    qz = BinaryQuantizer(dim, metric=metric, padded=padded, fast_scan=True).fit(x[:600])
     codes = qz.encode(x)
     queries = x[600:620]
     scores, idx = qz.search(queries, codes, 7, reuse=True)
@@ -353,8 +356,11 @@ def test_binary_fast_scan_finds_the_best_rows_by_asymmetric_score(
 
 
 def test_binary_fast_scan_layout_is_kept_per_code_array_and_dropped_with_it() -> None:
-    qz, x = fitted("binary", 97)
-    assert isinstance(qz, BinaryQuantizer)
+    x = clustered(600, 97)
+    default = BinaryQuantizer(97).fit(x)
+    default.search(x[:3], default.encode(x), 5, reuse=True)
+    assert len(default._fast_scans) == 0  # off by default: no RAM copy
+    qz = BinaryQuantizer(97, fast_scan=True).fit(x)
     codes = qz.encode(x)
     first = qz.search(x[:3], codes, 5, reuse=True)
     assert len(qz._fast_scans) == 1

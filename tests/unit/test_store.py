@@ -69,6 +69,44 @@ def test_quantized_search_recall_against_exact(mode, on_disk, corpus, tmp_path) 
     assert np.allclose(scores, expected, atol=1e-5)
 
 
+def test_binary_fast_scan_option_is_kept_and_searches_like_two_stages(corpus, tmp_path) -> None:
+    """``quantizer_options={"fast_scan": True}``: saved with the store, same quality, deletes and
+    filters still honoured (filters of few rows take the two-stage path on their subset)."""
+    x, q = corpus
+    path = tmp_path / "s"
+    store = VQVectorStore(
+        DeterministicFakeEmbedding(size=DIM),
+        path=path,
+        quantization="binary",
+        quantizer_options={"fast_scan": True},
+    )
+    fill(store, x)
+    store.delete([str(i) for i in range(0, 4000, 7)])  # deleted rows: masked, over-fetched
+    live = np.array([i for i in range(4000) if i % 7])
+    expected = live[exact_top(q, x[live], 10)]
+    got = search_ids(store, q, 10, rescore_multiplier=16)
+    assert recall(got, expected) >= 0.97
+    assert not {i for r in got for i in r} & set(range(0, 4000, 7))
+    quantizer = store.collection.snapshot.quantizer
+    assert quantizer is not None
+    assert quantizer.fast_scan  # type: ignore[attr-defined]
+    assert len(quantizer._fast_scans) == 1  # type: ignore[attr-defined]
+    evens = search_ids(store, q[:5], 10, filter={"even": True})
+    assert all(i % 2 == 0 and i % 7 for r in evens for i in r)
+    assert all(len(r) == 10 for r in evens)
+
+    reopened = VQVectorStore(DeterministicFakeEmbedding(size=DIM), path=path)
+    assert reopened.collection.snapshot.quantizer.get_config()["fast_scan"] is True  # type: ignore[union-attr]
+    assert search_ids(reopened, q, 10, rescore_multiplier=16) == got
+    two_stage = VQVectorStore(DeterministicFakeEmbedding(size=DIM), quantization="binary")
+    fill(two_stage, x)
+    two_stage.delete([str(i) for i in range(0, 4000, 7)])
+    assert (
+        abs(recall(search_ids(two_stage, q, 10, rescore_multiplier=16), expected) - recall(got, expected))
+        <= 0.03
+    )
+
+
 @pytest.mark.parametrize("mode", ["binary", "int8", "pq"])
 def test_rescore_multiplier_trades_recall(mode, corpus) -> None:
     x, q = corpus
