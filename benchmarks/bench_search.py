@@ -593,7 +593,7 @@ def main(ns: argparse.Namespace) -> None:
                 str(workdir / "truth.npy"),
             ]
             extra = ",".join(map(str, BINARY_EXTRA_MULTIPLIERS)) if mode.startswith("binary") else ""
-            filters = ["--filtered", str(workdir / "filtered.npz")] if mode == "binary" else []
+            filters = ["--filtered", str(workdir / "filtered.npz")] if mode.startswith("binary") else []
             warm = run_child(["_query", *common, "--multipliers", extra, *filters])
             print(f"{mode}: warm {warm}", flush=True)
             cold = run_child(["_query", *common, "--cold"])
