@@ -265,8 +265,9 @@ class Collection:
             )
             raise DimensionMismatchError(msg) from exc
         if self.config.metric == "cosine":
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out = (out / np.where(norms == 0, 1, norms)).astype(np.float32)
+            norms = np.linalg.norm(out, axis=1, keepdims=True)  # [n, 1]
+            # A new float32 array (the caller's stays untouched), without a second cast copy.
+            out = np.divide(out, np.where(norms == 0, 1, norms), dtype=np.float32)
         return np.ascontiguousarray(out)
 
     # -- writes ------------------------------------------------------------------------------

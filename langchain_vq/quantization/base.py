@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 Metric = Literal["ip", "l2"]
+#: Values checked for NaN/infinity at a time (a boolean copy of a 1M x 384 batch was 384 MB).
+_FINITE_CHECK_VALUES = 1 << 22
 
 
 class Quantizer(ABC):
@@ -173,7 +175,7 @@ def as_float_matrix(x: npt.ArrayLike, dim: int, what: str = "vectors") -> npt.ND
             "for adding and querying, or create a new store for the other model."
         )
         raise DimensionMismatchError(msg)
-    if arr.size and not np.isfinite(arr).all():
+    if not _all_finite(arr):
         bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
         msg = (
             f"{what} contain NaN or infinity (rows {bad[:5].tolist()}"
@@ -182,3 +184,9 @@ def as_float_matrix(x: npt.ArrayLike, dim: int, what: str = "vectors") -> npt.ND
         )
         raise InvalidInputError(msg)
     return np.ascontiguousarray(arr)
+
+
+def _all_finite(arr: npt.NDArray[np.float32]) -> bool:
+    """Whether every value is finite, checked in blocks of rows (no full-size boolean copy)."""
+    step = max(1, _FINITE_CHECK_VALUES // max(arr.shape[1], 1))
+    return all(bool(np.isfinite(arr[start : start + step]).all()) for start in range(0, arr.shape[0], step))

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 #: Rows of codes unpacked to float at a time by ``score`` (bounds temporary memory).
 _CHUNK_ROWS = 16_384
+#: Training rows summed at a time by ``fit`` (bounds its float64 temporaries to ~25 MB at 384 dims).
+_FIT_CHUNK_ROWS = 8_192
 #: From this many Hamming candidates on, FAISS's counting variant ("mc") beats the heap ("hc").
 _MC_MIN_K = 128
 #: Most virtual memory one FAISS "mc" call may reserve: it allocates ``k * (bits + 1)`` int64
@@ -167,13 +169,22 @@ class BinaryQuantizer(Quantizer):
             InvalidInputError: Too few, non-finite or wrongly shaped vectors.
         """
         x = self._check_training(x)
-        x64 = x.astype(np.float64)
-        thresholds = x64.mean(axis=0)
-        above = x64 > thresholds
-        n_above = above.sum(axis=0)
-        n_below = x.shape[0] - n_above
-        sum_above = np.where(above, x64, 0.0).sum(axis=0)
-        sum_below = x64.sum(axis=0) - sum_above
+        n = x.shape[0]
+        # Sums in float64, a block of rows at a time: a float64 copy of 100k training rows
+        # (and its masked twin) held 600 MB at once.
+        total = np.zeros(self.dim, np.float64)
+        for start in range(0, n, _FIT_CHUNK_ROWS):
+            total += x[start : start + _FIT_CHUNK_ROWS].sum(axis=0, dtype=np.float64)
+        thresholds = total / n
+        n_above = np.zeros(self.dim, np.int64)
+        sum_above = np.zeros(self.dim, np.float64)
+        for start in range(0, n, _FIT_CHUNK_ROWS):
+            chunk = x[start : start + _FIT_CHUNK_ROWS]
+            above = chunk > thresholds  # compared in float64
+            n_above += above.sum(axis=0)
+            sum_above += np.where(above, chunk, 0.0).sum(axis=0, dtype=np.float64)
+        n_below = n - n_above
+        sum_below = total - sum_above
         # A dimension with no values on one side (constant data) reconstructs as the threshold.
         high = np.where(n_above > 0, sum_above / np.maximum(n_above, 1), thresholds)
         low = np.where(n_below > 0, sum_below / np.maximum(n_below, 1), thresholds)

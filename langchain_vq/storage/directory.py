@@ -71,7 +71,7 @@ from langchain_vq.storage.segment import (
     checksum,
     file_checksum,
     read_arrow_file,
-    serialize_table,
+    serialize_chunks,
 )
 
 if TYPE_CHECKING:
@@ -258,15 +258,16 @@ class StoreDirectory:
         return self._write_table(f"{QUANTIZERS}/{uuid.uuid4().hex}.arrow", table)
 
     def _write_table(self, relative: str, table: pa.Table) -> FileEntry:
-        data = serialize_table(table)
+        chunks = serialize_chunks(table)
         path = self.path / relative
         try:
-            self.fs.write_new(path, [memoryview(data)])
+            self.fs.write_new(path, chunks)
         except OSError as exc:
             self.discard_uncommitted()
             raise write_error("write", path, exc) from exc  # noqa: EM101
         self._uncommitted.append(path)
-        return FileEntry(file=relative, bytes=data.size, checksum=checksum(data))
+        size = sum(memoryview(chunk).nbytes for chunk in chunks)
+        return FileEntry(file=relative, bytes=size, checksum=checksum(chunks))
 
     def discard_uncommitted(self) -> None:
         """Remove the files written since the last commit (called when a write fails)."""

@@ -234,3 +234,30 @@ def test_files_are_plain_arrow_and_json_never_pickle(tmp_path) -> None:
     for source in package.rglob("*.py"):
         text = source.read_text()
         assert "import pickle" not in text and "pickle.load" not in text, source
+
+
+def test_segment_files_are_written_from_the_table_memory(tmp_path) -> None:
+    """The IPC bytes of a segment are chunks that share the big column buffers (no second copy of
+    the floats), and are byte for byte the file pyarrow writes into one buffer."""
+    import pyarrow as pa
+    from pyarrow import ipc
+
+    from langchain_vq.storage.segment import build_segment, checksum, serialize_chunks
+
+    n = 12_000  # 12,000 x 384 floats: 18 MB, above the size shared rather than copied
+    x = np.random.default_rng(0).random((n, 384), dtype=np.float32)
+    segment = build_segment("s", [str(i) for i in range(n)], ["t"] * n, ["{}"] * n, x, None)
+    chunks = serialize_chunks(segment.table)
+    shared = [c for c in chunks if isinstance(c, memoryview)]
+    assert len(shared) == 1
+    assert np.frombuffer(shared[0], np.float32).ctypes.data == x.ctypes.data  # the caller's floats
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, segment.table.schema) as writer:
+        writer.write_table(segment.table, max_chunksize=n)
+    whole = sink.getvalue()
+    assert b"".join(chunks) == whole.to_pybytes()
+    assert checksum(chunks) == checksum(whole)
+    path = tmp_path / "s.arrow"
+    path.write_bytes(b"".join(chunks))
+    reread = ipc.open_file(pa.memory_map(str(path))).read_all()
+    assert reread.equals(segment.table)
