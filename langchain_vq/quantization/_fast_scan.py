@@ -82,20 +82,14 @@ class NibbleFastScan:
         for start in range(0, codes.shape[0], _BUILD_CHUNK_ROWS):
             chunk = np.ascontiguousarray(codes[start : start + _BUILD_CHUNK_ROWS, : self.bit_bytes])
             flat.add_sa_codes(chunk)
-        self.rows = codes.shape[0]
         # Packs the codes into 32-row blocks. FAISS's stubs list only the (d, M, nbits) overload.
         self._index: Any = faiss.IndexPQFastScan(flat)  # type: ignore[arg-type]
         del flat
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the packed copy of the codes."""
-        return int(self._index.ntotal2 * self._index.code_size)
-
     def search(
         self, queries: npt.NDArray[np.float32], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """Top ``k`` (``<= rows``) rows per query by estimated asymmetric score, best first."""
+        """Top ``k`` rows (``k`` at most the rows indexed) per query by estimated score, best first."""
         width = 8 * self.bit_bytes
         padded = np.zeros((queries.shape[0], width), np.float32)
         padded[:, : self.dim] = queries

@@ -74,8 +74,8 @@ class BinaryQuantizer(Quantizer):
         metric: ``"ip"`` (inner product; cosine after normalization) or ``"l2"``.
         hamming_factor: ``search(q, codes, k)`` of codes searched once takes
             ``k * hamming_factor`` Hamming candidates and re-ranks them with the asymmetric score
-            (stored codes, ``reuse=True``, skip this stage: every row gets the asymmetric
-            score). Larger is better recall and slower; the Hamming scan costs about the same
+            (with ``fast_scan``, a segment's stored codes skip this stage: every row gets the
+            asymmetric score). Larger is better recall and slower; the Hamming scan costs about the same
             for any factor, the re-rank grows linearly. The default 8 was measured on
             all-MiniLM-L6-v2 sentence embeddings
             (``benchmarks/measure_quantizer_defaults.py``, 49k rows): with float rescoring of
