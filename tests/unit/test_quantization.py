@@ -520,3 +520,18 @@ def test_bad_constructor_arguments() -> None:
         BinaryQuantizer(8, hamming_factor=0)
     with pytest.raises(ConfigurationError, match="m"):
         ProductQuantizer(8, m=9)
+
+
+def test_binary_fast_scan_concurrent_first_searches_agree() -> None:
+    """Threads racing to build the layout of one code array all get the same answers, and one
+    layout is kept (the async API searches from worker threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = clustered(3000, 64, seed=5)
+    qz = BinaryQuantizer(64, fast_scan=True).fit(x)
+    codes = qz.encode(x)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: qz.search(x[:5], codes, 10, reuse=True)[1], range(8)))
+    for answer in answers[1:]:
+        np.testing.assert_array_equal(answer, answers[0])
+    assert len(qz._fast_scans) == 1
