@@ -2,7 +2,8 @@
 
 Methods (each built in its own process, then measured in fresh processes):
 
-* ``vq-binary`` / ``vq-int8`` / ``vq-pq``: ``VQVectorStore`` through its public API
+* ``vq-binary`` / ``vq-binary-fast-scan`` / ``vq-int8`` / ``vq-pq``: ``VQVectorStore`` through its
+  public API (``binary-fast-scan``: ``quantizer_options={"fast_scan": True}``)
   (``add_embeddings``; ``similarity_search_with_score_by_vector`` and
   ``batch_similarity_search_by_vector``), codes only (``rescore=False``) and with float rescoring
   at several ``rescore_multiplier`` values;
@@ -81,8 +82,11 @@ VQ_MULTIPLIERS = {"binary": (4, 16, 32, 64, 128, 256), "int8": (2, 4), "pq": (2,
 REFINE_K_FACTORS = (2, 4, 16, 32)
 BINARY_RESCORE = (16, 64, 256)
 LANCE_GRID = ((20, None), (20, 10), (50, 10), (50, 50), (100, 50), (200, 100))
+#: langchain_vq modes that are a quantization plus quantizer options.
+VQ_MODES: dict[str, tuple[str, dict[str, Any]]] = {"binary-fast-scan": ("binary", {"fast_scan": True})}
 METHODS = (
     "vq-binary",
+    "vq-binary-fast-scan",
     "vq-int8",
     "vq-pq",
     "faiss-flat",
@@ -95,6 +99,7 @@ METHODS = (
 )
 LABELS = {
     "vq-binary": "langchain_vq binary",
+    "vq-binary-fast-scan": "langchain_vq binary fast_scan",
     "vq-int8": "langchain_vq int8",
     "vq-pq": "langchain_vq pq",
     "faiss-flat": "FAISS IndexFlatIP",
@@ -164,6 +169,7 @@ class VQMethod(Method):
         super().__init__(index_path, data)
         self.mode = mode
         self.name = f"vq-{mode}"
+        self.quantization, self.options = VQ_MODES.get(mode, (mode, {}))
 
     def _embedding(self) -> Any:
         from langchain_core.embeddings import DeterministicFakeEmbedding
@@ -173,7 +179,9 @@ class VQMethod(Method):
     def build(self, corpus: np.ndarray) -> dict[str, Any]:
         from langchain_vq import VQVectorStore
 
-        store = VQVectorStore(self._embedding(), path=self.path, quantization=self.mode)
+        store = VQVectorStore(
+            self._embedding(), path=self.path, quantization=self.quantization, quantizer_options=self.options
+        )
         step = 100_000
         for lo in range(0, corpus.shape[0], step):
             hi = min(lo + step, corpus.shape[0])
@@ -199,12 +207,13 @@ class VQMethod(Method):
         from langchain_vq.vectorstore import DEFAULT_RESCORE_MULTIPLIER
 
         self.store = VQVectorStore(self._embedding(), path=self.path)
-        self.default = DEFAULT_RESCORE_MULTIPLIER[self.mode]
+        self.default = DEFAULT_RESCORE_MULTIPLIER[self.quantization]
 
     def settings(self) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = [("codes only", 0)]
         out += [
-            (f"m={m}" + (" (default)" if m == self.default else ""), m) for m in VQ_MULTIPLIERS[self.mode]
+            (f"m={m}" + (" (default)" if m == self.default else ""), m)
+            for m in VQ_MULTIPLIERS[self.quantization]
         ]
         return out
 
