@@ -1092,7 +1092,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         rows += [{**r, "label": r["label"] + f" ({small['rows'] // 1000}k rows)"} for r in rows_of(small)]
     biggest = max((r["rss_anon_after"] for r in rows), default=1.0) or 1.0
     fig, ax = plt.subplots(figsize=(10, 6.5), dpi=120)
-    colors = plt.get_cmap("tab10")
+    colors = plt.get_cmap("tab20")  # 20 colours: more methods than tab10 has, none shared
     for i, label in enumerate(dict.fromkeys(r["label"] for r in rows)):
         group = [r for r in rows if r["label"] == label]
         ax.scatter(
@@ -1100,13 +1100,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
             [r["recall"] for r in group],
             s=[20 + 1000 * r["rss_anon_after"] / biggest for r in group],
             alpha=0.5,
-            color=colors(i % 10),
+            color=colors(i % 20),
             label=label,
             edgecolors="black",
             linewidths=0.5,
         )
         if len(group) > 1:
-            ax.plot([r["p50"] for r in group], [r["recall"] for r in group], color=colors(i % 10), lw=0.8)
+            ax.plot([r["p50"] for r in group], [r["recall"] for r in group], color=colors(i % 20), lw=0.8)
     front, best = [], -1.0
     for r in sorted(rows, key=lambda r: r["p50"]):
         if r["recall"] > best:
