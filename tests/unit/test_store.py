@@ -70,8 +70,8 @@ def test_quantized_search_recall_against_exact(mode, on_disk, corpus, tmp_path) 
 
 
 def test_binary_fast_scan_option_is_kept_and_searches_like_two_stages(corpus, tmp_path) -> None:
-    """``quantizer_options={"fast_scan": True}``: saved with the store, same quality, deletes and
-    filters still honoured (filters of few rows take the two-stage path on their subset)."""
+    """``quantizer_options={"fast_scan": True}``: saved with the store, same quality, deleted rows
+    and a filter keeping half the rows (both over-fetched from the fast scan) honoured."""
     x, q = corpus
     path = tmp_path / "s"
     store = VQVectorStore(
