@@ -48,6 +48,18 @@ def hardware() -> dict[str, Any]:
     }
 
 
+def anon_mb() -> float:
+    """Anonymous (heap) resident memory in MB: RSS without the file-backed pages of mapped files.
+
+    Mapped float vectors that a query touched count in RSS but are page cache the kernel can
+    drop at any time; RssAnon is the memory the process really holds.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024 / MB
+    return float("nan")
+
+
 def percentiles(times_s: list[float]) -> dict[str, float]:
     """p50 / p95 / mean of per-query times in ms, and how many there were."""
     ms = np.asarray(times_s) * 1e3

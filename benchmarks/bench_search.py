@@ -47,7 +47,7 @@ faiss.omp_set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import MB, dir_bytes, evict, hardware, percentiles  # noqa: E402
+from benchmarks._common import MB, anon_mb, dir_bytes, evict, hardware, percentiles  # noqa: E402
 from benchmarks.update_readme import update_if_results  # noqa: E402
 
 K = 10
@@ -75,18 +75,6 @@ TARGET_OPEN_MS = 100.0
 def rss_mb() -> float:
     """Resident memory of this process in MB."""
     return psutil.Process().memory_info().rss / MB
-
-
-def anon_mb() -> float:
-    """Anonymous (heap) resident memory in MB: RSS without the file-backed pages of mapped files.
-
-    Mapped float vectors that a query touched count in RSS but are page cache the kernel can
-    drop at any time; RssAnon is the memory the process really holds.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024 / MB
-    return float("nan")
 
 
 def load_real() -> tuple[np.ndarray, np.ndarray] | str:

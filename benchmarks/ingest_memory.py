@@ -25,18 +25,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import MB, hardware  # noqa: E402
+from benchmarks._common import MB, anon_mb, hardware  # noqa: E402
 
 DIM = 384
 SAMPLE_SECONDS = 0.002
-
-
-def anon_mb() -> float:
-    """Anonymous resident memory of this process (heap, not file pages), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main(ns: argparse.Namespace) -> None:
