@@ -96,6 +96,7 @@ class VQVectorStore(VectorStore):
 
             pairs = store.similarity_search_with_score("bar", k=1)  # metric units
             pairs = store.similarity_search_with_relevance_scores("bar", k=1)  # in [0, 1]
+            # cosine: cos clipped to [0, 1]; dot: logistic(inner product); l2: 1 / (1 + distance)
 
     Async:
         .. code-block:: python
@@ -482,9 +483,17 @@ class VQVectorStore(VectorStore):
 
     @override
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        """Metric score -> relevance in [0, 1], higher is more relevant.
+
+        - cosine: the cosine similarity itself, clipped to [0, 1] (as LangChain's own cosine
+          relevance, Chroma and Qdrant): ``score_threshold=0.5`` means cos >= 0.5, and
+          opposite or unrelated vectors score 0;
+        - dot: the logistic function of the inner product, 0.5 at 0;
+        - l2: ``1 / (1 + distance)``, 1 for an identical vector.
+        """
         metric = self._collection.config.metric
         if metric == "cosine":
-            return lambda s: min(1.0, max(0.0, (1.0 + s) / 2.0))
+            return lambda s: min(1.0, max(0.0, s))
         if metric == "dot":
             return lambda s: 1.0 / (1.0 + math.exp(-s)) if s > -700 else 0.0
         return lambda d: 1.0 / (1.0 + d)

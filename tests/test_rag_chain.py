@@ -157,3 +157,16 @@ def test_llm_without_langchain_names_the_package(monkeypatch: pytest.MonkeyPatch
 def test_max_sentences_is_checked() -> None:
     with pytest.raises(ConfigurationError):
         ExtractiveAnswerer(max_sentences=0)
+
+
+def test_off_topic_query_passes_no_cosine_threshold_with_the_real_model(minilm) -> None:
+    """With relevance = cos, a 0.5 threshold keeps the on-topic passage and drops off-topic ones.
+
+    Under the former (1 + cos) / 2, every passage of this corpus reached 0.5 for any query.
+    """
+    store = VQVectorStore.from_documents(DOCS, minilm)
+    retriever = store.as_retriever(
+        search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.5, "k": 3}
+    )
+    assert retriever.invoke("What is a good recipe for banana bread?") == []
+    assert [d.id for d in retriever.invoke("How do I copy a whole directory tree?")] == ["shutil#3"]

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 from langchain_core.documents import Document
-from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
 from langchain_vq import ConfigurationError, VQVectorStore
 from langchain_vq import vectorstore as vectorstore_module
@@ -348,3 +348,50 @@ def test_recall_target_arguments_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="rescore_multiplier"):
         VQVectorStore(emb, rescore_multiplier=0)
     assert VQVectorStore(emb, rescore_multiplier="auto").recall_target == 0.99
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [
+        # cos of [1,0] with [1,0], [.6,.8], [0,1], [-1,0]: 1, .6, 0, -1, clipped to [0, 1]
+        ("cosine", [1.0, 0.6, 0.0, 0.0]),
+        # vectors and query scaled by 2: logistic of the inner products 4, 2.4, 0, -4
+        ("dot", [1 / (1 + np.exp(-4)), 1 / (1 + np.exp(-2.4)), 0.5, 1 / (1 + np.exp(4))]),
+        # 1 / (1 + Euclidean distance), distances 0, |(-.8, 1.6)|, |(-2, 2)|, 4
+        ("l2", [1.0, 1 / (1 + np.sqrt(3.2)), 1 / (1 + np.sqrt(8)), 1 / 5]),
+    ],
+)
+def test_relevance_scores_per_metric(metric: str, expected: list[float]) -> None:
+    scale = 1.0 if metric == "cosine" else 2.0  # unequal lengths would not change cosine
+    vectors = np.array([[1, 0], [0.6, 0.8], [0, 1], [-1, 0]], dtype=np.float32) * scale
+    query = np.array([1, 0], dtype=np.float32) * scale
+    store = VQVectorStore(DeterministicFakeEmbedding(size=2), metric=metric, quantization="none")
+    store.add_embeddings(["same", "near", "orthogonal", "opposite"], vectors, ids=["a", "b", "c", "d"])
+    store.embedding = _FixedQuery(query.tolist())
+    pairs = store.similarity_search_with_relevance_scores("q", k=4)
+    assert [d.id for d, _ in pairs] == ["a", "b", "c", "d"]
+    assert np.allclose([s for _, s in pairs], expected, atol=1e-6)
+
+
+def test_cosine_score_threshold_keeps_only_similar_documents() -> None:
+    """A threshold of 0.5 means cos >= 0.5, not (1 + cos) / 2 >= 0.5 (which keeps cos >= 0)."""
+    vectors = np.array([[1, 0], [0.6, 0.8], [0.3, 0.954], [0, 1]], dtype=np.float32)
+    store = VQVectorStore(_FixedQuery([1.0, 0.0]), quantization="none")
+    store.add_embeddings(["a", "b", "c", "d"], vectors, ids=["a", "b", "c", "d"])
+    retriever = store.as_retriever(
+        search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.5, "k": 4}
+    )
+    assert [d.id for d in retriever.invoke("q")] == ["a", "b"]
+
+
+class _FixedQuery(Embeddings):
+    """Embeds every query as one fixed vector, so relevance scores are known in advance."""
+
+    def __init__(self, query: list[float]) -> None:
+        self.query = query
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [list(self.query) for _ in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return list(self.query)
