@@ -1,0 +1,247 @@
+"""Metadata as typed Arrow columns, with a lossless JSON fallback (on-disk format 2).
+
+Each top-level metadata key becomes one column, typed as most of its values are: ``int64``,
+``float64``, ``bool``, ``string``, ``timestamp[us]`` (naive, or in the values' time zone),
+``date32``, ``list<T>``, or ``struct<...>`` for nested dicts that share their keys. So a segment
+file read with pyarrow, pandas or polars shows the users' fields as columns, and filters run on
+them without parsing.
+
+A value that does not fit its key's column (``None``, a value of another type than most, an int
+beyond int64, a dict with other keys) goes with its key into the row's *fallback* object:
+JSON in which datetimes and dates are tagged (``{"$datetime": "..."}``, ``{"$date": "..."}``), so
+nothing is lost. A row's metadata is the union of its column values and its fallback object.
+
+Round-trip caveats (equal values, other Python objects): tuples come back as lists, dict keys
+come back in another order, and an aware datetime keeps its instant and UTC offset but may come
+back with another ``tzinfo`` object (``ZoneInfo("UTC")`` for ``timezone.utc``; a fixed offset
+for a zone when it went to the fallback).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from langchain_vq.errors import CorruptStoreError, InvalidInputError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+#: Keys beyond this many distinct ones in a segment stay in the fallback (the least used first).
+MAX_COLUMNS = 1024
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_TAG_DATETIME = "$datetime"
+_TAG_DATE = "$date"
+_TAG_DICT = "$dict"  # a user dict that would read as a tag: {"$x": 1} -> {"$dict": [["$x", 1]]}
+_EMPTY_LIST = pa.list_(pa.null())
+
+
+def encode_metadata(
+    metadatas: Sequence[Mapping[str, Any] | None],
+) -> tuple[dict[str, pa.Array], pa.Array]:
+    """Typed columns by key, and the fallback column (JSON text, null where a row has none).
+
+    Raises ``InvalidInputError`` naming the row, the key and the type of a value that can be
+    stored neither way (e.g. a set, bytes or a NaN).
+    """
+    n = len(metadatas)
+    kinds = _value_types(metadatas)
+    chosen = _column_types(kinds)
+    columns: dict[str, pa.Array] = {}
+    rest: dict[int, dict[str, Any]] = {}
+    for key, by_row in kinds.items():
+        kind = chosen.get(key)
+        values: list[Any] = [None] * n
+        for row, value_kind in by_row.items():
+            value = metadatas[row][key]  # type: ignore[index]
+            if kind is not None and _fits(value_kind, kind):
+                values[row] = value
+            else:
+                rest.setdefault(row, {})[key] = value
+        if kind is not None:
+            columns[key] = pa.array(values, type=kind)
+    fallback: list[str | None] = [None] * n
+    for row, extra in rest.items():
+        fallback[row] = json.dumps(_tagged(extra), ensure_ascii=False, allow_nan=False)
+    return columns, pa.array(fallback, type=pa.string())
+
+
+def decode_metadata(
+    columns: Mapping[str, pa.Array], fallback: pa.Array, where: str = ""
+) -> list[dict[str, Any]]:
+    """The rows' metadata dicts, exactly as added, from ``encode_metadata``'s columns."""
+    rows: list[dict[str, Any]] = [{} for _ in range(len(fallback))]
+    for key, array in columns.items():
+        for row, value in enumerate(array.to_pylist()):
+            if value is not None:  # column values are never None: None lives in the fallback
+                rows[row][key] = value
+    for row, text in enumerate(fallback.to_pylist()):
+        if text is not None:
+            try:
+                rest = json.loads(text, object_hook=_untag)
+            except (ValueError, RecursionError) as exc:
+                msg = f"Store file {where or '(in memory)'} holds damaged metadata ({exc}); run verify()."
+                raise CorruptStoreError(msg, where or None) from exc
+            if not isinstance(rest, dict):
+                msg = (
+                    f"Store file {where or '(in memory)'} holds metadata that is not an object; run verify()."
+                )
+                raise CorruptStoreError(msg, where or None)
+            rows[row].update(rest)
+    return rows
+
+
+def _value_types(metadatas: Sequence[Mapping[str, Any] | None]) -> dict[str, dict[int, pa.DataType | None]]:
+    """Key -> row -> the type of that row's value, checking every row and key on the way."""
+    kinds: dict[str, dict[int, pa.DataType | None]] = {}
+    for row, metadata in enumerate(metadatas):
+        if metadata is None:
+            continue
+        if not isinstance(metadata, dict):
+            msg = f"metadatas[{row}] is {type(metadata).__name__}, expected a dict (or None)."
+            raise InvalidInputError(msg)
+        for key, value in metadata.items():
+            if not isinstance(key, str):
+                msg = f"metadatas[{row}] has key {key!r} ({type(key).__name__}); metadata keys must be str."
+                raise InvalidInputError(msg)
+            _check_unicode(key, f"metadatas[{row}] key {key!r}")
+            kinds.setdefault(key, {})[row] = arrow_type(value, f"metadatas[{row}][{key!r}]")
+    return kinds
+
+
+def arrow_type(value: object, where: str) -> pa.DataType | None:
+    """The column type ``value`` fits, or None for the fallback; a typed error if unstorable."""
+    if isinstance(value, (list, tuple)):
+        return _list_type(value, where)
+    if isinstance(value, dict):
+        return _struct_type(value, where)
+    return _scalar_type(value, where)
+
+
+def _scalar_type(value: object, where: str) -> pa.DataType | None:  # noqa: PLR0911 - one per type
+    if value is None:
+        return None
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return pa.bool_()
+    if isinstance(value, int):
+        return pa.int64() if _INT64[0] <= value <= _INT64[1] else None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            msg = f"{where} is {value}; metadata numbers must be finite (JSON has no NaN or infinity)."
+            raise InvalidInputError(msg)
+        return pa.float64()
+    if isinstance(value, str):
+        _check_unicode(value, where)
+        return pa.string()
+    if isinstance(value, dt.datetime):  # before date: datetime is a date subclass
+        return pa.timestamp("us", tz=_zone(value))
+    if isinstance(value, dt.date):
+        return pa.date32()
+    msg = (
+        f"{where} is a {type(value).__name__}; metadata values may be str, int, float, bool, None, "
+        "datetime, date, and lists and dicts of them. Convert it first (e.g. str() or .tolist())."
+    )
+    raise InvalidInputError(msg)
+
+
+def _list_type(value: list[Any] | tuple[Any, ...], where: str) -> pa.DataType | None:
+    """``list<T>`` when every item has type T; ``list<null>`` when empty."""
+    kinds = {arrow_type(item, f"{where}[{i}]") for i, item in enumerate(value)}
+    if not kinds:
+        return _EMPTY_LIST
+    kind = kinds.pop()
+    return pa.list_(kind) if kind is not None and not kinds and kind != _EMPTY_LIST else None
+
+
+def _struct_type(value: dict[Any, Any], where: str) -> pa.DataType | None:
+    """``struct<...>`` of the sorted keys when every value has a column type."""
+    for key in value:
+        if not isinstance(key, str):
+            msg = f"{where} has key {key!r} ({type(key).__name__}); metadata keys must be str."
+            raise InvalidInputError(msg)
+    fields = []
+    for key in sorted(value):
+        kind = arrow_type(value[key], f"{where}[{key!r}]")
+        if kind is None:
+            return None
+        fields.append(pa.field(key, kind))
+    return pa.struct(fields) if fields else None
+
+
+def _column_types(kinds: dict[str, dict[int, pa.DataType | None]]) -> dict[str, pa.DataType]:
+    """Each key's column type: its most common storable type (empty lists fit any list)."""
+    ranked = sorted(kinds.items(), key=lambda item: -len(item[1]))
+    chosen = {}
+    for key, by_row in ranked[:MAX_COLUMNS]:
+        counts = Counter(kind for kind in by_row.values() if kind is not None)
+        if any(pa.types.is_list(kind) and kind != _EMPTY_LIST for kind in counts):
+            counts.pop(_EMPTY_LIST, None)  # empty lists join the most common list type
+        if counts:  # most common; ties broken by the type's name, so the choice is deterministic
+            chosen[key] = max(counts.items(), key=lambda item: (item[1], str(item[0])))[0]
+    return chosen
+
+
+def _fits(value_kind: pa.DataType | None, kind: pa.DataType) -> bool:
+    return value_kind == kind or (value_kind == _EMPTY_LIST and pa.types.is_list(kind))
+
+
+def _zone(value: dt.datetime) -> str | None:
+    """The Arrow time-zone name of an aware datetime (None when naive)."""
+    tzinfo = value.tzinfo
+    if tzinfo is None or tzinfo.utcoffset(value) is None:
+        return None
+    key = getattr(tzinfo, "key", None) or getattr(tzinfo, "zone", None)  # zoneinfo, pytz
+    if isinstance(key, str):
+        return key
+    if tzinfo is dt.timezone.utc:
+        return "UTC"
+    if isinstance(tzinfo, dt.timezone):
+        offset = tzinfo.utcoffset(value)
+        assert offset is not None  # noqa: S101 - checked above
+        minutes = int(offset.total_seconds() // 60)
+        sign = "-" if minutes < 0 else "+"
+        return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return pa.array([value]).type.tz  # other tzinfo classes (dateutil...): as Arrow names them
+
+
+def _check_unicode(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        msg = f"{where} is not valid Unicode ({exc.reason} at {exc.start}); clean the text first."
+        raise InvalidInputError(msg) from exc
+
+
+def _tagged(value: Any) -> Any:
+    """``value`` with datetimes, dates and tag-like dicts made JSON-safe and reversible."""
+    if isinstance(value, dt.datetime):
+        return {_TAG_DATETIME: value.isoformat()}
+    if isinstance(value, dt.date):
+        return {_TAG_DATE: value.isoformat()}
+    if isinstance(value, (list, tuple)):
+        return [_tagged(item) for item in value]
+    if isinstance(value, dict):
+        out = {key: _tagged(item) for key, item in value.items()}
+        if len(out) == 1 and next(iter(out)).startswith("$"):  # would read as a tag: escape it
+            return {_TAG_DICT: [[key, item] for key, item in out.items()]}
+        return out
+    return value
+
+
+def _untag(obj: dict[str, Any]) -> Any:
+    """``json.loads`` hook: the inverse of ``_tagged`` (inner objects are untagged first)."""
+    if len(obj) != 1:
+        return obj
+    ((key, value),) = obj.items()
+    if key == _TAG_DATETIME:
+        return dt.datetime.fromisoformat(value)
+    if key == _TAG_DATE:
+        return dt.date.fromisoformat(value)
+    if key == _TAG_DICT:
+        return dict(value)
+    return obj
