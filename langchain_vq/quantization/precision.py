@@ -1,0 +1,134 @@
+"""Rescoring precision: how a store keeps the vectors that rescore the code scan's candidates.
+
+Named as sentence-transformers names embedding precisions:
+
+- ``"float32"``: the vectors as given, 4 bytes per dimension;
+- ``"float16"``: half the bytes; IEEE half precision keeps about 3 significant digits, far finer
+  than the gaps between neighbours' scores of normalized embeddings;
+- ``"int8"``: one byte per dimension, 256 levels over each dimension's calibrated range (the
+  0.1%-99.9% quantiles of a training sample, see :class:`ScalarQuantizer`), clipped before the
+  cast. Candidates are scored as the float query against the reconstructed rows, never int8 x int8;
+- ``None``: no rescoring vectors at all (a codes-only store).
+
+A :class:`VectorCodec` turns float32 rows into the stored array and gathered stored rows back into
+float32, so the search engine rescores every precision the same way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from langchain_vq.errors import ConfigurationError, NotFittedError
+from langchain_vq.quantization.scalar import ScalarQuantizer
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from typing_extensions import Self
+
+    from langchain_vq.quantization.base import Metric
+
+_ALIASES: dict[str, str | None] = {
+    "float32": "float32",
+    "fp32": "float32",
+    "f32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "f16": "float16",
+    "half": "float16",
+    "int8": "int8",
+    "i8": "int8",
+    "none": None,
+}
+_VALID = "'float32', 'float16', 'int8' or None (codes only, no rescoring)"
+
+
+def normalize_precision(spec: str | None) -> str | None:
+    """Map a precision spec or alias to ``"float32"``, ``"float16"``, ``"int8"`` or ``None``."""
+    if spec is None:
+        return None
+    key = spec.strip().lower() if isinstance(spec, str) else None
+    if key not in _ALIASES:
+        msg = f"Unknown rescore precision {spec!r}; expected one of {_VALID}."
+        raise ConfigurationError(msg)
+    return _ALIASES[key]
+
+
+class VectorCodec:
+    """Stores float32 rows at one precision and reads them back as float32.
+
+    Args:
+        precision: ``"float32"``, ``"float16"`` or ``"int8"`` (see the module docstring).
+        dim: Vector dimension.
+        metric: ``"ip"`` or ``"l2"``; only recorded (int8 ranges do not depend on it).
+    """
+
+    DTYPES: ClassVar[dict[str, Any]] = {"float32": np.float32, "float16": np.float16, "int8": np.uint8}
+
+    def __init__(self, precision: str, dim: int, *, metric: Metric = "ip") -> None:
+        name = normalize_precision(precision)
+        if name is None:
+            msg = "A VectorCodec stores vectors; a codes-only store (precision None) has none."
+            raise ConfigurationError(msg)
+        self.precision = name
+        self.dim = dim
+        self._ranges = ScalarQuantizer(dim, metric=metric) if name == "int8" else None
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The stored element type: float32, float16, or uint8 (the int8 levels)."""
+        return np.dtype(self.DTYPES[self.precision])
+
+    @property
+    def needs_fit(self) -> bool:
+        """Whether ``fit`` must see data before ``encode`` (int8: its ranges)."""
+        return self._ranges is not None and not self._ranges.is_fitted
+
+    @property
+    def min_train_size(self) -> int:
+        """Fewest vectors ``fit`` needs (0 for the float precisions)."""
+        return self._ranges.min_train_size if self._ranges is not None else 0
+
+    def fit(self, x: npt.NDArray[np.float32]) -> Self:
+        """Learn int8 ranges from ``x``; a no-op for float precisions."""
+        if self._ranges is not None:
+            self._ranges.fit(x)
+        return self
+
+    def encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        """``x`` (``float32[n, dim]``) as the stored ``[n, dim]`` array."""
+        if self._ranges is not None:
+            self._check_fitted()
+            return self._ranges.encode(x)
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def decode(self, stored: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """Stored rows (``[n, dim]``) as float32: exact for float32, the reconstruction otherwise."""
+        if self._ranges is not None:
+            self._check_fitted()
+            return self._ranges.decode(stored)
+        return np.asarray(stored, dtype=np.float32)
+
+    def _check_fitted(self) -> None:
+        if self.needs_fit:
+            msg = "The int8 rescoring ranges are not fitted; call fit() on a sample of vectors first."
+            raise NotFittedError(msg)
+
+    # -- state -------------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """JSON-serializable settings: precision and dimension."""
+        return {"precision": self.precision, "dim": self.dim}
+
+    def get_state(self) -> dict[str, npt.NDArray[Any]]:
+        """Learned arrays (int8: ``lo`` and ``scale``; none for float precisions)."""
+        if self._ranges is None:
+            return {}
+        self._check_fitted()
+        return self._ranges.get_state()
+
+    def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
+        """Restore what ``get_state`` returned."""
+        if self._ranges is not None:
+            self._ranges.set_state(state)
+        return self

@@ -1,0 +1,92 @@
+"""Rescoring precisions: each reads back close to the float32 vectors and keeps exact-search recall."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from langchain_vq.errors import ConfigurationError, NotFittedError
+from langchain_vq.quantization.precision import VectorCodec, normalize_precision
+from tests.conftest import clustered_vectors
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [
+        ("float32", "float32"),
+        ("FP16", "float16"),
+        ("half", "float16"),
+        ("i8", "int8"),
+        (None, None),
+        ("none", None),
+    ],
+)
+def test_precision_aliases(spec: str | None, name: str | None) -> None:
+    assert normalize_precision(spec) == name
+
+
+@pytest.mark.parametrize("spec", ["float64", "binary", 8, ""])
+def test_unknown_precision_lists_the_valid_ones(spec: object) -> None:
+    with pytest.raises(ConfigurationError, match="expected one of 'float32', 'float16', 'int8'"):
+        normalize_precision(spec)  # type: ignore[arg-type]
+
+
+def test_codes_only_has_no_codec() -> None:
+    with pytest.raises(ConfigurationError, match="codes-only"):
+        VectorCodec("none", 8)
+
+
+@pytest.mark.parametrize(("precision", "itemsize"), [("float32", 4), ("float16", 2), ("int8", 1)])
+def test_stored_size_and_reconstruction_error(precision: str, itemsize: int) -> None:
+    x = clustered_vectors(2000, 97, seed=1)  # unit vectors, odd dimension
+    codec = VectorCodec(precision, 97).fit(x[:500])
+    stored = codec.encode(x)
+    assert stored.shape == (2000, 97)
+    assert stored.dtype.itemsize == itemsize
+    back = codec.decode(stored)
+    assert back.dtype == np.float32
+    error = np.abs(back - x)
+    if precision == "float32":
+        assert np.array_equal(back, x)
+    elif precision == "float16":
+        assert np.all(error <= np.abs(x) * 2.0**-11 + 1e-7)  # half precision: 11 significant bits
+    else:  # inside each dimension's range, at most half a level off
+        state = codec.get_state()
+        lo, scale = state["lo"], state["scale"]
+        inside = (x >= lo) & (x <= lo + 255 * scale)
+        assert inside.mean() > 0.99
+        assert np.all(error[inside] <= np.broadcast_to(scale / 2, x.shape)[inside] + 1e-6)
+
+
+def test_int8_clips_values_outside_its_range_instead_of_wrapping() -> None:
+    x = clustered_vectors(300, 16, seed=2)
+    codec = VectorCodec("int8", 16).fit(x)
+    state = codec.get_state()
+    far = np.stack([np.full(16, 5.0), np.full(16, -5.0)]).astype(np.float32)
+    back = codec.decode(codec.encode(far))
+    assert np.allclose(back[0], state["lo"] + 255 * state["scale"])  # top of each range
+    assert np.allclose(back[1], state["lo"])  # bottom of each range
+
+
+@pytest.mark.parametrize(("precision", "min_recall"), [("float32", 1.0), ("float16", 0.998), ("int8", 0.97)])
+def test_rescoring_with_each_precision_keeps_exact_top_10(precision: str, min_recall: float) -> None:
+    x = clustered_vectors(5000, 64, seed=3)
+    queries = clustered_vectors(100, 64, seed=4)
+    codec = VectorCodec(precision, 64).fit(x)
+    exact = np.argsort(-(queries @ x.T), axis=1)[:, :10]
+    approx = np.argsort(-(queries @ codec.decode(codec.encode(x)).T), axis=1)[:, :10]
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
+    assert recall >= min_recall
+
+
+def test_int8_needs_fit_and_state_round_trips() -> None:
+    x = clustered_vectors(300, 12, seed=5)
+    codec = VectorCodec("int8", 12)
+    assert codec.needs_fit
+    with pytest.raises(NotFittedError, match="fit"):
+        codec.encode(x)
+    codec.fit(x)
+    restored = VectorCodec(**codec.get_config()).set_state(codec.get_state())
+    assert np.array_equal(restored.encode(x), codec.encode(x))
+    assert VectorCodec("float16", 12).get_state() == {}
+    assert not VectorCodec("float16", 12).needs_fit
