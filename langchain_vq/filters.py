@@ -12,18 +12,24 @@ $lt $lte $in $nin $exists $contains`` on fields, ``$and $or $not`` to combine fi
 Type semantics (explicit, never a raise at search time):
 - a number never equals or orders against a string, and booleans are not numbers
   (``True`` does not match ``1``); strings order lexicographically;
-- a missing field (or a JSON ``null``) matches nothing, except ``{"$exists": False}``;
+- dates and datetimes (format-2 stores) compare only with their own kind: a ``date`` with dates,
+  a naive ``datetime`` with naive ones, an aware ``datetime`` with aware ones, as instants (12:00
+  UTC equals 13:00 in Paris in winter); never with the ISO strings of other rows;
+- a missing field (or a ``None``) matches nothing, except ``{"$exists": False}``;
   ``$ne`` and ``$nin`` match rows where the field exists with another value;
 - ``$contains`` matches list-valued fields holding the value; ``$eq`` on a list field does not;
 - ``$not`` negates its filter, so it also matches rows where the field is missing.
 
-Metadata is stored as JSON text; each segment's metadata is parsed once (Arrow's JSON reader,
-or a Python pass when the rows disagree on a field's type) into typed Arrow columns, cached
-with the segment, so a filter costs a few vectorized ``pyarrow.compute`` kernels per query.
+Format-1 segments store metadata as JSON text: each is parsed once (Arrow's JSON reader, or a
+Python pass when the rows disagree on a field's type) into typed Arrow columns, cached with the
+segment. Format-2 segments store those columns already (``storage.metadata``); only keys with
+values in the fallback take the Python pass. A filter then costs a few vectorized
+``pyarrow.compute`` kernels per query.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,10 +40,11 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from langchain_vq.errors import CorruptStoreError, InvalidFilterError
+from langchain_vq.storage.metadata import fallback_objects
 from langchain_vq.storage.segment import single_array
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     import numpy.typing as npt
 
@@ -52,7 +59,7 @@ MAX_DEPTH = 100
 _ORDERING = {"$gt": pc.greater, "$gte": pc.greater_equal, "$lt": pc.less, "$lte": pc.less_equal}
 _CACHE_KEY = "metadata_columns"
 
-Scalar = str | int | float | bool
+Scalar = str | int | float | bool | dt.date  # dt.datetime is a dt.date
 
 
 # -- typed columns ----------------------------------------------------------------------------
@@ -63,13 +70,16 @@ class TypedColumn:
     number: pa.Array | None = None  # float64
     string: pa.Array | None = None
     boolean: pa.Array | None = None
+    timestamp: pa.Array | None = None  # naive datetimes: timestamp[us]
+    timestamp_tz: pa.Array | None = None  # aware datetimes, as instants: timestamp[us, UTC]
+    date: pa.Array | None = None  # date32
     list_parents: npt.NDArray[np.int64] | None = None  # row of each list element
     elements: TypedColumn | None = None  # list elements, aligned with list_parents
 
     def exists(self, rows: int) -> npt.NDArray[np.bool_]:
         """Rows where the field holds any non-null value."""
         mask = np.zeros(rows, dtype=bool)
-        for array in (self.number, self.string, self.boolean):
+        for array in (self.number, self.string, self.boolean, self.timestamp, self.timestamp_tz, self.date):
             if array is not None:
                 mask |= _to_mask(pc.is_valid(array))
         if self.list_parents is not None:
@@ -86,7 +96,7 @@ class TypedColumn:
             return np.zeros(rows, dtype=bool)
         return _to_mask(pc.equal(array, _scalar(value)))
 
-    def compare(self, op: str, value: str | float, rows: int) -> npt.NDArray[np.bool_]:
+    def compare(self, op: str, value: str | float | dt.date, rows: int) -> npt.NDArray[np.bool_]:
         """Rows whose value orders against ``value`` as ``op`` says (same JSON type only)."""
         array = self._array_for(value)
         if array is None:
@@ -103,19 +113,35 @@ class TypedColumn:
         return mask
 
     def _array_for(self, value: Scalar) -> pa.Array | None:
-        if isinstance(value, bool):
-            return self.boolean
-        if isinstance(value, (int, float)):
-            return self.number
-        return self.string
+        return getattr(self, _kind(value))
+
+
+def _kind(value: object) -> str:
+    """The ``TypedColumn`` array a filter value compares against (its JSON or date kind)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, dt.datetime):
+        return "timestamp" if value.utcoffset() is None else "timestamp_tz"
+    if isinstance(value, dt.date):
+        return "date"
+    return "string"
+
+
+_ARROW_TYPES = {
+    "number": pa.float64(),
+    "string": pa.string(),
+    "boolean": pa.bool_(),
+    "timestamp": pa.timestamp("us"),
+    "timestamp_tz": pa.timestamp("us", tz="UTC"),
+    "date": pa.date32(),
+}
 
 
 def _scalar(value: Scalar) -> pa.Scalar:
-    if isinstance(value, bool):
-        return pa.scalar(value, pa.bool_())
-    if isinstance(value, (int, float)):
-        return pa.scalar(float(value), pa.float64())
-    return pa.scalar(value, pa.string())
+    kind = _kind(value)
+    return pa.scalar(float(value) if kind == "number" else value, _ARROW_TYPES[kind])  # type: ignore[arg-type]
 
 
 def _to_mask(result: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
@@ -128,13 +154,41 @@ def metadata_columns(segment: Segment) -> dict[str, TypedColumn]:
     if cached is None:
         column = single_array(segment.table.column("metadata"))
         try:
-            cached = _columns_from_arrow_json(column) or _columns_from_python(column)
+            typed = segment.typed_metadata
+            if typed is not None:
+                cached = _columns_from_typed(*typed, segment.path or "")
+            else:
+                cached = _columns_from_arrow_json(column) or _columns_from_python(
+                    json.loads(text) for text in column.to_pylist()
+                )
         except (ValueError, RecursionError, pa.ArrowException) as exc:  # JSONDecodeError included
             where = segment.path or f"segment {segment.name}"
             msg = f"Store file {where} holds metadata that is not valid JSON ({exc}); damaged (run verify())."
             raise CorruptStoreError(msg, segment.path) from exc
         segment.cache[_CACHE_KEY] = cached
     return cached
+
+
+def _columns_from_typed(
+    columns: dict[str, pa.Array], fallback: pa.Array, where: str
+) -> dict[str, TypedColumn]:
+    """Format 2: the stored columns as they are; keys with fallback values in one Python pass."""
+    extra = fallback_objects(fallback, where)
+    mixed = {key for values in extra.values() for key in values}
+    out: dict[str, TypedColumn] = {}
+    for key, array in columns.items():
+        if key not in mixed and not _flatten_arrow(key, array, out, typed=True):
+            mixed.add(key)
+    if mixed:
+        rows: list[dict[str, Any]] = [{} for _ in range(len(fallback))]
+        for key in mixed & columns.keys():
+            for row, value in enumerate(columns[key].to_pylist()):
+                if value is not None:
+                    rows[row][key] = value
+        for row, values in extra.items():
+            rows[row].update(values)
+        out.update(_columns_from_python(rows))
+    return out
 
 
 def _columns_from_arrow_json(column: pa.Array) -> dict[str, TypedColumn] | None:
@@ -159,19 +213,23 @@ def _columns_from_arrow_json(column: pa.Array) -> dict[str, TypedColumn] | None:
     return out
 
 
-def _flatten_arrow(path: str, array: pa.Array, out: dict[str, TypedColumn]) -> bool:
-    """Add ``array`` (and nested struct fields) to ``out``; False for types we do not map."""
+def _flatten_arrow(path: str, array: pa.Array, out: dict[str, TypedColumn], *, typed: bool = False) -> bool:
+    """Add ``array`` (and nested struct fields) to ``out``; False for types we do not map.
+
+    ``typed``: the array holds stored values (format 2), so timestamps and dates are the users'
+    own; from Arrow's JSON reader (format 1) they were inferred from strings and are refused.
+    """
     kind = array.type
     if pa.types.is_struct(kind):
         return all(
-            _flatten_arrow(f"{path}.{kind.field(i).name}", child, out)
+            _flatten_arrow(f"{path}.{kind.field(i).name}", child, out, typed=typed)
             for i, child in enumerate(array.flatten())
         )
     if pa.types.is_null(kind):
         return True
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         elements: dict[str, TypedColumn] = {}
-        if not _flatten_arrow("", array.flatten(), elements) or set(elements) - {""}:
+        if not _flatten_arrow("", array.flatten(), elements, typed=typed) or set(elements) - {""}:
             return False  # lists of dicts or lists: not addressable by $contains
         parents = pc.list_parent_indices(array).to_numpy(zero_copy_only=False).astype(np.int64)
         lengths = pc.fill_null(pc.list_value_length(array), -1).to_numpy(zero_copy_only=False)
@@ -179,26 +237,39 @@ def _flatten_arrow(path: str, array: pa.Array, out: dict[str, TypedColumn]) -> b
             list_parents=parents, elements=elements.get("", TypedColumn()), _empty_lists=lengths == 0
         )
         return True
-    column = TypedColumn()
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        column.number = pc.cast(array, pa.float64())
-    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        column.string = array.cast(pa.string())
-    elif pa.types.is_boolean(kind):
-        column.boolean = array
-    else:
+    column = _scalar_column(array, typed=typed)
+    if column is None:
         return False  # e.g. timestamps inferred from strings: keep the exact text instead
     out[path] = column
     return True
 
 
-def _columns_from_python(column: pa.Array) -> dict[str, TypedColumn]:
+def _scalar_column(array: pa.Array, *, typed: bool) -> TypedColumn | None:  # noqa: PLR0911 - one per kind
+    """A scalar Arrow array as the ``TypedColumn`` kind filters compare (None: not mapped)."""
+    kind = array.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return TypedColumn(number=pc.cast(array, pa.float64()))
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return TypedColumn(string=array.cast(pa.string()))
+    if pa.types.is_boolean(kind):
+        return TypedColumn(boolean=array)
+    if typed and pa.types.is_timestamp(kind):
+        if kind.tz is None:
+            return TypedColumn(timestamp=array.cast(_ARROW_TYPES["timestamp"]))
+        return TypedColumn(timestamp_tz=array.cast(_ARROW_TYPES["timestamp_tz"]))
+    if typed and pa.types.is_date(kind):
+        return TypedColumn(date=array.cast(pa.date32()))
+    return None
+
+
+def _columns_from_python(metadatas: Iterable[dict[str, Any]]) -> dict[str, TypedColumn]:
     """One Python pass for metadata whose rows disagree on a field's type."""
-    n = len(column)
+    rows = list(metadatas)
+    n = len(rows)
     scalars: dict[str, dict[str, list[Any]]] = {}
     lists: dict[str, tuple[list[int], dict[str, list[Any]], set[int]]] = {}
-    for row, text in enumerate(column.to_pylist()):
-        for path, value in _walk(json.loads(text)):
+    for row, metadata in enumerate(rows):
+        for path, value in _walk(metadata):
             if isinstance(value, list):
                 parents, elements, empty = lists.setdefault(path, ([], {}, set()))
                 if not value:
@@ -237,13 +308,10 @@ def _walk(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _json_kind(value: object) -> str | None:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return None
+    """The kind of a scalar metadata value; None for None, lists and dicts."""
+    if value is None or isinstance(value, (list, tuple, dict)):
+        return None
+    return _kind(value)
 
 
 def _put(by_kind: dict[str, list[Any]], kind: str, row: int, value: object, n: int | None) -> None:
@@ -256,8 +324,7 @@ def _put(by_kind: dict[str, list[Any]], kind: str, row: int, value: object, n: i
 
 
 def _typed(by_kind: dict[str, list[Any]]) -> TypedColumn:
-    types = {"number": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}
-    return TypedColumn(**{kind: pa.array(values, types[kind]) for kind, values in by_kind.items()})
+    return TypedColumn(**{kind: pa.array(values, _ARROW_TYPES[kind]) for kind, values in by_kind.items()})
 
 
 # -- compiled filters -------------------------------------------------------------------------
@@ -442,16 +509,19 @@ def _check_operand(op: str, operand: object, where: str) -> object:
         return tuple(_check_scalar(v, f"{where}[{i}]", op) for i, v in enumerate(operand))
     value = _check_scalar(operand, where, op)
     if op in _ORDERING and isinstance(value, bool):
-        msg = f"{where}: {op} compares numbers or strings, got the boolean {value!r}."
+        msg = f"{where}: {op} compares numbers, strings, dates or datetimes, got the boolean {value!r}."
         raise InvalidFilterError(msg, where)
     return value
 
 
 def _check_scalar(value: object, where: str, op: str) -> Scalar:
-    if isinstance(value, (str, bool, int, float)) and not (
+    if isinstance(value, (str, bool, int, float, dt.date)) and not (
         isinstance(value, float) and not np.isfinite(value)
     ):
         return value
     hint = " Use {'$exists': False} to find rows without the field." if value is None else ""
-    msg = f"{where}: {op} takes a string, number or boolean, got {type(value).__name__} {value!r:.80}.{hint}"
+    msg = (
+        f"{where}: {op} takes a string, number, boolean, date or datetime, got "
+        f"{type(value).__name__} {value!r:.80}.{hint}"
+    )
     raise InvalidFilterError(msg, where)

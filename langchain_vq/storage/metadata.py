@@ -80,20 +80,27 @@ def decode_metadata(
         for row, value in enumerate(array.to_pylist()):
             if value is not None:  # column values are never None: None lives in the fallback
                 rows[row][key] = value
-    for row, text in enumerate(fallback.to_pylist()):
-        if text is not None:
-            try:
-                rest = json.loads(text, object_hook=_untag)
-            except (ValueError, RecursionError) as exc:
-                msg = f"Store file {where or '(in memory)'} holds damaged metadata ({exc}); run verify()."
-                raise CorruptStoreError(msg, where or None) from exc
-            if not isinstance(rest, dict):
-                msg = (
-                    f"Store file {where or '(in memory)'} holds metadata that is not an object; run verify()."
-                )
-                raise CorruptStoreError(msg, where or None)
-            rows[row].update(rest)
+    for row, rest in fallback_objects(fallback, where).items():
+        rows[row].update(rest)
     return rows
+
+
+def fallback_objects(fallback: pa.Array, where: str = "") -> dict[int, dict[str, Any]]:
+    """Row -> the keys and values kept in that row's fallback (only rows that have one)."""
+    out = {}
+    valid = fallback.is_valid().to_numpy(zero_copy_only=False)
+    texts = fallback.filter(valid).to_pylist() if not valid.all() else fallback.to_pylist()
+    for row, text in zip(valid.nonzero()[0].tolist(), texts, strict=True):
+        try:
+            rest = json.loads(text, object_hook=_untag)
+        except (ValueError, RecursionError) as exc:
+            msg = f"Store file {where or '(in memory)'} holds damaged metadata ({exc}); run verify()."
+            raise CorruptStoreError(msg, where or None) from exc
+        if not isinstance(rest, dict):
+            msg = f"Store file {where or '(in memory)'} holds metadata that is not an object; run verify()."
+            raise CorruptStoreError(msg, where or None)
+        out[row] = rest
+    return out
 
 
 def _value_types(metadatas: Sequence[Mapping[str, Any] | None]) -> dict[str, dict[int, pa.DataType | None]]:

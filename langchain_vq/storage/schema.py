@@ -2,11 +2,15 @@
 
 A segment is one Arrow IPC file holding one record batch::
 
-    id        string                         not null, unique among live rows of a store
-    text      string                         not null
-    metadata  string                         JSON object, not null
-    vector    fixed_size_list<float32>[dim]  not null
-    codes     fixed_size_binary[code_size]   present once the quantizer is fitted
+    id              string                         not null, unique among live rows of a store
+    text            string                         not null
+    metadata.<key>  the key's type                 format 2: one typed column per metadata key
+    metadata        string                         format 1: JSON object, not null; format 2: the
+                                                   tagged-JSON fallback, null for most rows
+    vector          fixed_size_list<float32>[dim]  not null
+    codes           fixed_size_binary[code_size]   present once the quantizer is fitted
+
+Format-2 segment files carry ``SEGMENT_FORMAT_KEY`` in their schema metadata.
 
 Fixed-size types keep vectors and codes as one contiguous buffer each, so a memory-mapped file is
 viewed as ``float32[n, dim]`` and ``uint8[n, code_size]`` without copying.
@@ -21,6 +25,13 @@ FORMAT_VERSION = 1
 #: Marker written in every manifest so that other JSON files are never mistaken for a store.
 FORMAT_NAME = "langchain_vq"
 
+#: Format 2: each metadata key is a column named ``metadata.<key>`` (see ``storage.metadata``);
+#: the ``metadata`` column holds, as tagged JSON, only what has no column (null for most rows).
+METADATA_PREFIX = "metadata."
+FALLBACK_METADATA = "metadata"
+#: Schema-level key of format-2 segment files; its value is the segment's format version.
+SEGMENT_FORMAT_KEY = b"langchain_vq.segment_format"
+
 DELETIONS_SCHEMA = pa.schema([pa.field("row", pa.uint32(), nullable=False)])
 
 QUANTIZER_STATE_SCHEMA = pa.schema(
@@ -33,14 +44,23 @@ QUANTIZER_STATE_SCHEMA = pa.schema(
 )
 
 
-def segment_schema(dim: int, code_size: int | None) -> pa.Schema:
-    """Schema of a segment with vectors of ``dim`` floats and, if given, codes of ``code_size``."""
+def segment_schema(
+    dim: int, code_size: int | None, metadata_fields: list[pa.Field] | None = None
+) -> pa.Schema:
+    """Schema of a segment with vectors of ``dim`` floats and, if given, codes of ``code_size``.
+
+    ``metadata_fields`` (format 2): one field per metadata key, named ``metadata.<key>``; the
+    ``metadata`` column then holds only the fallback and may be null. Without it: format 1, all
+    metadata as one JSON object per row.
+    """
+    typed = metadata_fields is not None
     fields = [
         pa.field("id", pa.string(), nullable=False),
         pa.field("text", pa.string(), nullable=False),
-        pa.field("metadata", pa.string(), nullable=False),
+        *(metadata_fields or []),
+        pa.field(FALLBACK_METADATA, pa.string(), nullable=typed),
         pa.field("vector", pa.list_(pa.field("item", pa.float32(), nullable=False), dim), nullable=False),
     ]
     if code_size is not None:
         fields.append(pa.field("codes", pa.binary(code_size), nullable=False))
-    return pa.schema(fields)
+    return pa.schema(fields, metadata={SEGMENT_FORMAT_KEY: b"2"} if typed else None)

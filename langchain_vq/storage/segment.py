@@ -18,7 +18,8 @@ from pyarrow import ipc
 
 from langchain_vq.errors import CorruptStoreError
 from langchain_vq.storage.advice import MADV_RANDOM, advise, all_resident, will_need_rows
-from langchain_vq.storage.schema import segment_schema
+from langchain_vq.storage.metadata import encode_metadata
+from langchain_vq.storage.schema import FALLBACK_METADATA, METADATA_PREFIX, SEGMENT_FORMAT_KEY, segment_schema
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,6 +65,18 @@ class Segment:
             # Two-stage search reads a few scattered rows: no read-ahead around each one.
             advise(vectors, MADV_RANDOM)
         return vectors
+
+    @cached_property
+    def typed_metadata(self) -> tuple[dict[str, pa.Array], pa.Array] | None:
+        """Format 2: the metadata columns by key, and the fallback column; None for format 1."""
+        if SEGMENT_FORMAT_KEY not in (self.table.schema.metadata or {}):
+            return None
+        columns = {
+            name[len(METADATA_PREFIX) :]: single_array(self.table.column(name))
+            for name in self.table.column_names
+            if name.startswith(METADATA_PREFIX)
+        }
+        return columns, single_array(self.table.column(FALLBACK_METADATA))
 
     def prefetch(self, rows: npt.NDArray[np.int64]) -> None:
         """Ask the kernel to read these rows' vectors now, together, before they are gathered.
@@ -128,17 +141,28 @@ def build_segment(
     name: str,
     ids: Sequence[str],
     texts: Sequence[str],
-    metadatas: Sequence[str],
+    metadatas: Sequence[str] | Sequence[dict[str, Any] | None],
     vectors: npt.NDArray[np.float32],
     codes: npt.NDArray[np.uint8] | None,
 ) -> Segment:
-    """Build an in-memory segment from validated columns (metadata already JSON-encoded)."""
+    """Build an in-memory segment from validated columns.
+
+    Metadata given as JSON text makes a format-1 segment; given as dicts, a format-2 segment
+    with one typed column per key (``storage.metadata``).
+    """
     n, dim = vectors.shape
-    schema = segment_schema(dim, None if codes is None else codes.shape[1])
+    metadata_fields: list[pa.Field] | None = None
+    if metadatas and not isinstance(metadatas[0], str):
+        typed, fallback = encode_metadata(metadatas)  # type: ignore[arg-type]
+        metadata_fields = [pa.field(METADATA_PREFIX + key, array.type) for key, array in typed.items()]
+        metadata_arrays = [*typed.values(), fallback]
+    else:
+        metadata_arrays = [pa.array(metadatas, type=pa.string())]
+    schema = segment_schema(dim, None if codes is None else codes.shape[1], metadata_fields)
     columns: list[pa.Array] = [
         pa.array(ids, type=pa.string()),
         pa.array(texts, type=pa.string()),
-        pa.array(metadatas, type=pa.string()),
+        *metadata_arrays,
         pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim),
     ]
     if codes is not None:

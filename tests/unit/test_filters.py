@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -27,6 +28,10 @@ def _kind(value: object) -> str | None:
         return "number"
     if isinstance(value, str):
         return "string"
+    if isinstance(value, dt.datetime):  # naive and aware datetimes never compare
+        return "naive datetime" if value.utcoffset() is None else "aware datetime"
+    if isinstance(value, dt.date):
+        return "date"
     return None
 
 
