@@ -6,8 +6,9 @@ Named as sentence-transformers names embedding precisions:
 - ``"float16"``: half the bytes; IEEE half precision keeps about 3 significant digits, far finer
   than the gaps between neighbours' scores of normalized embeddings;
 - ``"int8"``: one byte per dimension, 256 levels over each dimension's calibrated range (the
-  0.1%-99.9% quantiles of a training sample, see :class:`ScalarQuantizer`), clipped before the
-  cast. Candidates are scored as the float query against the reconstructed rows, never int8 x int8;
+  minimum and maximum of a training sample, as sentence-transformers calibrates; see
+  :class:`ScalarQuantizer`), clipped before the cast. Candidates are scored as the float query
+  against the reconstructed rows, never int8 x int8;
 - ``None``: no rescoring vectors at all (a codes-only store).
 
 A :class:`VectorCodec` turns float32 rows into the stored array and gathered stored rows back into
@@ -73,7 +74,8 @@ class VectorCodec:
             raise ConfigurationError(msg)
         self.precision = name
         self.dim = dim
-        self._ranges = ScalarQuantizer(dim, metric=metric) if name == "int8" else None
+        # min/max, not the code scan's 0.1% quantiles: the extreme values decide neighbours.
+        self._ranges = ScalarQuantizer(dim, metric=metric, clip_quantile=0.0) if name == "int8" else None
 
     @property
     def dtype(self) -> np.dtype[Any]:

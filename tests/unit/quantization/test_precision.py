@@ -90,3 +90,18 @@ def test_int8_needs_fit_and_state_round_trips() -> None:
     assert np.array_equal(restored.encode(x), codec.encode(x))
     assert VectorCodec("float16", 12).get_state() == {}
     assert not VectorCodec("float16", 12).needs_fit
+
+
+def test_int8_rescoring_ranges_are_the_sample_extremes() -> None:
+    x = clustered_vectors(400, 24, seed=6)
+    state = VectorCodec("int8", 24).fit(x).get_state()
+    assert np.allclose(state["lo"], x.min(axis=0))
+    assert np.allclose(state["lo"] + 255 * state["scale"], x.max(axis=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 0.5, "0.01", True, None])
+def test_clip_quantile_is_checked(bad: object) -> None:
+    from langchain_vq.quantization import ScalarQuantizer
+
+    with pytest.raises(ConfigurationError, match=r"clip_quantile must be a number in \[0, 0.5\)"):
+        ScalarQuantizer(8, clip_quantile=bad)  # type: ignore[arg-type]
