@@ -18,7 +18,8 @@ langchain-core              filter dict                             notes
 ``Comparator.LIKE``         none: ``InvalidFilterError``            no pattern or substring matching
 ``Operator.AND``            ``{"$and": [f, ...]}``
 ``Operator.OR``             ``{"$or": [f, ...]}``
-``Operator.NOT``            ``{"$not": f}``                         several arguments: none may match,
+``Operator.NOT``            ``{"$not": f}``                         matches rows without the field too;
+                                                                    several arguments: none may match,
                                                                     ``{"$not": {"$or": [f, ...]}}``
 (no comparator)             ``{attr: {"$exists": bool}}``           reachable only by a hand-written filter
 ==========================  ======================================  ==================================

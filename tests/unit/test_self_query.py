@@ -314,6 +314,7 @@ def _self_query_retriever(store: VQVectorStore, answer: dict[str, Any], *, enabl
         AttributeInfo(name="rating", description="Rating from 1 to 10", type="float"),
         AttributeInfo(name="tags", description="Keywords of the film", type="list[string]"),
         AttributeInfo(name="released", description="Release date", type="date"),
+        AttributeInfo(name="info.lang", description="Original language code", type="string"),  # nested
     ]
     return SelfQueryRetriever.from_llm(
         llm,
@@ -328,6 +329,7 @@ def _self_query_retriever(store: VQVectorStore, answer: dict[str, Any], *, enabl
 
 @NEEDS_CLASSIC
 def test_self_query_retriever_end_to_end(store: VQVectorStore) -> None:
+    # The parser reads "2000-01-01" as {"date": "2000-01-01", "type": "date"}: the date path.
     answer = {
         "query": "film",
         "filter": 'and(eq("genre", "scifi"), gte("released", "2000-01-01"), contain("tags", "aliens"))',
@@ -335,6 +337,13 @@ def test_self_query_retriever_end_to_end(store: VQVectorStore) -> None:
     retriever = _self_query_retriever(store, answer)
     docs = retriever.invoke("science fiction films about aliens released after 2000")
     assert [d.id for d in docs] == ["2"]
+
+
+@NEEDS_CLASSIC
+async def test_self_query_retriever_async(store: VQVectorStore) -> None:
+    answer = {"query": "film", "filter": 'or(lt("year", 1990), eq("info.lang", "fr"))'}
+    docs = await _self_query_retriever(store, answer).ainvoke("old films or French ones")
+    assert {d.id for d in docs} == {"0", "1"}
 
 
 @NEEDS_CLASSIC
