@@ -129,7 +129,7 @@ class Collection:
         self.lock_timeout = lock_timeout
         self._mutex = threading.RLock()
         self._segments: dict[str, Segment] = {}  # open segments by name, reused across versions
-        # ``fs``: the file operations writes go through (tests pass doubles from storage.faults).
+        # ``fs``: the file operations writes go through (tests pass doubles from tests/reliability/faults.py).
         self.directory = StoreDirectory(path, fs) if path is not None else None
         if self.directory is None:
             self._snapshot = Snapshot(version=0, dim=None)
