@@ -197,7 +197,7 @@ class VQMethod(Method):
         out["segments"] = len(store.collection.snapshot.views)
         # Files the current version references. The directory also holds the pre-compact segments
         # until the next cleanup (kept for readers of older versions), counted in disk_bytes.
-        from langchain_vq.cli import store_info
+        from langchain_vq.storage import store_info
 
         out["disk_live_bytes"] = store_info(str(self.path))["bytes"]["total"]
         return out

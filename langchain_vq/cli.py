@@ -29,7 +29,7 @@ from langchain_vq.loaders import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, SUPP
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from langchain_vq.storage import Manifest, StoreDirectory
+    from langchain_vq.storage import StoreDirectory
     from langchain_vq.vectorstore import VQVectorStore
 
 PROG = "langchain-vq"
@@ -180,40 +180,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def store_info(path: str) -> dict[str, Any]:
-    """Rows, segments, bytes per part, quantization, model and versions of the store at ``path``."""
-    directory = _directory(path)
-    manifest: Manifest = directory.read_manifest()
-    versions = directory.versions()
-    version_bytes = sum((directory.path / "_versions" / f"{v:020d}.json").stat().st_size for v in versions)
-    segment_bytes = sum(s.data.bytes for s in manifest.segments)
-    deletion_bytes = sum(s.deletions.bytes for s in manifest.segments if s.deletions)
-    quantizer_bytes = manifest.quantizer_state.bytes if manifest.quantizer_state else 0
-    quantization = manifest.quantization or {}
-    return {
-        "path": str(directory.path),
-        "rows": manifest.live_rows,
-        "deleted_rows": sum(s.deleted for s in manifest.segments),
-        "segments": len(manifest.segments),
-        "dimension": manifest.dim,
-        "metric": manifest.metric,
-        "quantization": quantization.get("name"),
-        "quantizer_options": quantization.get("options") or {},
-        "quantizer_trained": manifest.quantizer_state is not None,
-        "embedding_model": manifest.embedding_model,
-        "version": manifest.version,
-        "versions_kept": len(versions),
-        "format_version": manifest.format_version,
-        "bytes": {
-            "segments": segment_bytes,
-            "deletions": deletion_bytes,
-            "quantizer_state": quantizer_bytes,
-            "manifests": version_bytes,
-            "total": segment_bytes + deletion_bytes + quantizer_bytes + version_bytes,
-        },
-    }
-
-
 def _human(n: int) -> str:
     size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
@@ -225,7 +191,7 @@ def _human(n: int) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe the store without loading a model."""
-    info = store_info(args.store)
+    info = _directory(args.store).info()
     if args.json:
         _print(json.dumps(info, indent=1))
         return 0
@@ -272,10 +238,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     """Merge segments, drop deleted rows, retrain the quantizer, remove unused files."""
-    before = store_info(args.store)
+    before = _directory(args.store).info()
     store = _open(args.store, embed=False)
     store.compact()
-    after = store_info(args.store)
+    after = _directory(args.store).info()
     _print(
         f"Compacted {args.store}: {before['segments']} -> {after['segments']} segment(s), "
         f"{after['rows']} rows, {_human(before['bytes']['total'])} -> {_human(after['bytes']['total'])} "
