@@ -311,7 +311,7 @@ def calibrate_multiplier(
         recall_by_multiplier=recall_by,
         queries=qs.vectors.shape[0],
         query_source=qs.source,
-        quantization=collection.config.quantization,
+        quantization=collection.quantization,
         rows=snapshot.live_rows,
         version=snapshot.version,
         seed=seed,
@@ -365,7 +365,7 @@ def evaluate_settings(
         raise InvalidInputError(msg)
     snapshot = collection.snapshot
     _check_not_empty(snapshot)
-    own = collection.config.quantization
+    own = collection.quantization
     wanted = _check_modes(modes, own)
     given = None if queries is None else collection.check_vectors(queries, "query vectors")
     notes: list[str] = []
@@ -378,9 +378,7 @@ def evaluate_settings(
             if sample_rows is None:
                 sample_rows = _in_memory_copy(collection, snapshot, max_rows, seed)
             copy, measured_on = sample_rows
-            target_collection = Collection(
-                CollectionConfig(metric=collection.config.metric, quantization=mode)
-            )
+            target_collection = Collection(CollectionConfig(metric=collection.metric, quantization=mode))
             target_collection.add(*_rows_of(copy))
             target_snapshot = target_collection.snapshot
         results += _measure_mode(
@@ -548,7 +546,7 @@ def _measure_mode(
     qs = _query_set(collection, snapshot, given, sample, seed)
     truth = _exact_keys(collection, snapshot, qs, k)
     quantizer = None if exact else snapshot.quantizer
-    name = "none" if exact else collection.config.quantization
+    name = "none" if exact else collection.quantization
     code_bytes = quantizer.code_size if quantizer is not None else 0
     rows = snapshot.live_rows
     if quantizer is None:
@@ -635,7 +633,7 @@ def _in_memory_copy(
     else:
         vectors = np.concatenate([np.asarray(p) for p in parts])
         described = f"in-memory copy ({total:,} rows)"
-    copy = Collection(CollectionConfig(metric=collection.config.metric, quantization="none"))
+    copy = Collection(CollectionConfig(metric=collection.metric, quantization="none"))
     n = vectors.shape[0]
     copy.add([str(i) for i in range(n)], [""] * n, ["{}"] * n, np.ascontiguousarray(vectors, np.float32))
     return copy, described

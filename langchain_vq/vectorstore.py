@@ -1,7 +1,7 @@
 """``VQVectorStore``: the LangChain adapter over a quantized, persistent collection.
 
-Documents, ids, embeddings and relevance scores live here; numerics live in ``search/`` and
-files in ``storage/``.
+Documents, ids, embeddings, relevance scores and recall calibration live here; rows, versions,
+store settings and filters live in :class:`~langchain_vq.collection.Collection`, below it.
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pyarrow as pa
 from langchain_core.documents import Document
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 from typing_extensions import override
 
-from langchain_vq.collection import Collection, CollectionConfig, Row, normalize_metric
+from langchain_vq.collection import Collection, CollectionConfig, Row
 from langchain_vq.errors import ConfigurationError, InvalidInputError
 from langchain_vq.filters import compile_filter
-from langchain_vq.quantization import normalize_quantization
 from langchain_vq.retriever import VQRetriever
 from langchain_vq.search import maximal_marginal_relevance
 from langchain_vq.tuning import Calibration, calibrate_multiplier
@@ -34,8 +32,6 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from langchain_core.embeddings import Embeddings
     from typing_extensions import Self
-
-    from langchain_vq.storage import Segment
 
 logger = logging.getLogger(__name__)
 
@@ -149,9 +145,6 @@ class VQVectorStore(VectorStore):
             quantizer_options: Extra keyword arguments for the quantizer (e.g. ``{"m": 48}``).
         """
         self.embedding = embedding
-        stored = _stored_settings(path)
-        quant = normalize_quantization(quantization or stored.get("quantization") or "binary") or "none"
-        metric_name = normalize_metric(metric or stored.get("metric") or "cosine")
         self.rescore = bool(rescore)
         if rescore_multiplier == "auto":
             recall_target = DEFAULT_RECALL_TARGET if recall_target is None else recall_target
@@ -163,16 +156,18 @@ class VQVectorStore(VectorStore):
             )
             raise ConfigurationError(msg)
         self.recall_target = _check_recall_target(recall_target)
-        self._fixed_multiplier = check_multiplier(
-            DEFAULT_RESCORE_MULTIPLIER[quant] if rescore_multiplier is None else rescore_multiplier
-        )
+        fixed = None if rescore_multiplier is None else check_multiplier(rescore_multiplier)
+        # Unset settings (None) are read from the store when it exists, inside Collection.
         config = CollectionConfig(
-            metric=metric_name,
-            quantization=quant,
-            quantizer_options=dict(quantizer_options or stored.get("options") or {}),
+            metric=metric or None,
+            quantization=quantization or None,
+            quantizer_options=dict(quantizer_options) if quantizer_options else None,
             embedding_model=_model_name(embedding),
         )
         self._collection = Collection(config, path, lock_timeout=lock_timeout)
+        self._fixed_multiplier = (
+            DEFAULT_RESCORE_MULTIPLIER[self._collection.quantization] if fixed is None else fixed
+        )
         saved = self._collection.snapshot.settings.get("calibration")
         if saved and self.recall_target is None and rescore_multiplier is None:
             self.recall_target = float(saved["target"])  # reopened: keep calibrating for it
@@ -366,20 +361,7 @@ class VQVectorStore(VectorStore):
                 msg = f"ids[{checked.index(None)}] is None; delete() takes the ids of stored documents."
                 raise InvalidInputError(msg)
         compiled = compile_filter(filter_spec)
-        if compiled is None:
-            self._collection.delete(checked)  # type: ignore[arg-type]  # None entries rejected above
-            return True
-        wanted = None if checked is None else pa.array(checked, pa.string())
-
-        def select(segment: Segment) -> npt.NDArray[np.bool_]:
-            mask = compiled.mask(segment)
-            if wanted is not None:
-                in_ids = np.zeros(segment.rows, dtype=bool)
-                in_ids[segment.rows_of_ids(wanted)] = True
-                mask &= in_ids
-            return mask
-
-        self._collection.delete_where(select)
+        self._collection.delete(checked, filter=compiled)  # type: ignore[arg-type]  # no None left
         return True
 
     @override
@@ -409,24 +391,16 @@ class VQVectorStore(VectorStore):
         k = check_k(k)
         _reject_unknown(kwargs)
         compiled = compile_filter(filter)
-        snapshot = self._collection.snapshot
-        if snapshot.live_rows == 0:
-            return [[] for _ in range(np.shape(vectors)[0])]
-        queries = self._collection.check_vectors(vectors, "query embedding")
-        masks: list[npt.NDArray[np.bool_] | None] | None = None
-        if compiled is not None:
-            masks = [compiled.mask(v.segment) for v in snapshot.views]
         multiplier = (
             self.rescore_multiplier if rescore_multiplier is None else check_multiplier(rescore_multiplier)
         )
         return self._collection.search(
-            queries,
-            min(k, snapshot.live_rows),
+            vectors,
+            k,
             rescore=self.rescore,
             rescore_multiplier=multiplier,
-            masks=masks,
+            filter=compiled,
             with_vectors=with_vectors,
-            snapshot=snapshot,
         )
 
     def similarity_search_with_score_by_vector(
@@ -610,24 +584,6 @@ class VQVectorStore(VectorStore):
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _stored_settings(path: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """Quantization and metric of an existing store, so reopening needs no arguments."""
-    if path is None:
-        return {}
-    from langchain_vq.storage import StoreDirectory
-
-    directory = StoreDirectory(path)
-    if not directory.exists():
-        return {}
-    manifest = directory.read_manifest()
-    quantization = manifest.quantization or {}
-    return {
-        "quantization": quantization.get("name"),
-        "options": quantization.get("options"),
-        "metric": manifest.metric,
-    }
-
-
 def _model_name(embedding: Embeddings) -> str | None:
     for attr in ("model_name", "model"):
         value = getattr(embedding, attr, None)
