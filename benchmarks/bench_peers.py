@@ -290,6 +290,8 @@ class FaissMethod(Method):
         return [("default", None)]
 
     def _search(self, qs: np.ndarray, param: Any) -> np.ndarray:
+        from langchain_vq.topk import top_k
+
         if self.kind == "refine-pq":
             self.index.k_factor = float(param)
         if self.kind == "binary":
@@ -302,8 +304,7 @@ class FaissMethod(Method):
             for i in range(qs.shape[0]):
                 rows = np.sort(cand[i])
                 scores = self.floats[rows] @ qs[i]
-                top = np.argpartition(-scores, K - 1)[:K]
-                out[i] = rows[top[np.argsort(-scores[top])]]
+                out[i] = rows[top_k(scores[None, :], K)[1][0]]
             return out
         return self.index.search(qs, K)[1]
 

@@ -25,9 +25,10 @@ from langchain_core.embeddings import Embeddings
 
 from langchain_vq.errors import ConfigurationError, InvalidInputError, NotAStoreError, VQError
 from langchain_vq.loaders import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, SUPPORTED_SUFFIXES
+from langchain_vq.validation import check_int
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from langchain_vq.storage import StoreDirectory
     from langchain_vq.vectorstore import VQVectorStore
@@ -375,26 +376,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------------
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"expected a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _integer(minimum: int) -> Callable[[str], int]:
+    """An argparse type: the text as an integer >= ``minimum`` (checked by ``check_int``)."""
+
+    def parse(text: str) -> int:
+        try:
+            return check_int(int(text), "the value", minimum=minimum)
+        except ValueError as exc:  # int() of a non-number, or InvalidInputError (a ValueError)
+            msg = f"expected an integer >= {minimum}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg) from exc
+
+    return parse
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        msg = f"expected an integer >= 0, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+_positive = _integer(1)
+_non_negative = _integer(0)
 
 
 def _add_eval_parser(sub: Any, model_help: str) -> None:

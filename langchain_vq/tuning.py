@@ -39,7 +39,6 @@ Other quantizations than the store's
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,6 +50,7 @@ from langchain_vq.errors import ConfigurationError, InvalidInputError
 from langchain_vq.evaluation import recall_at_k
 from langchain_vq.quantization import normalize_quantization
 from langchain_vq.search import search_segments
+from langchain_vq.validation import check_fraction, check_int, check_k
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -354,15 +354,15 @@ def evaluate_settings(
         The :class:`Evaluation` (``format_table()`` prints it).
 
     Raises:
-        InvalidInputError: Empty store, unknown mode or an argument out of range.
+        InvalidInputError: Empty store, or an argument out of range.
+        ConfigurationError: An unknown mode.
         DimensionMismatchError: ``queries`` have another dimension than the store.
     """
     collection = _collection(store)
     _check_args(target, k, sample)
     steps = _check_multipliers(multipliers)
-    if timed < 1 or max_rows < 1:
-        msg = f"timed and max_rows must be >= 1, got timed={timed!r}, max_rows={max_rows!r}."
-        raise InvalidInputError(msg)
+    check_int(timed, "timed")
+    check_int(max_rows, "max_rows")
     snapshot = collection.snapshot
     _check_not_empty(snapshot)
     own = collection.quantization
@@ -689,23 +689,17 @@ def _collection(store: Any) -> Collection:
 
 
 def _check_args(target: float, k: int, sample: int) -> None:
-    if not isinstance(target, (int, float)) or not 0.0 < float(target) <= 1.0 or math.isnan(target):
-        msg = f"target must be a recall in (0, 1], got {target!r}."
-        raise InvalidInputError(msg)
-    for name, value in (("k", k), ("sample", sample)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            msg = f"{name} must be a positive integer, got {value!r}."
-            raise InvalidInputError(msg)
+    check_fraction(target, "target")
+    check_k(k)
+    check_int(sample, "sample", fix="It counts the stored rows sampled as queries.")
 
 
 def _check_multipliers(multipliers: Sequence[int]) -> tuple[int, ...]:
     values = list(multipliers)
-    if not values or any(
-        isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 for m in values
-    ):
-        msg = f"multipliers must be a non-empty list of integers >= 1, got {values!r}."
+    if not values:
+        msg = "multipliers is empty; pass at least one rescore_multiplier, e.g. [1, 2, 4, 8]."
         raise InvalidInputError(msg)
-    return tuple(sorted({int(m) for m in values}))
+    return tuple(sorted({check_int(m, f"multipliers[{i}]") for i, m in enumerate(values)}))
 
 
 def _check_modes(modes: Sequence[str] | None, own: str) -> list[str]:
@@ -717,7 +711,7 @@ def _check_modes(modes: Sequence[str] | None, own: str) -> list[str]:
             name = normalize_quantization(mode) or "none"
         except ConfigurationError as exc:
             msg = f"Unknown mode {mode!r}; expected binary, int8, pq or none."
-            raise InvalidInputError(msg) from exc
+            raise ConfigurationError(msg) from exc
         if name not in out:
             out.append(name)
     if not out:

@@ -18,12 +18,19 @@ from langchain_core.vectorstores import VectorStore
 from typing_extensions import override
 
 from langchain_vq.collection import Collection, CollectionConfig, Row
-from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.errors import InvalidInputError
 from langchain_vq.filters import compile_filter
 from langchain_vq.retriever import VQRetriever
 from langchain_vq.search import maximal_marginal_relevance
 from langchain_vq.tuning import Calibration, calibrate_multiplier
-from langchain_vq.validation import check_id, check_k, check_multiplier, check_texts, metadata_json
+from langchain_vq.validation import (
+    check_fraction,
+    check_id,
+    check_k,
+    check_multiplier,
+    check_texts,
+    metadata_json,
+)
 
 if TYPE_CHECKING:
     import os
@@ -154,8 +161,8 @@ class VQVectorStore(VectorStore):
                 f"Got both rescore_multiplier={rescore_multiplier!r} and recall_target={recall_target!r}; "
                 "pass one: a fixed multiplier, or a recall target the store calibrates for."
             )
-            raise ConfigurationError(msg)
-        self.recall_target = _check_recall_target(recall_target)
+            raise InvalidInputError(msg)
+        self.recall_target = None if recall_target is None else check_fraction(recall_target, "recall_target")
         fixed = None if rescore_multiplier is None else check_multiplier(rescore_multiplier)
         # Unset settings (None) are read from the store when it exists, inside Collection.
         config = CollectionConfig(
@@ -590,15 +597,6 @@ def _model_name(embedding: Embeddings) -> str | None:
         if isinstance(value, str):
             return value
     return type(embedding).__name__
-
-
-def _check_recall_target(value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        msg = f"recall_target must be a number in (0, 1], got {value!r} (e.g. 0.99)."
-        raise ConfigurationError(msg)
-    return float(value)
 
 
 def _reject_unknown(kwargs: dict[str, Any]) -> None:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from langchain_vq.errors import DimensionMismatchError, InvalidInputError, NotFittedError
+from langchain_vq.errors import ConfigurationError, DimensionMismatchError, InvalidInputError, NotFittedError
+from langchain_vq.validation import check_int
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -40,13 +41,10 @@ class Quantizer(ABC):
     legacy_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, dim: int, *, metric: Metric = "ip") -> None:
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
-            msg = f"dim must be a positive integer, got {dim!r}."
-            raise InvalidInputError(msg)
+        self.dim = check_int(dim, "dim", fix="Pass the dimension of the vectors to encode.")
         if metric not in ("ip", "l2"):
-            msg = f"metric must be 'ip' or 'l2', got {metric!r}."
-            raise InvalidInputError(msg)
-        self.dim = dim
+            msg = f"Unknown quantizer metric {metric!r}; expected 'ip' or 'l2'."
+            raise ConfigurationError(msg)
         self.metric: Metric = metric
 
     # -- size and training -------------------------------------------------------------------

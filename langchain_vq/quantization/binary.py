@@ -41,10 +41,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import faiss
 import numpy as np
 
-from langchain_vq.errors import InvalidInputError
-from langchain_vq.quantization._common import check_k, state_array, top_k
+from langchain_vq.quantization._common import state_array
 from langchain_vq.quantization._fast_scan import FastScanCache, NibbleFastScan
 from langchain_vq.quantization.base import Metric, Quantizer
+from langchain_vq.topk import top_k
+from langchain_vq.validation import check_flag, check_int, check_k
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -114,19 +115,13 @@ class BinaryQuantizer(Quantizer):
     ) -> None:
         """Store the parameters (see the class docstring); ``fit`` learns the state."""
         super().__init__(dim, metric=metric)
-        if not isinstance(hamming_factor, int) or isinstance(hamming_factor, bool) or hamming_factor < 1:
-            msg = (
-                f"hamming_factor must be an integer >= 1, got {hamming_factor!r}. "
-                "Use 1 for Hamming-only ranking, or 4-8 for an asymmetric re-rank."
-            )
-            raise InvalidInputError(msg)
-        for option, value in (("padded", padded), ("fast_scan", fast_scan)):
-            if not isinstance(value, bool):
-                msg = f"{option} must be True or False, got {value!r}."
-                raise InvalidInputError(msg)
-        self.hamming_factor = hamming_factor
-        self.padded = padded
-        self.fast_scan = fast_scan
+        self.hamming_factor = check_int(
+            hamming_factor,
+            "hamming_factor",
+            fix="Use 1 for Hamming-only ranking, or 4-8 for an asymmetric re-rank.",
+        )
+        self.padded = check_flag(padded, "padded")
+        self.fast_scan = check_flag(fast_scan, "fast_scan")
         self._fast_scans = FastScanCache()  # per stored code array, see search(reuse=True)
 
     # -- size and training -------------------------------------------------------------------
@@ -331,7 +326,7 @@ class BinaryQuantizer(Quantizer):
         if reuse and self.fast_scan:
             index = self._fast_scans.get(codes, self._build_fast_scan)
             scores, rows = index.search(queries, k_out)
-            return top_k(scores, rows, k_out)  # ties ordered by row, like the other path
+            return top_k(scores, k_out, rows)  # ties ordered by row, like the other path
         _, cand = self._hamming(queries, codes, min(n, k * self.hamming_factor))  # [nq, kh]
         tables, offsets = self._byte_tables(queries)  # [nq, bit_bytes * 256], [nq]
         byte_offsets = np.arange(self.bit_bytes, dtype=np.intp) * 256  # [bit_bytes]
@@ -341,7 +336,7 @@ class BinaryQuantizer(Quantizer):
             lookup = codes[cand[qi], : self.bit_bytes].astype(np.intp) + byte_offsets  # [kh, bit_bytes]
             cand_scores[qi] = tables[qi][lookup].sum(axis=1)
         cand_scores += offsets[:, None]
-        return top_k(cand_scores, cand, k_out)
+        return top_k(cand_scores, k_out, cand)
 
     def _build_fast_scan(self, codes: npt.NDArray[np.uint8]) -> NibbleFastScan:
         return NibbleFastScan(codes, self.low_, self.high_, self.metric)

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import faiss
 import numpy as np
 
-from langchain_vq.errors import ConfigurationError, InvalidInputError
-from langchain_vq.quantization._common import check_k, state_array, top_k
+from langchain_vq.errors import InvalidInputError
+from langchain_vq.quantization._common import state_array
 from langchain_vq.quantization.base import Metric, Quantizer
+from langchain_vq.topk import top_k
+from langchain_vq.validation import check_int, check_k
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -70,25 +72,21 @@ class ProductQuantizer(Quantizer):
         super().__init__(dim, metric=metric)
         if m is None:
             m = math.ceil(dim / _DEFAULT_DSUB)
-        if not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= dim:
-            msg = (
-                f"m (number of PQ sub-vectors) must be an integer in [1, {dim}], got {m!r}. "
-                f"Use m=None for the default ceil(dim / {_DEFAULT_DSUB})."
-            )
-            raise ConfigurationError(msg)
+        self.m = check_int(
+            m,
+            "m (number of PQ sub-vectors)",
+            maximum=dim,
+            fix=f"Use m=None for the default ceil(dim / {_DEFAULT_DSUB}).",
+        )
         if nbits != 8:
             msg = (
                 f"nbits={nbits!r} is not supported; expected 8 (one byte per sub-vector). "
                 "Use a larger or smaller m to trade size for recall instead."
             )
-            raise ConfigurationError(msg)
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            msg = f"seed must be an integer, got {seed!r}."
             raise InvalidInputError(msg)
-        self.m = m
         self.nbits = nbits
-        self.seed = seed
-        self.dsub = math.ceil(dim / m)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.dsub = math.ceil(dim / self.m)
         self._pq: Any = None  # faiss.ProductQuantizer holding centroids_
 
     # -- size and training -------------------------------------------------------------------
@@ -232,7 +230,7 @@ class ProductQuantizer(Quantizer):
         init_finalize_heap = True  # initialize the heap, then sort the results best first
         run(faiss.swig_ptr(q), nq, faiss.swig_ptr(codes), n, heap, init_finalize_heap)
         scores = dist if is_ip else -dist
-        return top_k(scores, labels, k_out)  # ties ordered by row, like the other quantizers
+        return top_k(scores, k_out, labels)  # ties ordered by row, like the other quantizers
 
     # -- state -------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

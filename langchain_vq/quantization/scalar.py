@@ -24,8 +24,10 @@ import faiss
 import numpy as np
 
 from langchain_vq.errors import ConfigurationError
-from langchain_vq.quantization._common import check_k, state_array, top_k
+from langchain_vq.quantization._common import state_array
 from langchain_vq.quantization.base import Metric, Quantizer
+from langchain_vq.topk import top_k
+from langchain_vq.validation import check_k
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -181,7 +183,7 @@ class ScalarQuantizer(Quantizer):
             idx = np.broadcast_to(np.arange(start, start + block.shape[1]), block.shape)
             scores = np.concatenate([best_s, block], axis=1)
             indices = np.concatenate([best_i, idx], axis=1)
-            best_s, best_i = top_k(scores, indices, min(k_out, scores.shape[1]))
+            best_s, best_i = top_k(scores, min(k_out, scores.shape[1]), indices)
         return best_s, best_i
 
     def _search_faiss(
@@ -221,7 +223,7 @@ class ScalarQuantizer(Quantizer):
                 k,
             )
         scores = dist if is_ip else -dist  # similarities: higher is better
-        return top_k(scores, labels, k)
+        return top_k(scores, k, labels)
 
     # -- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, npt.NDArray[Any]]:

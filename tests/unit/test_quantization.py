@@ -246,9 +246,9 @@ def test_make_quantizer_errors() -> None:
         make_quantizer("int8", 16, m=4)
     with pytest.raises(ConfigurationError, match="takes none"):
         make_quantizer("float", 16, m=4)
-    with pytest.raises(ConfigurationError, match="nbits"):
+    with pytest.raises(InvalidInputError, match="nbits"):
         make_quantizer("pq", 16, nbits=4)
-    with pytest.raises(InvalidInputError, match="metric"):
+    with pytest.raises(ConfigurationError, match="metric"):
         make_quantizer("pq", 16, metric="cosine")
     assert make_quantizer("pq", 16, m=8).code_size == 8
     assert make_quantizer("binary", 16, hamming_factor=2).hamming_factor == 2
@@ -518,7 +518,7 @@ def test_bad_constructor_arguments() -> None:
         BinaryQuantizer(0)
     with pytest.raises(InvalidInputError, match="hamming_factor"):
         BinaryQuantizer(8, hamming_factor=0)
-    with pytest.raises(ConfigurationError, match="m"):
+    with pytest.raises(InvalidInputError, match=r"sub-vectors\) must be an integer in \[1, 8\]"):
         ProductQuantizer(8, m=9)
 
 
