@@ -47,7 +47,6 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1].startswith("_"):
     os.environ.setdefault("LANCE_LOG", "error")
 
 import argparse
-import datetime as dt
 import json
 import math
 import shutil
@@ -63,7 +62,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import MB, dir_bytes, evict, hardware, percentiles  # noqa: E402
+from benchmarks._common import MB, dir_bytes, evict, percentiles, run_record  # noqa: E402
 from benchmarks.update_readme import update_if_results  # noqa: E402
 
 K = 10
@@ -656,29 +655,23 @@ def main(ns: argparse.Namespace) -> None:
         methods.remove("lancedb")
         print(f"LanceDB skipped: {lance['reason']}", flush=True)
     result: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-        "load_start": os.getloadavg(),
-        "config": {
-            "n": ns.n,
-            "dim": DIM,
-            "queries": ns.queries,
-            "k": K,
-            "batch": BATCH,
-            "single_budget_s": ns.single_budget,
-            "batch_budget_s": ns.batch_budget,
-            "min_queries": ns.min_queries,
-            "corpus_seed": 0,
-            "query_seed": 1,
-            "inmemory_rows": min(INMEMORY_ROWS, ns.n),
-            "vq_compacted": compact_enabled(),
-            "quick": ns.quick,
-            "env": {
+        **run_record(
+            ns.n,
+            DIM,
+            ns.queries,
+            K,
+            batch=BATCH,
+            single_budget_s=ns.single_budget,
+            batch_budget_s=ns.batch_budget,
+            min_queries=ns.min_queries,
+            inmemory_rows=min(INMEMORY_ROWS, ns.n),
+            vq_compacted=compact_enabled(),
+            quick=ns.quick,
+            env={
                 "OMP_WAIT_POLICY": "PASSIVE",
                 "threads": "OMP/OPENBLAS/LANCE_CPU_THREADS = 1 or 2, process pinned to that many CPUs",
             },
-        },
-        "hardware": hardware(),
+        ),
         "lancedb": lance,
         "datasets": {},
     }

@@ -28,7 +28,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECL
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -47,7 +46,7 @@ faiss.omp_set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import MB, anon_mb, dir_bytes, evict, hardware, percentiles  # noqa: E402
+from benchmarks._common import MB, anon_mb, dir_bytes, evict, percentiles, run_record  # noqa: E402
 from benchmarks.update_readme import update_if_results  # noqa: E402
 
 K = 10
@@ -527,19 +526,7 @@ def main(ns: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench_search-", dir=ns.tmp or out_dir.parent))
     print(f"work dir {workdir}", flush=True)
     result: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "load_start": os.getloadavg(),
-        "config": {
-            "n": ns.n,
-            "dim": DIM,
-            "queries": ns.queries,
-            "k": K,
-            "threads": 1,
-            "batch": ns.batch,
-            "corpus_seed": 0,
-            "query_seed": 1,
-        },
-        "hardware": hardware(),
+        **run_record(ns.n, DIM, ns.queries, K, threads=1, batch=ns.batch),
         "modes": {},
         "peers": {},
     }

@@ -393,10 +393,28 @@ _positive = _integer(1)
 _non_negative = _integer(0)
 
 
+def _command(
+    sub: Any,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    *,
+    help: str,  # noqa: A002 - argparse's name
+    description: str,
+    store_help: str = "store folder",
+) -> argparse.ArgumentParser:
+    """A sub-command ``name`` whose first argument is the store folder and which runs ``func``."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
+    parser.add_argument("store", help=store_help)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def _add_eval_parser(sub: Any, model_help: str) -> None:
     """The ``eval`` sub-command's arguments."""
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "eval",
+        cmd_eval,
         help="measure recall@k and latency of search settings on a store; recommend one",
         description=(
             "Measure recall@k against exact float search, and single-query latency, for each "
@@ -406,7 +424,6 @@ def _add_eval_parser(sub: Any, model_help: str) -> None:
             "Quantizations other than the store's are measured on an in-memory copy."
         ),
     )
-    p.add_argument("store", help="store folder")
     p.add_argument(
         "--queries",
         default=None,
@@ -443,7 +460,6 @@ def _add_eval_parser(sub: Any, model_help: str) -> None:
     p.add_argument("--plot", default=None, metavar="PNG", help="write a recall-vs-latency plot")
     p.add_argument("--model", default=None, help=model_help + "; only for text queries")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=cmd_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -455,8 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     model_help = "sentence-transformers model name or folder (default: the store's, else all-MiniLM-L6-v2)"
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "index",
+        cmd_index,
+        store_help="store folder (created if absent)",
         help="load, split, embed and upsert files into a store",
         description=(
             f"Load {', '.join(SUPPORTED_SUFFIXES)} files (folders are searched recursively), split them "
@@ -475,7 +494,6 @@ def build_parser() -> argparse.ArgumentParser:
             "store's folders at once); 'none' nothing"
         ),
     )
-    p.add_argument("store", help="store folder (created if absent)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
     p.add_argument(
         "--chunk-size",
@@ -495,14 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="binary (default), int8, pq or none; only when creating the store (it is recorded)",
     )
     p.add_argument("--model", default=None, help=model_help)
-    p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "search",
+        cmd_search,
         help="print the chunks most similar to a query",
         description="Print the k chunks most similar to QUERY with their scores and sources.",
     )
-    p.add_argument("store", help="store folder")
     p.add_argument("query", help="the query text")
     p.add_argument("-k", type=_positive, default=5, help="results to print (default %(default)s)")
     p.add_argument(
@@ -519,44 +537,45 @@ def build_parser() -> argparse.ArgumentParser:
         default=160,
         help="characters of text shown per result (default %(default)s)",
     )
-    p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "info",
+        cmd_info,
         help="rows, segments, bytes, quantization, model and versions of a store",
         description=(
             "Describe a store: rows, segments, bytes per part, quantization, embedding model and "
             "versions. Loads no model."
         ),
     )
-    p.add_argument("store", help="store folder")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
-    p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "verify",
+        cmd_verify,
         help="check every file of a store against its checksum",
         description=(
             "Check every file of the store's current version against the size and checksum in its "
             "manifest. Exits with status 1 if anything is damaged."
         ),
     )
-    p.add_argument("store", help="store folder")
-    p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "compact",
+        cmd_compact,
         help="merge segments, drop deleted rows, retrain the quantizer",
         description=(
             "Rewrite the live rows into fresh segments, retrain the quantizer on them, and remove "
             "files no version needs any more."
         ),
     )
-    p.add_argument("store", help="store folder")
-    p.set_defaults(func=cmd_compact)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "chat",
+        cmd_chat,
         help="answer questions from a store, citing sources",
         description=(
             "Answer questions from the store's passages, citing them. Without --llm the answer is "
@@ -564,7 +583,6 @@ def build_parser() -> argparse.ArgumentParser:
             "the passages go to that chat model through langchain's init_chat_model."
         ),
     )
-    p.add_argument("store", help="store folder")
     p.add_argument("--question", "-q", default=None, help="ask one question and exit (default: interactive)")
     p.add_argument(
         "--llm",
@@ -576,7 +594,6 @@ def build_parser() -> argparse.ArgumentParser:
         "-k", type=_positive, default=4, help="passages retrieved per question (default %(default)s)"
     )
     p.add_argument("--model", default=None, help=model_help)
-    p.set_defaults(func=cmd_chat)
 
     _add_eval_parser(sub, model_help)
     return parser

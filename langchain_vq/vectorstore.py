@@ -262,10 +262,9 @@ class VQVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        texts = check_texts(texts)
-        metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
-        vectors = self.embedding.embed_documents(texts) if texts else []
-        return self._add(texts, metadatas_json, final_ids, vectors)
+        checked, metadatas_json, final_ids = _rows(texts, metadatas, ids)
+        vectors = self.embedding.embed_documents(checked) if checked else []
+        return self._add(checked, metadatas_json, final_ids, vectors)
 
     @override
     async def aadd_texts(
@@ -276,28 +275,12 @@ class VQVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        texts = check_texts(texts)
-        metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
-        vectors = await self.embedding.aembed_documents(texts) if texts else []
-        return await run_in_executor(None, self._add, texts, metadatas_json, final_ids, vectors)
+        checked, metadatas_json, final_ids = _rows(texts, metadatas, ids)
+        vectors = await self.embedding.aembed_documents(checked) if checked else []
+        return await run_in_executor(None, self._add, checked, metadatas_json, final_ids, vectors)
 
-    @override
-    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        ids = kwargs.pop("ids", None)
-        if ids is None and any(doc.id for doc in documents):
-            ids = [doc.id for doc in documents]
-        return self.add_texts(
-            [d.page_content for d in documents], [d.metadata for d in documents], ids=ids, **kwargs
-        )
-
-    @override
-    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        ids = kwargs.pop("ids", None)
-        if ids is None and any(doc.id for doc in documents):
-            ids = [doc.id for doc in documents]
-        return await self.aadd_texts(
-            [d.page_content for d in documents], [d.metadata for d in documents], ids=ids, **kwargs
-        )
+    # add_documents / aadd_documents: LangChain's own, which take the documents' ids and call
+    # add_texts / aadd_texts above.
 
     def add_embeddings(
         self,
@@ -310,31 +293,7 @@ class VQVectorStore(VectorStore):
 
         Rows whose id already exists replace the old row (upsert), in the same commit.
         """
-        texts = check_texts(texts)
-        metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
-        return self._add(texts, metadatas_json, final_ids, embeddings)
-
-    def _check_rows(
-        self,
-        texts: list[str],
-        metadatas: Sequence[dict[str, Any]] | None,
-        ids: Sequence[str | None] | None,
-    ) -> tuple[list[str], list[str]]:
-        n = len(texts)
-        if metadatas is not None and len(metadatas) != n:
-            msg = f"Got {len(metadatas)} metadatas for {n} texts; pass one metadata dict per text."
-            raise InvalidInputError(msg)
-        if ids is not None and len(ids) != n:
-            msg = f"Got {len(ids)} ids for {n} texts; pass one id per text (or None to generate)."
-            raise InvalidInputError(msg)
-        metadatas_json = [metadata_json(m, i) for i, m in enumerate(metadatas or [{}] * n)]
-        checked = [check_id(i, pos) for pos, i in enumerate(ids)] if ids is not None else [None] * n
-        final = [i if i is not None else uuid.uuid4().hex for i in checked]
-        if len(set(final)) != n:
-            dupes = sorted({i for i in final if final.count(i) > 1})[:5]
-            msg = f"Duplicate ids within one call: {dupes}. Each id may appear once per call."
-            raise InvalidInputError(msg)
-        return metadatas_json, final
+        return self._add(*_rows(texts, metadatas, ids), embeddings)
 
     def _add(
         self, texts: list[str], metadatas_json: list[str], ids: list[str], vectors: npt.ArrayLike
@@ -557,20 +516,8 @@ class VQVectorStore(VectorStore):
         store.add_texts(texts, metadatas, ids=ids)
         return store
 
-    @classmethod
-    @override
-    async def afrom_texts(
-        cls,
-        texts: list[str],
-        embedding: Embeddings,
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Self:
-        store = cls(embedding, **kwargs)
-        await store.aadd_texts(texts, metadatas, ids=ids)
-        return store
+    # afrom_texts: LangChain's own, which runs from_texts in an executor, so that opening the
+    # store's files and taking its lock stay off the event loop too.
 
     # -- maintenance -------------------------------------------------------------------------
     def compact(self) -> None:
@@ -591,6 +538,30 @@ class VQVectorStore(VectorStore):
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _rows(
+    texts: Iterable[str],
+    metadatas: Sequence[dict[str, Any]] | None,
+    ids: Sequence[str | None] | None,
+) -> tuple[list[str], list[str], list[str]]:
+    """Checked texts, metadata as JSON, and ids (generated where None) for one add call."""
+    texts = check_texts(texts)
+    n = len(texts)
+    if metadatas is not None and len(metadatas) != n:
+        msg = f"Got {len(metadatas)} metadatas for {n} texts; pass one metadata dict per text."
+        raise InvalidInputError(msg)
+    if ids is not None and len(ids) != n:
+        msg = f"Got {len(ids)} ids for {n} texts; pass one id per text (or None to generate)."
+        raise InvalidInputError(msg)
+    metadatas_json = [metadata_json(m, i) for i, m in enumerate(metadatas or [{}] * n)]
+    checked = [check_id(i, pos) for pos, i in enumerate(ids)] if ids is not None else [None] * n
+    final = [i if i is not None else uuid.uuid4().hex for i in checked]
+    if len(set(final)) != n:
+        dupes = sorted({i for i in final if final.count(i) > 1})[:5]
+        msg = f"Duplicate ids within one call: {dupes}. Each id may appear once per call."
+        raise InvalidInputError(msg)
+    return texts, metadatas_json, final
+
+
 def _model_name(embedding: Embeddings) -> str | None:
     for attr in ("model_name", "model"):
         value = getattr(embedding, attr, None)

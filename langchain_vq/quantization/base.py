@@ -37,6 +37,10 @@ class Quantizer(ABC):
 
     The public methods check their arguments once, here; subclasses implement the underscored
     hooks (``_fit``, ``_encode``, ``_decode``, ``_score``, ``_search``) on checked arrays.
+
+    Args:
+        dim: Vector dimension.
+        metric: ``"ip"`` (inner product; cosine after normalization) or ``"l2"``.
     """
 
     #: The name used in specs, manifests and errors ("binary", "int8", "pq").
@@ -133,13 +137,21 @@ class Quantizer(ABC):
         nq = checked_queries.shape[0]
         if nq == 0 or k_out == 0:
             return np.empty((nq, k_out), np.float32), np.empty((nq, k_out), np.int64)
-        return self._search(checked_queries, checked_codes, k_out, reuse=reuse)
+        if reuse:
+            return self._search_stored(checked_queries, checked_codes, k_out)
+        return self._search(checked_queries, checked_codes, k_out)
 
     @abstractmethod
     def _search(
-        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int, *, reuse: bool
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """``search`` on checked, non-empty arrays, with ``1 <= k <= n``."""
+
+    def _search_stored(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``search(..., reuse=True)``: by default the same as a search of codes seen once."""
+        return self._search(queries, codes, k)
 
     def score(self, queries: npt.ArrayLike, codes: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Approximate similarities ``[n_queries, n]`` of every query to every code row."""

@@ -68,9 +68,7 @@ _BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).asty
 class BinaryQuantizer(Quantizer):
     """One bit per dimension (``x_j > thresholds_[j]``), 32x smaller than float32.
 
-    Args:
-        dim: Vector dimension.
-        metric: ``"ip"`` (inner product; cosine after normalization) or ``"l2"``.
+    Args (besides ``dim`` and ``metric``, as for :class:`Quantizer`):
         hamming_factor: ``search(q, codes, k)`` of codes searched once takes
             ``k * hamming_factor`` Hamming candidates and re-ranks them with the asymmetric score
             (with ``fast_scan``, a segment's stored codes skip this stage: every row gets the
@@ -265,20 +263,28 @@ class BinaryQuantizer(Quantizer):
         parts = [faiss.knn_hamming(qcodes[s : s + block], codes, k, "mc") for s in range(0, nq, block)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def _search(
-        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int, *, reuse: bool
+    def _search_stored(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """Top ``k`` rows by the asymmetric score.
+        """Every row scored by the fast-scan kernel when ``fast_scan``, else two stages.
 
-        The Hamming top ``k * hamming_factor`` is re-ranked with exact lookup tables; or, with
-        ``fast_scan`` and ``reuse`` (a segment's stored codes), every row is scored by the
-        fast-scan kernel, on a packed copy built on the first call and kept while ``codes`` lives.
+        The kernel runs on a packed copy of ``codes`` built on the first call and kept while
+        ``codes`` lives.
+        """
+        if not self.fast_scan:
+            return self._search(queries, codes, k)
+        index = self._fast_scans.get(codes, self._build_fast_scan)
+        scores, rows = index.search(queries, k)
+        return top_k(scores, k, rows)  # ties ordered by row, like the other path
+
+    def _search(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Top ``k`` rows by the asymmetric score, in two stages.
+
+        The Hamming top ``k * hamming_factor`` is re-ranked with exact lookup tables.
         """
         nq = queries.shape[0]
-        if reuse and self.fast_scan:
-            index = self._fast_scans.get(codes, self._build_fast_scan)
-            scores, rows = index.search(queries, k)
-            return top_k(scores, k, rows)  # ties ordered by row, like the other path
         _, cand = self._hamming(queries, codes, min(codes.shape[0], k * self.hamming_factor))  # [nq, kh]
         tables, offsets = self._byte_tables(queries)  # [nq, bit_bytes * 256], [nq]
         byte_offsets = np.arange(self.bit_bytes, dtype=np.intp) * 256  # [bit_bytes]

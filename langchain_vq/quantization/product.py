@@ -37,9 +37,7 @@ _DEFAULT_DSUB = 4
 class ProductQuantizer(Quantizer):
     """Product quantization with ``m`` one-byte sub-codes per vector.
 
-    Args:
-        dim: Vector dimension.
-        metric: ``"ip"`` (inner product; cosine after normalization) or ``"l2"``.
+    Args (besides ``dim`` and ``metric``, as for :class:`Quantizer`):
         m: Number of sub-vectors, which is also the code size in bytes. Default
             ``ceil(dim / 4)`` (4 dimensions per byte: 96 bytes for 384 dimensions, 16x smaller
             than float32). Fewer bytes lose recall quickly: on all-MiniLM-L6-v2 embeddings
@@ -170,12 +168,7 @@ class ProductQuantizer(Quantizer):
         return out
 
     def _search(
-        self,
-        queries: npt.NDArray[np.float32],
-        codes: npt.NDArray[np.uint8],
-        k: int,
-        *,
-        reuse: bool,  # noqa: ARG002 - scans the codes in place: nothing to keep
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Top ``k`` by asymmetric distance, with FAISS lookup-table kernels (zero-copy codes).
 

@@ -42,9 +42,7 @@ _UPPER_QUANTILE = 0.999
 class ScalarQuantizer(Quantizer):
     """int8 quantization (stored as ``uint8``, 256 levels per dimension), 4x smaller than float32.
 
-    Args:
-        dim: Vector dimension.
-        metric: ``"ip"`` (inner product; cosine after normalization) or ``"l2"``.
+    Takes only ``dim`` and ``metric``, as :class:`Quantizer` does.
 
     Attributes:
         lo_: ``float32[dim]``, value of level 0 per dimension (the 0.1% quantile).
@@ -127,12 +125,7 @@ class ScalarQuantizer(Quantizer):
                 yield start, 2.0 * ip - x_norm2[None, :] - q_norm2[:, None]
 
     def _search(
-        self,
-        queries: npt.NDArray[np.float32],
-        codes: npt.NDArray[np.uint8],
-        k: int,
-        *,
-        reuse: bool,  # noqa: ARG002 - scans the codes in place: nothing to keep
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Exact top ``k`` over ``score`` (same values), best first, in bounded memory."""
         nq = queries.shape[0]
