@@ -275,6 +275,10 @@ class BinaryQuantizer(Quantizer):
             return self._search(queries, codes, k)
         index = self._fast_scans.get(codes, self._build_fast_scan)
         scores, rows = index.search(queries, k)
+        if (rows < 0).any():
+            # FAISS's fast scan can leave places empty when k is near the number of rows
+            # (k = n = 40: some rows missing); two stages then score every candidate exactly.
+            return self._search(queries, codes, k)
         return top_k(scores, k, rows)  # ties ordered by row, like the other path
 
     def _search(

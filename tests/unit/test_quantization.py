@@ -355,6 +355,16 @@ def test_binary_fast_scan_finds_the_best_rows_by_asymmetric_score(
     assert sorted(small_idx[0].tolist()) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("rows", [3, 40, 100])
+def test_binary_fast_scan_returns_every_row_when_k_is_the_number_of_rows(rows: int) -> None:
+    """FAISS's fast scan left places empty (-1) for k = n = 40; the search must not."""
+    x = clustered(700, 5, seed=4)
+    qz = BinaryQuantizer(5, fast_scan=True).fit(x[:600])
+    scores, idx = qz.search(x[600:604], qz.encode(x[:rows]), rows, reuse=True)
+    assert [sorted(r) for r in idx.tolist()] == [list(range(rows))] * 4
+    assert (np.diff(scores, axis=1) <= 0).all()  # best first
+
+
 def test_binary_fast_scan_layout_is_kept_per_code_array_and_dropped_with_it() -> None:
     x = clustered(600, 97)
     default = BinaryQuantizer(97).fit(x)
