@@ -25,7 +25,7 @@ from langchain_vq.chat import (
     parse_passages,
     split_sentences,
 )
-from langchain_vq.errors import ConfigurationError
+from langchain_vq.errors import ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -155,7 +155,7 @@ def test_llm_without_langchain_names_the_package(monkeypatch: pytest.MonkeyPatch
 
 
 def test_max_sentences_is_checked() -> None:
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(InvalidInputError, match="max_sentences"):
         ExtractiveAnswerer(max_sentences=0)
 
 
