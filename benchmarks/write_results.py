@@ -304,7 +304,7 @@ def results_page() -> str:
         ("Memory of a large add (`ingest_memory.py`)", "ingest_memory.json", ingest),
         ("How the default multipliers were chosen (`measure_quantizer_defaults.py`)", "quantizer_defaults.json",
          quantizer_defaults),
-        ("Durability (`tests/reliability/`)", "durability.json", durability),
+        ("Durability", "durability.json", durability),
     ):  # fmt: skip
         data = _load(name)
         if data is not None:
