@@ -225,6 +225,7 @@ def durability(d: dict[str, Any]) -> list[str]:
     """The long reliability runs (``python -m tests.reliability.report``)."""
     kills, power, io, damage = d["process_kills"], d["power_losses"], d["io_errors"], d["damage"]
     bad, conc = d["bad_inputs"], d["concurrency"]
+    still_working = ", ".join(kind for kind, v in damage.get("by_kind", {}).items() if v.get("ok")) or "no"
     return [
         f"Mode `{d['mode']}` on {d['machine']}, Python {d['python']} (`python -m tests.reliability.report`, "
         "`results/durability.json`).",
@@ -241,15 +242,15 @@ def durability(d: dict[str, Any]) -> list[str]:
         f"previous version intact, next write works | {io['data_lost']} |",
         f"| truncation and byte changes in store files ({damage['damaged_files']:,} files) | "
         f"{damage['detected_by_verify']:,} detected by `verify()`; {damage['typed_error_on_open_or_search']} raised "
-        f"`CorruptStoreError` on use, {damage['search_still_worked']} (segment value bytes) searched normally; "
-        f"{damage['crashes']} crashes | - |",
+        f"`CorruptStoreError` on use, {damage['search_still_worked']} ({still_working} damage) searched "
+        f"normally; {damage['crashes']} crashes | - |",
         f"| hostile inputs ({bad['cases']} cases) | {bad['rejected_with_typed_error']} rejected with a typed "
         f"error, {bad['documented_acceptances']} documented acceptances | {bad['data_lost']} |",
         f"| reader processes during commits and compactions, plus a second writer | "
         f"{conc['reader_minutes']:.0f} reader-minutes, {conc['searches']:,} searches, {conc['reader_errors']} "
         f"errors, {conc['incomplete_versions_seen']} incomplete versions seen; second writer: "
         f"{conc['second_writer_locked_errors']} `StoreLockedError` (timeout 0), "
-        f"{conc['second_writer_commits']:,} commits after waiting | 0 |",
+        f"{conc['second_writer_commits']:,} commits after waiting | - |",
     ]
 
 
