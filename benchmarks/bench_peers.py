@@ -63,7 +63,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._common import MB, dir_bytes, evict, percentiles, run_record  # noqa: E402
-from benchmarks.update_readme import update_if_results  # noqa: E402
+from benchmarks.write_results import write_if_results  # noqa: E402
 
 K = 10
 DIM = 384
@@ -736,7 +736,7 @@ def main(ns: argparse.Namespace) -> None:
     result["load_end"] = os.getloadavg()
     (out_dir / "peers.json").write_text(json.dumps(result, indent=1) + "\n")
     report(out_dir / "peers.json")
-    update_if_results(out_dir)  # one command: results, table, plot and the README section
+    write_if_results(out_dir)  # one command: results, tables, plot, RESULTS.md and the README summary
 
 
 def report(path: Path) -> None:
@@ -985,7 +985,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{_f(s and s['recall'], '.4f')} | "
                 f"{_f(t and t['recall'], '.4f')} | {_f(t and t['p50'])} |"
             )
-    lines += ["", "## Targets (issue 6, synthetic set, one thread)", "", *target_lines(result["targets"]), ""]
+    lines += ["", "## Targets (synthetic set, one thread)", "", *target_lines(result["targets"]), ""]
     return "\n".join(lines)
 
 

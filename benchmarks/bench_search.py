@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._common import MB, anon_mb, dir_bytes, evict, percentiles, run_record  # noqa: E402
-from benchmarks.update_readme import update_if_results  # noqa: E402
+from benchmarks.write_results import write_if_results  # noqa: E402
 
 K = 10
 DIM = 384
@@ -598,7 +598,7 @@ def main(ns: argparse.Namespace) -> None:
     if "verdicts" in result:
         (out_dir / "bench_search.md").write_text(markdown(result))
         print(markdown(result))
-        update_if_results(out_dir)
+        write_if_results(out_dir)  # RESULTS.md and the README summary
 
 
 def parse() -> argparse.Namespace:

@@ -198,7 +198,7 @@ def _faiss_threads(threads: int | None) -> Iterator[None]:
     """Run FAISS kernels on ``threads`` OpenMP threads (None: leave as is).
 
     A single query is faster on one thread: with 2 threads and the default OpenMP wait policy a
-    binary query took 57 ms instead of 3 ms on a busy machine (DESIGN.md, performance traps).
+    binary query took 57 ms instead of 3 ms on a busy machine (docs/architecture.md, Decisions).
     """
     if threads is None:
         yield
