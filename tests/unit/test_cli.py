@@ -21,7 +21,7 @@ from langchain_vq import VQVectorStore
 from langchain_vq.cli import main
 from langchain_vq.loaders import chunk_id, source_name
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "examples" / "data"
 SUBSET = ("heapq.md", "textwrap.md", "contextlib.md")  # 17 chunks: quick to embed
 

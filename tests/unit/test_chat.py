@@ -30,7 +30,7 @@ from langchain_vq.errors import ConfigurationError, InvalidInputError
 if TYPE_CHECKING:
     from types import ModuleType
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 DOCS = [
     Document(
