@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,29 @@ def hardware() -> dict[str, Any]:
         "pyarrow": pa.__version__,
         "langchain_core": langchain_core.__version__,
         "lancedb": lance_version,
+    }
+
+
+def run_record(n: int, dim: int, queries: int, k: int, **config: Any) -> dict[str, Any]:
+    """The head of every benchmark's result: when, how it was run, the machine's load and the setup.
+
+    ``config`` adds the benchmark's own settings after the shared ones (corpus ``n`` rows of
+    ``dim`` dimensions from seed 0, ``queries`` from seed 1, top ``k``).
+    """
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "load_start": os.getloadavg(),
+        "config": {
+            "n": n,
+            "dim": dim,
+            "queries": queries,
+            "k": k,
+            "corpus_seed": 0,
+            "query_seed": 1,
+            **config,
+        },
+        "hardware": hardware(),
     }
 
 

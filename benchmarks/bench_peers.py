@@ -47,7 +47,6 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1].startswith("_"):
     os.environ.setdefault("LANCE_LOG", "error")
 
 import argparse
-import datetime as dt
 import json
 import math
 import shutil
@@ -63,8 +62,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import MB, dir_bytes, evict, hardware, percentiles  # noqa: E402
-from benchmarks.update_readme import update_if_results  # noqa: E402
+from benchmarks._common import MB, dir_bytes, evict, percentiles, run_record  # noqa: E402
+from benchmarks.write_results import write_if_results  # noqa: E402
 
 K = 10
 DIM = 384
@@ -197,7 +196,7 @@ class VQMethod(Method):
         out["segments"] = len(store.collection.snapshot.views)
         # Files the current version references. The directory also holds the pre-compact segments
         # until the next cleanup (kept for readers of older versions), counted in disk_bytes.
-        from langchain_vq.cli import store_info
+        from langchain_vq.storage import store_info
 
         out["disk_live_bytes"] = store_info(str(self.path))["bytes"]["total"]
         return out
@@ -290,6 +289,8 @@ class FaissMethod(Method):
         return [("default", None)]
 
     def _search(self, qs: np.ndarray, param: Any) -> np.ndarray:
+        from langchain_vq.topk import top_k
+
         if self.kind == "refine-pq":
             self.index.k_factor = float(param)
         if self.kind == "binary":
@@ -302,8 +303,7 @@ class FaissMethod(Method):
             for i in range(qs.shape[0]):
                 rows = np.sort(cand[i])
                 scores = self.floats[rows] @ qs[i]
-                top = np.argpartition(-scores, K - 1)[:K]
-                out[i] = rows[top[np.argsort(-scores[top])]]
+                out[i] = rows[top_k(scores[None, :], K)[1][0]]
             return out
         return self.index.search(qs, K)[1]
 
@@ -655,29 +655,23 @@ def main(ns: argparse.Namespace) -> None:
         methods.remove("lancedb")
         print(f"LanceDB skipped: {lance['reason']}", flush=True)
     result: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-        "load_start": os.getloadavg(),
-        "config": {
-            "n": ns.n,
-            "dim": DIM,
-            "queries": ns.queries,
-            "k": K,
-            "batch": BATCH,
-            "single_budget_s": ns.single_budget,
-            "batch_budget_s": ns.batch_budget,
-            "min_queries": ns.min_queries,
-            "corpus_seed": 0,
-            "query_seed": 1,
-            "inmemory_rows": min(INMEMORY_ROWS, ns.n),
-            "vq_compacted": compact_enabled(),
-            "quick": ns.quick,
-            "env": {
+        **run_record(
+            ns.n,
+            DIM,
+            ns.queries,
+            K,
+            batch=BATCH,
+            single_budget_s=ns.single_budget,
+            batch_budget_s=ns.batch_budget,
+            min_queries=ns.min_queries,
+            inmemory_rows=min(INMEMORY_ROWS, ns.n),
+            vq_compacted=compact_enabled(),
+            quick=ns.quick,
+            env={
                 "OMP_WAIT_POLICY": "PASSIVE",
                 "threads": "OMP/OPENBLAS/LANCE_CPU_THREADS = 1 or 2, process pinned to that many CPUs",
             },
-        },
-        "hardware": hardware(),
+        ),
         "lancedb": lance,
         "datasets": {},
     }
@@ -742,7 +736,7 @@ def main(ns: argparse.Namespace) -> None:
     result["load_end"] = os.getloadavg()
     (out_dir / "peers.json").write_text(json.dumps(result, indent=1) + "\n")
     report(out_dir / "peers.json")
-    update_if_results(out_dir)  # one command: results, table, plot and the README section
+    write_if_results(out_dir)  # one command: results, tables, plot, RESULTS.md and the README summary
 
 
 def report(path: Path) -> None:
@@ -991,7 +985,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{_f(s and s['recall'], '.4f')} | "
                 f"{_f(t and t['recall'], '.4f')} | {_f(t and t['p50'])} |"
             )
-    lines += ["", "## Targets (issue 6, synthetic set, one thread)", "", *target_lines(result["targets"]), ""]
+    lines += ["", "## Targets (synthetic set, one thread)", "", *target_lines(result["targets"]), ""]
     return "\n".join(lines)
 
 

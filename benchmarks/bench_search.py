@@ -28,7 +28,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECL
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -47,8 +46,8 @@ faiss.omp_set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import MB, anon_mb, dir_bytes, evict, hardware, percentiles  # noqa: E402
-from benchmarks.update_readme import update_if_results  # noqa: E402
+from benchmarks._common import MB, anon_mb, dir_bytes, evict, percentiles, run_record  # noqa: E402
+from benchmarks.write_results import write_if_results  # noqa: E402
 
 K = 10
 DIM = 384
@@ -87,13 +86,6 @@ def load_real() -> tuple[np.ndarray, np.ndarray] | str:
     corpus = np.ascontiguousarray(emb[:REAL_CORPUS_ROWS], dtype=np.float32)
     queries = np.ascontiguousarray(emb[REAL_CORPUS_ROWS : REAL_CORPUS_ROWS + REAL_QUERIES], dtype=np.float32)
     return corpus, queries
-
-
-def exact_truth(corpus: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Exact top-k row indices by inner product (FAISS IndexFlatIP, batched)."""
-    index = faiss.IndexFlatIP(corpus.shape[1])
-    index.add(corpus)
-    return index.search(queries, k)[1]
 
 
 # -- building stores ---------------------------------------------------------------------------
@@ -273,6 +265,7 @@ def bare_pipeline(corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray) ->
     kernel in which the store keeps its binary codes (``langchain_vq.quantization.binary``).
     """
     from langchain_vq.evaluation import recall_at_k
+    from langchain_vq.topk import top_k
 
     thresholds = corpus.mean(axis=0)
     codes = np.packbits(corpus > thresholds, axis=-1)  # [n, 48]
@@ -286,8 +279,7 @@ def bare_pipeline(corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray) ->
         _, cand = faiss.knn_hamming(qbase[qi : qi + 1], base, n_cand, "hc" if n_cand < 128 else "mc")
         rows = cand[0]
         scores = corpus[rows] @ queries[qi]  # [n_cand]
-        top = np.argpartition(-scores, K - 1)[:K]
-        return rows[top[np.argsort(-scores[top])]]
+        return rows[top_k(scores[None, :], K)[1][0]]
 
     sweep = []
     chosen = BARE_MULTIPLIERS[-1]
@@ -324,14 +316,14 @@ def real_data(workdir: Path, batch: int) -> dict[str, Any]:
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
     from langchain_vq import VQVectorStore
-    from langchain_vq.evaluation import recall_at_k
+    from langchain_vq.evaluation import exact_top_k, recall_at_k
 
     loaded = load_real()
     if isinstance(loaded, str):
         print(f"real data skipped: {loaded}", flush=True)
         return {"skipped": loaded}
     corpus, queries = loaded
-    truth = exact_truth(corpus, queries, K)
+    truth = exact_top_k(queries, corpus, K)
     out: dict[str, Any] = {
         "data": f"all-MiniLM-L6-v2 sentences chunk_00: corpus rows 0..{REAL_CORPUS_ROWS - 1}, "
         f"queries rows {REAL_CORPUS_ROWS}..{REAL_CORPUS_ROWS + REAL_QUERIES - 1}",
@@ -527,24 +519,14 @@ def markdown(result: dict[str, Any]) -> str:
 
 # -- main --------------------------------------------------------------------------------------
 def main(ns: argparse.Namespace) -> None:
+    from langchain_vq.evaluation import exact_top_k
+
     out_dir = Path(ns.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench_search-", dir=ns.tmp or out_dir.parent))
     print(f"work dir {workdir}", flush=True)
     result: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "load_start": os.getloadavg(),
-        "config": {
-            "n": ns.n,
-            "dim": DIM,
-            "queries": ns.queries,
-            "k": K,
-            "threads": 1,
-            "batch": ns.batch,
-            "corpus_seed": 0,
-            "query_seed": 1,
-        },
-        "hardware": hardware(),
+        **run_record(ns.n, DIM, ns.queries, K, threads=1, batch=ns.batch),
         "modes": {},
         "peers": {},
     }
@@ -556,7 +538,7 @@ def main(ns: argparse.Namespace) -> None:
         queries = synthetic_embeddings(ns.queries, DIM, seed=1)
         print(f"generated in {time.perf_counter() - t:.1f} s", flush=True)
         t = time.perf_counter()
-        truth = exact_truth(corpus, queries, K)
+        truth = exact_top_k(queries, corpus, K)
         print(f"exact top-{K} in {time.perf_counter() - t:.1f} s", flush=True)
         np.save(workdir / "queries.npy", queries)
         np.save(workdir / "truth.npy", truth)
@@ -564,7 +546,7 @@ def main(ns: argparse.Namespace) -> None:
         filtered = {}
         for name in FILTERS:
             rows = filter_rows(name, ns.n)
-            filtered[name] = rows[exact_truth(corpus[rows], queries, min(K, rows.size))]
+            filtered[name] = rows[exact_top_k(queries, corpus[rows], K)]
             filtered[f"{name}_matches"] = np.array(rows.size)
         np.savez(workdir / "filtered.npz", **filtered)
 
@@ -616,7 +598,7 @@ def main(ns: argparse.Namespace) -> None:
     if "verdicts" in result:
         (out_dir / "bench_search.md").write_text(markdown(result))
         print(markdown(result))
-        update_if_results(out_dir)
+        write_if_results(out_dir)  # RESULTS.md and the README summary
 
 
 def parse() -> argparse.Namespace:

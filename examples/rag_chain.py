@@ -11,7 +11,6 @@ With no ``--llm``, an ``ExtractiveAnswerer`` takes the model's place and answers
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from langchain_core.output_parsers import StrOutputParser
@@ -21,6 +20,7 @@ from langchain_core.runnables import Runnable, RunnablePassthrough
 from langchain_vq import VQVectorStore
 from langchain_vq.chat import ExtractiveAnswerer, format_docs, load_chat_model
 from langchain_vq.embeddings import SentenceTransformerEmbeddings
+from langchain_vq.storage import StoreDirectory
 
 if TYPE_CHECKING:
     from langchain_core.retrievers import BaseRetriever
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store", default="stores/demo")
     parser.add_argument("--llm", metavar="PROVIDER:MODEL", help="default: the offline extractive answerer")
     args = parser.parse_args(argv)
-    if not Path(args.store, "_versions").is_dir():
+    if not StoreDirectory(args.store).exists():
         parser.error(f"no store at {args.store}; build it first: python examples/build_index.py {args.store}")
 
     embeddings = SentenceTransformerEmbeddings()

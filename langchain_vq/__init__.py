@@ -16,6 +16,7 @@ from langchain_vq.errors import (
     VQError,
 )
 from langchain_vq.retriever import VQRetriever
+from langchain_vq.self_query import VQTranslator
 from langchain_vq.vectorstore import VQVectorStore
 
 __all__ = [
@@ -33,5 +34,6 @@ __all__ = [
     "UnsupportedFormatError",
     "VQError",
     "VQRetriever",
+    "VQTranslator",
     "VQVectorStore",
 ]

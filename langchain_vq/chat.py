@@ -32,6 +32,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableParallel, RunnablePassthrough
 
 from langchain_vq.errors import ConfigurationError
+from langchain_vq.validation import check_int
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -174,9 +175,7 @@ class ExtractiveAnswerer(Runnable[Any, AIMessage]):
                 term overlap.
             max_sentences: Sentences quoted in the answer.
         """
-        if isinstance(max_sentences, bool) or not isinstance(max_sentences, int) or max_sentences < 1:
-            msg = f"max_sentences must be a positive integer, got {max_sentences!r}."
-            raise ConfigurationError(msg)
+        check_int(max_sentences, "max_sentences", fix="It counts the sentences quoted in an answer.")
         self.embeddings = embeddings
         self.max_sentences = max_sentences
 

@@ -25,11 +25,12 @@ from langchain_core.embeddings import Embeddings
 
 from langchain_vq.errors import ConfigurationError, InvalidInputError, NotAStoreError, VQError
 from langchain_vq.loaders import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, SUPPORTED_SUFFIXES
+from langchain_vq.validation import check_int
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
-    from langchain_vq.storage import Manifest, StoreDirectory
+    from langchain_vq.storage import StoreDirectory
     from langchain_vq.vectorstore import VQVectorStore
 
 PROG = "langchain-vq"
@@ -180,40 +181,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def store_info(path: str) -> dict[str, Any]:
-    """Rows, segments, bytes per part, quantization, model and versions of the store at ``path``."""
-    directory = _directory(path)
-    manifest: Manifest = directory.read_manifest()
-    versions = directory.versions()
-    version_bytes = sum((directory.path / "_versions" / f"{v:020d}.json").stat().st_size for v in versions)
-    segment_bytes = sum(s.data.bytes for s in manifest.segments)
-    deletion_bytes = sum(s.deletions.bytes for s in manifest.segments if s.deletions)
-    quantizer_bytes = manifest.quantizer_state.bytes if manifest.quantizer_state else 0
-    quantization = manifest.quantization or {}
-    return {
-        "path": str(directory.path),
-        "rows": manifest.live_rows,
-        "deleted_rows": sum(s.deleted for s in manifest.segments),
-        "segments": len(manifest.segments),
-        "dimension": manifest.dim,
-        "metric": manifest.metric,
-        "quantization": quantization.get("name"),
-        "quantizer_options": quantization.get("options") or {},
-        "quantizer_trained": manifest.quantizer_state is not None,
-        "embedding_model": manifest.embedding_model,
-        "version": manifest.version,
-        "versions_kept": len(versions),
-        "format_version": manifest.format_version,
-        "bytes": {
-            "segments": segment_bytes,
-            "deletions": deletion_bytes,
-            "quantizer_state": quantizer_bytes,
-            "manifests": version_bytes,
-            "total": segment_bytes + deletion_bytes + quantizer_bytes + version_bytes,
-        },
-    }
-
-
 def _human(n: int) -> str:
     size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
@@ -225,7 +192,7 @@ def _human(n: int) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe the store without loading a model."""
-    info = store_info(args.store)
+    info = _directory(args.store).info()
     if args.json:
         _print(json.dumps(info, indent=1))
         return 0
@@ -272,10 +239,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     """Merge segments, drop deleted rows, retrain the quantizer, remove unused files."""
-    before = store_info(args.store)
+    before = _directory(args.store).info()
     store = _open(args.store, embed=False)
     store.compact()
-    after = store_info(args.store)
+    after = _directory(args.store).info()
     _print(
         f"Compacted {args.store}: {before['segments']} -> {after['segments']} segment(s), "
         f"{after['rows']} rows, {_human(before['bytes']['total'])} -> {_human(after['bytes']['total'])} "
@@ -409,32 +376,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------------
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"expected a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _integer(minimum: int) -> Callable[[str], int]:
+    """An argparse type: the text as an integer >= ``minimum`` (checked by ``check_int``)."""
+
+    def parse(text: str) -> int:
+        try:
+            return check_int(int(text), "the value", minimum=minimum)
+        except ValueError as exc:  # int() of a non-number, or InvalidInputError (a ValueError)
+            msg = f"expected an integer >= {minimum}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg) from exc
+
+    return parse
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        msg = f"expected an integer >= 0, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+_positive = _integer(1)
+_non_negative = _integer(0)
+
+
+def _command(
+    sub: Any,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    *,
+    help: str,  # noqa: A002 - argparse's name
+    description: str,
+    store_help: str = "store folder",
+) -> argparse.ArgumentParser:
+    """A sub-command ``name`` whose first argument is the store folder and which runs ``func``."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
+    parser.add_argument("store", help=store_help)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def _add_eval_parser(sub: Any, model_help: str) -> None:
     """The ``eval`` sub-command's arguments."""
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "eval",
+        cmd_eval,
         help="measure recall@k and latency of search settings on a store; recommend one",
         description=(
             "Measure recall@k against exact float search, and single-query latency, for each "
@@ -444,7 +424,6 @@ def _add_eval_parser(sub: Any, model_help: str) -> None:
             "Quantizations other than the store's are measured on an in-memory copy."
         ),
     )
-    p.add_argument("store", help="store folder")
     p.add_argument(
         "--queries",
         default=None,
@@ -481,7 +460,6 @@ def _add_eval_parser(sub: Any, model_help: str) -> None:
     p.add_argument("--plot", default=None, metavar="PNG", help="write a recall-vs-latency plot")
     p.add_argument("--model", default=None, help=model_help + "; only for text queries")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=cmd_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -493,8 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     model_help = "sentence-transformers model name or folder (default: the store's, else all-MiniLM-L6-v2)"
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "index",
+        cmd_index,
+        store_help="store folder (created if absent)",
         help="load, split, embed and upsert files into a store",
         description=(
             f"Load {', '.join(SUPPORTED_SUFFIXES)} files (folders are searched recursively), split them "
@@ -513,7 +494,6 @@ def build_parser() -> argparse.ArgumentParser:
             "store's folders at once); 'none' nothing"
         ),
     )
-    p.add_argument("store", help="store folder (created if absent)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
     p.add_argument(
         "--chunk-size",
@@ -533,14 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="binary (default), int8, pq or none; only when creating the store (it is recorded)",
     )
     p.add_argument("--model", default=None, help=model_help)
-    p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "search",
+        cmd_search,
         help="print the chunks most similar to a query",
         description="Print the k chunks most similar to QUERY with their scores and sources.",
     )
-    p.add_argument("store", help="store folder")
     p.add_argument("query", help="the query text")
     p.add_argument("-k", type=_positive, default=5, help="results to print (default %(default)s)")
     p.add_argument(
@@ -557,44 +537,45 @@ def build_parser() -> argparse.ArgumentParser:
         default=160,
         help="characters of text shown per result (default %(default)s)",
     )
-    p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "info",
+        cmd_info,
         help="rows, segments, bytes, quantization, model and versions of a store",
         description=(
             "Describe a store: rows, segments, bytes per part, quantization, embedding model and "
             "versions. Loads no model."
         ),
     )
-    p.add_argument("store", help="store folder")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
-    p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "verify",
+        cmd_verify,
         help="check every file of a store against its checksum",
         description=(
             "Check every file of the store's current version against the size and checksum in its "
             "manifest. Exits with status 1 if anything is damaged."
         ),
     )
-    p.add_argument("store", help="store folder")
-    p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "compact",
+        cmd_compact,
         help="merge segments, drop deleted rows, retrain the quantizer",
         description=(
             "Rewrite the live rows into fresh segments, retrain the quantizer on them, and remove "
             "files no version needs any more."
         ),
     )
-    p.add_argument("store", help="store folder")
-    p.set_defaults(func=cmd_compact)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "chat",
+        cmd_chat,
         help="answer questions from a store, citing sources",
         description=(
             "Answer questions from the store's passages, citing them. Without --llm the answer is "
@@ -602,7 +583,6 @@ def build_parser() -> argparse.ArgumentParser:
             "the passages go to that chat model through langchain's init_chat_model."
         ),
     )
-    p.add_argument("store", help="store folder")
     p.add_argument("--question", "-q", default=None, help="ask one question and exit (default: interactive)")
     p.add_argument(
         "--llm",
@@ -614,7 +594,6 @@ def build_parser() -> argparse.ArgumentParser:
         "-k", type=_positive, default=4, help="passages retrieved per question (default %(default)s)"
     )
     p.add_argument("--model", default=None, help=model_help)
-    p.set_defaults(func=cmd_chat)
 
     _add_eval_parser(sub, model_help)
     return parser

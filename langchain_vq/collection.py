@@ -2,7 +2,8 @@
 
 This layer sits between the LangChain adapter (``vectorstore.py``) and the storage and search
 layers. It validates rows, applies adds, upserts and deletes as new immutable versions, decides
-when the quantizer is trained, and turns search hits back into rows. It knows nothing of
+when the quantizer is trained, evaluates metadata filters into per-segment row masks, opens a
+store with the settings it was created with, and turns search hits back into rows. It knows nothing of
 ``Document`` or embeddings models, so it can be tested and reused (CLI, Ray shards) on its own.
 """
 
@@ -13,7 +14,7 @@ import logging
 import math
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -25,17 +26,19 @@ from langchain_vq.errors import (
     DimensionMismatchError,
     InvalidInputError,
 )
-from langchain_vq.quantization import make_quantizer, quantizer_from_config
+from langchain_vq.quantization import make_quantizer, normalize_quantization, quantizer_from_config
 from langchain_vq.quantization.base import as_float_matrix
 from langchain_vq.search import Hits, SegmentView, search_segments
 from langchain_vq.storage import Manifest, Segment, SegmentEntry, StoreDirectory, build_segment
+from langchain_vq.validation import check_k
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     import numpy.typing as npt
 
+    from langchain_vq.filters import Filter
     from langchain_vq.quantization.base import Quantizer
     from langchain_vq.storage.fs import FileOps
 
@@ -64,6 +67,9 @@ TRAIN_SAMPLE = 100_000
 CLEANUP_GRACE_SECONDS = 60.0
 #: Times a reader retries opening the newest version when cleanup removed files under it.
 _LOAD_ATTEMPTS = 5
+#: Settings of a new collection whose config leaves them unset.
+DEFAULT_METRIC: MetricName = "cosine"
+DEFAULT_QUANTIZATION = "binary"
 
 
 def normalize_metric(metric: str) -> MetricName:
@@ -104,14 +110,29 @@ class Snapshot:
         return sum(v.live_count for v in self.views)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CollectionConfig:
-    """Settings fixed when a collection is created (and checked when it is reopened)."""
+    """Settings fixed when a collection is created, and checked when it is reopened.
 
-    metric: MetricName = "cosine"
-    quantization: str = "binary"
-    quantizer_options: dict[str, Any] = field(default_factory=dict)
+    A field left None means "the store's own setting" when a store is reopened, and the default
+    (``DEFAULT_METRIC``, ``DEFAULT_QUANTIZATION``, no options) when one is created. The
+    collection fills them from the manifest it opens, so reopening reads no file twice.
+    """
+
+    metric: str | None = None
+    quantization: str | None = None
+    quantizer_options: dict[str, Any] | None = None
     embedding_model: str | None = None
+
+    def normalized(self) -> CollectionConfig:
+        """The same request with aliases mapped to canonical names (raises on unknown ones)."""
+        return replace(
+            self,
+            metric=None if self.metric is None else normalize_metric(self.metric),
+            quantization=(
+                None if self.quantization is None else normalize_quantization(self.quantization) or "none"
+            ),
+        )
 
 
 class Collection:
@@ -119,17 +140,32 @@ class Collection:
 
     def __init__(
         self,
-        config: CollectionConfig,
+        config: CollectionConfig | None = None,
         path: str | os.PathLike[str] | None = None,
         *,
         lock_timeout: float | None = 10.0,
         fs: FileOps | None = None,
     ) -> None:
-        self.config = config
+        """Create an in-memory collection, or create or reopen the store at ``path``.
+
+        Settings ``config`` leaves unset are taken from the store when it exists (read with the
+        manifest the collection opens, retried if cleanup races it), else from the defaults.
+
+        Raises:
+            ConfigurationError: An unknown setting, or one that differs from the store's.
+        """
+        self._requested = (config or CollectionConfig()).normalized()
+        #: The settings in effect: the request with every unset field filled.
+        self.config = CollectionConfig(
+            metric=self._requested.metric or DEFAULT_METRIC,
+            quantization=self._requested.quantization or DEFAULT_QUANTIZATION,
+            quantizer_options=dict(self._requested.quantizer_options or {}),
+            embedding_model=self._requested.embedding_model,
+        )
         self.lock_timeout = lock_timeout
         self._mutex = threading.RLock()
         self._segments: dict[str, Segment] = {}  # open segments by name, reused across versions
-        # ``fs``: the file operations writes go through (tests pass doubles from storage.faults).
+        # ``fs``: the file operations writes go through (tests pass doubles from tests/reliability/faults.py).
         self.directory = StoreDirectory(path, fs) if path is not None else None
         if self.directory is None:
             self._snapshot = Snapshot(version=0, dim=None)
@@ -139,9 +175,9 @@ class Collection:
             manifest = Manifest(
                 version=0,
                 dim=None,
-                metric=config.metric,
+                metric=self.metric,
                 quantization=self._quantization_entry(),
-                embedding_model=config.embedding_model,
+                embedding_model=self.config.embedding_model,
             )
             if self.directory.create(manifest):
                 self._snapshot = Snapshot(version=0, dim=None, manifest=manifest)
@@ -155,17 +191,38 @@ class Collection:
         return self._snapshot
 
     @property
+    def metric(self) -> MetricName:
+        """``"cosine"``, ``"dot"`` or ``"l2"``: the store's, or the default for a new one."""
+        return normalize_metric(self.config.metric or DEFAULT_METRIC)
+
+    @property
+    def quantization(self) -> str:
+        """``"binary"``, ``"int8"``, ``"pq"`` or ``"none"`` (exact search)."""
+        return self.config.quantization or DEFAULT_QUANTIZATION
+
+    @property
+    def quantizer_options(self) -> dict[str, Any]:
+        """Keyword options the quantizer is trained with."""
+        return dict(self.config.quantizer_options or {})
+
+    @property
     def kind(self) -> Literal["ip", "l2"]:
         """The similarity the engine ranks by."""
-        return "l2" if self.config.metric == "l2" else "ip"
+        return "l2" if self.metric == "l2" else "ip"
 
     def _quantization_entry(self) -> dict[str, Any]:
-        return {"name": self.config.quantization, "options": self.config.quantizer_options}
+        return {"name": self.quantization, "options": self.quantizer_options}
+
+    def _template(self, dim: int) -> Quantizer | None:
+        """An unfitted quantizer of this collection's settings (None for exact search)."""
+        if self.quantization == "none":
+            return None
+        return make_quantizer(self.quantization, dim, metric=self.kind, **self.quantizer_options)
 
     def _load(self, manifest: Manifest) -> Snapshot:
         """Open the files of ``manifest``, checking them against the creation settings."""
         assert self.directory is not None  # noqa: S101
-        self._check_reopen(manifest)
+        self._adopt(manifest)
         quantizer = None
         current = getattr(self, "_snapshot", None)
         if (
@@ -196,22 +253,31 @@ class Collection:
             manifest.version, manifest.dim, tuple(views), quantizer, manifest, dict(manifest.settings)
         )
 
-    def _check_reopen(self, manifest: Manifest) -> None:
+    def _adopt(self, manifest: Manifest) -> None:
+        """Check the requested settings against the store's and fill the unset ones from it."""
         stored = manifest.quantization or {}
-        if manifest.metric != self.config.metric:
+        requested = self._requested
+        if requested.metric is not None and manifest.metric != requested.metric:
             msg = (
                 f"The store at {self.directory.path if self.directory else ''} uses metric "
-                f"{manifest.metric!r}, but {self.config.metric!r} was requested. Reopen it with "
+                f"{manifest.metric!r}, but {requested.metric!r} was requested. Reopen it with "
                 f"metric={manifest.metric!r} (or leave metric unset), or create a new store."
             )
             raise ConfigurationError(msg)
-        if stored.get("name") != self.config.quantization:
+        if requested.quantization is not None and stored.get("name") != requested.quantization:
             msg = (
                 f"The store uses quantization {stored.get('name')!r}, but "
-                f"{self.config.quantization!r} was requested. Reopen it without quantization= "
+                f"{requested.quantization!r} was requested. Reopen it without quantization= "
                 "(it is read from the store) or build a new store with the other setting."
             )
             raise ConfigurationError(msg)
+        options = requested.quantizer_options
+        self.config = CollectionConfig(
+            metric=manifest.metric,
+            quantization=stored.get("name") or "none",
+            quantizer_options=dict(stored.get("options") or {}) if options is None else dict(options),
+            embedding_model=requested.embedding_model,
+        )
 
     def _load_newest(self, current: int | None = None) -> Snapshot:
         """Open the newest version (None if it is ``current``), retrying if cleanup raced us.
@@ -264,7 +330,7 @@ class Collection:
                 "or create a new store for the other model."
             )
             raise DimensionMismatchError(msg) from exc
-        if self.config.metric == "cosine":
+        if self.metric == "cosine":
             norms = np.linalg.norm(out, axis=1, keepdims=True)  # [n, 1]
             # A new float32 array (the caller's stays untouched), without a second cast copy.
             out = np.divide(out, np.where(norms == 0, 1, norms), dtype=np.float32)
@@ -290,10 +356,8 @@ class Collection:
             ]
             quantizer = current.quantizer
             total = sum(v.live_count for v in views) + len(ids)
-            if quantizer is None and self.config.quantization != "none":
-                template = make_quantizer(
-                    self.config.quantization, dim, metric=self.kind, **self.config.quantizer_options
-                )
+            if quantizer is None:
+                template = self._template(dim)
                 if template is not None and total >= template.min_train_size:
                     sample = _sample_vectors([v for v in views if v.live_count], vectors, TRAIN_SAMPLE)
                     quantizer = template.fit(sample)
@@ -312,28 +376,25 @@ class Collection:
                 views.append(SegmentView(segment))
             self._publish(current, dim, _merge_small_segments(views), quantizer)
 
-    def delete(self, ids: Sequence[str] | None) -> int:
-        """Delete rows by id (all rows if ``ids`` is None); returns how many were deleted."""
-        with self._writing() as current:
-            if ids is None:
-                targets = {i: np.arange(v.segment.rows) for i, v in enumerate(current.views)}
-            else:
-                targets = self._rows_of(current, list(ids))
-            views = [
-                SegmentView(v.segment, _union(v.deleted, targets.get(i))) for i, v in enumerate(current.views)
-            ]
-            count = current.live_rows - sum(v.live_count for v in views)
-            if count:
-                self._publish(current, current.dim, [v for v in views if v.live_count], current.quantizer)
-            return count
+    def delete(self, ids: Sequence[str] | None = None, *, filter: Filter | None = None) -> int:  # noqa: A002
+        """Delete rows by id and/or metadata filter, on the newest version; returns how many.
 
-    def delete_where(self, select: Callable[[Segment], npt.NDArray[np.bool_]]) -> int:
-        """Delete the rows for which ``select(segment)`` is True, on the newest version."""
+        With neither, every row is deleted; with both, the given ids that match the filter.
+        Missing ids are ignored.
+        """
+        if ids is not None and len(ids) == 0:
+            return 0
+        wanted = None if ids is None else pa.array(list(ids), pa.string())
         with self._writing() as current:
-            views = [
-                SegmentView(v.segment, _union(v.deleted, np.flatnonzero(select(v.segment))))
-                for v in current.views
-            ]
+            views = []
+            for view in current.views:
+                mask = filter.mask(view.segment) if filter is not None else None
+                if wanted is not None:
+                    rows = view.segment.rows_of_ids(wanted)
+                    rows = rows if mask is None else rows[mask[rows]]
+                else:
+                    rows = np.arange(view.segment.rows) if mask is None else np.flatnonzero(mask)
+                views.append(SegmentView(view.segment, _union(view.deleted, rows.astype(np.int64))))
             count = current.live_rows - sum(v.live_count for v in views)
             if count:
                 self._publish(current, current.dim, [v for v in views if v.live_count], current.quantizer)
@@ -354,13 +415,8 @@ class Collection:
             views: list[SegmentView] = []
             if live:
                 vectors = np.concatenate([_live_vectors(v) for v in live])
-                if self.config.quantization != "none" and current.dim is not None:
-                    template = make_quantizer(
-                        self.config.quantization,
-                        current.dim,
-                        metric=self.kind,
-                        **self.config.quantizer_options,
-                    )
+                if current.dim is not None:
+                    template = self._template(current.dim)
                     if template is not None and vectors.shape[0] >= template.min_train_size:
                         quantizer = template.fit(_sample_vectors([], vectors, TRAIN_SAMPLE))
                 tables = [_live_table(v) for v in live]
@@ -420,21 +476,32 @@ class Collection:
 
     def search(
         self,
-        queries: npt.NDArray[np.float32],
+        queries: npt.ArrayLike,
         k: int,
         *,
-        rescore: bool,
-        rescore_multiplier: int,
-        masks: list[npt.NDArray[np.bool_] | None] | None = None,
+        rescore: bool = True,
+        rescore_multiplier: int = 1,
+        filter: Filter | None = None,  # noqa: A002 - LangChain's name
         with_vectors: bool = False,
-        snapshot: Snapshot | None = None,
     ) -> list[list[Row]]:
-        """The ``k`` best rows for each (already checked) query vector."""
-        snapshot = snapshot or self._snapshot
+        """The ``k`` best live rows matching ``filter`` for each query vector, best first.
+
+        Queries are checked (and normalized for cosine) here; an empty collection returns no
+        rows without looking at them. The filter is evaluated per segment of the version
+        searched, into the row masks the engine skips rows by.
+        """
+        k = check_k(k)
+        snapshot = self._snapshot  # one version for the whole search
+        if snapshot.live_rows == 0:
+            return [[] for _ in range(np.shape(queries)[0])]
+        checked = self.check_vectors(queries, "query embedding")
+        masks: list[npt.NDArray[np.bool_] | None] | None = None
+        if filter is not None:
+            masks = [filter.mask(v.segment) for v in snapshot.views]
         hits = search_segments(
             list(snapshot.views),
-            queries,
-            k,
+            checked,
+            min(k, snapshot.live_rows),
             kind=self.kind,
             quantizer=snapshot.quantizer,
             rescore=rescore,

@@ -17,7 +17,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from langchain_vq.errors import ConfigurationError, InvalidInputError
-from langchain_vq.validation import check_texts
+from langchain_vq.validation import check_int, check_texts
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -96,18 +96,13 @@ class SentenceTransformerEmbeddings(Embeddings):
             num_threads: Torch CPU threads. ``None`` keeps torch's setting unless it exceeds the
                 cores this process may use. Note that torch's thread count is process-wide.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            msg = f"batch_size must be a positive integer, got {batch_size!r}."
-            raise ConfigurationError(msg)
-        if num_threads is not None and (
-            isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
-        ):
-            msg = f"num_threads must be a positive integer or None, got {num_threads!r}."
-            raise ConfigurationError(msg)
+        check_int(batch_size, "batch_size")
+        if num_threads is not None:
+            check_int(num_threads, "num_threads", fix="Pass None to keep torch's setting.")
         for name, prompt in (("query_prompt", query_prompt), ("document_prompt", document_prompt)):
             if prompt is not None and not isinstance(prompt, str):
                 msg = f"{name} must be a string or None, got {type(prompt).__name__}."
-                raise ConfigurationError(msg)
+                raise InvalidInputError(msg)
         requested = DEFAULT_MODEL if model_name_or_path is None else os.fspath(model_name_or_path)
         self.model_name = DEFAULT_MODEL if requested in DEFAULT_MODEL_ALIASES else requested
         self.batch_size = batch_size

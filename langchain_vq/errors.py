@@ -2,6 +2,24 @@
 
 Every class is also a built-in (``ValueError``, ``KeyError``, ``OSError``) so callers that
 already catch those keep working. Messages say what was found, what was expected, and the fix.
+
+Which class a mistake raises (one rule, whatever function or constructor it is passed to):
+
+* A **value** that is wrong in itself raises :class:`InvalidInputError`: its type, range, shape
+  or syntax (``k=0``, ``rescore_multiplier=0``, ``recall_target=1.5``, ``chunk_size=0``,
+  PQ ``m`` above the dimension, a malformed filter, a NaN vector), or two arguments of one call
+  that contradict each other (``rescore_multiplier`` together with ``recall_target``).
+  Subclasses narrow it (:class:`DimensionMismatchError`, :class:`InvalidFilterError`).
+* A **name** of a component that is not available, or a **setting that disagrees with what it
+  meets**, raises :class:`ConfigurationError`: an unknown quantization, metric, quantizer
+  option, evaluation mode, embedding model or chat model; reopening a store with another
+  metric or quantization than it was created with; a saved quantizer state that does not fit
+  its config; an embedding model other than the store's.
+* Problems of files raise :class:`StoreError` (the store) or :class:`SourceError` (documents to
+  load) subclasses; using a quantizer before ``fit`` raises :class:`NotFittedError`.
+
+Both :class:`InvalidInputError` and :class:`ConfigurationError` are ``ValueError``s, so
+``except ValueError`` catches either.
 """
 
 from __future__ import annotations
@@ -12,7 +30,7 @@ class VQError(Exception):
 
 
 class InvalidInputError(VQError, ValueError):
-    """An argument has the wrong shape, type or value (bad vector, ``k <= 0``, bad ids...)."""
+    """A value is wrong in itself: type, range, shape or syntax (``k <= 0``, a bad vector...)."""
 
 
 class DimensionMismatchError(InvalidInputError):
@@ -28,7 +46,7 @@ class InvalidFilterError(InvalidInputError):
 
 
 class ConfigurationError(VQError, ValueError):
-    """An unknown or inconsistent setting (quantization, metric, reopening with other settings)."""
+    """An unknown component name, or a setting that disagrees with the store or state it meets."""
 
 
 class NotFittedError(VQError, RuntimeError):

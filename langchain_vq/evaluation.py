@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from langchain_vq.search import exact_search
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
@@ -19,22 +21,16 @@ if TYPE_CHECKING:
 
 
 def exact_top_k(
-    queries: npt.NDArray[np.float32], corpus: npt.NDArray[np.float32], k: int, *, chunk: int = 65_536
+    queries: npt.NDArray[np.float32], corpus: npt.NDArray[np.float32], k: int
 ) -> npt.NDArray[np.int64]:
-    """Row indices ``[n_queries, k]`` of the best inner products, best first (chunked scan)."""
-    k = min(k, corpus.shape[0])
-    best_scores = np.full((queries.shape[0], 0), -np.inf, dtype=np.float32)
-    best_rows = np.empty((queries.shape[0], 0), dtype=np.int64)
-    for start in range(0, corpus.shape[0], chunk):
-        scores = queries @ corpus[start : start + chunk].T
-        rows = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
-        scores = np.concatenate([best_scores, scores], axis=1)
-        rows = np.concatenate([best_rows, rows], axis=1)
-        top = np.argpartition(-scores, min(k, scores.shape[1]) - 1, axis=1)[:, :k]
-        best_scores = np.take_along_axis(scores, top, axis=1)
-        best_rows = np.take_along_axis(rows, top, axis=1)
-    order = np.argsort(-best_scores, axis=1, kind="stable")
-    return np.take_along_axis(best_rows, order, axis=1)
+    """Row indices ``[n_queries, min(k, rows)]`` of the best inner products, best first.
+
+    The search engine's exact scan (:func:`langchain_vq.search.exact_search`), so ground truth
+    and the store's exact search are one computation.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    return exact_search(corpus, queries, k, "ip").rows
 
 
 def recall_at_k(found: Sequence[Sequence[object]], expected: Sequence[Sequence[object]], k: int) -> float:

@@ -365,24 +365,17 @@ class _Field(Filter):
 
 
 @dataclass(frozen=True)
-class _And(Filter):
+class _Combined(Filter):
+    """``$and`` (every part holds) or ``$or`` (any part holds) of the parts' masks."""
+
     parts: tuple[Filter, ...]
+    any_of: bool = False  # False: $and, True: $or
 
     def mask(self, segment: Segment) -> npt.NDArray[np.bool_]:
-        out = np.ones(segment.rows, dtype=bool)
+        combine = np.logical_or if self.any_of else np.logical_and
+        out = np.full(segment.rows, not self.any_of)  # the identity of the combination
         for part in self.parts:
-            out &= part.mask(segment)
-        return out
-
-
-@dataclass(frozen=True)
-class _Or(Filter):
-    parts: tuple[Filter, ...]
-
-    def mask(self, segment: Segment) -> npt.NDArray[np.bool_]:
-        out = np.zeros(segment.rows, dtype=bool)
-        for part in self.parts:
-            out |= part.mask(segment)
+            combine(out, part.mask(segment), out=out)
         return out
 
 
@@ -462,7 +455,7 @@ def _compile(spec: object, where: str, depth: int) -> Filter:
     if not parts:
         msg = f"{where}: an empty filter; pass None for no filter, or at least one condition."
         raise InvalidFilterError(msg, where)
-    return parts[0] if len(parts) == 1 else _And(tuple(parts))
+    return parts[0] if len(parts) == 1 else _Combined(tuple(parts))
 
 
 def _compile_logical(op: str, value: object, where: str, depth: int) -> Filter:
@@ -472,7 +465,7 @@ def _compile_logical(op: str, value: object, where: str, depth: int) -> Filter:
         msg = f"{where}: {op} takes a non-empty list of filters, got {value!r:.80}."
         raise InvalidFilterError(msg, where)
     parts = tuple(_compile(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
-    return _And(parts) if op == "$and" else _Or(parts)
+    return _Combined(parts, any_of=op == "$or")
 
 
 def _compile_field(path: str, value: object, where: str) -> list[Filter]:

@@ -25,13 +25,13 @@ from langchain_core.documents import Document
 
 from langchain_vq.errors import (
     BinarySourceError,
-    ConfigurationError,
     EmptySourceError,
     InvalidSourceError,
     SourceNotFoundError,
     UnreadableSourceError,
     UnsupportedSourceError,
 )
+from langchain_vq.validation import check_int
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -220,17 +220,15 @@ def make_splitter(
 
 
 def check_chunking(chunk_size: object, chunk_overlap: object) -> None:
-    """Raise ``ConfigurationError`` unless ``0 <= chunk_overlap < chunk_size``."""
-    for name, value in (("chunk_size", chunk_size), ("chunk_overlap", chunk_overlap)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            msg = f"{name} must be a non-negative integer, got {value!r}."
-            raise ConfigurationError(msg)
-    if chunk_size < 1 or chunk_overlap >= chunk_size:  # type: ignore[operator]
-        msg = (
-            f"Got chunk_size={chunk_size} and chunk_overlap={chunk_overlap}; expected "
-            "chunk_size >= 1 and chunk_overlap < chunk_size."
-        )
-        raise ConfigurationError(msg)
+    """Raise ``InvalidInputError`` unless ``0 <= chunk_overlap < chunk_size``."""
+    size = check_int(chunk_size, "chunk_size", fix="It counts characters per chunk.")
+    check_int(
+        chunk_overlap,
+        "chunk_overlap",
+        minimum=0,
+        maximum=size - 1,
+        fix=f"Neighbouring chunks must share fewer characters than a chunk holds ({size}).",
+    )
 
 
 def split_file(

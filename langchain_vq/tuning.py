@@ -39,7 +39,6 @@ Other quantizations than the store's
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,6 +50,7 @@ from langchain_vq.errors import ConfigurationError, InvalidInputError
 from langchain_vq.evaluation import recall_at_k
 from langchain_vq.quantization import normalize_quantization
 from langchain_vq.search import search_segments
+from langchain_vq.validation import check_fraction, check_int, check_k
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -311,7 +311,7 @@ def calibrate_multiplier(
         recall_by_multiplier=recall_by,
         queries=qs.vectors.shape[0],
         query_source=qs.source,
-        quantization=collection.config.quantization,
+        quantization=collection.quantization,
         rows=snapshot.live_rows,
         version=snapshot.version,
         seed=seed,
@@ -354,18 +354,18 @@ def evaluate_settings(
         The :class:`Evaluation` (``format_table()`` prints it).
 
     Raises:
-        InvalidInputError: Empty store, unknown mode or an argument out of range.
+        InvalidInputError: Empty store, or an argument out of range.
+        ConfigurationError: An unknown mode.
         DimensionMismatchError: ``queries`` have another dimension than the store.
     """
     collection = _collection(store)
     _check_args(target, k, sample)
     steps = _check_multipliers(multipliers)
-    if timed < 1 or max_rows < 1:
-        msg = f"timed and max_rows must be >= 1, got timed={timed!r}, max_rows={max_rows!r}."
-        raise InvalidInputError(msg)
+    check_int(timed, "timed")
+    check_int(max_rows, "max_rows")
     snapshot = collection.snapshot
     _check_not_empty(snapshot)
-    own = collection.config.quantization
+    own = collection.quantization
     wanted = _check_modes(modes, own)
     given = None if queries is None else collection.check_vectors(queries, "query vectors")
     notes: list[str] = []
@@ -378,9 +378,7 @@ def evaluate_settings(
             if sample_rows is None:
                 sample_rows = _in_memory_copy(collection, snapshot, max_rows, seed)
             copy, measured_on = sample_rows
-            target_collection = Collection(
-                CollectionConfig(metric=collection.config.metric, quantization=mode)
-            )
+            target_collection = Collection(CollectionConfig(metric=collection.metric, quantization=mode))
             target_collection.add(*_rows_of(copy))
             target_snapshot = target_collection.snapshot
         results += _measure_mode(
@@ -548,7 +546,7 @@ def _measure_mode(
     qs = _query_set(collection, snapshot, given, sample, seed)
     truth = _exact_keys(collection, snapshot, qs, k)
     quantizer = None if exact else snapshot.quantizer
-    name = "none" if exact else collection.config.quantization
+    name = "none" if exact else collection.quantization
     code_bytes = quantizer.code_size if quantizer is not None else 0
     rows = snapshot.live_rows
     if quantizer is None:
@@ -635,7 +633,7 @@ def _in_memory_copy(
     else:
         vectors = np.concatenate([np.asarray(p) for p in parts])
         described = f"in-memory copy ({total:,} rows)"
-    copy = Collection(CollectionConfig(metric=collection.config.metric, quantization="none"))
+    copy = Collection(CollectionConfig(metric=collection.metric, quantization="none"))
     n = vectors.shape[0]
     copy.add([str(i) for i in range(n)], [""] * n, ["{}"] * n, np.ascontiguousarray(vectors, np.float32))
     return copy, described
@@ -691,23 +689,17 @@ def _collection(store: Any) -> Collection:
 
 
 def _check_args(target: float, k: int, sample: int) -> None:
-    if not isinstance(target, (int, float)) or not 0.0 < float(target) <= 1.0 or math.isnan(target):
-        msg = f"target must be a recall in (0, 1], got {target!r}."
-        raise InvalidInputError(msg)
-    for name, value in (("k", k), ("sample", sample)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            msg = f"{name} must be a positive integer, got {value!r}."
-            raise InvalidInputError(msg)
+    check_fraction(target, "target")
+    check_k(k)
+    check_int(sample, "sample", fix="It counts the stored rows sampled as queries.")
 
 
 def _check_multipliers(multipliers: Sequence[int]) -> tuple[int, ...]:
     values = list(multipliers)
-    if not values or any(
-        isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 for m in values
-    ):
-        msg = f"multipliers must be a non-empty list of integers >= 1, got {values!r}."
+    if not values:
+        msg = "multipliers is empty; pass at least one rescore_multiplier, e.g. [1, 2, 4, 8]."
         raise InvalidInputError(msg)
-    return tuple(sorted({int(m) for m in values}))
+    return tuple(sorted({check_int(m, f"multipliers[{i}]") for i, m in enumerate(values)}))
 
 
 def _check_modes(modes: Sequence[str] | None, own: str) -> list[str]:
@@ -719,7 +711,7 @@ def _check_modes(modes: Sequence[str] | None, own: str) -> list[str]:
             name = normalize_quantization(mode) or "none"
         except ConfigurationError as exc:
             msg = f"Unknown mode {mode!r}; expected binary, int8, pq or none."
-            raise InvalidInputError(msg) from exc
+            raise ConfigurationError(msg) from exc
         if name not in out:
             out.append(name)
     if not out:

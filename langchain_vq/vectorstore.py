@@ -1,7 +1,7 @@
 """``VQVectorStore``: the LangChain adapter over a quantized, persistent collection.
 
-Documents, ids, embeddings and relevance scores live here; numerics live in ``search/`` and
-files in ``storage/``.
+Documents, ids, embeddings, relevance scores and recall calibration live here; rows, versions,
+store settings and filters live in :class:`~langchain_vq.collection.Collection`, below it.
 """
 
 from __future__ import annotations
@@ -12,20 +12,25 @@ import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pyarrow as pa
 from langchain_core.documents import Document
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 from typing_extensions import override
 
-from langchain_vq.collection import Collection, CollectionConfig, Row, normalize_metric
-from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.collection import Collection, CollectionConfig, Row
+from langchain_vq.errors import InvalidInputError
 from langchain_vq.filters import compile_filter
-from langchain_vq.quantization import normalize_quantization
 from langchain_vq.retriever import VQRetriever
 from langchain_vq.search import maximal_marginal_relevance
 from langchain_vq.tuning import Calibration, calibrate_multiplier
-from langchain_vq.validation import check_id, check_k, check_multiplier, check_texts, metadata_json
+from langchain_vq.validation import (
+    check_fraction,
+    check_id,
+    check_k,
+    check_multiplier,
+    check_texts,
+    metadata_json,
+)
 
 if TYPE_CHECKING:
     import os
@@ -34,8 +39,6 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from langchain_core.embeddings import Embeddings
     from typing_extensions import Self
-
-    from langchain_vq.storage import Segment
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +153,6 @@ class VQVectorStore(VectorStore):
             quantizer_options: Extra keyword arguments for the quantizer (e.g. ``{"m": 48}``).
         """
         self.embedding = embedding
-        stored = _stored_settings(path)
-        quant = normalize_quantization(quantization or stored.get("quantization") or "binary") or "none"
-        metric_name = normalize_metric(metric or stored.get("metric") or "cosine")
         self.rescore = bool(rescore)
         if rescore_multiplier == "auto":
             recall_target = DEFAULT_RECALL_TARGET if recall_target is None else recall_target
@@ -162,18 +162,20 @@ class VQVectorStore(VectorStore):
                 f"Got both rescore_multiplier={rescore_multiplier!r} and recall_target={recall_target!r}; "
                 "pass one: a fixed multiplier, or a recall target the store calibrates for."
             )
-            raise ConfigurationError(msg)
-        self.recall_target = _check_recall_target(recall_target)
-        self._fixed_multiplier = check_multiplier(
-            DEFAULT_RESCORE_MULTIPLIER[quant] if rescore_multiplier is None else rescore_multiplier
-        )
+            raise InvalidInputError(msg)
+        self.recall_target = None if recall_target is None else check_fraction(recall_target, "recall_target")
+        fixed = None if rescore_multiplier is None else check_multiplier(rescore_multiplier)
+        # Unset settings (None) are read from the store when it exists, inside Collection.
         config = CollectionConfig(
-            metric=metric_name,
-            quantization=quant,
-            quantizer_options=dict(quantizer_options or stored.get("options") or {}),
+            metric=metric or None,
+            quantization=quantization or None,
+            quantizer_options=dict(quantizer_options) if quantizer_options else None,
             embedding_model=_model_name(embedding),
         )
         self._collection = Collection(config, path, lock_timeout=lock_timeout)
+        self._fixed_multiplier = (
+            DEFAULT_RESCORE_MULTIPLIER[self._collection.quantization] if fixed is None else fixed
+        )
         saved = self._collection.snapshot.settings.get("calibration")
         if saved and self.recall_target is None and rescore_multiplier is None:
             self.recall_target = float(saved["target"])  # reopened: keep calibrating for it
@@ -261,10 +263,9 @@ class VQVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        texts = check_texts(texts)
-        metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
-        vectors = self.embedding.embed_documents(texts) if texts else []
-        return self._add(texts, metadatas_json, final_ids, vectors)
+        checked, metadatas_json, final_ids = _rows(texts, metadatas, ids)
+        vectors = self.embedding.embed_documents(checked) if checked else []
+        return self._add(checked, metadatas_json, final_ids, vectors)
 
     @override
     async def aadd_texts(
@@ -275,28 +276,12 @@ class VQVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        texts = check_texts(texts)
-        metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
-        vectors = await self.embedding.aembed_documents(texts) if texts else []
-        return await run_in_executor(None, self._add, texts, metadatas_json, final_ids, vectors)
+        checked, metadatas_json, final_ids = _rows(texts, metadatas, ids)
+        vectors = await self.embedding.aembed_documents(checked) if checked else []
+        return await run_in_executor(None, self._add, checked, metadatas_json, final_ids, vectors)
 
-    @override
-    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        ids = kwargs.pop("ids", None)
-        if ids is None and any(doc.id for doc in documents):
-            ids = [doc.id for doc in documents]
-        return self.add_texts(
-            [d.page_content for d in documents], [d.metadata for d in documents], ids=ids, **kwargs
-        )
-
-    @override
-    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        ids = kwargs.pop("ids", None)
-        if ids is None and any(doc.id for doc in documents):
-            ids = [doc.id for doc in documents]
-        return await self.aadd_texts(
-            [d.page_content for d in documents], [d.metadata for d in documents], ids=ids, **kwargs
-        )
+    # add_documents / aadd_documents: LangChain's own, which take the documents' ids and call
+    # add_texts / aadd_texts above.
 
     def add_embeddings(
         self,
@@ -309,31 +294,7 @@ class VQVectorStore(VectorStore):
 
         Rows whose id already exists replace the old row (upsert), in the same commit.
         """
-        texts = check_texts(texts)
-        metadatas_json, final_ids = self._check_rows(texts, metadatas, ids)
-        return self._add(texts, metadatas_json, final_ids, embeddings)
-
-    def _check_rows(
-        self,
-        texts: list[str],
-        metadatas: Sequence[dict[str, Any]] | None,
-        ids: Sequence[str | None] | None,
-    ) -> tuple[list[str], list[str]]:
-        n = len(texts)
-        if metadatas is not None and len(metadatas) != n:
-            msg = f"Got {len(metadatas)} metadatas for {n} texts; pass one metadata dict per text."
-            raise InvalidInputError(msg)
-        if ids is not None and len(ids) != n:
-            msg = f"Got {len(ids)} ids for {n} texts; pass one id per text (or None to generate)."
-            raise InvalidInputError(msg)
-        metadatas_json = [metadata_json(m, i) for i, m in enumerate(metadatas or [{}] * n)]
-        checked = [check_id(i, pos) for pos, i in enumerate(ids)] if ids is not None else [None] * n
-        final = [i if i is not None else uuid.uuid4().hex for i in checked]
-        if len(set(final)) != n:
-            dupes = sorted({i for i in final if final.count(i) > 1})[:5]
-            msg = f"Duplicate ids within one call: {dupes}. Each id may appear once per call."
-            raise InvalidInputError(msg)
-        return metadatas_json, final
+        return self._add(*_rows(texts, metadatas, ids), embeddings)
 
     def _add(
         self, texts: list[str], metadatas_json: list[str], ids: list[str], vectors: npt.ArrayLike
@@ -367,20 +328,7 @@ class VQVectorStore(VectorStore):
                 msg = f"ids[{checked.index(None)}] is None; delete() takes the ids of stored documents."
                 raise InvalidInputError(msg)
         compiled = compile_filter(filter_spec)
-        if compiled is None:
-            self._collection.delete(checked)  # type: ignore[arg-type]  # None entries rejected above
-            return True
-        wanted = None if checked is None else pa.array(checked, pa.string())
-
-        def select(segment: Segment) -> npt.NDArray[np.bool_]:
-            mask = compiled.mask(segment)
-            if wanted is not None:
-                in_ids = np.zeros(segment.rows, dtype=bool)
-                in_ids[segment.rows_of_ids(wanted)] = True
-                mask &= in_ids
-            return mask
-
-        self._collection.delete_where(select)
+        self._collection.delete(checked, filter=compiled)  # type: ignore[arg-type]  # no None left
         return True
 
     @override
@@ -410,24 +358,16 @@ class VQVectorStore(VectorStore):
         k = check_k(k)
         _reject_unknown(kwargs)
         compiled = compile_filter(filter)
-        snapshot = self._collection.snapshot
-        if snapshot.live_rows == 0:
-            return [[] for _ in range(np.shape(vectors)[0])]
-        queries = self._collection.check_vectors(vectors, "query embedding")
-        masks: list[npt.NDArray[np.bool_] | None] | None = None
-        if compiled is not None:
-            masks = [compiled.mask(v.segment) for v in snapshot.views]
         multiplier = (
             self.rescore_multiplier if rescore_multiplier is None else check_multiplier(rescore_multiplier)
         )
         return self._collection.search(
-            queries,
-            min(k, snapshot.live_rows),
+            vectors,
+            k,
             rescore=self.rescore,
             rescore_multiplier=multiplier,
-            masks=masks,
+            filter=compiled,
             with_vectors=with_vectors,
-            snapshot=snapshot,
         )
 
     def similarity_search_with_score_by_vector(
@@ -585,20 +525,8 @@ class VQVectorStore(VectorStore):
         store.add_texts(texts, metadatas, ids=ids)
         return store
 
-    @classmethod
-    @override
-    async def afrom_texts(
-        cls,
-        texts: list[str],
-        embedding: Embeddings,
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Self:
-        store = cls(embedding, **kwargs)
-        await store.aadd_texts(texts, metadatas, ids=ids)
-        return store
+    # afrom_texts: LangChain's own, which runs from_texts in an executor, so that opening the
+    # store's files and taking its lock stay off the event loop too.
 
     # -- maintenance -------------------------------------------------------------------------
     def compact(self) -> None:
@@ -619,22 +547,28 @@ class VQVectorStore(VectorStore):
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _stored_settings(path: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """Quantization and metric of an existing store, so reopening needs no arguments."""
-    if path is None:
-        return {}
-    from langchain_vq.storage import StoreDirectory
-
-    directory = StoreDirectory(path)
-    if not directory.exists():
-        return {}
-    manifest = directory.read_manifest()
-    quantization = manifest.quantization or {}
-    return {
-        "quantization": quantization.get("name"),
-        "options": quantization.get("options"),
-        "metric": manifest.metric,
-    }
+def _rows(
+    texts: Iterable[str],
+    metadatas: Sequence[dict[str, Any]] | None,
+    ids: Sequence[str | None] | None,
+) -> tuple[list[str], list[str], list[str]]:
+    """Checked texts, metadata as JSON, and ids (generated where None) for one add call."""
+    texts = check_texts(texts)
+    n = len(texts)
+    if metadatas is not None and len(metadatas) != n:
+        msg = f"Got {len(metadatas)} metadatas for {n} texts; pass one metadata dict per text."
+        raise InvalidInputError(msg)
+    if ids is not None and len(ids) != n:
+        msg = f"Got {len(ids)} ids for {n} texts; pass one id per text (or None to generate)."
+        raise InvalidInputError(msg)
+    metadatas_json = [metadata_json(m, i) for i, m in enumerate(metadatas or [{}] * n)]
+    checked = [check_id(i, pos) for pos, i in enumerate(ids)] if ids is not None else [None] * n
+    final = [i if i is not None else uuid.uuid4().hex for i in checked]
+    if len(set(final)) != n:
+        dupes = sorted({i for i in final if final.count(i) > 1})[:5]
+        msg = f"Duplicate ids within one call: {dupes}. Each id may appear once per call."
+        raise InvalidInputError(msg)
+    return texts, metadatas_json, final
 
 
 def _model_name(embedding: Embeddings) -> str | None:
@@ -643,15 +577,6 @@ def _model_name(embedding: Embeddings) -> str | None:
         if isinstance(value, str):
             return value
     return type(embedding).__name__
-
-
-def _check_recall_target(value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        msg = f"recall_target must be a number in (0, 1], got {value!r} (e.g. 0.99)."
-        raise ConfigurationError(msg)
-    return float(value)
 
 
 def _reject_unknown(kwargs: dict[str, Any]) -> None:

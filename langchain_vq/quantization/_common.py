@@ -1,4 +1,4 @@
-"""Small helpers shared by the quantizers (argument checks, top-k, state validation)."""
+"""Checks of saved quantizer state, shared by the quantizers."""
 
 from __future__ import annotations
 
@@ -6,43 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import numpy.typing as npt
-
-
-def check_k(k: int) -> int:
-    """Return ``k`` as an ``int``, or raise ``InvalidInputError`` unless it is a positive integer."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        msg = f"k must be a positive integer, got {k!r}. Ask for at least one result."
-        raise InvalidInputError(msg)
-    return int(k)
-
-
-def top_k(
-    scores: npt.NDArray[np.float32], indices: npt.NDArray[np.int64], k: int
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """Best ``k`` of ``scores`` per row (higher is better), sorted best first, with their ``indices``.
-
-    Args:
-        scores: ``[n_queries, c]`` similarities.
-        indices: ``[n_queries, c]`` row numbers belonging to ``scores``.
-        k: Results to keep, ``0 < k <= c``.
-
-    Returns:
-        ``(scores, indices)``, each ``[n_queries, k]``.
-    """
-    if k < scores.shape[1]:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # [nq, k], unordered
-        scores = np.take_along_axis(scores, part, axis=1)
-        indices = np.take_along_axis(indices, part, axis=1)
-    # Sort by score, ties by row number, so results do not depend on partition order.
-    order = np.lexsort((indices, -scores), axis=1) if scores.size else np.zeros(scores.shape, int)
-    return (
-        np.take_along_axis(scores, order, axis=1).astype(np.float32, copy=False),
-        np.take_along_axis(indices, order, axis=1).astype(np.int64, copy=False),
-    )
 
 
 def state_array(

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from langchain_vq.errors import DimensionMismatchError, InvalidInputError, NotFittedError
+from langchain_vq.errors import ConfigurationError, DimensionMismatchError, InvalidInputError, NotFittedError
+from langchain_vq.quantization._common import state_array
+from langchain_vq.validation import check_int, check_k
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -31,22 +33,30 @@ _FINITE_CHECK_VALUES = 1 << 22
 
 
 class Quantizer(ABC):
-    """Encodes float vectors into compact uint8 codes and ranks codes against float queries."""
+    """Encodes float vectors into compact uint8 codes and ranks codes against float queries.
+
+    The public methods check their arguments once, here; subclasses implement the underscored
+    hooks (``_fit``, ``_encode``, ``_decode``, ``_score``, ``_search``) on checked arrays.
+
+    Args:
+        dim: Vector dimension.
+        metric: ``"ip"`` (inner product; cosine after normalization) or ``"l2"``.
+    """
 
     #: The name used in specs, manifests and errors ("binary", "int8", "pq").
     name: ClassVar[str]
     #: Values of ``get_config`` keys that configs saved by older versions lack, so that a store
     #: written before an option existed reopens with the behaviour it was written with.
     legacy_config: ClassVar[dict[str, Any]] = {}
+    #: The learned ``float32`` attributes (ending in ``_``); saved by ``get_state`` under their
+    #: names without the underscore.
+    learned: ClassVar[tuple[str, ...]]
 
     def __init__(self, dim: int, *, metric: Metric = "ip") -> None:
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
-            msg = f"dim must be a positive integer, got {dim!r}."
-            raise InvalidInputError(msg)
+        self.dim = check_int(dim, "dim", fix="Pass the dimension of the vectors to encode.")
         if metric not in ("ip", "l2"):
-            msg = f"metric must be 'ip' or 'l2', got {metric!r}."
-            raise InvalidInputError(msg)
-        self.dim = dim
+            msg = f"Unknown quantizer metric {metric!r}; expected 'ip' or 'l2'."
+            raise ConfigurationError(msg)
         self.metric: Metric = metric
 
     # -- size and training -------------------------------------------------------------------
@@ -61,28 +71,53 @@ class Quantizer(ABC):
         """Fewest vectors ``fit`` needs to learn a useful state."""
 
     @property
-    @abstractmethod
     def is_fitted(self) -> bool:
-        """Whether ``fit`` (or ``from_state``) has given this quantizer its learned state."""
+        """Whether ``fit`` (or ``set_state``) has given this quantizer its learned state."""
+        return all(hasattr(self, attr) for attr in self.learned)
+
+    def fit(self, x: npt.ArrayLike) -> Self:
+        """Learn state from ``x``; refitting overwrites it.
+
+        Args:
+            x: ``float32[n, dim]`` training vectors, ``n >= min_train_size``.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            InvalidInputError: Too few, non-finite or wrongly shaped vectors.
+        """
+        self._fit(self._check_training(x))
+        return self
 
     @abstractmethod
-    def fit(self, x: npt.NDArray[np.float32]) -> Self:
-        """Learn state from ``x`` (``[n, dim]``, ``n >= min_train_size``); refitting overwrites."""
+    def _fit(self, x: npt.NDArray[np.float32]) -> None:
+        """Set the learned attributes from checked training vectors."""
 
     # -- codes -------------------------------------------------------------------------------
-    @abstractmethod
-    def encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    def encode(self, x: npt.ArrayLike) -> npt.NDArray[np.uint8]:
         """Encode ``x`` (``[n, dim]``) into ``uint8[n, code_size]``."""
+        self._check_fitted()
+        return self._encode(self._check_vectors(x))
 
     @abstractmethod
-    def decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    def _encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+        """Codes of checked vectors."""
+
+    def decode(self, codes: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Approximate reconstruction ``[n, dim]`` of the vectors behind ``codes``."""
+        self._check_fitted()
+        return self._decode(self._check_codes(codes))
 
     @abstractmethod
+    def _decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Reconstruction of checked codes."""
+
+    # -- ranking -----------------------------------------------------------------------------
     def search(
         self,
-        queries: npt.NDArray[np.float32],
-        codes: npt.NDArray[np.uint8],
+        queries: npt.ArrayLike,
+        codes: npt.ArrayLike,
         k: int,
         *,
         reuse: bool = False,
@@ -92,32 +127,74 @@ class Quantizer(ABC):
         Returns ``(scores, indices)``, each ``[n_queries, min(k, n)]``, best first; ``scores`` are
         similarities (higher is better) on the quantizer's own scale, used only to rank. They
         must be comparable across calls with the same fitted state: the engine pools the
-        candidates of several segments by them.
+        candidates of several segments by them. Ties are ordered by row.
 
         ``reuse=True`` promises that this same array (a segment's stored codes, never modified)
         will be searched again, so the quantizer may build and keep a faster layout of it.
         """
+        checked_queries, checked_codes = self._checked(queries, codes)
+        k_out = min(check_k(k), checked_codes.shape[0])
+        nq = checked_queries.shape[0]
+        if nq == 0 or k_out == 0:
+            return np.empty((nq, k_out), np.float32), np.empty((nq, k_out), np.int64)
+        if reuse:
+            return self._search_stored(checked_queries, checked_codes, k_out)
+        return self._search(checked_queries, checked_codes, k_out)
 
     @abstractmethod
-    def score(
-        self,
-        queries: npt.NDArray[np.float32],
-        codes: npt.NDArray[np.uint8],
-    ) -> npt.NDArray[np.float32]:
+    def _search(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``search`` on checked, non-empty arrays, with ``1 <= k <= n``."""
+
+    def _search_stored(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``search(..., reuse=True)``: by default the same as a search of codes seen once."""
+        return self._search(queries, codes, k)
+
+    def score(self, queries: npt.ArrayLike, codes: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Approximate similarities ``[n_queries, n]`` of every query to every code row."""
+        return self._score(*self._checked(queries, codes))
+
+    @abstractmethod
+    def _score(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8]
+    ) -> npt.NDArray[np.float32]:
+        """``score`` on checked arrays."""
 
     # -- state -------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         """JSON-serializable parameters (not learned state) that recreate this quantizer."""
         return {"name": self.name, "dim": self.dim, "metric": self.metric}
 
-    @abstractmethod
     def get_state(self) -> dict[str, npt.NDArray[Any]]:
-        """Learned state as named numpy arrays (raises ``NotFittedError`` before ``fit``)."""
+        """Learned state as named ``float32`` arrays (raises ``NotFittedError`` before ``fit``)."""
+        self._check_fitted()
+        return {attr.rstrip("_"): getattr(self, attr).copy() for attr in self.learned}
 
-    @abstractmethod
     def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
-        """Restore learned state saved by ``get_state``; checks shapes and raises on mismatch."""
+        """Restore learned state saved by ``get_state``; checks shapes and raises on mismatch.
+
+        Raises:
+            ConfigurationError: An array is missing, of another shape, or not finite.
+        """
+        owner = type(self).__name__
+        arrays = {
+            attr: state_array(state, attr.rstrip("_"), self._state_shape(attr), np.float32, owner)
+            for attr in self.learned
+        }
+        self._restore(arrays)
+        return self
+
+    def _state_shape(self, attr: str) -> tuple[int, ...]:  # noqa: ARG002 - subclasses may use it
+        """Shape of the learned array ``attr``: ``[dim]`` unless a subclass says otherwise."""
+        return (self.dim,)
+
+    def _restore(self, arrays: dict[str, npt.NDArray[np.float32]]) -> None:
+        """Set checked learned arrays (subclasses add checks or derived state)."""
+        for attr, array in arrays.items():
+            setattr(self, attr, array)
 
     # -- shared guards -----------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -127,6 +204,13 @@ class Quantizer(ABC):
                 f"{self.min_train_size} vectors first (or restore its state with set_state())."
             )
             raise NotFittedError(msg)
+
+    def _checked(
+        self, queries: npt.ArrayLike, codes: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+        """Fitted state, queries as ``float32[nq, dim]`` and codes as ``uint8[n, code_size]``."""
+        self._check_fitted()
+        return self._check_vectors(queries, "queries"), self._check_codes(codes)
 
     def _check_training(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Training vectors as ``float32[n, dim]``, at least ``min_train_size`` of them."""

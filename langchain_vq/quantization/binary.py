@@ -41,14 +41,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import faiss
 import numpy as np
 
-from langchain_vq.errors import InvalidInputError
-from langchain_vq.quantization._common import check_k, state_array, top_k
 from langchain_vq.quantization._fast_scan import FastScanCache, NibbleFastScan
 from langchain_vq.quantization.base import Metric, Quantizer
+from langchain_vq.topk import top_k
+from langchain_vq.validation import check_flag, check_int, check_k
 
 if TYPE_CHECKING:
     import numpy.typing as npt
-    from typing_extensions import Self
 
 #: Rows of codes unpacked to float at a time by ``score`` (bounds temporary memory).
 _CHUNK_ROWS = 16_384
@@ -69,9 +68,7 @@ _BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).asty
 class BinaryQuantizer(Quantizer):
     """One bit per dimension (``x_j > thresholds_[j]``), 32x smaller than float32.
 
-    Args:
-        dim: Vector dimension.
-        metric: ``"ip"`` (inner product; cosine after normalization) or ``"l2"``.
+    Args (besides ``dim`` and ``metric``, as for :class:`Quantizer`):
         hamming_factor: ``search(q, codes, k)`` of codes searched once takes
             ``k * hamming_factor`` Hamming candidates and re-ranks them with the asymmetric score
             (with ``fast_scan``, a segment's stored codes skip this stage: every row gets the
@@ -97,6 +94,7 @@ class BinaryQuantizer(Quantizer):
 
     name: ClassVar[str] = "binary"
     legacy_config: ClassVar[dict[str, Any]] = {"padded": False, "fast_scan": False}
+    learned: ClassVar[tuple[str, ...]] = ("thresholds_", "low_", "high_")
 
     # Learned state: absent until fit()/set_state(), as in scikit-learn.
     thresholds_: npt.NDArray[np.float32]
@@ -114,19 +112,13 @@ class BinaryQuantizer(Quantizer):
     ) -> None:
         """Store the parameters (see the class docstring); ``fit`` learns the state."""
         super().__init__(dim, metric=metric)
-        if not isinstance(hamming_factor, int) or isinstance(hamming_factor, bool) or hamming_factor < 1:
-            msg = (
-                f"hamming_factor must be an integer >= 1, got {hamming_factor!r}. "
-                "Use 1 for Hamming-only ranking, or 4-8 for an asymmetric re-rank."
-            )
-            raise InvalidInputError(msg)
-        for option, value in (("padded", padded), ("fast_scan", fast_scan)):
-            if not isinstance(value, bool):
-                msg = f"{option} must be True or False, got {value!r}."
-                raise InvalidInputError(msg)
-        self.hamming_factor = hamming_factor
-        self.padded = padded
-        self.fast_scan = fast_scan
+        self.hamming_factor = check_int(
+            hamming_factor,
+            "hamming_factor",
+            fix="Use 1 for Hamming-only ranking, or 4-8 for an asymmetric re-rank.",
+        )
+        self.padded = check_flag(padded, "padded")
+        self.fast_scan = check_flag(fast_scan, "fast_scan")
         self._fast_scans = FastScanCache()  # per stored code array, see search(reuse=True)
 
     # -- size and training -------------------------------------------------------------------
@@ -151,24 +143,8 @@ class BinaryQuantizer(Quantizer):
         """
         return 64
 
-    @property
-    def is_fitted(self) -> bool:
-        """Whether thresholds and levels are set."""
-        return hasattr(self, "thresholds_")
-
-    def fit(self, x: npt.NDArray[np.float32]) -> Self:
-        """Learn thresholds (per-dimension mean) and the two reconstruction levels per dimension.
-
-        Args:
-            x: ``float32[n, dim]`` training vectors, ``n >= min_train_size``.
-
-        Returns:
-            ``self``.
-
-        Raises:
-            InvalidInputError: Too few, non-finite or wrongly shaped vectors.
-        """
-        x = self._check_training(x)
+    def _fit(self, x: npt.NDArray[np.float32]) -> None:
+        """Learn thresholds (per-dimension mean) and the two reconstruction levels per dimension."""
         n = x.shape[0]
         # Sums in float64, a block of rows at a time: a float64 copy of 100k training rows
         # (and its masked twin) held 600 MB at once.
@@ -192,16 +168,10 @@ class BinaryQuantizer(Quantizer):
         self.low_ = low.astype(np.float32)
         self.high_ = high.astype(np.float32)
         self._fast_scans.clear()  # built from the old levels
-        return self
 
     # -- codes -------------------------------------------------------------------------------
-    def encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-        """Encode ``x`` into ``uint8[n, ceil(dim / 8)]`` packed bits (big-endian bit order)."""
-        self._check_fitted()
-        x = self._check_vectors(x)
-        return self._encode_unchecked(x)
-
-    def _encode_unchecked(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    def _encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+        """Packed bits ``uint8[n, code_size]`` (big-endian bit order, zero padding)."""
         bits = x > self.thresholds_  # [n, dim] bool
         packed = np.packbits(bits, axis=-1)  # [n, bit_bytes]; axis=-1 keeps rows independent
         if self.code_size == self.bit_bytes:
@@ -210,10 +180,8 @@ class BinaryQuantizer(Quantizer):
         codes[:, : self.bit_bytes] = packed
         return codes
 
-    def decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    def _decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Reconstruct ``low_[j]`` or ``high_[j]`` per bit: the mean of the training values on that side."""
-        self._check_fitted()
-        codes = self._check_codes(codes)
         bits = self._unpack(codes)  # [n, dim] float32 in {0, 1}
         return self.low_ + bits * (self.high_ - self.low_)
 
@@ -255,15 +223,10 @@ class BinaryQuantizer(Quantizer):
             offsets = -np.einsum("ij,ij->i", diff, diff)
         return weights.astype(np.float32), offsets.astype(np.float32)
 
-    def score(
-        self,
-        queries: npt.NDArray[np.float32],
-        codes: npt.NDArray[np.uint8],
+    def _score(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8]
     ) -> npt.NDArray[np.float32]:
         """Asymmetric scores ``[n_queries, n]``: float queries against the 1-bit reconstruction."""
-        self._check_fitted()
-        queries = self._check_vectors(queries, "queries")
-        codes = self._check_codes(codes)
         weights, offsets = self._query_terms(queries)
         out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
         for start in range(0, codes.shape[0], _CHUNK_ROWS):
@@ -283,11 +246,8 @@ class BinaryQuantizer(Quantizer):
         Returns:
             ``(distances, indices)``, each ``[n_queries, min(k, n)]``, nearest first.
         """
-        self._check_fitted()
-        queries = self._check_vectors(queries, "queries")
-        codes = self._check_codes(codes)
-        k = check_k(k)
-        return self._hamming(queries, codes, min(k, codes.shape[0]))
+        queries, codes = self._checked(queries, codes)
+        return self._hamming(queries, codes, min(check_k(k), codes.shape[0]))
 
     def _hamming(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
@@ -295,7 +255,7 @@ class BinaryQuantizer(Quantizer):
         nq = queries.shape[0]
         if nq == 0 or k == 0:
             return np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)
-        qcodes = self._encode_unchecked(queries)
+        qcodes = self._encode(queries)
         # Both variants read `codes` through a raw pointer (no copy); "mc" is faster for large k.
         if k < _MC_MIN_K:
             return faiss.knn_hamming(qcodes, codes, k, "hc")
@@ -303,36 +263,33 @@ class BinaryQuantizer(Quantizer):
         parts = [faiss.knn_hamming(qcodes[s : s + block], codes, k, "mc") for s in range(0, nq, block)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def search(
-        self,
-        queries: npt.NDArray[np.float32],
-        codes: npt.NDArray[np.uint8],
-        k: int,
-        *,
-        reuse: bool = False,
+    def _search_stored(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """Top ``k`` rows by the asymmetric score.
+        """Every row scored by the fast-scan kernel when ``fast_scan``, else two stages.
 
-        The Hamming top ``k * hamming_factor`` is re-ranked with exact lookup tables; or, with
-        ``fast_scan`` and ``reuse`` (a segment's stored codes), every row is scored by the
-        fast-scan kernel, on a packed copy built on the first call and kept while ``codes`` lives.
-
-        Returns:
-            ``(scores, indices)``, each ``[n_queries, min(k, n)]``, best first.
+        The kernel runs on a packed copy of ``codes`` built on the first call and kept while
+        ``codes`` lives.
         """
-        self._check_fitted()
-        queries = self._check_vectors(queries, "queries")
-        codes = self._check_codes(codes)
-        k = check_k(k)
-        n, nq = codes.shape[0], queries.shape[0]
-        k_out = min(k, n)
-        if nq == 0 or k_out == 0:
-            return np.empty((nq, k_out), np.float32), np.empty((nq, k_out), np.int64)
-        if reuse and self.fast_scan:
-            index = self._fast_scans.get(codes, self._build_fast_scan)
-            scores, rows = index.search(queries, k_out)
-            return top_k(scores, rows, k_out)  # ties ordered by row, like the other path
-        _, cand = self._hamming(queries, codes, min(n, k * self.hamming_factor))  # [nq, kh]
+        if not self.fast_scan:
+            return self._search(queries, codes, k)
+        index = self._fast_scans.get(codes, self._build_fast_scan)
+        scores, rows = index.search(queries, k)
+        if (rows < 0).any():
+            # FAISS's fast scan can leave places empty when k is near the number of rows
+            # (k = n = 40: some rows missing); two stages then score every candidate exactly.
+            return self._search(queries, codes, k)
+        return top_k(scores, k, rows)  # ties ordered by row, like the other path
+
+    def _search(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Top ``k`` rows by the asymmetric score, in two stages.
+
+        The Hamming top ``k * hamming_factor`` is re-ranked with exact lookup tables.
+        """
+        nq = queries.shape[0]
+        _, cand = self._hamming(queries, codes, min(codes.shape[0], k * self.hamming_factor))  # [nq, kh]
         tables, offsets = self._byte_tables(queries)  # [nq, bit_bytes * 256], [nq]
         byte_offsets = np.arange(self.bit_bytes, dtype=np.intp) * 256  # [bit_bytes]
         cand_scores = np.empty(cand.shape, dtype=np.float32)
@@ -341,7 +298,7 @@ class BinaryQuantizer(Quantizer):
             lookup = codes[cand[qi], : self.bit_bytes].astype(np.intp) + byte_offsets  # [kh, bit_bytes]
             cand_scores[qi] = tables[qi][lookup].sum(axis=1)
         cand_scores += offsets[:, None]
-        return top_k(cand_scores, cand, k_out)
+        return top_k(cand_scores, k, cand)
 
     def _build_fast_scan(self, codes: npt.NDArray[np.uint8]) -> NibbleFastScan:
         return NibbleFastScan(codes, self.low_, self.high_, self.metric)
@@ -356,21 +313,6 @@ class BinaryQuantizer(Quantizer):
             "fast_scan": self.fast_scan,
         }
 
-    def get_state(self) -> dict[str, npt.NDArray[Any]]:
-        """``thresholds_``, ``low_`` and ``high_`` as ``float32[dim]`` arrays."""
-        self._check_fitted()
-        return {
-            "thresholds": self.thresholds_.copy(),
-            "low": self.low_.copy(),
-            "high": self.high_.copy(),
-        }
-
-    def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
-        """Restore ``thresholds``, ``low`` and ``high`` saved by ``get_state``."""
-        owner = type(self).__name__
-        thresholds = state_array(state, "thresholds", (self.dim,), np.float32, owner)
-        low = state_array(state, "low", (self.dim,), np.float32, owner)
-        high = state_array(state, "high", (self.dim,), np.float32, owner)
-        self.thresholds_, self.low_, self.high_ = thresholds, low, high
+    def _restore(self, arrays: dict[str, npt.NDArray[np.float32]]) -> None:
+        super()._restore(arrays)
         self._fast_scans.clear()  # built from the old levels
-        return self

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import faiss
 import numpy as np
 
-from langchain_vq.errors import ConfigurationError, InvalidInputError
-from langchain_vq.quantization._common import check_k, state_array, top_k
+from langchain_vq.errors import InvalidInputError
 from langchain_vq.quantization.base import Metric, Quantizer
+from langchain_vq.topk import top_k
+from langchain_vq.validation import check_int
 
 if TYPE_CHECKING:
     import numpy.typing as npt
-    from typing_extensions import Self
 
 #: Rows decoded to float32 at a time by ``score``.
 _CHUNK_ROWS = 16_384
@@ -37,9 +37,7 @@ _DEFAULT_DSUB = 4
 class ProductQuantizer(Quantizer):
     """Product quantization with ``m`` one-byte sub-codes per vector.
 
-    Args:
-        dim: Vector dimension.
-        metric: ``"ip"`` (inner product; cosine after normalization) or ``"l2"``.
+    Args (besides ``dim`` and ``metric``, as for :class:`Quantizer`):
         m: Number of sub-vectors, which is also the code size in bytes. Default
             ``ceil(dim / 4)`` (4 dimensions per byte: 96 bytes for 384 dimensions, 16x smaller
             than float32). Fewer bytes lose recall quickly: on all-MiniLM-L6-v2 embeddings
@@ -53,6 +51,7 @@ class ProductQuantizer(Quantizer):
     """
 
     name: ClassVar[str] = "pq"
+    learned: ClassVar[tuple[str, ...]] = ("centroids_",)
 
     # Learned state: absent until fit()/set_state(), as in scikit-learn.
     centroids_: npt.NDArray[np.float32]
@@ -70,25 +69,21 @@ class ProductQuantizer(Quantizer):
         super().__init__(dim, metric=metric)
         if m is None:
             m = math.ceil(dim / _DEFAULT_DSUB)
-        if not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= dim:
-            msg = (
-                f"m (number of PQ sub-vectors) must be an integer in [1, {dim}], got {m!r}. "
-                f"Use m=None for the default ceil(dim / {_DEFAULT_DSUB})."
-            )
-            raise ConfigurationError(msg)
+        self.m = check_int(
+            m,
+            "m (number of PQ sub-vectors)",
+            maximum=dim,
+            fix=f"Use m=None for the default ceil(dim / {_DEFAULT_DSUB}).",
+        )
         if nbits != 8:
             msg = (
                 f"nbits={nbits!r} is not supported; expected 8 (one byte per sub-vector). "
                 "Use a larger or smaller m to trade size for recall instead."
             )
-            raise ConfigurationError(msg)
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            msg = f"seed must be an integer, got {seed!r}."
             raise InvalidInputError(msg)
-        self.m = m
         self.nbits = nbits
-        self.seed = seed
-        self.dsub = math.ceil(dim / m)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.dsub = math.ceil(dim / self.m)
         self._pq: Any = None  # faiss.ProductQuantizer holding centroids_
 
     # -- size and training -------------------------------------------------------------------
@@ -113,11 +108,6 @@ class ProductQuantizer(Quantizer):
         """
         return self.ksub
 
-    @property
-    def is_fitted(self) -> bool:
-        """Whether codebooks are set."""
-        return hasattr(self, "centroids_")
-
     def _new_faiss_pq(self) -> Any:
         pq = faiss.ProductQuantizer(self.m * self.dsub, self.m, self.nbits)
         pq.verbose = False
@@ -135,61 +125,39 @@ class ProductQuantizer(Quantizer):
         out[:, : self.dim] = x
         return out
 
-    def fit(self, x: npt.NDArray[np.float32]) -> Self:
+    def _fit(self, x: npt.NDArray[np.float32]) -> None:
         """Learn ``m`` codebooks of 256 centroids with seeded FAISS k-means.
 
-        Args:
-            x: ``float32[n, dim]`` training vectors, ``n >= min_train_size``. FAISS subsamples
-                to 256 points per centroid (65,536 vectors) per sub-space.
-
-        Returns:
-            ``self``.
-
-        Raises:
-            InvalidInputError: Too few, non-finite or wrongly shaped vectors.
+        FAISS subsamples to 256 points per centroid (65,536 vectors) per sub-space.
         """
-        x = self._check_training(x)
         pq = self._new_faiss_pq()
         pq.train(self._pad(x))
         centroids = faiss.vector_to_array(pq.centroids).astype(np.float32)
         self.centroids_ = centroids.reshape(self.m, self.ksub, self.dsub)
         self._pq = pq
-        return self
 
     # -- codes -------------------------------------------------------------------------------
-    def encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-        """Encode ``x`` into ``uint8[n, m]``: the nearest centroid of each sub-vector."""
-        self._check_fitted()
-        x = self._check_vectors(x)
+    def _encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+        """``uint8[n, m]``: the nearest centroid of each sub-vector."""
         if x.shape[0] == 0:
             return np.empty((0, self.code_size), np.uint8)
         return self._pq.compute_codes(self._pad(x))
 
-    def decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    def _decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Concatenate the centroids named by ``codes``: ``float32[n, dim]``."""
-        self._check_fitted()
-        codes = self._check_codes(codes)
-        return self._decode_unchecked(codes)
-
-    def _decode_unchecked(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         if codes.shape[0] == 0:
             return np.empty((0, self.dim), np.float32)
         return np.ascontiguousarray(self._pq.decode(codes)[:, : self.dim])
 
     # -- ranking -----------------------------------------------------------------------------
-    def score(
-        self,
-        queries: npt.NDArray[np.float32],
-        codes: npt.NDArray[np.uint8],
+    def _score(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8]
     ) -> npt.NDArray[np.float32]:
         """Asymmetric similarities ``[n_queries, n]`` of float queries to the decoded rows."""
-        self._check_fitted()
-        queries = self._check_vectors(queries, "queries")
-        codes = self._check_codes(codes)
         out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
         q_norm2 = np.einsum("ij,ij->i", queries, queries)  # [nq]
         for start in range(0, codes.shape[0], _CHUNK_ROWS):
-            x_hat = self._decode_unchecked(codes[start : start + _CHUNK_ROWS])  # [c, dim]
+            x_hat = self._decode(codes[start : start + _CHUNK_ROWS])  # [c, dim]
             block = out[:, start : start + x_hat.shape[0]]
             np.matmul(queries, x_hat.T, out=block)
             if self.metric == "l2":
@@ -199,28 +167,14 @@ class ProductQuantizer(Quantizer):
                 block -= q_norm2[:, None]
         return out
 
-    def search(
-        self,
-        queries: npt.NDArray[np.float32],
-        codes: npt.NDArray[np.uint8],
-        k: int,
-        *,
-        reuse: bool = False,  # noqa: ARG002 - scans the codes in place: nothing to keep
+    def _search(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Top ``k`` by asymmetric distance, with FAISS lookup-table kernels (zero-copy codes).
 
-        Returns:
-            ``(scores, indices)``, each ``[n_queries, min(k, n)]``, best first; for ``"l2"`` the
-            scores are negated squared distances.
+        For ``"l2"`` the scores are negated squared distances.
         """
-        self._check_fitted()
-        queries = self._check_vectors(queries, "queries")
-        codes = self._check_codes(codes)
-        k = check_k(k)
-        n, nq = codes.shape[0], queries.shape[0]
-        k_out = min(k, n)
-        if nq == 0 or k_out == 0:
-            return np.empty((nq, k_out), np.float32), np.empty((nq, k_out), np.int64)
+        n, nq, k_out = codes.shape[0], queries.shape[0], k
         q = np.ascontiguousarray(self._pad(queries))
         dist = np.empty((nq, k_out), np.float32)
         labels = np.empty((nq, k_out), np.int64)
@@ -232,24 +186,19 @@ class ProductQuantizer(Quantizer):
         init_finalize_heap = True  # initialize the heap, then sort the results best first
         run(faiss.swig_ptr(q), nq, faiss.swig_ptr(codes), n, heap, init_finalize_heap)
         scores = dist if is_ip else -dist
-        return top_k(scores, labels, k_out)  # ties ordered by row, like the other quantizers
+        return top_k(scores, k_out, labels)  # ties ordered by row, like the other quantizers
 
     # -- state -------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         """Name, dim, metric, ``m``, ``nbits`` and ``seed``."""
         return {**super().get_config(), "m": self.m, "nbits": self.nbits, "seed": self.seed}
 
-    def get_state(self) -> dict[str, npt.NDArray[Any]]:
-        """``centroids``: ``float32[m, 256, dsub]``."""
-        self._check_fitted()
-        return {"centroids": self.centroids_.copy()}
+    def _state_shape(self, attr: str) -> tuple[int, ...]:  # noqa: ARG002 - one learned array
+        return (self.m, self.ksub, self.dsub)
 
-    def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
-        """Restore codebooks saved by ``get_state`` (no training)."""
-        shape = (self.m, self.ksub, self.dsub)
-        centroids = state_array(state, "centroids", shape, np.float32, type(self).__name__)
+    def _restore(self, arrays: dict[str, npt.NDArray[np.float32]]) -> None:
+        """Set the codebooks and the FAISS quantizer that searches with them (no training)."""
         pq = self._new_faiss_pq()
-        faiss.copy_array_to_vector(centroids.ravel(), pq.centroids)
-        self.centroids_ = centroids
+        faiss.copy_array_to_vector(arrays["centroids_"].ravel(), pq.centroids)
+        super()._restore(arrays)
         self._pq = pq
-        return self

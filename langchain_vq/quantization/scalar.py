@@ -25,12 +25,12 @@ import faiss
 import numpy as np
 
 from langchain_vq.errors import ConfigurationError
-from langchain_vq.quantization._common import check_k, state_array, top_k
 from langchain_vq.quantization.base import Metric, Quantizer
+from langchain_vq.topk import top_k
+from langchain_vq.validation import check_share
 
 if TYPE_CHECKING:
     import numpy.typing as npt
-    from typing_extensions import Self
 
 #: Rows of codes converted to float32 at a time (16k x 384 x 4 bytes = 25 MB).
 _CHUNK_ROWS = 16_384
@@ -49,7 +49,7 @@ class ScalarQuantizer(Quantizer):
         clip_quantile: Each dimension's range runs from this quantile of the training data to
             ``1 - clip_quantile``. The 0.1% default narrows the levels for the code scan; 0 (the
             minimum and maximum) keeps the extreme values that decide the nearest neighbours,
-            which rescoring vectors need (recall@10 0.992 against 0.980 on 200k real sentences).
+            which rescoring vectors need (``benchmarks/measure_rescore_precision.py``).
 
     Attributes:
         lo_: ``float32[dim]``, value of level 0 per dimension (the ``clip_quantile`` quantile).
@@ -58,6 +58,7 @@ class ScalarQuantizer(Quantizer):
     """
 
     name: ClassVar[str] = "int8"
+    learned: ClassVar[tuple[str, ...]] = ("lo_", "scale_")
     legacy_config: ClassVar[dict[str, Any]] = {"clip_quantile": DEFAULT_CLIP_QUANTILE}
 
     # Learned state: absent until fit()/set_state(), as in scikit-learn.
@@ -69,11 +70,9 @@ class ScalarQuantizer(Quantizer):
     ) -> None:
         """Store the parameters (see the class docstring); ``fit`` learns the state."""
         super().__init__(dim, metric=metric)
-        number = isinstance(clip_quantile, (int, float)) and not isinstance(clip_quantile, bool)
-        if not number or not 0.0 <= clip_quantile < 0.5:
-            msg = f"clip_quantile must be a number in [0, 0.5), got {clip_quantile!r} (0.001 clips 0.1%)."
-            raise ConfigurationError(msg)
-        self.clip_quantile = float(clip_quantile)
+        self.clip_quantile = check_share(
+            clip_quantile, "clip_quantile", below=0.5, example="0.001 clips 0.1%"
+        )
 
     # -- size and training -------------------------------------------------------------------
     @property
@@ -91,55 +90,29 @@ class ScalarQuantizer(Quantizer):
         """
         return 128
 
-    @property
-    def is_fitted(self) -> bool:
-        """Whether ``lo_`` and ``scale_`` are set."""
-        return hasattr(self, "lo_")
-
-    def fit(self, x: npt.NDArray[np.float32]) -> Self:
-        """Learn each dimension's range from the ``clip_quantile`` quantiles at both ends of ``x``.
-
-        Args:
-            x: ``float32[n, dim]`` training vectors, ``n >= min_train_size``.
-
-        Returns:
-            ``self``.
-
-        Raises:
-            InvalidInputError: Too few, non-finite or wrongly shaped vectors.
-        """
-        x = self._check_training(x)
+    def _fit(self, x: npt.NDArray[np.float32]) -> None:
+        """Learn each dimension's range from the ``clip_quantile`` quantiles at both ends of ``x``."""
         lo, hi = np.quantile(x, [self.clip_quantile, 1.0 - self.clip_quantile], axis=0)  # [dim] each
         self.lo_ = lo.astype(np.float32)
         self.scale_ = np.maximum((hi - lo) / 255.0, 0.0).astype(np.float32)
-        return self
 
     # -- codes -------------------------------------------------------------------------------
-    def encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-        """Encode ``x`` into ``uint8[n, dim]``: clip to the range, round to the nearest level."""
-        self._check_fitted()
-        x = self._check_vectors(x)
+    def _encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+        """``uint8[n, dim]``: clip to the range, round to the nearest level."""
         inv = np.divide(1.0, self.scale_, out=np.zeros_like(self.scale_), where=self.scale_ > 0)
         levels = np.rint((x - self.lo_) * inv)  # [n, dim] float32
         np.clip(levels, 0, 255, out=levels)  # clip BEFORE the cast: no wrap-around
         return levels.astype(np.uint8)
 
-    def decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    def _decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Reconstruct ``lo_ + scale_ * codes`` as ``float32[n, dim]``."""
-        self._check_fitted()
-        codes = self._check_codes(codes)
         return self.lo_ + self.scale_ * codes.astype(np.float32)
 
     # -- ranking -----------------------------------------------------------------------------
-    def score(
-        self,
-        queries: npt.NDArray[np.float32],
-        codes: npt.NDArray[np.uint8],
+    def _score(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8]
     ) -> npt.NDArray[np.float32]:
         """Similarities ``[n_queries, n]`` of float queries to the reconstructed rows."""
-        self._check_fitted()
-        queries = self._check_vectors(queries, "queries")
-        codes = self._check_codes(codes)
         out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
         for start, block in self._score_chunks(queries, codes):
             out[:, start : start + block.shape[1]] = block
@@ -164,36 +137,20 @@ class ScalarQuantizer(Quantizer):
                 ip = weights @ chunk.T + q_dot_lo[:, None]  # [nq, c]
                 yield start, 2.0 * ip - x_norm2[None, :] - q_norm2[:, None]
 
-    def search(
-        self,
-        queries: npt.NDArray[np.float32],
-        codes: npt.NDArray[np.uint8],
-        k: int,
-        *,
-        reuse: bool = False,  # noqa: ARG002 - scans the codes in place: nothing to keep
+    def _search(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """Exact top ``k`` over ``score`` (same values), best first, in bounded memory.
-
-        Returns:
-            ``(scores, indices)``, each ``[n_queries, min(k, n)]``.
-        """
-        self._check_fitted()
-        queries = self._check_vectors(queries, "queries")
-        codes = self._check_codes(codes)
-        k = check_k(k)
-        n, nq = codes.shape[0], queries.shape[0]
-        k_out = min(k, n)
-        if nq == 0 or k_out == 0:
-            return np.empty((nq, k_out), np.float32), np.empty((nq, k_out), np.int64)
+        """Exact top ``k`` over ``score`` (same values), best first, in bounded memory."""
+        nq = queries.shape[0]
         if nq <= _FAISS_MAX_QUERIES:
-            return self._search_faiss(queries, codes, k_out)
+            return self._search_faiss(queries, codes, k)
         best_s = np.empty((nq, 0), np.float32)
         best_i = np.empty((nq, 0), np.int64)
         for start, block in self._score_chunks(queries, codes):
             idx = np.broadcast_to(np.arange(start, start + block.shape[1]), block.shape)
             scores = np.concatenate([best_s, block], axis=1)
             indices = np.concatenate([best_i, idx], axis=1)
-            best_s, best_i = top_k(scores, indices, min(k_out, scores.shape[1]))
+            best_s, best_i = top_k(scores, k, indices)
         return best_s, best_i
 
     def _search_faiss(
@@ -233,25 +190,16 @@ class ScalarQuantizer(Quantizer):
                 k,
             )
         scores = dist if is_ip else -dist  # similarities: higher is better
-        return top_k(scores, labels, k)
+        return top_k(scores, k, labels)
 
     # -- state -------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         """Name, dim, metric and ``clip_quantile``."""
         return {**super().get_config(), "clip_quantile": self.clip_quantile}
 
-    def get_state(self) -> dict[str, npt.NDArray[Any]]:
-        """``lo_`` and ``scale_`` as ``float32[dim]`` arrays."""
-        self._check_fitted()
-        return {"lo": self.lo_.copy(), "scale": self.scale_.copy()}
-
-    def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
-        """Restore ``lo`` and ``scale`` saved by ``get_state``."""
-        owner = type(self).__name__
-        lo = state_array(state, "lo", (self.dim,), np.float32, owner)
-        scale = state_array(state, "scale", (self.dim,), np.float32, owner)
-        if (scale < 0).any():
+    def _restore(self, arrays: dict[str, npt.NDArray[np.float32]]) -> None:
+        if (arrays["scale_"] < 0).any():
+            owner = type(self).__name__
             msg = f"{owner} state 'scale' has negative entries; expected >= 0. The state is damaged."
             raise ConfigurationError(msg)
-        self.lo_, self.scale_ = lo, scale
-        return self
+        super()._restore(arrays)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Literal
 import faiss
 import numpy as np
 
+from langchain_vq.topk import top_k
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -94,17 +96,6 @@ def _pairwise_similarity(
     return -np.maximum(q_norms - 2 * dots + x_norms, 0)
 
 
-def _top_k(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
-    """Column indices of the ``k`` best scores of each row, best first."""
-    n = scores.shape[1]
-    if k >= n:
-        part = np.broadcast_to(np.arange(n), scores.shape)
-    else:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
-
-
 def search_segments(
     views: list[SegmentView],
     queries: npt.NDArray[np.float32],
@@ -150,7 +141,7 @@ def search_segments(
             if live == 0:
                 continue
             if quantizer is None or segment.codes is None or live <= n_candidates:
-                hits = _exact(segment.vectors, queries, k, kind, mask)
+                hits = exact_search(segment.vectors, queries, k, kind, mask)
                 parts.append(Hits(hits.scores, np.full_like(hits.rows, index), hits.rows))
             else:
                 scores, rows = _code_candidates(quantizer, segment.codes, queries, n_candidates, mask)
@@ -186,9 +177,9 @@ def _rescore(
             gathered[where] = quantizer.decode(segment.codes[rows])
     scores = _pairwise_similarity(queries, gathered, kind)
     scores[~valid] = -np.inf
-    best = _top_k(scores, min(k, scores.shape[1]))
+    best_scores, best = top_k(scores, k)
     return Hits(
-        np.take_along_axis(scores, best, axis=1).astype(np.float32),
+        best_scores,
         np.take_along_axis(candidates.segments, best, axis=1),
         np.take_along_axis(candidates.rows, best, axis=1),
     )
@@ -207,7 +198,7 @@ def _faiss_threads(threads: int | None) -> Iterator[None]:
     """Run FAISS kernels on ``threads`` OpenMP threads (None: leave as is).
 
     A single query is faster on one thread: with 2 threads and the default OpenMP wait policy a
-    binary query took 57 ms instead of 3 ms on a busy machine (DESIGN.md, performance traps).
+    binary query took 57 ms instead of 3 ms on a busy machine (docs/architecture.md, Decisions).
     """
     if threads is None:
         yield
@@ -220,20 +211,24 @@ def _faiss_threads(threads: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(previous)
 
 
-def _exact(
+def exact_search(
     vectors: npt.NDArray[np.float32],
     queries: npt.NDArray[np.float32],
     k: int,
-    kind: Similarity,
-    mask: npt.NDArray[np.bool_] | None,
+    kind: Similarity = "ip",
+    mask: npt.NDArray[np.bool_] | None = None,
 ) -> Hits:
-    """Exact scan of the float vectors, in chunks so memory stays bounded.
+    """Exact top ``k`` rows of ``vectors`` for each query, in chunks so memory stays bounded.
 
-    A selective mask (a filter keeping under 1/8 of the rows) scans only the rows it keeps.
+    The one exact scan: segments without codes, tuning's ground truth and
+    :func:`langchain_vq.evaluation.exact_top_k` all use it. Rows ``mask`` sets False are
+    skipped; a selective mask (keeping under 1/8 of the rows) scans only the rows it keeps.
+    Returns :class:`Hits` of shape ``[n_queries, min(k, rows)]`` with segment 0; a place
+    that only a skipped row could fill holds row -1, segment -1 and score ``-inf``.
     """
     if mask is not None and np.count_nonzero(mask) * _SELECTIVE_FRACTION < mask.size:
         live_rows = np.flatnonzero(mask)
-        hits = _exact(vectors[live_rows], queries, k, kind, None)
+        hits = exact_search(vectors[live_rows], queries, k, kind, None)
         rows = np.where(hits.rows >= 0, live_rows[np.maximum(hits.rows, 0)], -1)
         return Hits(hits.scores, hits.segments, rows)
     best_scores, best_rows = [], []
@@ -242,16 +237,14 @@ def _exact(
         scores = similarity(queries, vectors[start:stop], kind)
         if mask is not None:
             scores[:, ~mask[start:stop]] = -np.inf
-        top = _top_k(scores, min(k, stop - start))
-        best_scores.append(np.take_along_axis(scores, top, axis=1))
-        best_rows.append(top + start)
-    scores = np.concatenate(best_scores, axis=1)
-    rows = np.concatenate(best_rows, axis=1)
-    top = _top_k(scores, min(k, scores.shape[1]))
-    scores = np.take_along_axis(scores, top, axis=1).astype(np.float32)
-    rows = np.take_along_axis(rows, top, axis=1)
+        chunk_scores, chunk_rows = top_k(scores, k)
+        best_scores.append(chunk_scores)
+        best_rows.append(chunk_rows + start)
+    if not best_scores:  # no rows at all
+        return Hits.empty(queries.shape[0], k)
+    scores, rows = top_k(np.concatenate(best_scores, axis=1), k, np.concatenate(best_rows, axis=1))
     rows[~np.isfinite(scores)] = -1
-    return Hits(scores, np.zeros_like(rows), rows)
+    return Hits(scores, np.where(rows >= 0, 0, -1), rows)
 
 
 def _code_candidates(
@@ -292,9 +285,9 @@ def _merge(parts: list[Hits], k: int) -> Hits:
     segments = np.concatenate([p.segments for p in parts], axis=1)
     rows = np.concatenate([p.rows for p in parts], axis=1)
     rows = np.where(np.isfinite(scores), rows, -1)
-    top = _top_k(scores, min(k, scores.shape[1]))
+    best_scores, top = top_k(scores, k)
     out = Hits(
-        np.take_along_axis(scores, top, axis=1),
+        best_scores,
         np.take_along_axis(segments, top, axis=1),
         np.take_along_axis(rows, top, axis=1),
     )

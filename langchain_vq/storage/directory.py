@@ -35,6 +35,7 @@ Readers and cleanup (no reader ever takes a lock or writes a file):
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_codes
 import itertools
 import json
@@ -89,6 +90,8 @@ _VERSION_DIGITS = 20
 #: The only file names a manifest may list: one level below a data folder, no ``..``, no links.
 _LISTED_FILE = re.compile(r"(_segments|_deletions|_quantizers)/[A-Za-z0-9_-]+\.arrow")
 _TMP_PREFIX = ".tmp-"
+#: Times the newest manifest is read again when cleanup removed it under the reader.
+_READ_ATTEMPTS = 5
 _FIXES = {
     errno_codes.ENOSPC: "free disk space (or move the store to a larger disk) and retry",
     errno_codes.EDQUOT: "free space within your disk quota and retry",
@@ -216,8 +219,23 @@ class StoreDirectory:
         return versions[-1]
 
     def read_manifest(self, version: int | None = None) -> Manifest:
-        """The manifest of ``version`` (default: the newest)."""
-        version = self.latest_version() if version is None else version
+        """The manifest of ``version`` (default: the newest).
+
+        Without ``version``, a manifest that cleanup removed between listing the versions and
+        reading it (a newer version was committed meanwhile) is retried with the newer one.
+        """
+        if version is not None:
+            return self._read_manifest(version)
+        for _ in range(_READ_ATTEMPTS):
+            newest = self.latest_version()
+            try:
+                return self._read_manifest(newest)
+            except CorruptStoreError:
+                if self.latest_version() == newest:
+                    raise
+        return self._read_manifest(self.latest_version())
+
+    def _read_manifest(self, version: int) -> Manifest:
         path = self.path / VERSIONS / version_file_name(version)
         try:
             data = path.read_bytes()
@@ -229,6 +247,42 @@ class StoreDirectory:
             msg = f"Manifest {path} says version {manifest.version}; it is damaged."
             raise CorruptStoreError(msg, str(path))
         return manifest
+
+    def info(self) -> dict[str, Any]:
+        """Rows, segments, settings, versions and bytes on disk per part, of the newest version.
+
+        Reads only the manifest and file sizes (no segment is opened), so it is cheap on any
+        store size. ``bytes.total`` is what the newest version and the manifests kept occupy.
+        """
+        manifest = self.read_manifest()
+        manifest_bytes = 0
+        versions = self.versions()
+        for version in versions:
+            with contextlib.suppress(FileNotFoundError):  # removed by a concurrent cleanup
+                manifest_bytes += (self.path / VERSIONS / version_file_name(version)).stat().st_size
+        sizes = {
+            "segments": sum(s.data.bytes for s in manifest.segments),
+            "deletions": sum(s.deletions.bytes for s in manifest.segments if s.deletions),
+            "quantizer_state": manifest.quantizer_state.bytes if manifest.quantizer_state else 0,
+            "manifests": manifest_bytes,
+        }
+        quantization = manifest.quantization or {}
+        return {
+            "path": str(self.path),
+            "rows": manifest.live_rows,
+            "deleted_rows": sum(s.deleted for s in manifest.segments),
+            "segments": len(manifest.segments),
+            "dimension": manifest.dim,
+            "metric": manifest.metric,
+            "quantization": quantization.get("name"),
+            "quantizer_options": quantization.get("options") or {},
+            "quantizer_trained": manifest.quantizer_state is not None,
+            "embedding_model": manifest.embedding_model,
+            "version": manifest.version,
+            "versions_kept": len(versions),
+            "format_version": manifest.format_version,
+            "bytes": {**sizes, "total": sum(sizes.values())},
+        }
 
     # -- data files --------------------------------------------------------------------------
     def write_segment(self, segment: Segment) -> FileEntry:
@@ -483,4 +537,13 @@ class StoreDirectory:
         return removed
 
 
-__all__ = ["FORMAT_NAME", "StoreDirectory", "version_file_name", "write_error"]
+def store_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """:meth:`StoreDirectory.info` of the store at ``path``; raises if none is there."""
+    directory = StoreDirectory(path)
+    if not directory.exists():
+        msg = f"No langchain_vq store at {path}; create one by adding documents to a store at that path."
+        raise NotAStoreError(msg)
+    return directory.info()
+
+
+__all__ = ["FORMAT_NAME", "StoreDirectory", "store_info", "version_file_name", "write_error"]

@@ -2,7 +2,7 @@
 
 Every write of the store goes through a :class:`FileOps`, so tests can substitute a double that
 injects I/O errors or simulates power loss (dropping writes that were not fsynced) without
-patching the ``os`` module: see :mod:`langchain_vq.storage.faults`. Reads use ``os`` directly.
+patching the ``os`` module (the test suite's ``tests/reliability/faults.py``). Reads use ``os`` directly.
 Errors are raised as the plain ``OSError`` of the failed call; :class:`StoreDirectory` turns them
 into typed :class:`~langchain_vq.errors.StoreWriteError` with the path and the fix.
 """

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding
 
-from langchain_vq import StoreLockedError
+from langchain_vq import StoreLockedError, VQVectorStore
 from langchain_vq import collection as collection_module
 from tests.reliability._common import live_rows, open_store, vectors_for
 
@@ -199,3 +200,35 @@ def test_threads_share_one_store(tmp_path) -> None:
     assert live_rows(store.collection) == expected
     assert store.verify() == []
     assert live_rows(open_store(tmp_path / "store").collection) == expected
+
+
+def test_reopening_without_settings_survives_cleanup_removing_the_listed_version(
+    tmp_path, monkeypatch
+) -> None:
+    """A reader that lists version N, then finds N's manifest removed by a compaction's cleanup,
+    opens the newer version instead, settings included (they are read with that manifest)."""
+    monkeypatch.setattr(collection_module, "CLEANUP_GRACE_SECONDS", 0.0)
+    path = tmp_path / "store"
+    writer = open_store(path, quantization="int8")
+    for n in range(3):
+        ids = [f"r{n}-{j}" for j in range(200)]
+        writer.add_embeddings(ids, vectors_for(ids), None, ids)
+    stale = writer.collection.snapshot.version
+    writer.compact()  # commits stale + 1 and removes the manifest of `stale`
+    directory = writer.collection.directory
+    assert directory is not None
+    assert stale not in directory.versions()
+
+    real = type(directory).latest_version
+    calls = []
+
+    def listed_before_cleanup(self: object) -> int:  # the first listing predates the compaction
+        calls.append(1)
+        return stale if len(calls) == 1 else real(self)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(directory), "latest_version", listed_before_cleanup)
+    reader = VQVectorStore(DeterministicFakeEmbedding(size=16), path=path)  # no settings given
+    assert len(calls) >= 2  # it did meet the removed manifest and retried
+    assert reader.collection.snapshot.version == stale + 1
+    assert reader.collection.quantization == "int8"  # read from the store, not the default
+    assert len(reader) == 600

@@ -21,7 +21,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from langchain_vq import (
-    ConfigurationError,
     CorruptStoreError,
     DimensionMismatchError,
     InvalidFilterError,
@@ -131,7 +130,7 @@ CATALOGUE: list[tuple[str, Callable[[VQVectorStore], object], type[Exception] | 
     (
         "rescore_multiplier = 0",
         lambda s: s.similarity_search_by_vector(V, rescore_multiplier=0),
-        ConfigurationError,
+        InvalidInputError,
     ),
     (
         "unknown search argument",

@@ -20,8 +20,8 @@ from langchain_vq import StoreWriteError
 from langchain_vq import collection as collection_module
 from langchain_vq.collection import Collection, CollectionConfig
 from langchain_vq.storage import FileOps
-from langchain_vq.storage.faults import JournalingFileOps
 from tests.reliability._common import live_rows, open_store, vectors_for
+from tests.reliability.faults import JournalingFileOps
 
 if TYPE_CHECKING:
     from collections.abc import Callable

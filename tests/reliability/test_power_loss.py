@@ -20,8 +20,8 @@ import pytest
 from langchain_vq import collection as collection_module
 from langchain_vq.collection import Collection, CollectionConfig
 from langchain_vq.storage import StoreDirectory
-from langchain_vq.storage.faults import JournalingFileOps, Step, crash_image
 from tests.reliability._common import digest, live_rows, vectors_for
+from tests.reliability.faults import JournalingFileOps, Step, crash_image
 
 if TYPE_CHECKING:
     from pathlib import Path

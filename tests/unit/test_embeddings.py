@@ -74,7 +74,7 @@ def test_bad_input(minilm: SentenceTransformerEmbeddings) -> None:
     "kwargs", [{"batch_size": 0}, {"batch_size": True}, {"num_threads": 0}, {"query_prompt": 3}]
 )
 def test_bad_settings(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(InvalidInputError):
         SentenceTransformerEmbeddings(**kwargs)
 
 

@@ -12,7 +12,6 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_vq import VQVectorStore
 from langchain_vq.errors import (
     BinarySourceError,
-    ConfigurationError,
     EmptySourceError,
     InvalidInputError,
     InvalidSourceError,
@@ -198,7 +197,7 @@ def test_unreadable_file_chmod(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("size", "overlap"), [(0, 0), (100, 100), (100, -1), (True, 0)])
 def test_bad_chunking(tmp_path: Path, size: int, overlap: int) -> None:
     write(tmp_path / "a.txt", "text")
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(InvalidInputError, match="chunk_"):
         load_sources([tmp_path], chunk_size=size, chunk_overlap=overlap)
 
 

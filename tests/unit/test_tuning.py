@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
-from langchain_vq import DimensionMismatchError, InvalidInputError, VQVectorStore
+from langchain_vq import ConfigurationError, DimensionMismatchError, InvalidInputError, VQVectorStore
 from langchain_vq.evaluation import exact_top_k, recall_at_k
 from langchain_vq.tuning import (
     Calibration,
@@ -186,7 +186,7 @@ def test_argument_errors(binary_store) -> None:
         calibrate_multiplier(binary_store, queries=np.ones((3, DIM + 1), np.float32))
     with pytest.raises(InvalidInputError, match="VQVectorStore"):
         calibrate_multiplier(object())
-    with pytest.raises(InvalidInputError, match="Unknown mode"):
+    with pytest.raises(ConfigurationError, match="Unknown mode"):
         evaluate_settings(binary_store, modes=["float16x"])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from langchain_vq.errors import ConfigurationError, NotFittedError
+from langchain_vq.errors import ConfigurationError, InvalidInputError, NotFittedError
 from langchain_vq.quantization.precision import VectorCodec, normalize_precision
 from tests.conftest import clustered_vectors
 
@@ -103,5 +103,5 @@ def test_int8_rescoring_ranges_are_the_sample_extremes() -> None:
 def test_clip_quantile_is_checked(bad: object) -> None:
     from langchain_vq.quantization import ScalarQuantizer
 
-    with pytest.raises(ConfigurationError, match=r"clip_quantile must be a number in \[0, 0.5\)"):
+    with pytest.raises(InvalidInputError, match=r"clip_quantile must be a number in \[0, 0.5\)"):
         ScalarQuantizer(8, clip_quantile=bad)  # type: ignore[arg-type]

@@ -261,3 +261,33 @@ def test_segment_files_are_written_from_the_table_memory(tmp_path) -> None:
     path.write_bytes(b"".join(chunks))
     reread = ipc.open_file(pa.memory_map(str(path))).read_all()
     assert reread.equals(segment.table)
+
+
+def test_store_info_counts_the_bytes_of_every_file_of_the_newest_version(tmp_path) -> None:
+    from langchain_vq.storage import store_info
+
+    store, _ = make_store(tmp_path / "s", "int8", n=300)
+    info = store_info(tmp_path / "s")
+    assert (info["rows"], info["deleted_rows"], info["quantization"], info["dimension"]) == (
+        290,
+        10,
+        "int8",
+        DIM,
+    )
+    assert info["version"] == store.collection.snapshot.version
+    on_disk = {
+        part: sum(p.stat().st_size for p in (tmp_path / "s" / folder).iterdir())
+        for part, folder in (("segments", "_segments"), ("deletions", "_deletions"), ("manifests", VERSIONS))
+    }
+    assert info["bytes"]["segments"] == on_disk["segments"]  # one version: every file is listed
+    assert info["bytes"]["deletions"] == on_disk["deletions"]
+    assert info["bytes"]["manifests"] == on_disk["manifests"]
+    assert info["versions_kept"] == len(list((tmp_path / "s" / VERSIONS).glob("*.json")))
+    assert info["bytes"]["total"] == sum(v for k, v in info["bytes"].items() if k != "total")
+
+
+def test_store_info_of_a_folder_without_a_store_says_so(tmp_path) -> None:
+    from langchain_vq.storage import store_info
+
+    with pytest.raises(NotAStoreError, match="No langchain_vq store"):
+        store_info(tmp_path / "absent")

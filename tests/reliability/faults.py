@@ -17,7 +17,7 @@ VFS and of ALICE (Pillai et al., OSDI 2014):
   persist vanishes with everything in it.
 
 The journal must start on an empty directory (the base state, assumed durable); the store is
-created inside it. Nothing here is imported by the store itself.
+created inside it. Test-only: it lives in the test tree, outside the package.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class JournalingFileOps(FileOps):
         self.steps.append(step)
 
     # -- FileOps -----------------------------------------------------------------------------
-    def write_new(self, path: Path, chunks: Iterable[bytes | memoryview]) -> None:  # noqa: D102
+    def write_new(self, path: Path, chunks: Iterable[bytes | memoryview]) -> None:
         self._step("create", path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -110,21 +110,21 @@ class JournalingFileOps(FileOps):
         os.close(fd)
         self.steps.append(Step("close", path))
 
-    def fsync_dir(self, path: Path) -> None:  # noqa: D102
+    def fsync_dir(self, path: Path) -> None:
         self._step("fsync_dir", path)
         super().fsync_dir(path)
 
-    def link(self, src: Path, dst: Path) -> None:  # noqa: D102
+    def link(self, src: Path, dst: Path) -> None:
         self._step("link", src, target=dst)
         os.link(src, dst)
 
-    def mkdir(self, path: Path) -> None:  # noqa: D102
+    def mkdir(self, path: Path) -> None:
         if path.is_dir():
             return
         self._step("mkdir", path)
         path.mkdir()
 
-    def remove(self, path: Path) -> None:  # noqa: D102
+    def remove(self, path: Path) -> None:
         if not path.exists():
             return
         self._step("remove", path)
@@ -185,20 +185,20 @@ class _Model:
             self._parent(step.path).pending.append(("add", step.path.name, _File()))
         elif step.kind == "write":
             node = self._resolve(step.path)
-            assert isinstance(node, _File)  # noqa: S101
+            assert isinstance(node, _File)
             node.data += step.data
         elif step.kind == "fsync":
             node = self._resolve(step.path)
-            assert isinstance(node, _File)  # noqa: S101
+            assert isinstance(node, _File)
             node.synced = bytes(node.data)
         elif step.kind == "link":
-            assert step.target is not None  # noqa: S101
+            assert step.target is not None
             self._parent(step.target).pending.append(("add", step.target.name, self._resolve(step.path)))
         elif step.kind == "remove":
             self._parent(step.path).pending.append(("del", step.path.name, None))
         elif step.kind == "fsync_dir":
             node = self._resolve(step.path)
-            assert isinstance(node, _Dir)  # noqa: S101
+            assert isinstance(node, _Dir)
             node.durable = node.current()
             node.pending = []
 

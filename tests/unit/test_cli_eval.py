@@ -100,7 +100,7 @@ def test_eval_jsonl_vectors(capsys: pytest.CaptureFixture[str], store: Path, tmp
     [
         (["--modes", "binary,float9"], "Unknown mode 'float9'"),
         (["--multipliers", "2,x"], "--multipliers expects a comma-separated list"),
-        (["--target", "2"], "target must be a recall in (0, 1]"),
+        (["--target", "2"], "target must be a number in (0, 1]"),
         (["--queries", "missing.npy"], "not found"),
     ],
 )

@@ -10,7 +10,7 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
-from langchain_vq import ConfigurationError, VQVectorStore
+from langchain_vq import InvalidInputError, VQVectorStore
 from langchain_vq import vectorstore as vectorstore_module
 from tests.conftest import clustered_vectors
 
@@ -341,11 +341,11 @@ def test_unreachable_recall_target_warns_and_uses_the_largest_multiplier(
 
 def test_recall_target_arguments_are_checked() -> None:
     emb = DeterministicFakeEmbedding(size=8)
-    with pytest.raises(ConfigurationError, match="pass one"):
+    with pytest.raises(InvalidInputError, match="pass one"):
         VQVectorStore(emb, rescore_multiplier=4, recall_target=0.9)
-    with pytest.raises(ConfigurationError, match="recall_target"):
+    with pytest.raises(InvalidInputError, match="recall_target"):
         VQVectorStore(emb, recall_target=1.5)
-    with pytest.raises(ConfigurationError, match="rescore_multiplier"):
+    with pytest.raises(InvalidInputError, match="rescore_multiplier"):
         VQVectorStore(emb, rescore_multiplier=0)
     assert VQVectorStore(emb, rescore_multiplier="auto").recall_target == 0.99
 

@@ -246,9 +246,9 @@ def test_make_quantizer_errors() -> None:
         make_quantizer("int8", 16, m=4)
     with pytest.raises(ConfigurationError, match="takes none"):
         make_quantizer("float", 16, m=4)
-    with pytest.raises(ConfigurationError, match="nbits"):
+    with pytest.raises(InvalidInputError, match="nbits"):
         make_quantizer("pq", 16, nbits=4)
-    with pytest.raises(InvalidInputError, match="metric"):
+    with pytest.raises(ConfigurationError, match="metric"):
         make_quantizer("pq", 16, metric="cosine")
     assert make_quantizer("pq", 16, m=8).code_size == 8
     assert make_quantizer("binary", 16, hamming_factor=2).hamming_factor == 2
@@ -353,6 +353,16 @@ def test_binary_fast_scan_finds_the_best_rows_by_asymmetric_score(
     small, small_idx = qz.search(queries[:2], codes[:3], 10, reuse=True)  # k > rows: all rows
     assert small.shape == (2, 3)
     assert sorted(small_idx[0].tolist()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("rows", [3, 40, 100])
+def test_binary_fast_scan_returns_every_row_when_k_is_the_number_of_rows(rows: int) -> None:
+    """FAISS's fast scan left places empty (-1) for k = n = 40; the search must not."""
+    x = clustered(700, 5, seed=4)
+    qz = BinaryQuantizer(5, fast_scan=True).fit(x[:600])
+    scores, idx = qz.search(x[600:604], qz.encode(x[:rows]), rows, reuse=True)
+    assert [sorted(r) for r in idx.tolist()] == [list(range(rows))] * 4
+    assert (np.diff(scores, axis=1) <= 0).all()  # best first
 
 
 def test_binary_fast_scan_layout_is_kept_per_code_array_and_dropped_with_it() -> None:
@@ -518,7 +528,7 @@ def test_bad_constructor_arguments() -> None:
         BinaryQuantizer(0)
     with pytest.raises(InvalidInputError, match="hamming_factor"):
         BinaryQuantizer(8, hamming_factor=0)
-    with pytest.raises(ConfigurationError, match="m"):
+    with pytest.raises(InvalidInputError, match=r"sub-vectors\) must be an integer in \[1, 8\]"):
         ProductQuantizer(8, m=9)
 
 

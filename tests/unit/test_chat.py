@@ -25,12 +25,12 @@ from langchain_vq.chat import (
     parse_passages,
     split_sentences,
 )
-from langchain_vq.errors import ConfigurationError
+from langchain_vq.errors import ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
     from types import ModuleType
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 DOCS = [
     Document(
@@ -155,7 +155,7 @@ def test_llm_without_langchain_names_the_package(monkeypatch: pytest.MonkeyPatch
 
 
 def test_max_sentences_is_checked() -> None:
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(InvalidInputError, match="max_sentences"):
         ExtractiveAnswerer(max_sentences=0)
 
 

@@ -1,0 +1,342 @@
+"""Write ``benchmarks/RESULTS.md`` and the README's benchmark summary from ``benchmarks/results/``.
+
+Every benchmark number in the documentation comes from here: the full tables of the last runs
+(``bench_search.md`` and ``peers.md``, which the benchmark scripts render from their JSON), plus
+tables computed from the JSON results (summary, binary stage limits, ingest memory, quantizer
+defaults, durability). The README gets only the summary, between its
+``<!-- benchmark-summary:start -->`` / ``<!-- benchmark-summary:end -->`` markers.
+
+The one hand-written part of RESULTS.md, the notes between ``<!-- notes:start -->`` and
+``<!-- notes:end -->`` (what the numbers say, and why), is kept from the existing file.
+
+``bench_search.py`` and ``bench_peers.py`` call it at the end of a run that wrote to
+``benchmarks/results/``; by hand: ``python benchmarks/write_results.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
+README = REPO / "README.md"
+TARGET_RECALL = 0.99
+SUMMARY_START = "<!-- benchmark-summary:start -->"
+SUMMARY_END = "<!-- benchmark-summary:end -->"
+NOTES_START = "<!-- notes:start -->"
+NOTES_END = "<!-- notes:end -->"
+_NOTES_PLACEHOLDER = "_No notes yet: write here what the numbers say, and why._"
+
+
+def write_if_results(out_dir: Path) -> None:
+    """Rewrite the documents when ``out_dir`` is the committed results folder (not a scratch run)."""
+    if out_dir.resolve() == RESULTS.resolve():
+        main()
+
+
+# -- reading results ---------------------------------------------------------------------------
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _runs(dataset: dict[str, Any], method: str) -> list[dict[str, Any]]:
+    """The single-thread runs of ``method`` in a bench_peers dataset, with the process's numbers."""
+    entry = dataset.get("methods", {}).get(method, {})
+    t1 = entry.get("t1")
+    if t1 is None:
+        return []
+    return [
+        {
+            "setting": run["setting"],
+            "recall": run["recall_at_10"],
+            "p50": run["single"]["p50_ms"],
+            "ndcg": run.get("ndcg_at_10"),
+            "bytes": t1.get("bytes_per_vector"),
+            "anon_mb": t1["rss_after_queries"]["rss_anon_mb"],
+        }
+        for run in t1["runs"]
+    ]
+
+
+def _fastest_at(runs: list[dict[str, Any]], recall: float) -> dict[str, Any] | None:
+    good = [r for r in runs if r["recall"] >= recall]
+    return min(good, key=lambda r: r["p50"]) if good else None
+
+
+def _ndcg(peers: dict[str, Any], method: str, setting: str) -> float | None:
+    scifact = peers["datasets"].get("scifact", {})
+    return next((r["ndcg"] for r in _runs(scifact, method) if r["setting"] == setting), None)
+
+
+def _f(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+# -- the summary (README and RESULTS.md) ----------------------------------------------------------
+def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
+    """About five rows at 1M vectors, one thread, plus the conditions they were measured in."""
+    syn = peers["datasets"]["synthetic"]
+    flat = next(iter(_runs(syn, "faiss-flat")), None)
+    picks: list[tuple[str, dict[str, Any] | None, str]] = []
+    binary = _runs(syn, "vq-binary")
+    default = next((r for r in binary if "default" in r["setting"]), None)
+    # The default, then the fastest setting of each method reaching TARGET_RECALL (LanceDB: its
+    # best recall if none does), then exact search.
+    picks.append(("langchain_vq binary", default, "vq-binary"))
+    picks.append(("langchain_vq binary", _fastest_at(binary, TARGET_RECALL), "vq-binary"))
+    fast = _fastest_at(_runs(syn, "vq-binary-fast-scan"), TARGET_RECALL)
+    picks.append(("langchain_vq binary, `fast_scan`", fast, "vq-binary-fast-scan"))
+    lance = _runs(syn, "lancedb")
+    lance_pick = _fastest_at(lance, TARGET_RECALL) or max(lance, key=lambda r: r["recall"], default=None)
+    picks.append(("LanceDB IVF_PQ", lance_pick, "lancedb"))
+    picks.append(("FAISS IndexFlatIP (exact)", flat, "faiss-flat"))
+    lines = [
+        "| method | setting | bytes/vector in RAM | recall@10 | p50 ms | vs IndexFlatIP | private MB | SciFact nDCG@10 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, row, method in picks:
+        if row is None:
+            continue
+        speedup = f"{flat['p50'] / row['p50']:.1f}x" if flat else ""
+        lines.append(
+            f"| {label} | {row['setting']} | {_f(row['bytes'], '.0f')} | {row['recall']:.4f} | "
+            f"{row['p50']:.2f} | {speedup} | {row['anon_mb']:,.0f} | "
+            f"{_f(_ndcg(peers, method, row['setting']), '.4f')} |"
+        )
+    small = peers["datasets"].get("synthetic_small", {})
+    inmem = next(iter(_runs(small, "inmemory")), None)
+    if inmem and flat:
+        scale = syn["rows"] / max(small["rows"], 1)
+        lines.append(
+            f"| LangChain InMemoryVectorStore | {small['rows']:,} rows, time x{scale:g} | | "
+            f"{inmem['recall']:.4f} | {inmem['p50'] * scale:,.0f} | {flat['p50'] / (inmem['p50'] * scale):.3f}x | "
+            f"| {_f(_ndcg(peers, 'inmemory', inmem['setting']), '.4f')} |"
+        )
+    hw, cfg = peers["hardware"], peers["config"]
+    scifact = peers["datasets"].get("scifact", {})
+    lines += [
+        "",
+        (
+            f"{syn['rows']:,} x {cfg['dim']} synthetic vectors with the structure of all-MiniLM-L6-v2 "
+            f"embeddings, {cfg['queries']:,} queries, k={cfg['k']}, single queries on one thread (process "
+            f"pinned to one core). {hw['cpu_model']}, {hw['cores']} shared cores, {hw['ram_gb']} GB RAM; "
+            f"Python {hw['python']}, FAISS {hw['faiss']}, pyarrow {hw['pyarrow']}, LanceDB {hw['lancedb']}; "
+            f"run of {peers['date'][:10]} (`bench_peers.py`, load average about "
+            f"{peers['load_start'][0]:.1f}-{peers['load_end'][0]:.1f}). m = `rescore_multiplier`; langchain_vq "
+            f"and LanceDB rows: the fastest setting reaching recall@10 {TARGET_RECALL}, after the default. "
+            "InMemoryVectorStore: measured on the first rows, its full-scan time scaled linearly. Private MB: "
+            "anonymous resident memory after all queries of the process (the mapped float pages a query "
+            "touches are page cache, not counted)."
+            + (
+                f" SciFact: {scifact['rows']:,} real abstracts, {scifact['queries']} queries, same setting."
+                if "rows" in scifact
+                else ""
+            )
+        ),
+    ]
+    if search is not None:
+        lines += ["", _search_sentence(search)]
+    return lines
+
+
+def _search_sentence(search: dict[str, Any]) -> str:
+    """Filters and open time at 1M rows, from bench_search."""
+    warm = search["modes"]["binary"]["warm"]
+    opens = search["verdicts"]["open_ms_by_mode"].values()
+    parts = [
+        f"{r['filter'].split(' ')[0]} of rows ({r['matching_rows']:,}): {r['p50_ms']:.1f} ms"
+        for r in warm.get("filtered", [])
+    ]
+    unfiltered = next(r for r in warm["runs"] if r["default"])
+    return (
+        f"Metadata filters at {search['config']['n']:,} rows (`bench_search.py`, binary, default m), p50: "
+        f"unfiltered {unfiltered['p50_ms']:.1f} ms; a filter keeping " + ", ".join(parts) + ". Opening a "
+        f"store of that size takes {min(opens):.0f}-{max(opens):.0f} ms with a warm page cache."
+    )
+
+
+# -- sections of RESULTS.md computed from JSON ------------------------------------------------------
+def binary_limits(limits: dict[str, Any]) -> list[str]:
+    """Stage by stage: why a full scan of binary codes cannot be 30x faster than exact search here."""
+    c = limits["conditions"]
+    lines = [
+        f"{c['rows']:,} x {c['dim']} synthetic vectors, {c['queries']} queries, {c['threads']} thread "
+        "(`binary_limits.py`):",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| one core's read speed (XOR-reduce of 48 MB) | {limits['read_gb_per_s']:.1f} GB/s |",
+        f"| FAISS Hamming scan of 1M 64-byte codes, k=10 | {limits['hamming_scan_1m_64b_k10_ms']:.1f} ms |",
+    ]
+    lines += [
+        f"| true top 10 kept by the Hamming top {int(n):,} | {v:.4f} |"
+        for n, v in limits["recall_of_hamming_top_n"].items()
+    ]
+    lines += [
+        f"| true top 10 kept by the asymmetric top {int(n):,} of the Hamming top 10,240 | {v:.4f} |"
+        for n, v in limits["recall_of_asymmetric_top_m_among_hamming_10240"].items()
+    ]
+    lines += [
+        f"| inverted file, 1024 lists, nprobe {r['nprobe']}: true top 10 in the probed lists / rows scanned "
+        f"| {r['true_top10_in_probed_lists']:.4f} / {r['rows_scanned']:.1%} |"
+        for r in limits["ivf_1024_lists"]
+    ]
+    return lines
+
+
+def ingest(data: dict[str, Any]) -> list[str]:
+    c = data["conditions"]
+    rise = data["anon_peak_mb"] - data["anon_before_add_mb"]
+    return [
+        (
+            f"One `add_embeddings` of {c['rows']:,} x {c['dim']} vectors ({data['float_mb']:.0f} MB of floats) "
+            f"into a new {c['quantization']} store, the first add training the quantizer "
+            f"(`ingest_memory.py`, anonymous memory sampled every 2 ms): private memory rose by "
+            f"{rise:.0f} MB at peak, {data['extra_peak_over_floats']:.2f}x the batch's float bytes; the add "
+            f"took {data['add_seconds']:.1f} s."
+        )
+    ]
+
+
+def quantizer_defaults(data: dict[str, Any]) -> list[str]:
+    """Recall@10 per quantizer configuration and multiplier on real sentence embeddings."""
+    multipliers = list(data["results"][0]["recall_at_10"])
+    lines = [
+        f"{data['data']}; recall@{data['k']} against exact search, {data['threads']} thread "
+        "(`measure_quantizer_defaults.py`; binary codes unpadded, 48 bytes). `hf`: the binary "
+        "quantizer's `hamming_factor`. The defaults are the smallest multiplier reaching 0.99 with "
+        "the default configuration (binary hf=8, pq m=96).",
+        "",
+        "| configuration | code bytes | " + " | ".join(f"m={m}" for m in multipliers) + " |",
+        "|---|---:|" + "---:|" * len(multipliers),
+    ]
+    for r in data["results"]:
+        cells = " | ".join(f"{r['recall_at_10'][m]:.4f}" for m in multipliers)
+        lines.append(f"| {r['label']} | {r['code_size']} | {cells} |")
+    return lines
+
+
+def durability(d: dict[str, Any]) -> list[str]:
+    """The long reliability runs (``python -m tests.reliability.report``)."""
+    kills, power, io, damage = d["process_kills"], d["power_losses"], d["io_errors"], d["damage"]
+    bad, conc = d["bad_inputs"], d["concurrency"]
+    still_working = ", ".join(kind for kind, v in damage.get("by_kind", {}).items() if v.get("ok")) or "no"
+    return [
+        f"Mode `{d['mode']}` on {d['machine']}, Python {d['python']} (`python -m tests.reliability.report`, "
+        "`results/durability.json`).",
+        "",
+        "| test | result | acknowledged data lost |",
+        "|---|---|---:|",
+        f"| writer process SIGKILLed at random moments ({kills['acked_commits']:,} commits acknowledged) | "
+        f"{kills['survived']} of {kills['kills']} kills survived: store opens, `verify()` clean | {kills['data_lost']} |",
+        f"| simulated power loss at every step of {power['workloads']} journaled workloads "
+        f"({power['journal_steps']:,} file operations) | {power['survived']:,} of {power['images']:,} crash images "
+        f"open, pass `verify()` and accept the next write; {power['corrupt_stores']} corrupt | "
+        f"{power['acknowledged_commits_lost']} |",
+        f"| ENOSPC / EACCES injected at each write step | {io['survived']} of {io['trials']}: typed error, "
+        f"previous version intact, next write works | {io['data_lost']} |",
+        f"| truncation and byte changes in store files ({damage['damaged_files']:,} files) | "
+        f"{damage['detected_by_verify']:,} detected by `verify()`; {damage['typed_error_on_open_or_search']} raised "
+        f"`CorruptStoreError` on use, {damage['search_still_worked']} ({still_working} damage) searched "
+        f"normally; {damage['crashes']} crashes | - |",
+        f"| hostile inputs ({bad['cases']} cases) | {bad['rejected_with_typed_error']} rejected with a typed "
+        f"error, {bad['documented_acceptances']} documented acceptances | {bad['data_lost']} |",
+        f"| reader processes during commits and compactions, plus a second writer | "
+        f"{conc['reader_minutes']:.0f} reader-minutes, {conc['searches']:,} searches, {conc['reader_errors']} "
+        f"errors, {conc['incomplete_versions_seen']} incomplete versions seen; second writer: "
+        f"{conc['second_writer_locked_errors']} `StoreLockedError` (timeout 0), "
+        f"{conc['second_writer_commits']:,} commits after waiting | - |",
+    ]
+
+
+def _demoted(markdown: str) -> list[str]:
+    """A benchmark's own Markdown report, its headings one level down (# -> ###)."""
+    return [re.sub(r"^(#+) ", r"##\1 ", line) for line in markdown.strip().splitlines()]
+
+
+def _kept_notes() -> str:
+    if RESULTS_MD.exists():
+        found = re.search(
+            rf"{re.escape(NOTES_START)}\n(.*?){re.escape(NOTES_END)}", RESULTS_MD.read_text(), re.DOTALL
+        )
+        if found:
+            return found.group(1).rstrip("\n")
+    return _NOTES_PLACEHOLDER
+
+
+def results_page() -> str:
+    peers, search = _load("peers.json"), _load("bench_search.json")
+    lines = [
+        "# Benchmark results",
+        "",
+        "<!-- Generated by benchmarks/write_results.py from benchmarks/results/. Edit the scripts, not "
+        "this file: only the notes between the notes markers are hand-written (and kept). -->",
+        "",
+        "Every number here comes from a script in `benchmarks/` (how to rerun them: "
+        "[benchmarks/README.md](README.md)); the raw results of the last runs are in "
+        "[`benchmarks/results/`](results/). The machine was shared with other work during the runs, "
+        "so compare ratios measured side by side in one run rather than absolute times across runs.",
+        "",
+        "## Summary",
+        "",
+    ]
+    lines += summary(peers, search) if peers else ["No `results/peers.json` yet."]
+    lines += ["", "## What the numbers say", "", NOTES_START, _kept_notes(), NOTES_END, ""]
+    sections: list[tuple[str, list[str]]] = []
+    search_md = RESULTS / "bench_search.md"
+    if search_md.exists():
+        sections.append(("The store per mode (`bench_search.py`)", _demoted(search_md.read_text())))
+    peers_md = RESULTS / "peers.md"
+    if peers_md.exists():
+        body = _demoted(peers_md.read_text())
+        if (RESULTS / "peers.png").exists():
+            body += [
+                "",
+                "![recall@10 against p50 latency at 1M rows; bubble area is private memory](results/peers.png)",
+            ]
+        sections.append(("Against the stores users would pick instead (`bench_peers.py`)", body))
+    for title, name, render in (
+        ("Binary search stage by stage (`binary_limits.py`)", "binary_limits.json", binary_limits),
+        ("Memory of a large add (`ingest_memory.py`)", "ingest_memory.json", ingest),
+        ("How the default multipliers were chosen (`measure_quantizer_defaults.py`)", "quantizer_defaults.json",
+         quantizer_defaults),
+        ("Durability", "durability.json", durability),
+    ):  # fmt: skip
+        data = _load(name)
+        if data is not None:
+            sections.append((title, render(data)))
+    for title, body in sections:
+        lines += [f"## {title}", "", *body, ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def readme_with_summary(text: str, table: list[str]) -> tuple[str, bool]:
+    """``text`` with the summary between its markers replaced; False if the markers are missing."""
+    pattern = re.compile(rf"({re.escape(SUMMARY_START)}\n).*?({re.escape(SUMMARY_END)})", re.DOTALL)
+    body = "\n".join(table) + "\n"
+    new, count = pattern.subn(lambda m: m.group(1) + body + m.group(2), text)
+    return new, bool(count)
+
+
+def main() -> None:
+    RESULTS_MD.write_text(results_page())
+    print(f"wrote {RESULTS_MD.relative_to(REPO)}")
+    peers = _load("peers.json")
+    if peers is None:
+        print("results/peers.json missing: README summary left as it is")
+        return
+    text, found = readme_with_summary(README.read_text(), summary(peers, _load("bench_search.json")))
+    if found:
+        README.write_text(text)
+        print("README.md: benchmark summary updated")
+    else:
+        print(f"README.md: markers {SUMMARY_START} / {SUMMARY_END} not found, summary not written")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The one exact top-k selection, shared by the quantizers, the search engine and evaluation.
+
+It sits below every other numeric module (it needs only numpy), so each layer can call it
+without calling up.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+
+def top_k(
+    scores: npt.NDArray[np.floating], k: int, indices: npt.NDArray[np.integer] | None = None
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """The ``k`` best (highest) scores of each row, best first, with their indices.
+
+    Ties are ordered by index, so results never depend on ``argpartition``'s order.
+
+    Args:
+        scores: ``[n_queries, c]`` similarities (higher is better); ``-inf`` marks a skipped one.
+        k: Results to keep per row; more than ``c`` keeps all ``c``.
+        indices: ``[n_queries, c]`` ids of the columns (e.g. row numbers); default the column
+            positions, so the result can index other arrays with ``np.take_along_axis``.
+
+    Returns:
+        ``(scores, indices)``, each ``[n_queries, min(k, c)]``.
+    """
+    n = scores.shape[1]
+    if indices is None:
+        indices = np.broadcast_to(np.arange(n, dtype=np.int64), scores.shape)
+    k = max(0, min(k, n))
+    if k == 0:
+        return np.empty((scores.shape[0], 0), np.float32), np.empty((scores.shape[0], 0), np.int64)
+    if k < n:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # [n_queries, k], unordered
+        scores = np.take_along_axis(scores, part, axis=1)
+        indices = np.take_along_axis(indices, part, axis=1)
+    order = np.lexsort((indices, -scores), axis=1)  # by score, then by index
+    return (
+        np.take_along_axis(scores, order, axis=1).astype(np.float32, copy=False),
+        np.take_along_axis(indices, order, axis=1).astype(np.int64, copy=False),
+    )

@@ -1,0 +1,256 @@
+"""The search engine against exact numpy search: masks, deletions, segments, rescoring, padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from langchain_vq.quantization import BinaryQuantizer, ScalarQuantizer
+from langchain_vq.search import engine
+from langchain_vq.search.engine import Hits, SegmentView, exact_search, search_segments, similarity
+from langchain_vq.storage import build_segment
+from tests.conftest import clustered_vectors
+
+DIM = 24
+
+
+def numpy_scores(queries: np.ndarray, vectors: np.ndarray, kind: str) -> np.ndarray:
+    """``[n_queries, n]`` similarities computed the plain way (float64)."""
+    q, x = queries.astype(np.float64), vectors.astype(np.float64)
+    if kind == "ip":
+        return q @ x.T
+    return -((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+
+
+def make_view(vectors: np.ndarray, name: str, *, codes=None, deleted=()) -> SegmentView:
+    n = vectors.shape[0]
+    segment = build_segment(
+        name, [f"{name}-{i}" for i in range(n)], [""] * n, ["{}"] * n, vectors.astype(np.float32), codes
+    )
+    return SegmentView(segment, np.asarray(sorted(deleted), dtype=np.int64))
+
+
+def pairs(hits: Hits, query: int) -> list[tuple[int, int]]:
+    """(segment, row) of one query's real hits, best first (padding dropped)."""
+    return [(int(s), int(r)) for s, r in zip(hits.segments[query], hits.rows[query], strict=True) if s >= 0]
+
+
+def exact_pairs(views: list[SegmentView], queries: np.ndarray, k: int, kind: str, masks=None) -> list:
+    """The true top-k (segment, row) per query over live, unmasked rows, ties by position."""
+    keys, vectors = [], []
+    for index, view in enumerate(views):
+        keep = np.ones(view.segment.rows, dtype=bool)
+        keep[view.deleted] = False
+        if masks is not None and masks[index] is not None:
+            keep &= masks[index]
+        rows = np.flatnonzero(keep)
+        keys += [(index, int(r)) for r in rows]
+        vectors.append(np.asarray(view.segment.vectors)[rows])
+    scores = numpy_scores(queries, np.concatenate(vectors), kind)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return [[keys[j] for j in row] for row in order]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    x = clustered_vectors(1300, DIM, seed=3)
+    return x[:1200], x[1200:]
+
+
+# -- exact parts ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["ip", "l2"])
+def test_similarity_is_the_inner_product_or_the_negated_squared_distance(data, kind) -> None:
+    corpus, queries = data
+    np.testing.assert_allclose(
+        similarity(queries, corpus[:50], kind), numpy_scores(queries, corpus[:50], kind), rtol=1e-4, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("kind", ["ip", "l2"])
+def test_exact_search_equals_numpy_in_order_and_score(data, kind, monkeypatch) -> None:
+    corpus, queries = data
+    monkeypatch.setattr(engine, "_EXACT_CHUNK_ROWS", 100)  # 12 chunks: the merge across chunks counts
+    hits = exact_search(corpus, queries, 7, kind)
+    truth = numpy_scores(queries, corpus, kind)
+    expected = np.argsort(-truth, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(hits.rows, expected)
+    np.testing.assert_allclose(hits.scores, np.take_along_axis(truth, expected, axis=1), rtol=1e-4, atol=1e-4)
+
+
+def test_exact_search_orders_tied_scores_by_row() -> None:
+    vectors = np.ones((6, 4), np.float32)  # every row scores the same
+    hits = exact_search(vectors, np.ones((2, 4), np.float32), 4)
+    np.testing.assert_array_equal(hits.rows, [[0, 1, 2, 3], [0, 1, 2, 3]])
+
+
+def test_exact_search_with_k_above_the_rows_returns_every_row(data) -> None:
+    corpus, queries = data
+    hits = exact_search(corpus[:5], queries[:3], 50)
+    assert hits.rows.shape == (3, 5)
+    assert all(sorted(row) == [0, 1, 2, 3, 4] for row in hits.rows.tolist())
+
+
+@pytest.mark.parametrize("keep_every", [2, 20])  # dense mask: scored and skipped; selective: gathered
+def test_exact_search_never_returns_masked_rows_and_finds_the_best_kept(data, keep_every) -> None:
+    corpus, queries = data
+    mask = np.zeros(corpus.shape[0], dtype=bool)
+    mask[::keep_every] = True
+    hits = exact_search(corpus, queries, 10, "ip", mask)
+    kept = np.flatnonzero(mask)
+    expected = kept[np.argsort(-numpy_scores(queries, corpus[kept], "ip"), axis=1, kind="stable")[:, :10]]
+    np.testing.assert_array_equal(hits.rows, expected)
+    assert mask[hits.rows].all()
+
+
+def test_exact_search_marks_places_only_masked_rows_could_fill(data) -> None:
+    corpus, queries = data
+    dense = np.zeros(10, dtype=bool)  # keeps 2 of 10: scanned whole, masked rows scored -inf
+    dense[[3, 7]] = True
+    hits = exact_search(corpus[:10], queries[:2], 5, "ip", dense)
+    for row, scores in zip(hits.rows.tolist(), hits.scores.tolist(), strict=True):
+        assert sorted(row[:2]) == [3, 7]
+        assert row[2:] == [-1, -1, -1]
+        assert scores[2:] == [-np.inf] * 3
+    selective = np.zeros(corpus.shape[0], dtype=bool)  # keeps 2 of 1200: only they are scanned
+    selective[[3, 700]] = True
+    hits = exact_search(corpus, queries[:2], 5, "ip", selective)
+    assert [sorted(row) for row in hits.rows.tolist()] == [[3, 700], [3, 700]]
+
+
+# -- search_segments without a quantizer: exact -----------------------------------------------------
+@pytest.mark.parametrize("kind", ["ip", "l2"])
+def test_exact_engine_over_segments_with_deletions_equals_numpy(data, kind) -> None:
+    corpus, queries = data
+    views = [
+        make_view(corpus[:500], "a", deleted=range(0, 500, 3)),
+        make_view(corpus[500:501], "b"),  # one row
+        make_view(corpus[501:1200], "c", deleted=[0, 1, 2, 698]),
+    ]
+    hits = search_segments(views, queries, 10, kind=kind, quantizer=None)
+    expected = exact_pairs(views, queries, 10, kind)
+    assert [pairs(hits, q) for q in range(len(queries))] == expected
+    for q in range(3):  # the scores are the exact similarities of the rows returned
+        for (seg, row), score in zip(pairs(hits, q), hits.scores[q], strict=False):
+            vector = views[seg].segment.vectors[row][None, :]
+            np.testing.assert_allclose(score, numpy_scores(queries[q : q + 1], vector, kind)[0, 0], atol=1e-4)
+
+
+def test_deleted_rows_and_masked_rows_are_never_returned(data) -> None:
+    corpus, queries = data
+    views = [make_view(corpus[:600], "a", deleted=range(0, 600, 2)), make_view(corpus[600:], "b")]
+    masks = [None, np.arange(600) % 3 == 0]
+    hits = search_segments(views, queries, 25, kind="ip", quantizer=None, masks=masks)
+    for q in range(len(queries)):
+        for seg, row in pairs(hits, q):
+            assert row not in set(views[seg].deleted.tolist())
+            assert seg == 0 or masks[1][row]
+    assert [pairs(hits, q) for q in range(len(queries))] == exact_pairs(views, queries, 25, "ip", masks)
+
+
+def test_k_above_the_live_rows_returns_each_live_row_once_then_padding(data) -> None:
+    corpus, queries = data
+    views = [make_view(corpus[:4], "a", deleted=[1]), make_view(corpus[4:6], "b")]
+    hits = search_segments(views, queries[:2], 9, kind="ip", quantizer=None)
+    assert hits.rows.shape == (2, 9)
+    for q in range(2):
+        assert sorted(pairs(hits, q)) == [(0, 0), (0, 2), (0, 3), (1, 0), (1, 1)]
+        assert (hits.segments[q, 5:] == -1).all() and (hits.rows[q, 5:] == -1).all()
+        assert np.isneginf(hits.scores[q, 5:]).all()
+
+
+def test_segments_without_live_rows_are_skipped_and_no_segments_give_padding(data) -> None:
+    corpus, queries = data
+    gone = make_view(corpus[:3], "gone", deleted=[0, 1, 2])
+    alive = make_view(corpus[3:10], "alive")
+    hits = search_segments([gone, alive], queries[:2], 3, kind="ip", quantizer=None)
+    assert all(seg == 1 for q in range(2) for seg, _ in pairs(hits, q))
+    empty = search_segments([gone], queries[:2], 3, kind="ip", quantizer=None)
+    assert (empty.rows == -1).all() and (empty.segments == -1).all() and np.isneginf(empty.scores).all()
+    nothing = search_segments([], queries[:2], 3, kind="ip", quantizer=None)
+    assert nothing.rows.shape == (2, 3) and (nothing.rows == -1).all()
+
+
+# -- two stages: code scan, then float rescoring ----------------------------------------------------
+@pytest.fixture(scope="module")
+def coded(data):
+    corpus, _ = data
+    qz = ScalarQuantizer(DIM).fit(corpus)
+    views = [
+        make_view(corpus[:700], "a", codes=qz.encode(corpus[:700]), deleted=range(0, 700, 5)),
+        make_view(corpus[700:], "b", codes=qz.encode(corpus[700:])),
+    ]
+    return qz, views
+
+
+def test_rescored_scores_are_the_exact_float_scores(data, coded) -> None:
+    _, queries = data
+    qz, views = coded
+    hits = search_segments(views, queries, 10, kind="ip", quantizer=qz, rescore=True, rescore_multiplier=2)
+    for q in range(len(queries)):
+        for (seg, row), score in zip(pairs(hits, q), hits.scores[q], strict=True):
+            exact = float(views[seg].segment.vectors[row] @ queries[q])
+            assert score == pytest.approx(exact, abs=1e-5)
+
+
+def test_two_stage_recall_against_exact_search(data, coded) -> None:
+    _, queries = data
+    qz, views = coded
+    hits = search_segments(views, queries, 10, kind="ip", quantizer=qz, rescore=True, rescore_multiplier=4)
+    truth = exact_pairs(views, queries, 10, "ip")
+    recall = np.mean([len(set(pairs(hits, q)) & set(truth[q])) / 10 for q in range(len(queries))])
+    assert recall >= 0.95  # int8 codes with 40 candidates: near exact
+
+
+def test_enough_candidates_make_two_stages_exact(data, coded) -> None:
+    _, queries = data
+    qz, views = coded
+    # 10 * 200 candidates exceed every segment's live rows: each is searched exactly.
+    hits = search_segments(views, queries, 10, kind="ip", quantizer=qz, rescore=True, rescore_multiplier=200)
+    assert [pairs(hits, q) for q in range(len(queries))] == exact_pairs(views, queries, 10, "ip")
+
+
+def test_without_rescoring_scores_come_from_the_codes(data, coded) -> None:
+    _, queries = data
+    qz, views = coded
+    hits = search_segments(views, queries[:5], 10, kind="ip", quantizer=qz, rescore=False)
+    for q in range(5):
+        for (seg, row), score in zip(pairs(hits, q), hits.scores[q], strict=True):
+            decoded = qz.decode(views[seg].segment.codes[row : row + 1])[0]
+            assert score == pytest.approx(float(decoded @ queries[q]), abs=1e-4)
+            assert row not in set(views[seg].deleted.tolist())
+
+
+@pytest.mark.parametrize("keep_every", [2, 50])  # over-fetch from a full scan / scan only kept rows
+def test_masks_with_codes_return_only_kept_rows(data, coded, keep_every) -> None:
+    _, queries = data
+    qz, views = coded
+    masks = [np.arange(v.segment.rows) % keep_every == 0 for v in views]
+    hits = search_segments(
+        views, queries, 10, kind="ip", quantizer=qz, rescore=True, rescore_multiplier=4, masks=masks
+    )
+    truth = exact_pairs(views, queries, 10, "ip", masks)
+    for q in range(len(queries)):
+        found = pairs(hits, q)
+        assert len(found) == 10  # enough rows are kept: never fewer than k
+        assert all(masks[seg][row] and row not in set(views[seg].deleted.tolist()) for seg, row in found)
+    recall = np.mean([len(set(pairs(hits, q)) & set(truth[q])) / 10 for q in range(len(queries))])
+    assert recall >= 0.95
+
+
+def test_a_segment_without_codes_is_searched_exactly_beside_coded_ones(data) -> None:
+    corpus, queries = data
+    qz = BinaryQuantizer(DIM).fit(corpus)
+    views = [
+        make_view(corpus[:1000], "coded", codes=qz.encode(corpus[:1000])),
+        make_view(corpus[1000:], "plain"),
+    ]
+    hits = search_segments(views, queries, 10, kind="ip", quantizer=qz, rescore=True, rescore_multiplier=200)
+    assert [pairs(hits, q) for q in range(len(queries))] == exact_pairs(views, queries, 10, "ip")
+
+
+def test_segment_view_live_mask_and_count() -> None:
+    view = make_view(np.eye(4, dtype=np.float32), "s")
+    assert view.live_mask is None and view.live_count == 4
+    view = make_view(np.eye(4, dtype=np.float32), "s", deleted=[1, 3])
+    np.testing.assert_array_equal(view.live_mask, [True, False, True, False])
+    assert view.live_count == 2
