@@ -221,6 +221,32 @@ def quantizer_defaults(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def rescore_precision(data: dict[str, Any]) -> list[str]:
+    """Recall@10 per rescoring precision and multiplier, and SciFact nDCG@10."""
+    multipliers = [str(m) for m in data["multipliers"]]
+    sizes = data["bytes_per_vector_384"]
+    lines = [
+        "Binary candidates (default quantizer, `10 * m` per query) rescored with vectors stored at each "
+        "precision and decoded to float32; recall@10 against exact float search "
+        "(`measure_rescore_precision.py`). Real: MiniLM sentence embeddings, 1,000 held-out queries.",
+        "",
+        "| data | rows | precision | bytes/vector | " + " | ".join(f"m={m}" for m in multipliers) + " |",
+        "|---|---:|---|---:|" + "---:|" * len(multipliers),
+    ]
+    corpora = [(f"real {name}", run) for name, run in data["real"].items()]
+    if "synthetic" in data:
+        corpora.append(("synthetic", data["synthetic"]))
+    for label, run in corpora:
+        for precision, recall in run["recall@10"].items():
+            cells = " | ".join(f"{recall[m]:.4f}" for m in multipliers)
+            size = sizes.get(precision.split("-")[0], "")
+            lines.append(f"| {label} | {run['rows']:,} | {precision} | {size} | {cells} |")
+    ndcg = data["scifact_ndcg@10"]
+    per = ", ".join(f"{p} {v[multipliers[0]]:.4f}" for p, v in ndcg.items() if p != "exact")
+    lines += ["", f"SciFact nDCG@10 at m={multipliers[0]}: exact {ndcg['exact']:.4f}; {per}."]
+    return lines
+
+
 def durability(d: dict[str, Any]) -> list[str]:
     """The long reliability runs (``python -m tests.reliability.report``)."""
     kills, power, io, damage = d["process_kills"], d["power_losses"], d["io_errors"], d["damage"]
@@ -305,6 +331,7 @@ def results_page() -> str:
         ("Memory of a large add (`ingest_memory.py`)", "ingest_memory.json", ingest),
         ("How the default multipliers were chosen (`measure_quantizer_defaults.py`)", "quantizer_defaults.json",
          quantizer_defaults),
+        ("Rescoring precision (`measure_rescore_precision.py`)", "rescore_precision.json", rescore_precision),
         ("Durability", "durability.json", durability),
     ):  # fmt: skip
         data = _load(name)
