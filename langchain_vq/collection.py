@@ -9,7 +9,6 @@ store with the settings it was created with, and turns search hits back into row
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -469,9 +468,11 @@ class Collection:
         snapshot = self._snapshot
         found: dict[str, Row] = {}
         for index, rows in self._rows_of(snapshot, list(ids)).items():
-            values = snapshot.views[index].segment.take(rows, ("id", "text", "metadata"))
-            for id_, text, meta in zip(values["id"], values["text"], values["metadata"], strict=True):
-                found[id_] = Row(id_, text, _metadata(meta, snapshot.views[index].segment))
+            segment = snapshot.views[index].segment
+            values = segment.take(rows, ("id", "text"))
+            metadatas = segment.metadata(rows)
+            for id_, text, meta in zip(values["id"], values["text"], metadatas, strict=True):
+                found[id_] = Row(id_, text, meta)
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
     def search(
@@ -517,13 +518,14 @@ class Collection:
             segment = snapshot.views[int(seg_index)].segment
             where = np.argwhere(hits.segments == seg_index)  # [m, 2] (query, rank)
             rows = hits.rows[where[:, 0], where[:, 1]]
-            values = segment.take(rows, ("id", "text", "metadata"))
+            values = segment.take(rows, ("id", "text"))
+            metadatas = segment.metadata(rows)
             for j, (q, rank) in enumerate(where):
                 results[q].append(
                     Row(
                         values["id"][j],
                         values["text"][j],
-                        _metadata(values["metadata"][j], segment),
+                        metadatas[j],
                         float(hits.scores[q, rank]),
                         np.array(segment.vectors[rows[j]]) if with_vectors else None,
                     )
@@ -632,19 +634,6 @@ class _WriteContext:
                 self._lock_cm.__exit__(*exc)
         finally:
             self.collection._mutex.release()  # noqa: SLF001
-
-
-def _metadata(text: str, segment: Segment) -> dict[str, Any]:
-    """A row's metadata; damaged JSON is a typed error naming the segment file."""
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        value = exc
-    if not isinstance(value, dict):
-        where = segment.path or f"segment {segment.name}"
-        msg = f"Store file {where} holds metadata that is not a JSON object; damaged (run verify())."
-        raise CorruptStoreError(msg, segment.path)
-    return value
 
 
 def _union(deleted: npt.NDArray[np.int64], more: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64]:

@@ -398,10 +398,10 @@ class _Callable(Filter):
 
         ids = segment.table.column("id").to_pylist()
         texts = segment.table.column("text").to_pylist()
-        metas = segment.table.column("metadata").to_pylist()
+        metas = segment.metadata()
         return np.fromiter(
             (
-                bool(self.predicate(Document(id=i, page_content=t, metadata=json.loads(m))))
+                bool(self.predicate(Document(id=i, page_content=t, metadata=m)))
                 for i, t, m in zip(ids, texts, metas, strict=True)
             ),
             dtype=bool,

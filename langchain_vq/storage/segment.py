@@ -6,10 +6,11 @@ vectors stay on disk until rescoring touches the few rows it needs.
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -18,15 +19,16 @@ from pyarrow import ipc
 
 from langchain_vq.errors import CorruptStoreError
 from langchain_vq.storage.advice import MADV_RANDOM, advise, all_resident, will_need_rows
-from langchain_vq.storage.metadata import encode_metadata
+from langchain_vq.storage.metadata import decode_metadata, encode_metadata
 from langchain_vq.storage.schema import FALLBACK_METADATA, METADATA_PREFIX, SEGMENT_FORMAT_KEY, segment_schema
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     import numpy.typing as npt
 
+_T = TypeVar("_T")
 _CHECKSUM_CHUNK = 1 << 24
 #: Column buffers from this size on are written from the table's memory instead of copied.
 _SHARED_CHUNK_BYTES = 1 << 24
@@ -108,11 +110,42 @@ class Segment:
 
     def take(self, rows: npt.NDArray[np.int64], columns: Sequence[str]) -> dict[str, list]:
         """Python values of ``columns`` at ``rows`` (used only for the final top-k rows)."""
+        return self._read(lambda: {c: array.to_pylist() for c, array in self._taken(rows, columns).items()})
+
+    def metadata(self, rows: npt.NDArray[np.int64] | None = None) -> list[dict[str, Any]]:
+        """The metadata dicts of ``rows`` (all rows if None), exactly as they were added.
+
+        Format 1 parses each row's JSON object; format 2 joins the typed columns and the fallback
+        (``storage.metadata``). Damage is a ``CorruptStoreError`` naming the file.
+        """
+        where = self.path or f"segment {self.name}"
+        typed = self.typed_metadata
+        if typed is None:
+            column = FALLBACK_METADATA  # format 1: the whole JSON object
+            texts = (
+                self._read(self.table.column(column).to_pylist)
+                if rows is None
+                else self.take(rows, (column,))[column]
+            )
+            return [_json_object(text, where, self.path) for text in texts]
+        columns, fallback = typed
+        if rows is not None:
+            names = [METADATA_PREFIX + key for key in columns]
+            taken = self._read(lambda: self._taken(rows, [*names, FALLBACK_METADATA]))
+            columns = {key: taken[name] for key, name in zip(columns, names, strict=True)}
+            fallback = taken[FALLBACK_METADATA]
+        return self._read(lambda: decode_metadata(columns, fallback, where))
+
+    def _taken(self, rows: npt.NDArray[np.int64], columns: Sequence[str]) -> dict[str, pa.Array]:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         # from_buffers, not pa.array(): pa.array() probes for pandas, importing it (~0.3 s) on first use.
         indices = pa.Array.from_buffers(pa.int64(), rows.size, [None, pa.py_buffer(rows)])
+        return {c: single_array(self.table.column(c)).take(indices) for c in columns}
+
+    def _read(self, read: Callable[[], _T]) -> _T:
+        """``read()``, with Arrow's errors on a damaged file turned into ``CorruptStoreError``."""
         try:
-            return {c: self.table.column(c).take(indices).to_pylist() for c in columns}
+            return read()
         except (pa.ArrowException, UnicodeDecodeError, IndexError) as exc:
             where = self.path or f"segment {self.name}"
             msg = f"Store file {where} cannot be read ({exc}); the file is damaged (run verify())."
@@ -126,6 +159,18 @@ class Segment:
                 pa.field("codes", pa.binary(codes.shape[1]), nullable=False), _codes_array(codes)
             )
         return Segment(self.name, table)
+
+
+def _json_object(text: str, where: str, path: str | None) -> dict[str, Any]:
+    """A format-1 row's metadata JSON as a dict; anything else is damage."""
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        value = exc
+    if not isinstance(value, dict):
+        msg = f"Store file {where} holds metadata that is not a JSON object; damaged (run verify())."
+        raise CorruptStoreError(msg, path)
+    return value
 
 
 def single_array(column: pa.ChunkedArray) -> pa.Array:
