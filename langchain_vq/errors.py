@@ -31,6 +31,14 @@ class ConfigurationError(VQError, ValueError):
     """An unknown or inconsistent setting (quantization, metric, reopening with other settings)."""
 
 
+class MissingDependencyError(VQError, ImportError):
+    """An optional package is not installed; ``extra`` names the langchain-vq extra that brings it."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
 class NotFittedError(VQError, RuntimeError):
     """A quantizer was used before ``fit`` gave it its learned state."""
 
