@@ -134,6 +134,8 @@ def worker(ns: argparse.Namespace) -> None:
             times.append(time.perf_counter() - t0)
         result["query_p50_ms"] = 1000 * float(np.percentile(times, 50))
         result["query_p90_ms"] = 1000 * float(np.percentile(times, 90))
+    elif ns.task == "gemm":
+        result.update(gemm_ceiling())
     else:  # ndcg: re-embed the SciFact corpus and the test queries
         from langchain_vq.evaluation import exact_top_k, load_embedded_beir, ndcg_at_k
 
@@ -158,6 +160,79 @@ def worker(ns: argparse.Namespace) -> None:
     result["loadavg_before"] = load0
     result["loadavg_after"] = os.getloadavg()[0]
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def gemm_ceiling() -> dict:
+    """One-thread GEMM speed of the model's matrix shapes: float32 (torch, onnxruntime) vs int8.
+
+    The transformer's time on long chunks is almost all matrix products, so the int8/float32
+    ratio of a bare GEMM bounds what dynamic int8 quantization can gain end to end.
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    m = 4096  # rows = tokens in a batch (64 chunks x ~64 tokens; longer batches scale alike)
+    out: dict = {"rows": m, "shapes": {}}
+    for k, n in ((384, 384), (384, 1536), (1536, 384)):
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        b8 = rng.integers(-127, 128, (k, n), dtype=np.int8)
+        fp = helper.make_model(
+            helper.make_graph(
+                [helper.make_node("MatMul", ["A", "B"], ["C"])],
+                "fp32",
+                [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
+                [helper.make_tensor_value_info("C", TensorProto.FLOAT, [m, n])],
+                [onnx.numpy_helper.from_array(b, "B")],
+            ),
+            opset_imports=[helper.make_opsetid("", 17)],
+        )
+        q = helper.make_model(
+            helper.make_graph(
+                [helper.make_node("MatMulInteger", ["A", "B", "az", "bz"], ["C"])],
+                "int8",
+                [helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])],
+                [helper.make_tensor_value_info("C", TensorProto.INT32, [m, n])],
+                [
+                    onnx.numpy_helper.from_array(b8, "B"),
+                    onnx.numpy_helper.from_array(np.array(128, np.uint8), "az"),
+                    onnx.numpy_helper.from_array(np.array(0, np.int8), "bz"),
+                ],
+            ),
+            opset_imports=[helper.make_opsetid("", 17)],
+        )
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        a8 = rng.integers(0, 256, (m, k), dtype=np.uint8)
+        s_fp = ort.InferenceSession(fp.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        s_q = ort.InferenceSession(q.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        torch.set_num_threads(1)
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+
+        def best(fn) -> float:
+            fn()
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return min(times)
+
+        flops = 2 * m * k * n
+        out["shapes"][f"{k}x{n}"] = {
+            "torch_fp32_gflops": flops / best(lambda ta=ta, tb=tb: ta @ tb) / 1e9,
+            "ort_fp32_gflops": flops / best(lambda s=s_fp, a=a: s.run(None, {"A": a})) / 1e9,
+            "ort_int8_gops": flops / best(lambda s=s_q, a=a8: s.run(None, {"A": a})) / 1e9,
+        }
+    shapes = out["shapes"].values()
+    out["int8_over_torch_fp32"] = float(
+        np.mean([v["ort_int8_gops"] / v["torch_fp32_gflops"] for v in shapes])
+    )
+    out["int8_over_ort_fp32"] = float(np.mean([v["ort_int8_gops"] / v["ort_fp32_gflops"] for v in shapes]))
+    return out
 
 
 def run_child(backend: str, threads: int, task: str, ns: argparse.Namespace, env: dict) -> dict:
@@ -292,6 +367,10 @@ def main(ns: argparse.Namespace) -> None:
         results[backend] = entry
     report["backends"] = results
 
+    if "onnx-int8" in backends:
+        report["gemm_ceiling_1_thread"] = run_child("onnx-int8", 1, "gemm", ns, env)
+        print(f"  GEMM ceiling (1 thread): {json.dumps(report['gemm_ceiling_1_thread'])}", flush=True)
+
     ndcg_backends = backends if ns.ndcg_backends == "all" else [b for b in ns.ndcg_backends.split(",") if b]
     report["ndcg"] = {"torch (shared precomputed float32 embeddings)": reference_ndcg()}
     for backend in ndcg_backends:
@@ -422,6 +501,13 @@ def markdown(report: dict, thread_settings: list[int]) -> str:
     if report.get("chatbot_first_run_seconds"):
         lines += ["", "First run of `examples/chatbot.py --question ...` on a fresh store (226 chunks):", ""]
         lines += [f"- {k}: {v:.1f} s" for k, v in report["chatbot_first_run_seconds"].items()]
+    if report.get("gemm_ceiling_1_thread"):
+        g = report["gemm_ceiling_1_thread"]
+        lines += [
+            "",
+            f"GEMM ceiling, one thread, the model's matrix shapes: int8 (onnxruntime MatMulInteger) runs "
+            f"{g['int8_over_torch_fp32']:.2f}x torch float32 and {g['int8_over_ort_fp32']:.2f}x onnxruntime float32.",
+        ]
     if report.get("summary"):
         lines += ["", "Summary: " + json.dumps(report["summary"], indent=None)]
     return "\n".join(lines) + "\n"

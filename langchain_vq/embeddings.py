@@ -140,6 +140,9 @@ class SentenceTransformerEmbeddings(Embeddings):
         if backend not in BACKENDS:
             msg = f"Unknown embeddings backend {backend!r}; expected one of {', '.join(BACKENDS)}."
             raise ConfigurationError(msg)
+        if backend != "torch" and device != "cpu":
+            msg = f"backend={backend!r} runs on the CPU, got device={device!r}; use backend='torch' there."
+            raise ConfigurationError(msg)
         requested = DEFAULT_MODEL if model_name_or_path is None else os.fspath(model_name_or_path)
         self.model_name = DEFAULT_MODEL if requested in DEFAULT_MODEL_ALIASES else requested
         self.batch_size = batch_size

@@ -225,7 +225,7 @@ def _export_float(model: Any, work: Path, backend: str) -> ExportInfo:
     transformer = model[0]
     tokenizer = transformer.tokenizer
     tokenizer.backend_tokenizer.save(str(work / _TOKENIZER_FILE))
-    auto_model = transformer.auto_model.eval()
+    auto_model = transformer.auto_model.train(mode=False)  # inference mode (dropout off)
     with contextlib.suppress(AttributeError, ValueError):
         auto_model.set_attn_implementation("eager")  # a plain graph that onnxruntime's optimizer fuses
 

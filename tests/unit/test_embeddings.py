@@ -230,6 +230,12 @@ def test_unknown_backend_lists_the_valid_ones(backend: str) -> None:
         assert name in str(info.value)
 
 
+def test_onnx_backends_run_on_the_cpu() -> None:
+    with pytest.raises(ConfigurationError, match="runs on the CPU"):
+        SentenceTransformerEmbeddings(backend="onnx-int8", device="cuda")
+    assert SentenceTransformerEmbeddings(backend="torch", device="cuda").device == "cuda"  # lazy load
+
+
 def test_each_backend_has_its_runner(
     minilm: SentenceTransformerEmbeddings, exported: dict[str, SentenceTransformerEmbeddings]
 ) -> None:
