@@ -41,10 +41,10 @@ INSTALL_HINT = 'pip install "langchain-vq[embeddings]"'
 #: quantized ONNX variant.
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
 #: The backend used when none is named, chosen by benchmarks/bench_embeddings.py: against float32
-#: torch on one core it embeds ~1.45x the 1,000-character chunks and short sentences per second
-#: with a quarter of the query latency, and on all cores 3x the chunks (torch's threads stall on
-#: a busy machine); SciFact nDCG@10 0.6487 vs 0.6451, cosine to float32 0.993. The int8 matrix
-#: product is only ~2.2x float32 on AVX2 without VNNI, so long chunks cannot gain 2.5x on one core.
+#: torch on one core it embeds ~1.35x the 1,000-character chunks and short sentences per second
+#: at under a third of the query latency, and on two cores 2.9x the chunks (torch's threads stall
+#: on a busy machine); SciFact nDCG@10 0.6487 vs 0.6451, cosine to float32 0.993. The int8 matrix
+#: product itself is only 1.9-2.3x float32 on AVX2 without VNNI, so one core cannot gain 2.5x.
 DEFAULT_BACKEND = "onnx-int8"
 #: Packages each backend needs, and the extra that installs them.
 _BACKEND_NEEDS = {
