@@ -3,7 +3,8 @@
 
 On start it indexes ``--data`` (default: ``examples/data``, the Python standard library's
 docstrings) into ``--store`` (default: ``./stores/demo``). The first run embeds every chunk (a
-minute or less on a laptop CPU); later runs re-embed only changed files. Then it answers:
+minute or less on a laptop CPU, plus a one-off export of the int8 model); later runs re-embed
+only changed files. Then it answers:
 
     python examples/chatbot.py --question "How do I copy a directory tree?"   # one question
     python examples/chatbot.py                                               # interactive
@@ -28,7 +29,7 @@ from langchain_vq.chat import (
     chat_loop,
     load_chat_model,
 )
-from langchain_vq.embeddings import SentenceTransformerEmbeddings
+from langchain_vq.embeddings import BACKENDS, DEFAULT_BACKEND, SentenceTransformerEmbeddings
 from langchain_vq.indexing import index_path
 from langchain_vq.loaders import load_sources
 
@@ -60,10 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         "--llm", metavar="PROVIDER:MODEL", help="chat model, e.g. openai:gpt-4o-mini (default: extractive)"
     )
     parser.add_argument("-k", type=int, default=4, help="passages per question (default %(default)s)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=DEFAULT_BACKEND,
+        help="embedding inference backend (default %(default)s; torch is float32)",
+    )
     args = parser.parse_args(argv)
     try:
         llm = load_chat_model(args.llm) if args.llm else None
-        embeddings = SentenceTransformerEmbeddings()
+        embeddings = SentenceTransformerEmbeddings(backend=args.backend)
         store = build_store(args.store, args.data, embeddings)
         model = llm if llm is not None else ExtractiveAnswerer(embeddings)
         chain = build_rag_chain_with_sources(store.as_retriever(search_kwargs={"k": args.k}), model)

@@ -16,7 +16,8 @@ Which class a mistake raises (one rule, whatever function or constructor it is p
   metric or quantization than it was created with; a saved quantizer state that does not fit
   its config; an embedding model other than the store's.
 * Problems of files raise :class:`StoreError` (the store) or :class:`SourceError` (documents to
-  load) subclasses; using a quantizer before ``fit`` raises :class:`NotFittedError`.
+  load) subclasses; using a quantizer before ``fit`` raises :class:`NotFittedError`; an optional
+  package that is not installed raises :class:`MissingDependencyError` naming the extra.
 
 Both :class:`InvalidInputError` and :class:`ConfigurationError` are ``ValueError``s, so
 ``except ValueError`` catches either.
@@ -47,6 +48,14 @@ class InvalidFilterError(InvalidInputError):
 
 class ConfigurationError(VQError, ValueError):
     """An unknown component name, or a setting that disagrees with the store or state it meets."""
+
+
+class MissingDependencyError(VQError, ImportError):
+    """An optional package is not installed; ``extra`` names the langchain-vq extra that brings it."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
 
 
 class NotFittedError(VQError, RuntimeError):

@@ -44,8 +44,14 @@ def clustered_vectors(n: int, dim: int, *, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def minilm():
-    """One all-MiniLM-L6-v2 ``SentenceTransformerEmbeddings`` (offline) shared by the session.
+def embeddings_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ONNX export cache of this session: each backend is exported once, not in ~/.cache."""
+    return tmp_path_factory.mktemp("embeddings-cache")
+
+
+@pytest.fixture(scope="session")
+def minilm(embeddings_cache: Path):
+    """One all-MiniLM-L6-v2 ``SentenceTransformerEmbeddings`` (offline, default backend) for the session.
 
     The command-line tests run ``langchain_vq.cli.main`` in this process; registering the model
     in the CLI's cache makes them reuse it instead of loading it again.
@@ -54,7 +60,7 @@ def minilm():
     from langchain_vq import cli
     from langchain_vq.embeddings import DEFAULT_MODEL, SentenceTransformerEmbeddings
 
-    model = SentenceTransformerEmbeddings()
+    model = SentenceTransformerEmbeddings(cache_dir=embeddings_cache)
     model.embed_query("warm up")  # load now, so the first test does not pay for it
     cli._MODELS.setdefault(DEFAULT_MODEL, model)
     return cli._MODELS[DEFAULT_MODEL]

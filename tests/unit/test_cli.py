@@ -185,7 +185,7 @@ def test_chatbot_example(capsys: pytest.CaptureFixture[str], tmp_path: Path, dat
     spec = importlib.util.spec_from_file_location("example_chatbot", REPO / "examples" / "chatbot.py")
     chatbot = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(chatbot)
-    chatbot.SentenceTransformerEmbeddings = lambda: minilm  # reuse the loaded model
+    chatbot.SentenceTransformerEmbeddings = lambda **_: minilm  # reuse the loaded model
     argv = [
         "--question",
         "How do I indent every line of a text?",
