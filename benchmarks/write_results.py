@@ -141,7 +141,38 @@ def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
     ]
     if search is not None:
         lines += ["", _search_sentence(search)]
+    embeddings = _load("bench_embeddings.json")
+    if embeddings is not None:
+        lines += ["", _embeddings_sentence(embeddings)]
     return lines
+
+
+def _embeddings_sentence(data: dict[str, Any]) -> str:
+    """The default embedding backend against float32 torch, from bench_embeddings."""
+    default = data["summary"]["default_backend"]
+    new, old = data["backends"][default], data["backends"]["torch"]
+    one, one_old = new["1_thread"], old["1_thread"]
+    chatbot = data.get("chatbot_first_run_seconds") or {}
+    warm = next((v for k, v in chatbot.items() if "warm" in k), None)
+    cold = next((v for k, v in chatbot.items() if "cold" in k), None)
+    torch_run = next((v for k, v in chatbot.items() if k.startswith("torch")), None)
+    ndcg = data["ndcg"]
+    return (
+        f"Embedding with all-MiniLM-L6-v2 (`bench_embeddings.py`, {data['hardware']['cpu_model']}, one "
+        f"thread): the default backend `{default}` embeds {one['chunks_per_s']:.1f} 1,000-character chunks/s "
+        f"against {one_old['chunks_per_s']:.1f} for float32 torch "
+        f"({one['chunks_per_s'] / one_old['chunks_per_s']:.2f}x; two threads: "
+        f"{new['2_threads']['chunks_per_s']:.1f}), {one['sentences_per_s']:.0f} against "
+        f"{one_old['sentences_per_s']:.0f} short sentences/s, and a query in {one['query_p50_ms']:.1f} against "
+        f"{one_old['query_p50_ms']:.1f} ms (p50); SciFact nDCG@10 {ndcg[default]['ndcg_at_10']:.4f} against "
+        f"{next(v for k, v in ndcg.items() if k.startswith('torch')):.4f}."
+        + (
+            f" The chatbot's first run on a new store: {warm:.0f} s with the export cached, {cold:.0f} s "
+            f"including the one-time export, against {torch_run:.0f} s with torch."
+            if warm and cold and torch_run
+            else ""
+        )
+    )
 
 
 def _search_sentence(search: dict[str, Any]) -> str:
