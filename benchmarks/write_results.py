@@ -234,48 +234,57 @@ def ingest(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def _recall_table(
+    columns: list[str], multipliers: list[str], rows: list[tuple[list[str], dict]]
+) -> list[str]:
+    """A Markdown table: the given columns (numbers right-aligned), then recall@10 per multiplier."""
+    aligns = "|".join("---:" if c in {"rows", "code bytes", "bytes/vector"} else "---" for c in columns)
+    lines = [
+        "| " + " | ".join(columns) + " | " + " | ".join(f"m={m}" for m in multipliers) + " |",
+        f"|{aligns}|" + "---:|" * len(multipliers),
+    ]
+    for cells, recall in rows:
+        lines.append("| " + " | ".join([*cells, *(f"{recall[m]:.4f}" for m in multipliers)]) + " |")
+    return lines
+
+
 def quantizer_defaults(data: dict[str, Any]) -> list[str]:
     """Recall@10 per quantizer configuration and multiplier on real sentence embeddings."""
     multipliers = list(data["results"][0]["recall_at_10"])
-    lines = [
+    rows = [([r["label"], str(r["code_size"])], r["recall_at_10"]) for r in data["results"]]
+    return [
         f"{data['data']}; recall@{data['k']} against exact search, {data['threads']} thread "
         "(`measure_quantizer_defaults.py`; binary codes unpadded, 48 bytes). `hf`: the binary "
         "quantizer's `hamming_factor`. The defaults are the smallest multiplier reaching 0.99 with "
         "the default configuration (binary hf=8, pq m=96).",
         "",
-        "| configuration | code bytes | " + " | ".join(f"m={m}" for m in multipliers) + " |",
-        "|---|---:|" + "---:|" * len(multipliers),
+        *_recall_table(["configuration", "code bytes"], multipliers, rows),
     ]
-    for r in data["results"]:
-        cells = " | ".join(f"{r['recall_at_10'][m]:.4f}" for m in multipliers)
-        lines.append(f"| {r['label']} | {r['code_size']} | {cells} |")
-    return lines
 
 
 def rescore_precision(data: dict[str, Any]) -> list[str]:
     """Recall@10 per rescoring precision and multiplier, and SciFact nDCG@10."""
     multipliers = [str(m) for m in data["multipliers"]]
     sizes = data["bytes_per_vector_384"]
-    lines = [
+    corpora = [(f"real {name}", run) for name, run in data["real"].items()]
+    if "synthetic" in data:
+        corpora.append(("synthetic", data["synthetic"]))
+    rows = [
+        ([label, f"{run['rows']:,}", precision, str(sizes.get(precision.split("-")[0], ""))], recall)
+        for label, run in corpora
+        for precision, recall in run["recall@10"].items()
+    ]
+    ndcg = data["scifact_ndcg@10"]
+    per = ", ".join(f"{p} {v[multipliers[0]]:.4f}" for p, v in ndcg.items() if p != "exact")
+    return [
         "Binary candidates (default quantizer, `10 * m` per query) rescored with vectors stored at each "
         "precision and decoded to float32; recall@10 against exact float search "
         "(`measure_rescore_precision.py`). Real: MiniLM sentence embeddings, 1,000 held-out queries.",
         "",
-        "| data | rows | precision | bytes/vector | " + " | ".join(f"m={m}" for m in multipliers) + " |",
-        "|---|---:|---|---:|" + "---:|" * len(multipliers),
+        *_recall_table(["data", "rows", "precision", "bytes/vector"], multipliers, rows),
+        "",
+        f"SciFact nDCG@10 at m={multipliers[0]}: exact {ndcg['exact']:.4f}; {per}.",
     ]
-    corpora = [(f"real {name}", run) for name, run in data["real"].items()]
-    if "synthetic" in data:
-        corpora.append(("synthetic", data["synthetic"]))
-    for label, run in corpora:
-        for precision, recall in run["recall@10"].items():
-            cells = " | ".join(f"{recall[m]:.4f}" for m in multipliers)
-            size = sizes.get(precision.split("-")[0], "")
-            lines.append(f"| {label} | {run['rows']:,} | {precision} | {size} | {cells} |")
-    ndcg = data["scifact_ndcg@10"]
-    per = ", ".join(f"{p} {v[multipliers[0]]:.4f}" for p, v in ndcg.items() if p != "exact")
-    lines += ["", f"SciFact nDCG@10 at m={multipliers[0]}: exact {ndcg['exact']:.4f}; {per}."]
-    return lines
 
 
 def durability(d: dict[str, Any]) -> list[str]:

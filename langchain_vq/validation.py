@@ -1,9 +1,9 @@
 """Checks of user input at the API boundary, in one place.
 
-Each raises :class:`~langchain_vq.errors.InvalidInputError` (the rule is in ``errors.py``)
-saying what was found, what was expected and how to fix it. Used by every layer (store,
-collection, quantizers, loaders, embeddings, tuning, command line), so one kind of mistake gets
-one message everywhere.
+Each raises :class:`~langchain_vq.errors.InvalidInputError` (an unknown component name:
+:class:`~langchain_vq.errors.ConfigurationError`; the rule is in ``errors.py``), saying what was
+found, what was expected and how to fix it. Used by every layer (store, collection, quantizers,
+loaders, embeddings, tuning, command line), so one kind of mistake gets one message everywhere.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from langchain_vq.errors import InvalidInputError
+from langchain_vq.errors import ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 
 def check_int(
@@ -83,6 +83,20 @@ def check_share(value: object, name: str, *, below: float, example: str) -> floa
         msg = f"{name} must be a number in [0, {below}), got {value!r} (e.g. {example})."
         raise InvalidInputError(msg)
     return float(value)
+
+
+def canonical_name(spec: object, aliases: Mapping[str, str | None], what: str, valid: str) -> str | None:
+    """The canonical name of a user-facing spec (case and spaces ignored); ``None`` stays ``None``.
+
+    An unknown name is a :class:`ConfigurationError` listing ``valid``.
+    """
+    if spec is None:
+        return None
+    key = spec.strip().lower() if isinstance(spec, str) else None
+    if key is None or key not in aliases:
+        msg = f"Unknown {what} {spec!r}; expected one of {valid}."
+        raise ConfigurationError(msg)
+    return aliases[key]
 
 
 def check_flag(value: object, name: str) -> bool:

@@ -14,6 +14,7 @@ from langchain_vq.quantization.base import Metric, Quantizer, as_float_matrix
 from langchain_vq.quantization.binary import BinaryQuantizer
 from langchain_vq.quantization.product import ProductQuantizer
 from langchain_vq.quantization.scalar import ScalarQuantizer
+from langchain_vq.validation import canonical_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,13 +73,7 @@ def normalize_quantization(spec: str | None) -> str | None:
     Raises:
         ConfigurationError: ``spec`` is not a known name.
     """
-    if spec is None:
-        return None
-    key = spec.strip().lower() if isinstance(spec, str) else None
-    if key not in _ALIASES:
-        msg = f"Unknown quantization {spec!r}; expected one of {_VALID}."
-        raise ConfigurationError(msg)
-    return _ALIASES[key]
+    return canonical_name(spec, _ALIASES, "quantization", _VALID)
 
 
 def make_quantizer(spec: str | None, dim: int, *, metric: Metric = "ip", **options: Any) -> Quantizer | None:

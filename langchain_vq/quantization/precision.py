@@ -23,6 +23,7 @@ import numpy as np
 
 from langchain_vq.errors import ConfigurationError, NotFittedError
 from langchain_vq.quantization.scalar import ScalarQuantizer
+from langchain_vq.validation import canonical_name
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -47,13 +48,7 @@ _VALID = "'float32', 'float16', 'int8' or None (codes only, no rescoring)"
 
 def normalize_precision(spec: str | None) -> str | None:
     """Map a precision spec or alias to ``"float32"``, ``"float16"``, ``"int8"`` or ``None``."""
-    if spec is None:
-        return None
-    key = spec.strip().lower() if isinstance(spec, str) else None
-    if key not in _ALIASES:
-        msg = f"Unknown rescore precision {spec!r}; expected one of {_VALID}."
-        raise ConfigurationError(msg)
-    return _ALIASES[key]
+    return canonical_name(spec, _ALIASES, "rescore precision", _VALID)
 
 
 class VectorCodec:
