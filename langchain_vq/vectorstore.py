@@ -431,7 +431,7 @@ class VQVectorStore(VectorStore):
         - dot: the logistic function of the inner product, 0.5 at 0;
         - l2: ``1 / (1 + distance)``, 1 for an identical vector.
         """
-        metric = self._collection.config.metric
+        metric = self._collection.metric
         if metric == "cosine":
             return lambda s: min(1.0, max(0.0, s))
         if metric == "dot":
@@ -441,7 +441,7 @@ class VQVectorStore(VectorStore):
     def _metric_score(self, similarity: float | None) -> float:
         """Engine similarity -> the score users see (distance for l2)."""
         s = float(similarity if similarity is not None else -math.inf)
-        return math.sqrt(max(-s, 0.0)) if self._collection.config.metric == "l2" else s
+        return math.sqrt(max(-s, 0.0)) if self._collection.metric == "l2" else s
 
     # -- MMR ---------------------------------------------------------------------------------
     @override

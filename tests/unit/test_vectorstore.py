@@ -395,3 +395,18 @@ class _FixedQuery(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         return list(self.query)
+
+
+@pytest.mark.parametrize("metric", ["dot", "l2"])
+def test_scores_keep_the_metric_of_a_store_reopened_without_settings(metric: str, tmp_path) -> None:
+    vectors = np.array([[2, 0], [1.2, 1.6]], dtype=np.float32)
+    store = VQVectorStore(_FixedQuery([2.0, 0.0]), path=tmp_path / "s", metric=metric, quantization="none")
+    store.add_embeddings(["a", "b"], vectors, ids=["a", "b"])
+    before = store.similarity_search_with_relevance_scores("q", k=2)
+    reopened = VQVectorStore(_FixedQuery([2.0, 0.0]), path=tmp_path / "s")
+    after = reopened.similarity_search_with_relevance_scores("q", k=2)
+    assert [(d.id, s) for d, s in after] == [(d.id, s) for d, s in before]
+    assert (
+        reopened.similarity_search_with_score("q", k=1)[0][1]
+        == store.similarity_search_with_score("q", k=1)[0][1]
+    )
