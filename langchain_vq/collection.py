@@ -29,6 +29,8 @@ from langchain_vq.quantization import make_quantizer, normalize_quantization, qu
 from langchain_vq.quantization.base import as_float_matrix
 from langchain_vq.search import Hits, SegmentView, search_segments
 from langchain_vq.storage import Manifest, Segment, SegmentEntry, StoreDirectory, build_segment
+from langchain_vq.storage.metadata import check_metadatas
+from langchain_vq.storage.segment import merge_segments
 from langchain_vq.validation import check_k
 
 if TYPE_CHECKING:
@@ -335,15 +337,25 @@ class Collection:
             out = np.divide(out, np.where(norms == 0, 1, norms), dtype=np.float32)
         return np.ascontiguousarray(out)
 
+    @staticmethod
+    def check_metadatas(metadatas: Sequence[dict[str, Any] | None]) -> None:
+        """A typed error naming the row, key and type of the first metadata value not storable."""
+        check_metadatas(metadatas)
+
     # -- writes ------------------------------------------------------------------------------
     def add(
         self,
         ids: Sequence[str],
         texts: Sequence[str],
-        metadatas: Sequence[str],
+        metadatas: Sequence[dict[str, Any] | None],
         vectors: npt.NDArray[np.float32],
     ) -> None:
-        """Add or replace rows (validated columns, metadata JSON-encoded) in one commit."""
+        """Add or replace rows in one commit; metadata becomes typed columns (format 2).
+
+        Raises ``InvalidInputError`` before anything is written if a metadata value cannot be
+        stored (``check_metadatas``).
+        """
+        check_metadatas(metadatas)
         if len(ids) == 0:
             return
         with self._writing() as current:
@@ -418,8 +430,8 @@ class Collection:
                     template = self._template(current.dim)
                     if template is not None and vectors.shape[0] >= template.min_train_size:
                         quantizer = template.fit(_sample_vectors([], vectors, TRAIN_SAMPLE))
-                tables = [_live_table(v) for v in live]
-                merged = pa.concat_tables(tables).combine_chunks()
+                parts = [Segment(v.segment.name, _live_table(v)) for v in live]
+                merged = merge_segments(uuid.uuid4().hex, parts, codes=False).table
                 for start in range(0, merged.num_rows, SEGMENT_MAX_ROWS):
                     part = merged.slice(start, SEGMENT_MAX_ROWS)
                     chunk = vectors[start : start + SEGMENT_MAX_ROWS]
@@ -657,8 +669,11 @@ def _merge_small_segments(views: list[SegmentView]) -> list[SegmentView]:
     small = [v for v in views if v.segment.rows < SMALL_SEGMENT_ROWS]
     if len(small) <= MAX_SMALL_SEGMENTS:
         return views
-    tables = [v.segment.table if v.live_mask is None else v.segment.table.filter(v.live_mask) for v in small]
-    merged = Segment(uuid.uuid4().hex, pa.concat_tables(tables).combine_chunks())
+    parts = [
+        v.segment if v.live_mask is None else Segment(v.segment.name, v.segment.table.filter(v.live_mask))
+        for v in small
+    ]
+    merged = merge_segments(uuid.uuid4().hex, parts)
     return [v for v in views if v.segment.rows >= SMALL_SEGMENT_ROWS] + [SegmentView(merged)]
 
 

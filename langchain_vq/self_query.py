@@ -32,11 +32,10 @@ value (``tags: ["ml", "nlp"]`` contains ``"ml"``). It does not test substrings o
 which other stores (Elasticsearch's ``match``) do; describe such fields to the LLM as lists.
 
 Dates: the query constructor turns ``date("2024-01-01")`` into ``{"date": "2024-01-01", "type":
-"date"}`` (and ``datetime`` likewise). Metadata is stored as JSON, which has no date type, so the
-store keeps dates as ISO-8601 strings; the translator passes the ISO string through (a Python
-``date`` or ``datetime`` becomes ``isoformat()``). ISO strings of one shape order like the dates
-they name, so ``gte``/``lt`` work, provided the metadata uses the same shape as the query
-(``"2024-01-01"`` for dates; a stored ``"2024-01-01T10:00:00"`` is not ``eq`` to a date).
+"date"}`` (and ``datetime`` likewise). The translator makes them a Python ``date`` (or
+``datetime``), which the store compares with the dates and datetimes it keeps in typed columns
+(format 2): store dates as ``date`` objects, not ISO strings, for such filters to match. A
+string that is not ISO-8601 is an ``InvalidFilterError``.
 
 Attributes are metadata keys; a dotted attribute (``"meta.score"``) reaches into nested dicts.
 """
@@ -150,18 +149,22 @@ class VQTranslator(Visitor):
 
 
 def _value(value: object, call: str, where: str) -> Any:
-    """A comparison value as the store sees it: dates become ISO-8601 strings."""
+    """A comparison value as the store sees it: the query constructor's dates become dates."""
     if isinstance(value, dict):
         kind = value.get("type")
-        if kind in ("date", "datetime") and isinstance(value.get(kind), str):
-            return value[kind]
+        text = value.get(kind) if isinstance(kind, str) else None
+        if kind in ("date", "datetime") and isinstance(text, str):
+            parse = dt.date.fromisoformat if kind == "date" else dt.datetime.fromisoformat
+            try:
+                return parse(text)
+            except ValueError as exc:
+                msg = f"{call}: {text!r} is not an ISO-8601 {kind} (expected e.g. '2024-01-31')."
+                raise InvalidFilterError(msg, where) from exc
         msg = (
             f"{call}: expected a string, number, boolean, list or a date "
             f"({{'date': 'YYYY-MM-DD', 'type': 'date'}}), got the dict {value!r:.80}."
         )
         raise InvalidFilterError(msg, where)
-    if isinstance(value, (dt.date, dt.datetime)):  # datetime is a date; both have isoformat()
-        return value.isoformat()
     if isinstance(value, tuple):
         return list(value)
     return value

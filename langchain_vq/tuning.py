@@ -635,15 +635,17 @@ def _in_memory_copy(
         described = f"in-memory copy ({total:,} rows)"
     copy = Collection(CollectionConfig(metric=collection.metric, quantization="none"))
     n = vectors.shape[0]
-    copy.add([str(i) for i in range(n)], [""] * n, ["{}"] * n, np.ascontiguousarray(vectors, np.float32))
+    copy.add([str(i) for i in range(n)], [""] * n, [None] * n, np.ascontiguousarray(vectors, np.float32))
     return copy, described
 
 
-def _rows_of(copy: Collection) -> tuple[list[str], list[str], list[str], npt.NDArray[np.float32]]:
+def _rows_of(
+    copy: Collection,
+) -> tuple[list[str], list[str], list[dict[str, Any] | None], npt.NDArray[np.float32]]:
     """Columns to add ``copy``'s rows to another collection."""
     vectors = np.concatenate([np.asarray(v.segment.vectors) for v in copy.snapshot.views])
     n = vectors.shape[0]
-    return [str(i) for i in range(n)], [""] * n, ["{}"] * n, vectors
+    return [str(i) for i in range(n)], [""] * n, [None] * n, vectors
 
 
 def _recommend(

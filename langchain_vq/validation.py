@@ -8,7 +8,6 @@ loaders, embeddings, tuning, command line), so one kind of mistake gets one mess
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING
 
@@ -142,43 +141,3 @@ def check_id(value: object, pos: int) -> str | None:
         raise InvalidInputError(msg)
     _check_unicode(value, f"ids[{pos}]", "use a UTF-8 encodable id")
     return value
-
-
-def metadata_json(metadata: object, pos: int) -> str:
-    """A metadata dict as JSON text (None is an empty dict)."""
-    if metadata is None:
-        return "{}"
-    if not isinstance(metadata, dict):
-        msg = f"metadatas[{pos}] is {type(metadata).__name__}, expected a dict."
-        raise InvalidInputError(msg)
-    try:
-        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False, sort_keys=False)
-        bad_key = _non_str_key(metadata)
-        if bad_key is not None:  # json.dumps would silently turn 1 into "1"
-            msg = f"key {bad_key!r} ({type(bad_key).__name__}) is not a str"
-            raise TypeError(msg)  # noqa: TRY301 - reported below like json's own errors
-        text.encode("utf-8")
-    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        msg = (
-            f"metadatas[{pos}] is not JSON-serializable ({reason}); expected str, int, float, bool, "
-            "None, lists and dicts with str keys, valid Unicode. Convert other values (dates, "
-            "arrays) first."
-        )
-        raise InvalidInputError(msg) from exc
-    return text
-
-
-def _non_str_key(value: object) -> object | None:
-    """The first dict key anywhere in ``value`` that is not a str (iterative: no recursion)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if not isinstance(key, str):
-                    return key
-                stack.append(child)
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return None

@@ -29,7 +29,6 @@ from langchain_vq.validation import (
     check_k,
     check_multiplier,
     check_texts,
-    metadata_json,
 )
 
 if TYPE_CHECKING:
@@ -263,9 +262,9 @@ class VQVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        checked, metadatas_json, final_ids = _rows(texts, metadatas, ids)
+        checked, checked_metadatas, final_ids = _rows(texts, metadatas, ids)
         vectors = self.embedding.embed_documents(checked) if checked else []
-        return self._add(checked, metadatas_json, final_ids, vectors)
+        return self._add(checked, checked_metadatas, final_ids, vectors)
 
     @override
     async def aadd_texts(
@@ -276,9 +275,9 @@ class VQVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        checked, metadatas_json, final_ids = _rows(texts, metadatas, ids)
+        checked, checked_metadatas, final_ids = _rows(texts, metadatas, ids)
         vectors = await self.embedding.aembed_documents(checked) if checked else []
-        return await run_in_executor(None, self._add, checked, metadatas_json, final_ids, vectors)
+        return await run_in_executor(None, self._add, checked, checked_metadatas, final_ids, vectors)
 
     # add_documents / aadd_documents: LangChain's own, which take the documents' ids and call
     # add_texts / aadd_texts above.
@@ -297,7 +296,11 @@ class VQVectorStore(VectorStore):
         return self._add(*_rows(texts, metadatas, ids), embeddings)
 
     def _add(
-        self, texts: list[str], metadatas_json: list[str], ids: list[str], vectors: npt.ArrayLike
+        self,
+        texts: list[str],
+        metadatas: list[dict[str, Any] | None],
+        ids: list[str],
+        vectors: npt.ArrayLike,
     ) -> list[str]:
         if not texts:
             return []
@@ -305,7 +308,7 @@ class VQVectorStore(VectorStore):
         if matrix.shape[0] != len(texts):
             msg = f"Got {matrix.shape[0]} embeddings for {len(texts)} texts; pass one per text."
             raise InvalidInputError(msg)
-        self._collection.add(ids, texts, metadatas_json, matrix)
+        self._collection.add(ids, texts, metadatas, matrix)
         self.calibrate(force=False)
         return ids
 
@@ -551,8 +554,8 @@ def _rows(
     texts: Iterable[str],
     metadatas: Sequence[dict[str, Any]] | None,
     ids: Sequence[str | None] | None,
-) -> tuple[list[str], list[str], list[str]]:
-    """Checked texts, metadata as JSON, and ids (generated where None) for one add call."""
+) -> tuple[list[str], list[dict[str, Any] | None], list[str]]:
+    """Checked texts, metadata dicts, and ids (generated where None) for one add call."""
     texts = check_texts(texts)
     n = len(texts)
     if metadatas is not None and len(metadatas) != n:
@@ -561,14 +564,15 @@ def _rows(
     if ids is not None and len(ids) != n:
         msg = f"Got {len(ids)} ids for {n} texts; pass one id per text (or None to generate)."
         raise InvalidInputError(msg)
-    metadatas_json = [metadata_json(m, i) for i, m in enumerate(metadatas or [{}] * n)]
+    checked_metadatas: list[dict[str, Any] | None] = list(metadatas) if metadatas is not None else [None] * n
+    Collection.check_metadatas(checked_metadatas)  # before the texts are embedded
     checked = [check_id(i, pos) for pos, i in enumerate(ids)] if ids is not None else [None] * n
     final = [i if i is not None else uuid.uuid4().hex for i in checked]
     if len(set(final)) != n:
         dupes = sorted({i for i in final if final.count(i) > 1})[:5]
         msg = f"Duplicate ids within one call: {dupes}. Each id may appear once per call."
         raise InvalidInputError(msg)
-    return texts, metadatas_json, final
+    return texts, checked_metadatas, final
 
 
 def _model_name(embedding: Embeddings) -> str | None:

@@ -63,7 +63,9 @@ from langchain_vq.storage.manifest import FileEntry, Manifest, SegmentEntry
 from langchain_vq.storage.schema import (
     DELETIONS_SCHEMA,
     FORMAT_NAME,
+    METADATA_PREFIX,
     QUANTIZER_STATE_SCHEMA,
+    SEGMENT_FORMAT_KEY,
     segment_schema,
 )
 from langchain_vq.storage.segment import (
@@ -335,8 +337,15 @@ class StoreDirectory:
     def read_segment(self, entry: SegmentEntry, dim: int, code_size: int | None) -> Segment:
         """Memory-map a segment file and check it against its manifest entry."""
         path = self._checked_path(entry.data)
-        schema = segment_schema(dim, code_size if entry.has_codes else None)
-        table = read_arrow_file(path, schema, entry.rows)
+        codes = code_size if entry.has_codes else None
+
+        def expected(found: pa.Schema) -> pa.Schema:
+            """Format 1 exactly; format 2: the fixed columns, around the file's own metadata columns."""
+            if SEGMENT_FORMAT_KEY not in (found.metadata or {}):
+                return segment_schema(dim, codes)
+            return segment_schema(dim, codes, [f for f in found if f.name.startswith(METADATA_PREFIX)])
+
+        table = read_arrow_file(path, expected, entry.rows)
         check_segment_table(table, path)
         return Segment(entry.name, table, path=str(path))
 

@@ -56,8 +56,12 @@ class Manifest:
         return sum(s.rows - s.deleted for s in self.segments)
 
     def next(self, **changes: Any) -> Manifest:
-        """A copy for the next version with ``changes`` applied."""
-        return replace(self, version=self.version + 1, **changes)
+        """A copy for the next version with ``changes`` applied, in the current format version.
+
+        Committing to an older store upgrades its manifest: this code writes only segments it
+        can read back, and reads the older segments as they are.
+        """
+        return replace(self, version=self.version + 1, format_version=FORMAT_VERSION, **changes)
 
     def files(self) -> list[FileEntry]:
         """Every data file this version needs."""

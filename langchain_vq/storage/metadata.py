@@ -103,8 +103,30 @@ def fallback_objects(fallback: pa.Array, where: str = "") -> dict[int, dict[str,
     return out
 
 
+def check_metadatas(metadatas: Sequence[Mapping[str, Any] | None]) -> None:
+    """Raise ``InvalidInputError`` naming the row, key and type of the first unstorable value.
+
+    The same checks ``encode_metadata`` makes, for callers that want to fail before costly work
+    (embedding the texts).
+    """
+    _value_types(metadatas)
+
+
 def _value_types(metadatas: Sequence[Mapping[str, Any] | None]) -> dict[str, dict[int, pa.DataType | None]]:
     """Key -> row -> the type of that row's value, checking every row and key on the way."""
+    try:
+        return _value_types_unguarded(metadatas)
+    except RecursionError as exc:
+        msg = (
+            "A metadata value is nested too deeply to store (a dict or list inside itself, or "
+            "thousands of levels); flatten it."
+        )
+        raise InvalidInputError(msg) from exc
+
+
+def _value_types_unguarded(
+    metadatas: Sequence[Mapping[str, Any] | None],
+) -> dict[str, dict[int, pa.DataType | None]]:
     kinds: dict[str, dict[int, pa.DataType | None]] = {}
     for row, metadata in enumerate(metadatas):
         if metadata is None:
@@ -171,13 +193,11 @@ def _struct_type(value: dict[Any, Any], where: str) -> pa.DataType | None:
         if not isinstance(key, str):
             msg = f"{where} has key {key!r} ({type(key).__name__}); metadata keys must be str."
             raise InvalidInputError(msg)
-    fields = []
-    for key in sorted(value):
-        kind = arrow_type(value[key], f"{where}[{key!r}]")
-        if kind is None:
-            return None
-        fields.append(pa.field(key, kind))
-    return pa.struct(fields) if fields else None
+    # Every value is checked (a None must not hide an unstorable sibling) before deciding.
+    kinds = {key: arrow_type(value[key], f"{where}[{key!r}]") for key in sorted(value)}
+    if not kinds or None in kinds.values():
+        return None
+    return pa.struct([pa.field(key, kind) for key, kind in kinds.items()])
 
 
 def _column_types(kinds: dict[str, dict[int, pa.DataType | None]]) -> dict[str, pa.DataType]:

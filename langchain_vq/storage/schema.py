@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-#: Version of the on-disk format. A reader refuses a store written with a newer one.
-FORMAT_VERSION = 1
+#: Version of the on-disk format. A reader refuses a store written with a newer one. Version 2
+#: stores metadata as typed columns; a version-1 store opens as it is, and its first commit
+#: writes a version-2 manifest (its old segments stay readable until merged or compacted).
+FORMAT_VERSION = 2
 #: Marker written in every manifest so that other JSON files are never mistaken for a store.
 FORMAT_NAME = "langchain_vq"
 

@@ -217,6 +217,29 @@ def build_segment(
     return Segment(name, pa.Table.from_batches([batch]))
 
 
+def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -> Segment:
+    """One format-2 segment holding the rows of ``parts`` in order (``codes=False`` drops codes).
+
+    Format-2 parts with one schema are concatenated as they are; otherwise (format-1 parts, or
+    keys typed differently) the metadata is read back and encoded again, so a merge also upgrades
+    format-1 rows and re-types keys across the merged rows.
+    """
+    tables = [p.table.drop_columns([c for c in ("codes",) if c in p.table.column_names]) if not codes
+              else p.table for p in parts]  # fmt: skip
+    first = tables[0].schema
+    if all(p.typed_metadata is not None for p in parts) and all(t.schema.equals(first) for t in tables):
+        return Segment(name, pa.concat_tables(tables).combine_chunks())
+    stacked = [p.codes for p in parts] if codes and all(p.codes is not None for p in parts) else None
+    return build_segment(
+        name,
+        [i for p in parts for i in p.ids.to_pylist()],
+        [t for p in parts for t in p.table.column("text").to_pylist()],
+        [m for p in parts for m in p.metadata()],
+        np.concatenate([p.vectors for p in parts]),
+        np.concatenate(stacked) if stacked else None,  # type: ignore[arg-type]
+    )
+
+
 def _codes_array(codes: npt.NDArray[np.uint8]) -> pa.Array:
     codes = np.ascontiguousarray(codes, dtype=np.uint8)
     return pa.FixedSizeBinaryArray.from_buffers(
@@ -320,7 +343,10 @@ def check_segment_table(table: pa.Table, path: Path) -> None:
     """
     try:
         table.validate()
-        for name in _STRING_COLUMNS:
+        typed = [
+            f.name for f in table.schema if f.name.startswith(METADATA_PREFIX) and pa.types.is_string(f.type)
+        ]
+        for name in (*_STRING_COLUMNS, *typed):
             for chunk in table.column(name).chunks:
                 _check_offsets(chunk)
     except (pa.ArrowException, ValueError) as exc:
@@ -345,8 +371,10 @@ def _check_offsets(chunk: pa.Array) -> None:
         raise ValueError(msg)
 
 
-def read_arrow_file(path: Path, expected_schema: pa.Schema | None, rows: int | None) -> pa.Table:
-    """Memory-map an Arrow IPC file and check its schema and row count.
+def read_arrow_file(
+    path: Path, expected_schema: pa.Schema | Callable[[pa.Schema], pa.Schema] | None, rows: int | None
+) -> pa.Table:
+    """Memory-map an Arrow IPC file and check its schema (or the one derived from it) and row count.
 
     Raises:
         CorruptStoreError: the file is missing, truncated, not Arrow, or not what was expected.
@@ -360,10 +388,11 @@ def read_arrow_file(path: Path, expected_schema: pa.Schema | None, rows: int | N
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         msg = f"Store file {path} cannot be read as Arrow ({exc}); the file is damaged."
         raise CorruptStoreError(msg, str(path)) from exc
-    if expected_schema is not None and not table.schema.equals(expected_schema):
+    expected = expected_schema(table.schema) if callable(expected_schema) else expected_schema
+    if expected is not None and not table.schema.equals(expected):
         msg = (
             f"Store file {path} has schema {table.schema.to_string(show_schema_metadata=False)!r}, "
-            f"expected {expected_schema.to_string(show_schema_metadata=False)!r}; the file is damaged "
+            f"expected {expected.to_string(show_schema_metadata=False)!r}; the file is damaged "
             "or belongs to another store."
         )
         raise CorruptStoreError(msg, str(path))

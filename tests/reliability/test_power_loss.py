@@ -9,7 +9,6 @@ flight (never a mix), and accept the next write.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -40,7 +39,7 @@ class Journal:
 
 def _add(col: Collection, ids: list[str], tag: str) -> None:
     texts = [f"{i} {tag}" for i in ids]
-    metas = [json.dumps({"tag": tag}) for _ in ids]
+    metas = [{"tag": tag} for _ in ids]
     col.add(ids, texts, metas, col.check_vectors(vectors_for(ids, tag)))
 
 

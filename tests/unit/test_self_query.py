@@ -113,19 +113,29 @@ def test_limit_is_left_to_the_retriever() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ({"date": "2024-01-01", "type": "date"}, "2024-01-01"),
-        ({"datetime": "2024-01-01T10:30:00", "type": "datetime"}, "2024-01-01T10:30:00"),
-        (dt.date(2024, 1, 1), "2024-01-01"),
-        (dt.datetime(2024, 1, 1, 10, 30), "2024-01-01T10:30:00"),  # noqa: DTZ001 - naive on purpose
+        ({"date": "2024-01-01", "type": "date"}, dt.date(2024, 1, 1)),
+        ({"datetime": "2024-01-01T10:30:00", "type": "datetime"}, dt.datetime(2024, 1, 1, 10, 30)),  # noqa: DTZ001
+        (
+            {"datetime": "2024-01-01T10:30:00+02:00", "type": "datetime"},
+            dt.datetime(2024, 1, 1, 8, 30, tzinfo=dt.UTC),
+        ),
+        (dt.date(2024, 1, 1), dt.date(2024, 1, 1)),
     ],
 )
-def test_dates_become_iso_strings(value: Any, expected: str) -> None:
-    assert translate(cmp(Comparator.GTE, "released", value)) == {"released": {"$gte": expected}}
+def test_dates_become_dates(value: Any, expected: dt.date) -> None:
+    translated = translate(cmp(Comparator.GTE, "released", value))["released"]["$gte"]
+    assert translated == expected
+    assert type(translated) is type(expected)
 
 
 def test_dates_inside_in_lists() -> None:
     value = [{"date": "2024-01-01", "type": "date"}, "2024-02-01"]
-    assert translate(cmp(Comparator.IN, "d", value)) == {"d": {"$in": ["2024-01-01", "2024-02-01"]}}
+    assert translate(cmp(Comparator.IN, "d", value)) == {"d": {"$in": [dt.date(2024, 1, 1), "2024-02-01"]}}
+
+
+def test_a_date_that_is_not_iso_is_a_typed_error() -> None:
+    with pytest.raises(InvalidFilterError, match="'01/02/2024' is not an ISO-8601 date"):
+        translate(cmp(Comparator.EQ, "d", {"date": "01/02/2024", "type": "date"}))
 
 
 def test_in_with_one_value_or_a_tuple() -> None:
@@ -156,16 +166,16 @@ def test_values_the_store_refuses_fail_at_translation(comparison: Comparison, fr
 
 # -- the produced filters against a real store ------------------------------------------------
 DOCS: list[dict[str, Any]] = [
-    {"genre": "scifi", "year": 1979, "rating": 8.5, "tags": ["space", "horror"], "released": "1979-05-25",
-     "info": {"lang": "en"}},
-    {"genre": "comedy", "year": 2001, "rating": 8.3, "tags": ["paris"], "released": "2001-04-25",
-     "info": {"lang": "fr"}},
-    {"genre": "scifi", "year": 2016, "rating": 7.9, "tags": ["aliens", "language"], "released": "2016-11-11",
-     "info": {"lang": "en"}},
-    {"genre": "animation", "year": 1995, "tags": [], "released": "1995-11-22"},
+    {"genre": "scifi", "year": 1979, "rating": 8.5, "tags": ["space", "horror"],
+     "released": dt.date(1979, 5, 25), "info": {"lang": "en"}},
+    {"genre": "comedy", "year": 2001, "rating": 8.3, "tags": ["paris"],
+     "released": dt.date(2001, 4, 25), "info": {"lang": "fr"}},
+    {"genre": "scifi", "year": 2016, "rating": 7.9, "tags": ["aliens", "language"],
+     "released": dt.date(2016, 11, 11), "info": {"lang": "en"}},
+    {"genre": "animation", "year": 1995, "tags": [], "released": dt.date(1995, 11, 22)},
     {"year": "2010", "rating": 6.0},  # year as a string, no genre: type semantics
-    {"genre": "animation", "year": 2009, "rating": 8.3, "tags": ["balloons"], "released": "2009-05-29",
-     "info": {"lang": "en"}},
+    {"genre": "animation", "year": 2009, "rating": 8.3, "tags": ["balloons"],
+     "released": dt.date(2009, 5, 29), "info": {"lang": "en"}},
 ]  # fmt: skip
 
 
@@ -202,17 +212,17 @@ CASES: list[tuple[str, Comparison | Operation, Any]] = [
     (
         "date-gte",
         cmp(Comparator.GTE, "released", {"date": "2001-01-01", "type": "date"}),
-        lambda m: "released" in m and dt.date.fromisoformat(m["released"]) >= dt.date(2001, 1, 1),
+        lambda m: "released" in m and m["released"] >= dt.date(2001, 1, 1),
     ),
     (
         "date-lt",
         cmp(Comparator.LT, "released", {"date": "2001-04-25", "type": "date"}),
-        lambda m: "released" in m and dt.date.fromisoformat(m["released"]) < dt.date(2001, 4, 25),
+        lambda m: "released" in m and m["released"] < dt.date(2001, 4, 25),
     ),
     (
         "date-eq",
         cmp(Comparator.EQ, "released", dt.date(2001, 4, 25)),
-        lambda m: m.get("released") == "2001-04-25",
+        lambda m: m.get("released") == dt.date(2001, 4, 25),
     ),
     (
         "and",
@@ -270,7 +280,8 @@ CASES: list[tuple[str, Comparison | Operation, Any]] = [
 @pytest.fixture(scope="module")
 def store() -> VQVectorStore:
     vq = VQVectorStore(DeterministicFakeEmbedding(size=8), quantization="none")
-    vq.add_texts([json.dumps(m) for m in DOCS], metadatas=DOCS, ids=[str(i) for i in range(len(DOCS))])
+    texts = [json.dumps(m, default=str) for m in DOCS]
+    vq.add_texts(texts, metadatas=DOCS, ids=[str(i) for i in range(len(DOCS))])
     return vq
 
 

@@ -195,3 +195,9 @@ _values = st.recursive(
 )
 def test_any_supported_metadata_round_trips(rows: list[dict | None]) -> None:
     assert round_trip(rows) == [r or {} for r in rows]
+
+
+@pytest.mark.parametrize("bad", [b"x", math.inf])
+def test_a_none_beside_an_unstorable_value_does_not_hide_it(bad: object) -> None:
+    with pytest.raises(InvalidInputError, match=r"metadatas\[0\]\['m'\]\['0'\]"):
+        encode_metadata([{"m": {"": None, "0": bad}}])

@@ -1,0 +1,180 @@
+# ruff: noqa: DTZ001 - naive datetimes are among the values stored
+"""Format 2 through the store: metadata comes back exactly as added, across segments, merges,
+compaction, reopening in a new process, and the upgrade of a format-1 store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path  # noqa: TC003 - used at run time by pytest's tmp_path annotations
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+from langchain_core.documents import Document
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from langchain_vq import InvalidInputError, VQVectorStore
+from tests.conftest import REPO_ROOT, clustered_vectors
+
+DIM = 16
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "format1"
+
+#: One value of every kind the store keeps, and keys whose type differs across rows.
+KINDS: list[dict[str, Any]] = [
+    {"int": 1, "float": 0.5, "bool": True, "str": "a", "none": None, "mixed": 1},
+    {"naive": dt.datetime(2024, 2, 29, 23, 59, 59, 999999), "mixed": "one"},
+    {"utc": dt.datetime(2024, 1, 1, 12, tzinfo=dt.UTC),
+     "paris": dt.datetime(2024, 7, 1, tzinfo=ZoneInfo("Europe/Paris"))},
+    {"date": dt.date(1999, 12, 31), "mixed": dt.date(2000, 1, 1)},
+    {"list": [1, 2, 3], "strs": ["x", "y"], "empty": [], "mixed": [1, "a", None]},
+    {"nested": {"author": {"name": "Ada", "born": dt.date(1815, 12, 10)}, "tags": ["m"]}, "mixed": {"a": 1}},
+    {},
+    {"$dict": {"$date": "not a date"}, "big": 1 << 80, "mixed": None},
+]  # fmt: skip
+
+
+def canonical(value: Any) -> Any:
+    """JSON-able form that keeps Python types apart (1 vs 1.0 vs True, date vs datetime, tz)."""
+    if isinstance(value, dict):
+        return {"dict": {k: canonical(v) for k, v in sorted(value.items())}}
+    if isinstance(value, list):
+        return {"list": [canonical(v) for v in value]}
+    if isinstance(value, dt.datetime):
+        return {"datetime": value.isoformat(), "offset": str(value.utcoffset())}
+    if isinstance(value, dt.date):
+        return {"date": value.isoformat()}
+    return {type(value).__name__: value}
+
+
+def _store(path: Path | None = None) -> VQVectorStore:
+    return VQVectorStore(DeterministicFakeEmbedding(size=DIM), path=path)
+
+
+def _add(store: VQVectorStore, metadatas: list[dict[str, Any]], start: int = 0) -> list[str]:
+    ids = [f"r{start + i}" for i in range(len(metadatas))]
+    vectors = clustered_vectors(len(ids), DIM, seed=start)
+    return store.add_embeddings([f"text {i}" for i in ids], vectors, metadatas, ids)
+
+
+def test_metadata_round_trips_exactly_through_get_and_search(tmp_path: Path) -> None:
+    store = _store(tmp_path / "s")
+    ids = _add(store, KINDS * 20)  # 160 rows: the quantizer trains, search scans codes
+    got = {d.id: d.metadata for d in store.get_by_ids(ids)}
+    assert [canonical(got[i]) for i in ids] == [canonical(m) for m in KINDS * 20]
+    found = store.similarity_search_by_vector(clustered_vectors(1, DIM, seed=0)[0], k=10)
+    assert all(canonical(d.metadata) == canonical(KINDS[int(d.id[1:]) % len(KINDS)]) for d in found)
+
+
+def test_types_differ_across_segments_and_survive_merges_and_compaction(tmp_path: Path) -> None:
+    store = _store(tmp_path / "s")
+    expected: dict[str, Any] = {}
+    for batch in range(12):  # more than 8 small segments: the next add merges them
+        metadatas = [
+            {"v": [batch, str(batch), float(batch), dt.date(2020, 1, 1 + batch)][batch % 4], "b": batch}
+        ]
+        expected.update(zip(_add(store, metadatas * 10, start=batch * 10), metadatas * 10, strict=True))
+    assert len(store.collection.snapshot.views) < 12  # merged
+    store.compact()
+    for view in store.collection.snapshot.views:
+        assert view.segment.typed_metadata is not None
+    got = {d.id: d.metadata for d in store.get_by_ids(list(expected))}
+    assert {k: canonical(v) for k, v in got.items()} == {k: canonical(v) for k, v in expected.items()}
+
+
+def test_metadata_round_trips_after_reopening_in_a_new_process(tmp_path: Path) -> None:
+    store = _store(tmp_path / "s")
+    ids = _add(store, KINDS * 10)
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from langchain_core.embeddings import DeterministicFakeEmbedding
+        from langchain_vq import VQVectorStore
+        from tests.unit.test_collection import canonical
+        store = VQVectorStore(DeterministicFakeEmbedding(size={DIM}), path=sys.argv[1])
+        print(json.dumps([canonical(d.metadata) for d in store.get_by_ids(sys.argv[2].split(","))]))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "s"), ",".join(ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert json.loads(out.stdout) == [json.loads(json.dumps(canonical(m))) for m in KINDS * 10]
+
+
+def test_date_filters_through_the_store() -> None:
+    store = _store()
+    days = [dt.date(2024, 1, d) for d in range(1, 29)]
+    _add(store, [{"day": d, "at": dt.datetime(2024, 1, d.day, 12, tzinfo=dt.UTC)} for d in days])
+    query = clustered_vectors(1, DIM, seed=1)[0]
+    hits = store.similarity_search_by_vector(query, k=50, filter={"day": {"$gte": dt.date(2024, 1, 20)}})
+    assert sorted(d.metadata["day"].day for d in hits) == list(range(20, 29))
+    paris_noon = dt.datetime(2024, 1, 5, 13, tzinfo=ZoneInfo("Europe/Paris"))  # 12:00 UTC
+    assert [
+        d.metadata["day"].day
+        for d in store.similarity_search_by_vector(query, k=5, filter={"at": paris_noon})
+    ] == [5]
+
+
+def test_time_weighted_retriever_works_with_its_default_datetimes() -> None:
+    retrievers = pytest.importorskip(
+        "langchain_classic.retrievers", reason="langchain-classic is in the test extra"
+    )
+    store = _store()
+    retriever = retrievers.TimeWeightedVectorStoreRetriever(vectorstore=store, k=2)
+    docs = [Document(page_content="a text about cats"), Document(page_content="a text about dogs")]
+    retriever.add_documents(docs)  # stores datetimes in the documents' metadata
+    found = retriever.invoke("cats")
+    assert found
+    assert all(isinstance(d.metadata["last_accessed_at"], dt.datetime) for d in found)
+
+
+@pytest.mark.parametrize(("value", "kind"), [({1, 2}, "set"), (b"x", "bytes"), (np.float32(1), "float32")])
+def test_unstorable_value_names_the_key_and_type_before_embedding(value: object, kind: str) -> None:
+    class Counting(DeterministicFakeEmbedding):
+        calls: int = 0
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            self.calls += 1
+            return super().embed_documents(texts)
+
+    embedding = Counting(size=DIM)
+    store = VQVectorStore(embedding)
+    with pytest.raises(InvalidInputError, match=rf"metadatas\[1\]\['bad'\] is a {kind}"):
+        store.add_texts(["ok", "bad"], [{"bad": 1}, {"bad": value}])
+    assert embedding.calls == 0
+    assert len(store) == 0
+
+
+@pytest.mark.parametrize("name", ["binary_cosine", "int8_l2"])
+def test_a_format1_store_upgrades_on_write_and_keeps_its_rows(name: str, tmp_path: Path) -> None:
+    expected = json.loads((FIXTURES / "expected.json").read_text())[name]
+    shutil.copytree(FIXTURES / name, tmp_path / name)
+    store = _store(tmp_path / name)
+    assert store.collection.snapshot.manifest.format_version == 1
+    probe = ["doc0", "doc1", "doc2", "doc4", "doc150", "doc299", "missing"]
+
+    def rows() -> list[list[Any]]:
+        return [[d.id, d.page_content, d.metadata] for d in store.get_by_ids(probe)]
+
+    store.add_embeddings(["new"], clustered_vectors(1, DIM, seed=3), [{"when": dt.date(2026, 1, 1)}], ["new"])
+    assert store.collection.snapshot.manifest.format_version == 2
+    assert rows() == expected["get_by_ids"]
+    assert store.get_by_ids(["new"])[0].metadata == {"when": dt.date(2026, 1, 1)}
+    assert store.verify() == []
+    store.compact()  # rewrites the format-1 segments as format 2
+    assert all(v.segment.typed_metadata is not None for v in store.collection.snapshot.views)
+    assert rows() == expected["get_by_ids"]
+    assert len(store) == expected["len"] + 1
+    reopened = _store(tmp_path / name)
+    assert [[d.id, d.page_content, d.metadata] for d in reopened.get_by_ids(probe)] == expected["get_by_ids"]
+    assert reopened.verify() == []
