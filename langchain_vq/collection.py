@@ -352,10 +352,10 @@ class Collection:
     ) -> None:
         """Add or replace rows in one commit; metadata becomes typed columns (format 2).
 
-        Raises ``InvalidInputError`` before anything is written if a metadata value cannot be
-        stored (``check_metadatas``).
+        A metadata value that cannot be stored raises ``InvalidInputError`` while the segments are
+        built, before the commit: nothing is written. Callers with costly work before ``add``
+        (embedding) check first with ``check_metadatas``.
         """
-        check_metadatas(metadatas)
         if len(ids) == 0:
             return
         with self._writing() as current:

@@ -178,3 +178,16 @@ def test_a_format1_store_upgrades_on_write_and_keeps_its_rows(name: str, tmp_pat
     reopened = _store(tmp_path / name)
     assert [[d.id, d.page_content, d.metadata] for d in reopened.get_by_ids(probe)] == expected["get_by_ids"]
     assert reopened.verify() == []
+
+
+def test_collection_add_with_an_unstorable_value_commits_nothing(tmp_path: Path) -> None:
+    store = _store(tmp_path / "s")
+    _add(store, [{"a": 1}] * 3)
+    collection = store.collection
+    before = collection.snapshot.version
+    vectors = collection.check_vectors(clustered_vectors(2, DIM, seed=7))
+    with pytest.raises(InvalidInputError, match=r"metadatas\[1\]\['a'\] is a set"):
+        collection.add(["x", "y"], ["t", "t"], [{"a": 1}, {"a": {1}}], vectors)
+    assert collection.snapshot.version == before
+    assert _store(tmp_path / "s").collection.snapshot.version == before
+    assert sorted(collection.live_ids()) == ["r0", "r1", "r2"]
