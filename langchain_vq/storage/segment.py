@@ -226,9 +226,13 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
     """
     tables = [p.table.drop_columns([c for c in ("codes",) if c in p.table.column_names]) if not codes
               else p.table for p in parts]  # fmt: skip
-    first = tables[0].schema
-    if all(p.typed_metadata is not None for p in parts) and all(t.schema.equals(first) for t in tables):
-        return Segment(name, pa.concat_tables(tables).combine_chunks())
+    if all(p.typed_metadata is not None for p in parts) and _same_types(tables):
+        # Keys missing from some parts become nulls (absent), in the column order a reader expects.
+        merged = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+        keys = list(dict.fromkeys(n for t in tables for n in t.column_names if n.startswith(METADATA_PREFIX)))
+        fixed = [c for c in ("vector", "codes") if c in merged.column_names]
+        merged = merged.select(["id", "text", *keys, FALLBACK_METADATA, *fixed])
+        return Segment(name, merged.replace_schema_metadata(tables[0].schema.metadata))
     stacked = [p.codes for p in parts] if codes and all(p.codes is not None for p in parts) else None
     return build_segment(
         name,
@@ -238,6 +242,16 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
         np.concatenate([p.vectors for p in parts]),
         np.concatenate(stacked) if stacked else None,  # type: ignore[arg-type]
     )
+
+
+def _same_types(tables: Sequence[pa.Table]) -> bool:
+    """Whether every column name has one type (and the fixed columns agree) across ``tables``."""
+    seen: dict[str, pa.DataType] = {}
+    for table in tables:
+        for column in table.schema:
+            if seen.setdefault(column.name, column.type) != column.type:
+                return False
+    return len({tuple(c for c in t.column_names if not c.startswith(METADATA_PREFIX)) for t in tables}) == 1
 
 
 def _codes_array(codes: npt.NDArray[np.uint8]) -> pa.Array:

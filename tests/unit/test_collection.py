@@ -191,3 +191,20 @@ def test_collection_add_with_an_unstorable_value_commits_nothing(tmp_path: Path)
     assert collection.snapshot.version == before
     assert _store(tmp_path / "s").collection.snapshot.version == before
     assert sorted(collection.live_ids()) == ["r0", "r1", "r2"]
+
+
+def test_segments_with_different_keys_merge_without_reencoding_and_reopen(tmp_path: Path) -> None:
+    store = _store(tmp_path / "s")
+    expected: dict[str, Any] = {}
+    for batch in range(10):  # each batch has its own extra key: schemas differ, types agree
+        metadatas = [{"n": batch, f"k{batch}": str(batch), "when": dt.date(2020, 1, 1 + batch)}] * 10
+        expected.update(zip(_add(store, metadatas, start=batch * 10), metadatas, strict=True))
+    store.compact()
+    (view,) = store.collection.snapshot.views
+    columns, fallback = view.segment.typed_metadata
+    assert sorted(columns) == sorted(["n", "when", *(f"k{b}" for b in range(10))])
+    assert fallback.null_count == len(fallback)  # nothing needed the fallback
+    reopened = _store(tmp_path / "s")
+    got = {d.id: d.metadata for d in reopened.get_by_ids(list(expected))}
+    assert {k: canonical(v) for k, v in got.items()} == {k: canonical(v) for k, v in expected.items()}
+    assert reopened.verify() == []
