@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from langchain_vq.arrays import array_of, bool_array
 from langchain_vq.errors import (
     ConfigurationError,
     CorruptStoreError,
@@ -441,7 +442,7 @@ class Collection:
         """
         if ids is not None and len(ids) == 0:
             return 0
-        wanted = None if ids is None else pa.array(list(ids), pa.string())
+        wanted = None if ids is None else array_of(list(ids), pa.string())
         with self._writing() as current:
             views = []
             for view in current.views:
@@ -515,7 +516,7 @@ class Collection:
         seen: set[str] = set()
         for view in self._snapshot.views:
             live_ids = (
-                view.segment.ids.filter(pa.array(view.live_mask))
+                view.segment.ids.filter(bool_array(view.live_mask))
                 if view.live_mask is not None
                 else view.segment.ids
             )
@@ -533,7 +534,7 @@ class Collection:
         for view in self._snapshot.views:
             ids = view.segment.ids
             if view.live_mask is not None:
-                ids = ids.filter(pa.array(view.live_mask))
+                ids = ids.filter(bool_array(view.live_mask))
             out.extend(ids.to_pylist())
         return out
 
@@ -625,7 +626,7 @@ class Collection:
         """Live row offsets per segment index for ``ids``."""
         if not ids:
             return {}
-        wanted = pa.array(ids, type=pa.string())
+        wanted = array_of(ids, pa.string())  # not pa.array: it imports pandas
         found = {}
         for index, view in enumerate(snapshot.views):
             rows = view.segment.rows_of_ids(wanted)
@@ -740,7 +741,7 @@ def _live_vectors(view: SegmentView) -> npt.NDArray[np.float32]:
 def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes")) -> pa.Table:
     """The live rows of a segment, without the ``drop`` columns (re-encoded by the caller)."""
     table = view.segment.table.drop_columns([c for c in drop if c in view.segment.table.column_names])
-    return table if view.live_mask is None else table.filter(pa.array(view.live_mask))
+    return table if view.live_mask is None else table.filter(bool_array(view.live_mask))
 
 
 def _merge_small_segments(views: list[SegmentView]) -> list[SegmentView]:
