@@ -48,6 +48,7 @@ FILTERS = {
     "50%": {"half": True},
 }
 TARGET_FIRST_MS = 50.0
+GIT = shutil.which("git") or "git"
 
 
 def child_build(ns: argparse.Namespace) -> dict[str, Any]:
@@ -128,12 +129,12 @@ def main(ns: argparse.Namespace) -> None:
     result: dict[str, Any] = {**run_record(ns.n, DIM, ns.queries, K, threads=1, batch=BATCH), "stores": {}}
     try:
         subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(baseline_code), ns.baseline],
+            [GIT, "-C", str(REPO), "worktree", "add", "--detach", str(baseline_code), ns.baseline],
             check=True,
             capture_output=True,
         )
         result["baseline_commit"] = subprocess.run(
-            ["git", "-C", str(baseline_code), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+            [GIT, "-C", str(baseline_code), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
         ).stdout.strip()
         np.save(work / "corpus.npy", synthetic_embeddings(ns.n, DIM, seed=0))
         np.save(work / "queries.npy", synthetic_embeddings(ns.queries + 1, DIM, seed=1))
@@ -152,7 +153,7 @@ def main(ns: argparse.Namespace) -> None:
                 print(f"{name} filter {label}: {measured}", flush=True)
     finally:
         subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(baseline_code)],
+            [GIT, "-C", str(REPO), "worktree", "remove", "--force", str(baseline_code)],
             check=False,
             capture_output=True,
         )
