@@ -318,9 +318,13 @@ def pooled_top_k(
     """The ``k`` best pooled candidates as ``(scores, array_indices, rows)``; ``-inf`` ones get -1."""
     best, best_keys = top_k(scores, k, keys)
     missing = ~np.isfinite(best)
-    arrays = np.where(missing, -1, best_keys >> _ROW_BITS)
-    rows = np.where(missing, -1, best_keys & ((1 << _ROW_BITS) - 1))
-    return best, arrays, rows
+    arrays, rows = split_keys(best_keys)
+    return best, np.where(missing, -1, arrays), np.where(missing, -1, rows)
+
+
+def split_keys(keys: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``(array_indices, rows)`` of keys made by :func:`pool_keys`."""
+    return keys >> _ROW_BITS, keys & ((1 << _ROW_BITS) - 1)
 
 
 def as_float_matrix(x: npt.ArrayLike, dim: int, what: str = "vectors") -> npt.NDArray[np.float32]:

@@ -42,7 +42,7 @@ import faiss
 import numpy as np
 
 from langchain_vq.quantization._fast_scan import FastScanCache, NibbleFastScan
-from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k
+from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k, split_keys
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_flag, check_int, check_k
 
@@ -324,7 +324,7 @@ class BinaryQuantizer(Quantizer):
             return super()._search_many(queries, arrays, k, masks)
         qcodes = self._encode(queries)
         n_hamming = k * self.hamming_factor
-        distances, keys, codes_found = [], [], []
+        distances, keys, searched = [], [], []
         for index, (codes, mask) in enumerate(zip(arrays, masks, strict=True)):
             hidden = 0 if mask is None else mask.size - int(np.count_nonzero(mask))
             fetch = min(n_hamming + hidden, codes.shape[0])
@@ -336,15 +336,24 @@ class BinaryQuantizer(Quantizer):
                 score[~mask[rows]] = -np.inf
             distances.append(score)
             keys.append(pool_keys(index, rows))
-            codes_found.append(codes[rows, : self.bit_bytes])  # [nq, fetch, bit_bytes]
-        hamming = np.concatenate(distances, axis=1)
-        cand_keys = np.concatenate(keys, axis=1)
-        cand_codes = np.concatenate(codes_found, axis=1)
+            searched.append((codes, rows))
+        if len(distances) == 1:  # one array: its Hamming top is the candidate set
+            hamming, cand_keys = distances[0], keys[0]
+            cand_codes = searched[0][0][searched[0][1], : self.bit_bytes]  # [nq, kh, bit_bytes]
+        else:
+            hamming, cand_keys = np.concatenate(distances, axis=1), np.concatenate(keys, axis=1)
+            cand_codes = None
         if hamming.shape[1] > n_hamming:  # the pooled Hamming top: a set, its order is not needed
             top = np.argpartition(-hamming, n_hamming - 1, axis=1)[:, :n_hamming]
             hamming = np.take_along_axis(hamming, top, axis=1)
             cand_keys = np.take_along_axis(cand_keys, top, axis=1)
-            cand_codes = np.take_along_axis(cand_codes, top[:, :, None], axis=1)
+            cand_codes = None
+        if cand_codes is None:  # gather the chosen rows' codes, array by array
+            cand_arrays, cand_rows = split_keys(cand_keys)
+            cand_codes = np.zeros((*cand_keys.shape, self.bit_bytes), dtype=np.uint8)
+            for index in np.unique(cand_arrays).tolist():
+                where = cand_arrays == index
+                cand_codes[where] = arrays[index][cand_rows[where], : self.bit_bytes]
         tables, offsets = self._byte_tables(queries)  # [nq, bit_bytes * 256], [nq]
         lookup = cand_codes.astype(np.intp) + np.arange(self.bit_bytes, dtype=np.intp) * 256
         scores = np.empty(hamming.shape, dtype=np.float32)
