@@ -26,6 +26,7 @@ from langchain_vq.errors import (
     DimensionMismatchError,
     InvalidInputError,
 )
+from langchain_vq.merge_policy import MergePolicy, SegmentSize, plan_merges
 from langchain_vq.quantization import make_quantizer, normalize_quantization, quantizer_from_config
 from langchain_vq.quantization.base import as_float_matrix
 from langchain_vq.quantization.precision import (
@@ -67,10 +68,8 @@ METRICS: dict[str, MetricName] = {
 }
 #: Rows per segment written by one add; larger adds are split.
 SEGMENT_MAX_ROWS = 1 << 20
-#: Segments below this many rows count as small; more than MAX_SMALL_SEGMENTS of them are merged
-#: into one by the next add, so many small adds do not leave many small segments to search.
-SMALL_SEGMENT_ROWS = 1 << 16
-MAX_SMALL_SEGMENTS = 8
+#: Which segments an add merges in its commit (``merge_policy``): O(log n) segments after many adds.
+MERGE_POLICY = MergePolicy(max_rows=SEGMENT_MAX_ROWS)
 #: Vectors sampled to train a quantizer.
 TRAIN_SAMPLE = 100_000
 #: Seconds a superseded version (and its files) survives ``compact``, for readers opening it.
@@ -432,7 +431,7 @@ class Collection:
                     uuid.uuid4().hex, ids[start:stop], texts[start:stop], metadatas[start:stop], None, None
                 )
                 views.append(SegmentView(_encoded(segment, quantizer, codec, vectors[start:stop])))
-            self._publish(current, dim, _merge_small_segments(views), quantizer, codec=codec)
+            self._publish(current, dim, _apply_merge_policy(views), quantizer, codec=codec)
 
     def delete(self, ids: Sequence[str] | None = None, *, filter: Filter | None = None) -> int:  # noqa: A002
         """Delete rows by id and/or metadata filter, on the newest version; returns how many.
@@ -744,17 +743,30 @@ def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes")) 
     return table if view.live_mask is None else table.filter(bool_array(view.live_mask))
 
 
-def _merge_small_segments(views: list[SegmentView]) -> list[SegmentView]:
-    """Merge the live rows of small segments into one once there are too many of them."""
-    small = [v for v in views if v.segment.rows < SMALL_SEGMENT_ROWS]
-    if len(small) <= MAX_SMALL_SEGMENTS:
+def _apply_merge_policy(views: list[SegmentView]) -> list[SegmentView]:
+    """The views after the merges ``MERGE_POLICY`` plans, each merged segment where its first part was.
+
+    Merges run inside the add's commit: the new version lists the merged segments instead of
+    their parts in one manifest switch, so a crash leaves the previous version and readers keep
+    searching the one they hold. Parts share one quantizer, so their codes are concatenated,
+    not re-encoded; only live rows are kept. A merge left with no live rows is dropped.
+    """
+    groups = plan_merges([SegmentSize(v.segment.rows, int(v.deleted.size)) for v in views], MERGE_POLICY)
+    if not groups:
         return views
-    parts = [
-        v.segment if v.live_mask is None else Segment(v.segment.name, v.segment.table.filter(v.live_mask))
-        for v in small
-    ]
-    merged = merge_segments(uuid.uuid4().hex, parts)
-    return [v for v in views if v.segment.rows >= SMALL_SEGMENT_ROWS] + [SegmentView(merged)]
+    replaced: dict[int, SegmentView | None] = {}
+    for group in groups:
+        parts = [Segment(views[i].segment.name, _live_table(views[i], drop=())) for i in group]
+        merged = merge_segments(uuid.uuid4().hex, parts)
+        replaced.update(dict.fromkeys(group))
+        replaced[group[0]] = SegmentView(merged) if merged.rows else None
+    out = []
+    for i, view in enumerate(views):
+        if i not in replaced:
+            out.append(view)
+        elif (merged_view := replaced[i]) is not None:
+            out.append(merged_view)
+    return out
 
 
 def _sample_vectors(

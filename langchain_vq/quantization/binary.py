@@ -42,7 +42,7 @@ import faiss
 import numpy as np
 
 from langchain_vq.quantization._fast_scan import FastScanCache, NibbleFastScan
-from langchain_vq.quantization.base import Metric, Quantizer
+from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k, split_keys
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_flag, check_int, check_k
 
@@ -252,10 +252,16 @@ class BinaryQuantizer(Quantizer):
     def _hamming(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
-        nq = queries.shape[0]
+        return self._hamming_codes(self._encode(queries), codes, k)
+
+    @staticmethod
+    def _hamming_codes(
+        qcodes: npt.NDArray[np.uint8], codes: npt.NDArray[np.uint8], k: int
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+        """FAISS Hamming top ``k`` of ``codes`` for already encoded queries."""
+        nq = qcodes.shape[0]
         if nq == 0 or k == 0:
             return np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)
-        qcodes = self._encode(queries)
         # Both variants read `codes` through a raw pointer (no copy); "mc" is faster for large k.
         if k < _MC_MIN_K:
             return faiss.knn_hamming(qcodes, codes, k, "hc")
@@ -299,6 +305,63 @@ class BinaryQuantizer(Quantizer):
             cand_scores[qi] = tables[qi][lookup].sum(axis=1)
         cand_scores += offsets[:, None]
         return top_k(cand_scores, k, cand)
+
+    def _search_many(
+        self,
+        queries: npt.NDArray[np.float32],
+        arrays: list[npt.NDArray[np.uint8]],
+        k: int,
+        masks: list[npt.NDArray[np.bool_] | None],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Two stages across arrays: one pooled Hamming top ``k * hamming_factor``, one re-rank.
+
+        Hamming distances compare across arrays, so the candidates are the ones a single array
+        of all the rows would give, and the query is encoded and its byte tables built once
+        (per array, these cost a store of ten segments ten re-ranks). Fast scan scores every
+        row already: its arrays are searched one by one and pooled.
+        """
+        if self.fast_scan:
+            return super()._search_many(queries, arrays, k, masks)
+        qcodes = self._encode(queries)
+        n_hamming = k * self.hamming_factor
+        distances, keys, searched = [], [], []
+        for index, (codes, mask) in enumerate(zip(arrays, masks, strict=True)):
+            hidden = 0 if mask is None else mask.size - int(np.count_nonzero(mask))
+            fetch = min(n_hamming + hidden, codes.shape[0])
+            if fetch == 0:
+                continue
+            dist, rows = self._hamming_codes(qcodes, codes, fetch)  # [nq, fetch]
+            score = -dist.astype(np.float32)  # higher is better
+            if mask is not None:
+                score[~mask[rows]] = -np.inf
+            distances.append(score)
+            keys.append(pool_keys(index, rows))
+            searched.append((codes, rows))
+        if len(distances) == 1:  # one array: its Hamming top is the candidate set
+            hamming, cand_keys = distances[0], keys[0]
+            cand_codes = searched[0][0][searched[0][1], : self.bit_bytes]  # [nq, kh, bit_bytes]
+        else:
+            hamming, cand_keys = np.concatenate(distances, axis=1), np.concatenate(keys, axis=1)
+            cand_codes = None
+        if hamming.shape[1] > n_hamming:  # the pooled Hamming top: a set, its order is not needed
+            top = np.argpartition(-hamming, n_hamming - 1, axis=1)[:, :n_hamming]
+            hamming = np.take_along_axis(hamming, top, axis=1)
+            cand_keys = np.take_along_axis(cand_keys, top, axis=1)
+            cand_codes = None
+        if cand_codes is None:  # gather the chosen rows' codes, array by array
+            cand_arrays, cand_rows = split_keys(cand_keys)
+            cand_codes = np.zeros((*cand_keys.shape, self.bit_bytes), dtype=np.uint8)
+            for index in np.unique(cand_arrays).tolist():
+                where = cand_arrays == index
+                cand_codes[where] = arrays[index][cand_rows[where], : self.bit_bytes]
+        tables, offsets = self._byte_tables(queries)  # [nq, bit_bytes * 256], [nq]
+        lookup = cand_codes.astype(np.intp) + np.arange(self.bit_bytes, dtype=np.intp) * 256
+        scores = np.empty(hamming.shape, dtype=np.float32)
+        for qi in range(queries.shape[0]):
+            scores[qi] = tables[qi][lookup[qi]].sum(axis=1)  # one table lookup per code byte
+        scores += offsets[:, None]
+        scores[~np.isfinite(hamming)] = -np.inf
+        return pooled_top_k(scores, cand_keys, k)
 
     def _build_fast_scan(self, codes: npt.NDArray[np.uint8]) -> NibbleFastScan:
         return NibbleFastScan(codes, self.low_, self.high_, self.metric)
