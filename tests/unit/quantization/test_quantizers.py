@@ -247,7 +247,7 @@ def test_make_quantizer_errors() -> None:
     with pytest.raises(ConfigurationError, match="takes none"):
         make_quantizer("float", 16, m=4)
     with pytest.raises(InvalidInputError, match="nbits"):
-        make_quantizer("pq", 16, nbits=4)
+        make_quantizer("pq", 16, nbits=5)
     with pytest.raises(ConfigurationError, match="metric"):
         make_quantizer("pq", 16, metric="cosine")
     assert make_quantizer("pq", 16, m=8).code_size == 8
