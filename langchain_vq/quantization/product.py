@@ -94,7 +94,11 @@ class ProductQuantizer(Quantizer):
             maximum=dim,
             fix=f"Use m=None for the default ceil(dim / {_DEFAULT_DSUB}).",
         )
-        if isinstance(nbits, bool) or nbits not in _SUPPORTED_NBITS:
+        if (
+            isinstance(nbits, bool)
+            or not isinstance(nbits, (int, np.integer))
+            or nbits not in _SUPPORTED_NBITS
+        ):
             msg = (
                 f"nbits={nbits!r} is not supported; expected 8 (one byte per sub-vector) or 4 "
                 "(half a byte, scanned with FAISS fast scan). Use a larger or smaller m to trade "
