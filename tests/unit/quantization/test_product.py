@@ -79,6 +79,21 @@ def test_fast_scan_ranks_like_the_exact_lookup_tables(data, metric: str) -> None
     np.testing.assert_array_equal(once_scores, fast_scores)
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_8_bit_search_is_the_exact_lookup_table_ranking(data, metric: str) -> None:
+    """8-bit codes are scanned in place with exact lookup tables: scores and order are exact ADC."""
+    corpus, queries = data
+    qz = ProductQuantizer(DIM, metric=metric, nbits=8).fit(corpus)
+    codes = qz.encode(corpus)
+    assert codes.shape == (corpus.shape[0], DIM // 4)
+    full = qz.score(queries, codes)
+    for reuse in (False, True):
+        scores, rows = qz.search(queries, codes, 10, reuse=reuse)
+        np.testing.assert_allclose(scores, -np.sort(-full, axis=1)[:, :10], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(np.take_along_axis(full, rows, axis=1), scores, rtol=1e-4, atol=1e-3)
+    assert len(qz._fast_scans) == 0  # nothing packed: 8-bit codes are scanned in place
+
+
 def test_more_sub_vectors_rank_closer_to_the_floats(data) -> None:
     """dsub 2 (m = dim / 2) holds more of the true top 10 among the first 40 candidates than dsub 4.
 
@@ -145,9 +160,6 @@ def test_packed_layout_is_kept_per_stored_code_array_and_dropped_with_it(data) -
     assert len(qz._fast_scans) == 1
     qz.fit(corpus[:1000])  # new codebooks: the packed copies hold the old ones
     assert len(qz._fast_scans) == 0
-    eight = ProductQuantizer(DIM).fit(corpus)
-    eight.search(queries, eight.encode(corpus), 10, reuse=True)
-    assert len(eight._fast_scans) == 0  # 8-bit codes are scanned in place
 
 
 # -- the engine: deletions and filters -------------------------------------------------------------
