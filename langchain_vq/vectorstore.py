@@ -20,10 +20,12 @@ from typing_extensions import override
 from langchain_vq.collection import Collection, CollectionConfig, Row
 from langchain_vq.errors import InvalidInputError
 from langchain_vq.filters import compile_filter
+from langchain_vq.quantization.precision import CODES_ONLY, normalize_precision
 from langchain_vq.retriever import VQRetriever
 from langchain_vq.search import maximal_marginal_relevance
 from langchain_vq.tuning import Calibration, calibrate_multiplier
 from langchain_vq.validation import (
+    check_flag,
     check_fraction,
     check_id,
     check_k,
@@ -123,7 +125,8 @@ class VQVectorStore(VectorStore):
         path: str | os.PathLike[str] | None = None,
         *,
         quantization: str | None = None,
-        rescore: bool = True,
+        rescore: bool | None = None,
+        rescore_precision: str | None = None,
         rescore_multiplier: int | Literal["auto"] | None = None,
         recall_target: float | None = None,
         metric: str | None = None,
@@ -137,7 +140,14 @@ class VQVectorStore(VectorStore):
             path: Directory of the store; ``None`` keeps it in memory.
             quantization: ``"binary"`` (default), ``"int8"``, ``"pq"`` or ``"none"``. Read from
                 the store when reopening; a different value there is an error.
-            rescore: Rescore code candidates with the float vectors (recommended).
+            rescore: ``False`` makes a codes-only store: no rescoring vectors are kept, so it is
+                as small as its codes, and results are ranked by the codes alone. Unset: the
+                store's own (a new store rescores).
+            rescore_precision: How the rescoring vectors are kept: ``"float16"`` (default of new
+                quantized stores: half the bytes, same recall), ``"float32"``, or ``"int8"``
+                (a quarter, about 0.005 recall@10 lower). Read from the store when reopening;
+                a different value there is an error. Exact search (``quantization="none"``)
+                keeps float32.
             rescore_multiplier: Candidates per result from the code scan; default per
                 quantization (``DEFAULT_RESCORE_MULTIPLIER``). ``"auto"`` means
                 ``recall_target=0.99``.
@@ -153,7 +163,14 @@ class VQVectorStore(VectorStore):
             quantizer_options: Extra keyword arguments for the quantizer (e.g. ``{"m": 48}``).
         """
         self.embedding = embedding
-        self.rescore = bool(rescore)
+        if rescore is not None and check_flag(rescore, "rescore") is False:
+            if rescore_precision is not None and normalize_precision(rescore_precision) is not None:
+                msg = (
+                    f"Got rescore=False (a codes-only store) and rescore_precision={rescore_precision!r} "
+                    "(rescoring vectors); pass one of them."
+                )
+                raise InvalidInputError(msg)
+            rescore_precision = CODES_ONLY
         if rescore_multiplier == "auto":
             recall_target = DEFAULT_RECALL_TARGET if recall_target is None else recall_target
             rescore_multiplier = None
@@ -171,6 +188,7 @@ class VQVectorStore(VectorStore):
             quantization=quantization or None,
             quantizer_options=dict(quantizer_options) if quantizer_options else None,
             embedding_model=_model_name(embedding),
+            rescore_precision=rescore_precision,
         )
         self._collection = Collection(config, path, lock_timeout=lock_timeout)
         self._fixed_multiplier = (
@@ -181,6 +199,11 @@ class VQVectorStore(VectorStore):
             self.recall_target = float(saved["target"])  # reopened: keep calibrating for it
 
     # -- properties --------------------------------------------------------------------------
+    @property
+    def rescore(self) -> bool:
+        """Whether candidates are rescored: False only for a codes-only store."""
+        return self._collection.rescore_precision != CODES_ONLY
+
     @property
     def rescore_multiplier(self) -> int:
         """Candidates per result: the calibrated one under ``recall_target``, else the fixed one."""
