@@ -1,11 +1,13 @@
 """The store's own overhead: store search against the same FAISS kernels plus numpy, called bare.
 
 Three pipelines answer the same queries, interleaved query by query on one thread, at equal
-settings (binary two-stage: Hamming top ``k * m * hamming_factor``, asymmetric byte-table
-re-rank to ``k * m``, float rescoring to ``k``):
+settings: binary with the default fast scan (every row scored by FAISS's fast-scan kernel, top
+``k * m``, float rescoring to ``k``), or with ``--two-stage`` (Hamming top ``k * m *
+hamming_factor``, asymmetric byte-table re-rank to ``k * m``, float rescoring to ``k``):
 
-- **bare**: ``faiss.knn_hamming`` and numpy over the codes and float vectors of the compacted
-  store, read in place from its memory-mapped segment with the store's quantizer state;
+- **bare**: the FAISS kernel (the fast-scan index over the packed codes, built before timing, or
+  ``faiss.knn_hamming``) and numpy over the codes and vectors (float16 by default) of the
+  compacted store, read in place from its memory-mapped segment with the store's quantizer state;
 - **store, N adds**: ``VQVectorStore.similarity_search_with_score_by_vector`` on a store built
   by ``--adds`` adds and not compacted (the tiered merge policy decides its segments);
 - **store, compacted**: the same rows after ``compact()``, one segment.
@@ -43,7 +45,7 @@ from benchmarks._common import percentiles, run_record  # noqa: E402
 from langchain_vq.evaluation import exact_top_k, recall_at_k  # noqa: E402
 from langchain_vq.synthetic import synthetic_embeddings  # noqa: E402
 
-RESULT = REPO / "benchmarks" / "results" / "store_overhead.json"
+RESULTS = REPO / "benchmarks" / "results"
 DATA = Path(os.environ.get("LANGCHAIN_VQ_DATA", REPO.parent / "shared" / "data")) / "sentences" / "emb"
 K = 10
 WARMUP = 20
@@ -63,8 +65,8 @@ def load_vectors(source: str, rows: int, queries: int) -> tuple[np.ndarray, np.n
     return x[:rows], x[-queries:]
 
 
-def build(path: Path, x: np.ndarray, adds: int, multiplier: int) -> tuple[Any, float]:
-    """A binary store (two stages: ``fast_scan`` off) built by ``adds`` equal adds; and the seconds."""
+def build(path: Path, x: np.ndarray, adds: int, multiplier: int, *, fast_scan: bool) -> tuple[Any, float]:
+    """A binary store built by ``adds`` equal adds; and the seconds."""
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
     from langchain_vq import VQVectorStore
@@ -73,7 +75,7 @@ def build(path: Path, x: np.ndarray, adds: int, multiplier: int) -> tuple[Any, f
         DeterministicFakeEmbedding(size=x.shape[1]),
         path=path,
         quantization="binary",
-        quantizer_options={"fast_scan": False},
+        quantizer_options={"fast_scan": fast_scan},
         rescore_multiplier=multiplier,
     )
     start = time.perf_counter()
@@ -126,6 +128,27 @@ class Bare:
         return best[top[np.argsort(-exact[top])]]
 
 
+class BareFastScan:
+    """FAISS's fast-scan kernel over the packed codes + numpy float rescoring, on one segment."""
+
+    def __init__(self, store: Any) -> None:
+        from langchain_vq.quantization._fast_scan import NibbleFastScan
+
+        snapshot = store.collection.snapshot
+        (view,) = snapshot.views
+        quantizer = snapshot.quantizer
+        self.vectors = view.segment.vectors  # [n, dim], the mapped file (float16 by default)
+        self.index = NibbleFastScan(view.segment.codes, quantizer.low_, quantizer.high_, "ip")
+
+    def search(self, query: np.ndarray, multiplier: int) -> np.ndarray:
+        """Row ids of the top ``K`` for one normalized query ``[dim]``."""
+        _, cand = self.index.search(query[None, :], K * multiplier)
+        best = cand[0]
+        exact = self.vectors[best].astype(np.float32) @ query
+        top = np.argpartition(-exact, K - 1)[:K]
+        return best[top[np.argsort(-exact[top])]]
+
+
 def store_search(store: Any, query: np.ndarray, multiplier: int) -> list[int]:
     found = store.similarity_search_with_score_by_vector(query, k=K, rescore_multiplier=multiplier)
     return [int(doc.id) for doc, _ in found]
@@ -141,8 +164,9 @@ def main(ns: argparse.Namespace) -> None:
         result = run(ns, x, queries, truth, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    out = RESULTS / ("store_overhead_two_stage.json" if ns.two_stage else "store_overhead.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(
         json.dumps(
             {k: result[k] for k in ("segments", "p50_ms", "cpu_p50_ms", "ratios", "verdicts")}, indent=2
@@ -152,9 +176,16 @@ def main(ns: argparse.Namespace) -> None:
 
 def run(ns: argparse.Namespace, x: np.ndarray, queries: np.ndarray, truth: Any, work: Path) -> dict[str, Any]:
     result = run_record(
-        ns.rows, x.shape[1], ns.queries, K, source=ns.source, adds=ns.adds, rescore_multiplier=ns.multiplier
+        ns.rows,
+        x.shape[1],
+        ns.queries,
+        K,
+        source=ns.source,
+        adds=ns.adds,
+        rescore_multiplier=ns.multiplier,
+        scan="two-stage" if ns.two_stage else "fast scan",
     )
-    added, add_s = build(work / "added", x, ns.adds, ns.multiplier)
+    added, add_s = build(work / "added", x, ns.adds, ns.multiplier, fast_scan=not ns.two_stage)
     shutil.copytree(work / "added", work / "compacted")
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
@@ -164,7 +195,7 @@ def run(ns: argparse.Namespace, x: np.ndarray, queries: np.ndarray, truth: Any, 
     start = time.perf_counter()
     compacted.compact()
     compact_s = time.perf_counter() - start
-    bare = Bare(compacted)
+    bare = Bare(compacted) if ns.two_stage else BareFastScan(compacted)
     for store in (added, compacted):
         touch(store)
     runs = {
@@ -234,6 +265,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--multiplier", type=int, default=16, help="rescore_multiplier for all three")
     parser.add_argument("--source", choices=["synthetic", "real"], default="synthetic")
     parser.add_argument("--workdir", default=None, help="where the stores are built (removed after)")
+    parser.add_argument(
+        "--two-stage",
+        action="store_true",
+        help="fast_scan=False: Hamming + re-rank (store_overhead_two_stage.json)",
+    )
     return parser.parse_args()
 
 

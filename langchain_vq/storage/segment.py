@@ -70,7 +70,7 @@ class Segment:
         index = self.table.schema.get_field_index("vector")
         return None if index < 0 else self.table.schema.field(index)
 
-    @property
+    @cached_property
     def precision(self) -> str:
         """``"float32"``, ``"float16"``, ``"int8"`` or ``"none"``: how the vectors are stored."""
         return precision_of(self.vector_field)
