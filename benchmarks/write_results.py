@@ -184,10 +184,28 @@ def _search_sentence(search: dict[str, Any]) -> str:
         for r in warm.get("filtered", [])
     ]
     unfiltered = next(r for r in warm["runs"] if r["default"])
+    disk = [
+        f"{label} {mode['ingest']['disk_ratio_vs_raw_float32']:.2f} (recall@10 "
+        f"{next(r for r in mode['warm']['runs'] if r['default'])['recall_at_10']:.3f})"
+        for label, name in (
+            ("float16 vectors (the default)", "binary"),
+            ("float32", "binary-float32"),
+            ("int8", "binary-int8"),
+            ("codes only", "binary-codes-only"),
+        )
+        if "disk_ratio_vs_raw_float32" in (mode := search["modes"].get(name, {})).get("ingest", {})
+    ]
     return (
         f"Metadata filters at {search['config']['n']:,} rows (`bench_search.py`, binary, default m), p50: "
         f"unfiltered {unfiltered['p50_ms']:.1f} ms; a filter keeping " + ", ".join(parts) + ". Opening a "
         f"store of that size takes {min(opens):.0f}-{max(opens):.0f} ms with a warm page cache."
+        + (
+            " A binary store on disk, as a ratio to the raw float32 vectors, at default settings: "
+            + ", ".join(disk)
+            + "."
+            if disk
+            else ""
+        )
     )
 
 
@@ -287,6 +305,76 @@ def rescore_precision(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def fast_scan(data: dict[str, Any]) -> list[str]:
+    """Each fast path against the path it replaced, per data set, at recall@10 >= 0.99."""
+    lines = [
+        "Code search plus numpy float rescoring, one thread, each method at its smallest multiplier "
+        "reaching recall@10 0.99 (`measure_fast_scan.py`); not through the store.",
+        "",
+        "| data | rows | method | code bytes | m | recall@10 | p50 ms | vs IndexFlatIP |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, d in data["datasets"].items():
+        flat = d["flat_ip"]["p50_ms"]
+        lines += [
+            f"| {name} | {d['rows']:,} | {m['description']} | {m['code_bytes_per_vector']} | "
+            f"{m['rescore_multiplier']} | {m['recall_at_10']:.4f} | {m['p50_ms']:.2f} | {flat / m['p50_ms']:.1f}x |"
+            for m in d["methods"].values()
+        ]
+        lines.append(
+            f"| {name} | {d['rows']:,} | FAISS IndexFlatIP | {4 * d['dim']} | | 1.0000 | {flat:.2f} | 1.0x |"
+        )
+    return lines
+
+
+def store_overhead(data: dict[str, Any]) -> list[str]:
+    """The store against the bare kernels at equal settings, and ten adds against compacted."""
+    cfg, p50, cpu, ratios = data["config"], data["p50_ms"], data["cpu_p50_ms"], data["ratios"]
+    recall = data["recall_at_10"]
+    segments = data["segments"]["store_added"]
+    return [
+        f"{cfg['n']:,} x {cfg['dim']} {cfg.get('source', 'synthetic')} vectors, binary "
+        f"({cfg.get('scan', 'two-stage')}), m={cfg['rescore_multiplier']}, one thread, "
+        f"{cfg['queries']} queries interleaved (`measure_store_overhead.py`).",
+        "",
+        "| pipeline | segments | recall@10 | p50 ms | CPU p50 ms | vs bare (CPU) |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| bare kernels + numpy | 1 | {recall['bare']:.4f} | {p50['bare']:.2f} | {cpu['bare']:.2f} | 1.00x |",
+        f"| store, compacted | 1 | {recall['store_compacted']:.4f} | {p50['store_compacted']:.2f} | "
+        f"{cpu['store_compacted']:.2f} | {ratios['store_compacted_vs_bare']:.2f}x "
+        f"({ratios['cpu_store_compacted_vs_bare']:.2f}x) |",
+        f"| store, {cfg.get('adds', 10)} adds | {len(segments)} | {recall['store_added']:.4f} | "
+        f"{p50['store_added']:.2f} | {cpu['store_added']:.2f} | {ratios['store_added_vs_bare']:.2f}x "
+        f"({ratios['cpu_store_added_vs_bare']:.2f}x) |",
+        "",
+        f"Ten adds against compacted: {ratios['store_added_vs_compacted']:.2f}x "
+        f"(CPU {ratios['cpu_store_added_vs_compacted']:.2f}x); segment rows after the adds: "
+        + ", ".join(f"{r:,}" for r in segments)
+        + ".",
+    ]
+
+
+def filters(data: dict[str, Any]) -> list[str]:
+    """Filtered queries on a format-1 store against format 2, each filter in a new process."""
+    cfg = data["config"]
+    lines = [
+        f"{cfg['n']:,} x {cfg['dim']} synthetic vectors, binary, built by batched adds and one compact; "
+        f"each row of the table in a new process: its first query, then {cfg['queries']} single queries "
+        f"(`measure_filters.py`; format 1 = commit {data['baseline_commit'][:7]}).",
+        "",
+        "| filter | format 1 first query ms | format 2 first query ms | format 1 p50 ms | format 2 p50 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    old = data["stores"]["format 1 (baseline)"]["queries"]
+    new = data["stores"]["format 2 (this checkout)"]["queries"]
+    lines.extend(
+        f"| {label} | {old[label]['first_query_ms']:.1f} | {new[label]['first_query_ms']:.1f} | "
+        f"{old[label]['p50_ms']:.2f} | {new[label]['p50_ms']:.2f} |"
+        for label in new
+    )
+    return lines
+
+
 def durability(d: dict[str, Any]) -> list[str]:
     """The long reliability runs (``python -m tests.reliability.report``)."""
     kills, power, io, damage = d["process_kills"], d["power_losses"], d["io_errors"], d["damage"]
@@ -372,6 +460,10 @@ def results_page() -> str:
         ("How the default multipliers were chosen (`measure_quantizer_defaults.py`)", "quantizer_defaults.json",
          quantizer_defaults),
         ("Rescoring precision (`measure_rescore_precision.py`)", "rescore_precision.json", rescore_precision),
+        ("Fast-scan kernels side by side (`measure_fast_scan.py`)", "fast_scan.json", fast_scan),
+        ("The store against the bare kernels (`measure_store_overhead.py`)", "store_overhead.json", store_overhead),
+        ("The same, two-stage binary", "store_overhead_two_stage.json", store_overhead),
+        ("Filters, format 1 against format 2 (`measure_filters.py`)", "filters.json", filters),
         ("Durability", "durability.json", durability),
     ):  # fmt: skip
         data = _load(name)
