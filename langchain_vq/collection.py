@@ -62,6 +62,9 @@ SEGMENT_MAX_ROWS = 1 << 20
 #: into one by the next add, so many small adds do not leave many small segments to search.
 SMALL_SEGMENT_ROWS = 1 << 16
 MAX_SMALL_SEGMENTS = 8
+#: Row keys (``sample_rows``, ``search_keys``): segment index << ROW_KEY_SHIFT | row offset.
+ROW_KEY_SHIFT = 40
+_ROW_MASK = (1 << ROW_KEY_SHIFT) - 1
 #: Vectors sampled to train a quantizer.
 TRAIN_SAMPLE = 100_000
 #: Seconds a superseded version (and its files) survives ``compact``, for readers opening it.
@@ -523,6 +526,103 @@ class Collection:
         )
         return self._rows_of_hits(snapshot, hits, with_vectors=with_vectors)
 
+    # -- measuring recall --------------------------------------------------------------------
+    def sample_rows(
+        self, n: int, *, seed: int = 0, snapshot: Snapshot | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Row keys ``[m]`` and float vectors ``[m, dim]`` of ``m = min(n, live rows)`` live rows.
+
+        Drawn uniformly without replacement (seeded), in key order. A row key
+        (``segment index << 40 | row offset``) names a row of one snapshot, so recall can be
+        measured on keys without reading ids. ``snapshot`` defaults to the current version.
+        """
+        snapshot = self._snapshot if snapshot is None else snapshot
+        live = [
+            (np.int64(index) << ROW_KEY_SHIFT)
+            + (np.arange(v.segment.rows) if v.live_mask is None else np.flatnonzero(v.live_mask))
+            for index, v in enumerate(snapshot.views)
+        ]
+        keys = np.concatenate(live) if live else np.empty(0, dtype=np.int64)  # [live_rows]
+        if keys.size > n:
+            keys = np.sort(np.random.default_rng(seed).choice(keys, size=n, replace=False))
+        vectors = np.empty((keys.size, snapshot.dim or 0), dtype=np.float32)
+        segments = keys >> ROW_KEY_SHIFT
+        for index in np.unique(segments).tolist():
+            where = segments == index
+            vectors[where] = snapshot.views[index].segment.vectors[keys[where] & _ROW_MASK]
+        return keys, vectors
+
+    def search_keys(
+        self,
+        queries: npt.ArrayLike,
+        k: int,
+        *,
+        exact: bool = False,
+        rescore: bool = True,
+        rescore_multiplier: int = 1,
+        exclude: npt.NDArray[np.int64] | None = None,
+        snapshot: Snapshot | None = None,
+    ) -> npt.NDArray[np.int64]:
+        """Row keys ``[n_queries, k]`` of the best live rows per query, best first (-1: none left).
+
+        For measuring recall (``calibration``, ``evaluation``): ``exact`` ranks every live row by
+        its float vector (the ground truth); otherwise the store's two-stage search runs as
+        :meth:`search` does. ``exclude[i]``, a row key from :meth:`sample_rows` (or -1), is
+        hidden from query ``i``: a stored row used as a query is not its own neighbour. The
+        exact search drops it from ``k + 1`` results; the two-stage search masks it, one query
+        per engine call, so the others still get exactly ``k * rescore_multiplier`` candidates.
+        ``snapshot`` defaults to the current version (a writer passes the version it is about to
+        commit).
+        """
+        k = check_k(k)
+        snapshot = self._snapshot if snapshot is None else snapshot
+        checked = self.check_vectors(queries, "query vectors")
+        out = np.full((checked.shape[0], k), -1, dtype=np.int64)
+        views = list(snapshot.views)
+        quantizer = None if exact else snapshot.quantizer
+        if snapshot.live_rows == 0:
+            return out
+        if exclude is not None and not exact:
+            for i, (vector, key) in enumerate(zip(checked, exclude.tolist(), strict=True)):
+                masks: list[npt.NDArray[np.bool_] | None] | None = None
+                if key >= 0:
+                    index = key >> ROW_KEY_SHIFT
+                    masks = [None] * len(views)
+                    masks[index] = np.ones(views[index].segment.rows, dtype=bool)
+                    masks[index][key & _ROW_MASK] = False
+                hits = search_segments(
+                    views,
+                    vector[None, :],
+                    k,
+                    kind=self.kind,
+                    quantizer=quantizer,
+                    rescore=rescore,
+                    rescore_multiplier=rescore_multiplier,
+                    masks=masks,
+                )
+                out[i] = _row_keys(hits)[0]
+            return out
+        extra = 0 if exclude is None else 1
+        chunk = 256 if exact else 64  # queries per call: bounds the [queries, rows] score blocks
+        for start in range(0, checked.shape[0], chunk):
+            hits = search_segments(
+                views,
+                checked[start : start + chunk],
+                k + extra,
+                kind=self.kind,
+                quantizer=quantizer,
+                rescore=rescore,
+                rescore_multiplier=rescore_multiplier,
+            )
+            keys = _row_keys(hits)
+            if exclude is None:
+                out[start : start + chunk] = keys
+                continue
+            for j, row in enumerate(keys):
+                kept = row[row != exclude[start + j]][:k]
+                out[start + j, : kept.size] = kept
+        return out
+
     def _rows_of_hits(self, snapshot: Snapshot, hits: Hits, *, with_vectors: bool) -> list[list[Row]]:
         results: list[list[Row]] = [[] for _ in range(hits.rows.shape[0])]
         valid = hits.segments >= 0
@@ -646,6 +746,11 @@ class _WriteContext:
                 self._lock_cm.__exit__(*exc)
         finally:
             self.collection._mutex.release()  # noqa: SLF001
+
+
+def _row_keys(hits: Hits) -> npt.NDArray[np.int64]:
+    """Row keys ``[n, k]`` of engine hits; -1 where the engine padded."""
+    return np.where(hits.segments >= 0, (hits.segments << ROW_KEY_SHIFT) + hits.rows, -1)
 
 
 def _union(deleted: npt.NDArray[np.int64], more: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64]:

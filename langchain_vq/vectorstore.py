@@ -17,12 +17,12 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 from typing_extensions import override
 
+from langchain_vq.calibration import DEFAULT_K, DEFAULT_TARGET, Calibration, calibrate_multiplier
 from langchain_vq.collection import Collection, CollectionConfig, Row
 from langchain_vq.errors import InvalidInputError
 from langchain_vq.filters import compile_filter
 from langchain_vq.retriever import VQRetriever
 from langchain_vq.search import maximal_marginal_relevance
-from langchain_vq.tuning import Calibration, calibrate_multiplier
 from langchain_vq.validation import (
     check_fraction,
     check_id,
@@ -40,14 +40,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
-
-#: The recall@10 target of ``rescore_multiplier="auto"``.
-DEFAULT_RECALL_TARGET = 0.99
-#: Calibration measures recall@CALIBRATION_K over CALIBRATION_SAMPLE stored rows used as queries.
-CALIBRATION_K = 10
-CALIBRATION_SAMPLE = 200
-#: Multipliers calibration may choose from (binary at 1M rows needed 128 for recall@10 0.99).
-CALIBRATION_MULTIPLIERS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 #: Candidates per result taken from the code scan and rescored with floats, per quantization.
 #: Chosen by measurement (benchmarks/measure_quantizer_defaults.py): the smallest multiplier
@@ -154,7 +146,7 @@ class VQVectorStore(VectorStore):
         self.embedding = embedding
         self.rescore = bool(rescore)
         if rescore_multiplier == "auto":
-            recall_target = DEFAULT_RECALL_TARGET if recall_target is None else recall_target
+            recall_target = DEFAULT_TARGET if recall_target is None else recall_target
             rescore_multiplier = None
         if recall_target is not None and rescore_multiplier is not None:
             msg = (
@@ -211,21 +203,14 @@ class VQVectorStore(VectorStore):
             return current
         # Start the walk where the answer probably is: the last calibration, else the default.
         start = current.multiplier if current is not None else self._fixed_multiplier
-        calibration = calibrate_multiplier(
-            self._collection,
-            target=self.recall_target,
-            k=CALIBRATION_K,
-            sample=CALIBRATION_SAMPLE,
-            multipliers=CALIBRATION_MULTIPLIERS,
-            start=start,
-        )
+        calibration = calibrate_multiplier(self._collection, target=self.recall_target, start=start)
         if not calibration.met:
             logger.warning(
                 "recall_target=%s is not reached on this store: recall@%d is %.4f at the largest "
                 "rescore_multiplier tried (%d); searches use that multiplier. Lower the target, "
                 "or use a quantization with more bits (int8).",
                 self.recall_target,
-                CALIBRATION_K,
+                DEFAULT_K,
                 calibration.recall_by_multiplier[calibration.multiplier],
                 calibration.multiplier,
             )

@@ -11,7 +11,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
 from langchain_vq import InvalidInputError, VQVectorStore
-from langchain_vq import vectorstore as vectorstore_module
+from langchain_vq import calibration as calibration_module
 from tests.conftest import clustered_vectors
 
 DIM = 384
@@ -327,7 +327,7 @@ def test_recall_target_calibrates_saves_and_reopens(tmp_path) -> None:
 def test_unreachable_recall_target_warns_and_uses_the_largest_multiplier(
     tmp_path, monkeypatch, caplog
 ) -> None:
-    monkeypatch.setattr(vectorstore_module, "CALIBRATION_MULTIPLIERS", (1, 2))
+    monkeypatch.setattr(calibration_module, "DEFAULT_MULTIPLIERS", (1, 2))
     x = clustered_vectors(1000, 64, seed=5)
     store = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "s", recall_target=1.0)
     with caplog.at_level(logging.WARNING, logger="langchain_vq.vectorstore"):

@@ -1,4 +1,4 @@
-"""Calibration of rescore_multiplier and evaluation of settings on a store's own data."""
+"""Runtime calibration: the smallest rescore_multiplier reaching a recall target on a store's own data."""
 
 from __future__ import annotations
 
@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
-from langchain_vq import ConfigurationError, DimensionMismatchError, InvalidInputError, VQVectorStore
+from langchain_vq import DimensionMismatchError, InvalidInputError, VQVectorStore
+from langchain_vq.calibration import Calibration, approx_keys, calibrate_multiplier, exact_keys, query_set
 from langchain_vq.evaluation import exact_top_k, recall_at_k
-from langchain_vq.tuning import (
-    Calibration,
-    _approx_keys,
-    _exact_keys,
-    _query_set,
-    calibrate_multiplier,
-    evaluate_settings,
-)
 from tests.conftest import clustered_vectors
 
 DIM = 64
@@ -102,12 +95,11 @@ def test_given_queries_recall_matches_the_public_search(binary_store) -> None:
 
 def test_sampled_queries_exclude_their_own_row(binary_store) -> None:
     collection = binary_store.collection
-    snapshot = collection.snapshot
-    qs = _query_set(collection, snapshot, None, 50, 0)
+    qs = query_set(collection, None, 50, 0)
     assert qs.keys is not None
     assert len(set(qs.keys.tolist())) == 50
-    truth = _exact_keys(collection, snapshot, qs, 10)
-    found = _approx_keys(collection, snapshot, qs, 10, rescore=True, multiplier=4)
+    truth = exact_keys(collection, qs, 10)
+    found = approx_keys(collection, qs, 10, multiplier=4)
     for key, t, f in zip(qs.keys.tolist(), truth, found, strict=True):
         assert key not in t
         assert key not in f
@@ -132,14 +124,14 @@ def test_deleted_rows_are_neither_queries_nor_results(tmp_path) -> None:
     collection = store.collection
     snapshot = collection.snapshot
     assert len(snapshot.views) == 2
-    qs = _query_set(collection, snapshot, None, 10_000, 0)
+    qs = query_set(collection, None, 10_000, 0)
     assert qs.keys is not None
     assert qs.keys.size == len(store) == 1000
     dead = {int(r) for r in snapshot.views[0].deleted}
     segment_of = qs.keys >> 40
     assert not dead & set((qs.keys[segment_of == 0] & ((1 << 40) - 1)).tolist())
-    truth = _exact_keys(collection, snapshot, qs, 10)
-    found = _approx_keys(collection, snapshot, qs, 10, rescore=True, multiplier=2)
+    truth = exact_keys(collection, qs, 10)
+    found = approx_keys(collection, qs, 10, multiplier=2)
     for rows in truth + found:
         assert not {k & ((1 << 40) - 1) for k in rows if k >> 40 == 0} & dead
     cal = calibrate_multiplier(store, sample=100)
@@ -186,47 +178,3 @@ def test_argument_errors(binary_store) -> None:
         calibrate_multiplier(binary_store, queries=np.ones((3, DIM + 1), np.float32))
     with pytest.raises(InvalidInputError, match="VQVectorStore"):
         calibrate_multiplier(object())
-    with pytest.raises(ConfigurationError, match="Unknown mode"):
-        evaluate_settings(binary_store, modes=["float16x"])
-
-
-def test_evaluate_settings_table_and_recommendation(binary_store) -> None:
-    ev = evaluate_settings(
-        binary_store,
-        modes=["binary", "int8", "none"],
-        multipliers=(1, 4, 16, 64),
-        sample=100,
-        timed=10,
-        max_rows=2000,
-        target=0.95,
-    )
-    labels = [r.label for r in ev.results]
-    assert labels[:5] == ["binary codes only", "binary m=1", "binary m=4", "binary m=16", "binary m=64"]
-    assert "int8 m=4" in labels
-    assert labels[-1] == "exact float"
-    by_label = {r.label: r for r in ev.results}
-    assert by_label["exact float"].recall == 1.0
-    assert by_label["binary m=1"].code_bytes == 8
-    assert by_label["binary m=4"].measured_on == "store"
-    assert by_label["int8 m=4"].measured_on == "in-memory sample of 2,000 of 3,000 rows"
-    assert by_label["int8 m=4"].rows == 2000
-    assert all(r.p50_ms > 0 and r.p95_ms >= r.p50_ms for r in ev.results)
-    assert ev.smallest is not None
-    assert ev.smallest.quantization == "binary"
-    assert ev.fastest is not None
-    assert ev.fastest.recall >= 0.95
-    assert "rescore_multiplier=" in ev.recommendation
-    assert ev.notes
-    text = ev.format_table()
-    assert "binary m=16" in text
-    assert ev.recommendation in text
-    data = json.loads(json.dumps(ev.to_dict()))
-    assert data["smallest"]["label"] == ev.smallest.label
-    assert len(data["results"]) == len(ev.results)
-
-
-def test_evaluate_settings_reports_when_no_setting_reaches_the_target(binary_store) -> None:
-    ev = evaluate_settings(binary_store, multipliers=(1,), codes_only=False, sample=50, timed=5, target=1.0)
-    assert ev.smallest is None
-    assert ev.fastest is None
-    assert ev.recommendation.startswith("No setting measured reached")
