@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -112,6 +113,13 @@ class Snapshot:
     def live_rows(self) -> int:
         """Rows not deleted."""
         return sum(v.live_count for v in self.views)
+
+
+#: Called by a write (``add``, ``compact``) under the write lock with the current version and the
+#: version about to be committed (``staged``, searchable through ``sample_rows`` /
+#: ``search_keys``); the settings it returns are committed in the same commit, so a reader never
+#: sees the new rows without them. The store calibrates its ``rescore_multiplier`` here.
+SettingsHook = Callable[[Snapshot, Snapshot], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -352,12 +360,15 @@ class Collection:
         texts: Sequence[str],
         metadatas: Sequence[dict[str, Any] | None],
         vectors: npt.NDArray[np.float32],
+        *,
+        settings_for: SettingsHook | None = None,
     ) -> None:
         """Add or replace rows in one commit; metadata becomes typed columns (format 2).
 
         A metadata value that cannot be stored raises ``InvalidInputError`` while the segments are
         built, before the commit: nothing is written. Callers with costly work before ``add``
-        (embedding) check first with ``check_metadatas``.
+        (embedding) check first with ``check_metadatas``. ``settings_for`` (see
+        :data:`SettingsHook`) may add settings measured on the new version to the same commit.
         """
         if len(ids) == 0:
             return
@@ -388,7 +399,9 @@ class Collection:
                     quantizer.encode(chunk) if quantizer is not None else None,
                 )
                 views.append(SegmentView(segment))
-            self._publish(current, dim, _merge_small_segments(views), quantizer)
+            views = _merge_small_segments(views)
+            settings = _staged_settings(settings_for, current, dim, views, quantizer)
+            self._publish(current, dim, views, quantizer, settings)
 
     def delete(self, ids: Sequence[str] | None = None, *, filter: Filter | None = None) -> int:  # noqa: A002
         """Delete rows by id and/or metadata filter, on the newest version; returns how many.
@@ -421,8 +434,12 @@ class Collection:
                 current, current.dim, list(current.views), current.quantizer, {**current.settings, **changes}
             )
 
-    def compact(self) -> None:
-        """Rewrite live rows into fresh segments, retrain the quantizer, drop unused files."""
+    def compact(self, *, settings_for: SettingsHook | None = None) -> None:
+        """Rewrite live rows into fresh segments, retrain the quantizer, drop unused files.
+
+        ``settings_for`` as in :meth:`add`: settings measured on the compacted version are
+        committed with it.
+        """
         with self._writing() as current:
             live = [v for v in current.views if v.live_count]
             quantizer = None
@@ -442,7 +459,8 @@ class Collection:
                     views.append(
                         SegmentView(segment.with_codes(quantizer.encode(chunk) if quantizer else None))
                     )
-            self._publish(current, current.dim, views, quantizer)
+            settings = _staged_settings(settings_for, current, current.dim, views, quantizer)
+            self._publish(current, current.dim, views, quantizer, settings)
             if self.directory is not None and self._snapshot.manifest is not None:
                 self.directory.cleanup(self._snapshot.manifest, CLEANUP_GRACE_SECONDS)
 
@@ -746,6 +764,21 @@ class _WriteContext:
                 self._lock_cm.__exit__(*exc)
         finally:
             self.collection._mutex.release()  # noqa: SLF001
+
+
+def _staged_settings(
+    settings_for: SettingsHook | None,
+    current: Snapshot,
+    dim: int | None,
+    views: list[SegmentView],
+    quantizer: Quantizer | None,
+) -> dict[str, Any] | None:
+    """The settings to commit with ``views``: the current ones updated by ``settings_for``."""
+    if settings_for is None:
+        return None
+    staged = Snapshot(current.version + 1, dim, tuple(views), quantizer, settings=current.settings)
+    changes = settings_for(current, staged)
+    return {**current.settings, **changes} if changes else None
 
 
 def _row_keys(hits: Hits) -> npt.NDArray[np.int64]:

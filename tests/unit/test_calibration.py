@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from langchain_vq import DimensionMismatchError, InvalidInputError, VQVectorStore
-from langchain_vq.calibration import Calibration, approx_keys, calibrate_multiplier, exact_keys, query_set
+from langchain_vq import calibration as calibration_module
+from langchain_vq.calibration import (
+    Calibration,
+    approx_keys,
+    calibrate_multiplier,
+    exact_keys,
+    needs_calibration,
+    query_set,
+)
 from langchain_vq.evaluation import exact_top_k, recall_at_k
 from tests.conftest import clustered_vectors
 
@@ -178,3 +189,45 @@ def test_argument_errors(binary_store) -> None:
         calibrate_multiplier(binary_store, queries=np.ones((3, DIM + 1), np.float32))
     with pytest.raises(InvalidInputError, match="VQVectorStore"):
         calibrate_multiplier(object())
+
+
+def calibration_at(rows: int, target: float = 0.99) -> Calibration:
+    return Calibration(
+        multiplier=16,
+        target=target,
+        met=True,
+        k=10,
+        recall_by_multiplier={16: 0.995},
+        queries=100,
+        query_source="stored",
+        quantization="binary",
+        rows=rows,
+        version=1,
+    )
+
+
+def test_needs_calibration_when_trained_retrained_grown_or_retargeted(binary_store) -> None:
+    snapshot = binary_store.collection.snapshot  # 3000 live rows, trained
+    untrained = replace(snapshot, quantizer=None)
+    growth = calibration_module.RECALIBRATE_GROWTH
+    assert needs_calibration(None, untrained, snapshot, 0.99)  # first training
+    assert needs_calibration(None, snapshot, snapshot, 0.99)  # never measured
+    assert not needs_calibration(None, untrained, untrained, 0.99)  # exact search: nothing to measure
+    assert not needs_calibration(calibration_at(3000), snapshot, snapshot, 0.99)
+    assert not needs_calibration(calibration_at(math.floor(3000 / growth) + 1), snapshot, snapshot, 0.99)
+    assert needs_calibration(calibration_at(math.floor(3000 / growth)), snapshot, snapshot, 0.99)
+    assert needs_calibration(calibration_at(3000, target=0.95), snapshot, snapshot, 0.99)  # other target
+    retrained = replace(snapshot, quantizer=copy.copy(snapshot.quantizer))
+    assert needs_calibration(calibration_at(3000), snapshot, retrained, 0.99)  # new codes (compact)
+
+
+def test_store_calibration_adds_the_margin_and_walks_up_only_when_asked(binary_store) -> None:
+    full = calibrate_multiplier(binary_store, target=0.95, sample=200, stop_at_target=False)
+    steps = list(full.recall_by_multiplier)
+    plain = calibrate_multiplier(binary_store, target=0.95, sample=200)
+    margin = full.recall_by_multiplier[plain.multiplier] - 0.95 + 1e-6  # just above its recall
+    strict = calibrate_multiplier(binary_store, target=0.95, margin=margin, sample=200)
+    assert strict.multiplier == steps[steps.index(plain.multiplier) + 1]
+    assert strict.goal == pytest.approx(0.95 + margin)
+    up_only = calibrate_multiplier(binary_store, target=0.95, sample=200, start=1024, descend=False)
+    assert (up_only.multiplier, list(up_only.recall_by_multiplier)) == (1024, [1024])
