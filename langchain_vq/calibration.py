@@ -18,8 +18,10 @@ How recall is measured
     k other rows count the rows that exist.
 
 Cost
-    One exact search of the sample (chunked over the rows), then one search per sampled query
-    for each multiplier measured. The walk from ``start`` measures one to three multipliers.
+    One exact search per query measured, then one two-stage search per query for each multiplier
+    measured; the walk from ``start`` measures one to three multipliers. With ``early_stop`` (the
+    store's choice) a multiplier whose recall is clearly above or below the goal after 50
+    queries is decided there, and the exact search runs only for the queries used.
 """
 
 from __future__ import annotations
@@ -27,15 +29,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from langchain_vq.collection import Collection
 from langchain_vq.errors import InvalidInputError
 from langchain_vq.evaluation.metrics import recall_at_k
 from langchain_vq.validation import check_fraction, check_int, check_k, check_share
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
-    import numpy as np
     import numpy.typing as npt
 
     from langchain_vq.collection import Snapshot
@@ -47,10 +50,13 @@ DEFAULT_MULTIPLIERS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1
 DEFAULT_TARGET = 0.99
 DEFAULT_K = 10
 #: Stored rows sampled as queries by a store's calibration.
-DEFAULT_SAMPLE = 300
+DEFAULT_SAMPLE = 200
 #: Added to the target by the store's calibration: the recall of a few hundred sampled queries
 #: is itself an estimate (its standard error near 0.99 is about 0.002).
 DEFAULT_MARGIN = 0.003
+#: With ``early_stop``: queries per chunk, and queries measured before a decision.
+_CHUNK = 50
+EARLY_STOP_MIN = 50
 #: The store measures again once its live rows have grown by this factor since the last
 #: calibration (recall at a fixed multiplier falls as rows are added).
 RECALIBRATE_GROWTH = 1.5
@@ -129,6 +135,7 @@ def calibrate_multiplier(
     queries: npt.ArrayLike | None = None,
     seed: int = 0,
     stop_at_target: bool = True,
+    early_stop: bool = False,
     start: int | None = None,
     descend: bool = True,
     snapshot: Snapshot | None = None,
@@ -151,6 +158,11 @@ def calibrate_multiplier(
         seed: Seed of the sample.
         stop_at_target: Stop as soon as the smallest multiplier reaching the goal is known
             (the cheap choice at build time); False measures every multiplier.
+        early_stop: Measure each multiplier on chunks of the queries (in random order) and
+            stop once at least ``EARLY_STOP_MIN`` queries put the recall more than two
+            standard errors above or below the goal; the store's choice, since a clear answer
+            then costs 50 queries (exact and two-stage) instead of all. Without it, every
+            query is measured.
         start: With ``stop_at_target``, the multiplier to measure first (e.g. the last
             calibration's): walk down while the goal is still met, or up until it is. Recall
             grows with the multiplier, so this finds the same multiplier as a sweep from the
@@ -175,36 +187,17 @@ def calibrate_multiplier(
     check_not_empty(snapshot)
     goal = min(1.0, target + margin)
     qs = query_set(collection, queries, sample, seed, snapshot=snapshot)
-    truth = exact_keys(collection, qs, k, snapshot=snapshot)
-    recall_by: dict[int, float] = {}
-
-    def measure(m: int) -> bool:
-        recall_by[m] = measure_recall(collection, qs, truth, k, multiplier=m, snapshot=snapshot)
-        return recall_by[m] >= goal
-
-    chosen: int | None = None
-    if not stop_at_target:
-        met = [m for m in steps if measure(m)]
-        chosen = met[0] if met else None
-    else:
-        at = steps.index(start) if start in steps else 0
-        if measure(steps[at]):
-            chosen = steps[at]
-            while descend and at > 0 and measure(steps[at - 1]):  # walk down while still met
-                at -= 1
-                chosen = steps[at]
-        else:
-            while at + 1 < len(steps):  # walk up until met
-                at += 1
-                if measure(steps[at]):
-                    chosen = steps[at]
-                    break
+    if early_stop:  # chunks in random order, so each prefix is itself a uniform sample
+        order = np.random.default_rng(seed).permutation(qs.vectors.shape[0])
+        qs = QuerySet(qs.vectors[order], None if qs.keys is None else qs.keys[order], qs.source)
+    measured = _Measurer(collection, qs, k, goal, early_stop=early_stop, snapshot=snapshot)
+    chosen = _walk(steps, measured.meets, start, descend=descend, sweep=not stop_at_target)
     return Calibration(
         multiplier=chosen if chosen is not None else steps[-1],
         target=float(target),
         met=chosen is not None,
         k=k,
-        recall_by_multiplier=dict(sorted(recall_by.items())),
+        recall_by_multiplier=dict(sorted(measured.recall_by.items())),
         queries=qs.vectors.shape[0],
         query_source=qs.source,
         quantization=collection.quantization,
@@ -213,6 +206,83 @@ def calibrate_multiplier(
         seed=seed,
         margin=float(margin),
     )
+
+
+class _Measurer:
+    """Recall@k per multiplier on one query set; the exact top k computed once, chunk by chunk."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        qs: QuerySet,
+        k: int,
+        goal: float,
+        *,
+        early_stop: bool,
+        snapshot: Snapshot,
+    ) -> None:
+        self.collection, self.qs, self.k, self.goal = collection, qs, k, goal
+        self.early_stop, self.snapshot = early_stop, snapshot
+        self.truth: list[list[int]] = []  # exact top k of the queries measured so far
+        self.recall_by: dict[int, float] = {}
+
+    def meets(self, multiplier: int) -> bool:
+        """Measure ``multiplier``; whether its recall reaches the goal."""
+        n = self.qs.vectors.shape[0]
+        per_query: list[float] = []
+        for begin in range(0, n, _CHUNK):
+            chunk = QuerySet(
+                self.qs.vectors[begin : begin + _CHUNK],
+                None if self.qs.keys is None else self.qs.keys[begin : begin + _CHUNK],
+                self.qs.source,
+            )
+            if len(self.truth) <= begin:
+                self.truth += exact_keys(self.collection, chunk, self.k, snapshot=self.snapshot)
+            found = approx_keys(self.collection, chunk, self.k, multiplier=multiplier, snapshot=self.snapshot)
+            truth = self.truth[begin : begin + _CHUNK]
+            per_query += [recall_at_k([f], [t], self.k) for f, t in zip(found, truth, strict=True) if t]
+            if self.early_stop and begin + _CHUNK < n and _decided(per_query, self.goal, self.k):
+                break
+        self.recall_by[multiplier] = float(np.mean(per_query)) if per_query else 1.0
+        return self.recall_by[multiplier] >= self.goal
+
+
+def _walk(
+    steps: tuple[int, ...], meets: Callable[[int], bool], start: int | None, *, descend: bool, sweep: bool
+) -> int | None:
+    """The smallest step that meets the goal (None if none measured does); see ``calibrate_multiplier``."""
+    if sweep:
+        met = [m for m in steps if meets(m)]
+        return met[0] if met else None
+    at = steps.index(start) if start in steps else 0
+    if meets(steps[at]):
+        while descend and at > 0 and meets(steps[at - 1]):  # walk down while still met
+            at -= 1
+        return steps[at]
+    while at + 1 < len(steps):  # walk up until met
+        at += 1
+        if meets(steps[at]):
+            return steps[at]
+    return None
+
+
+def _decided(per_query: list[float], goal: float, k: int) -> bool:
+    """Whether the recall of these queries is clearly above or below ``goal`` (two standard errors).
+
+    The deviation used is at least the smallest one possible at this mean recall (every miss in a
+    different query, so a fraction ``(1 - mean) * k`` of the queries at ``1 - 1/k``). All queries
+    perfect is then decided as met: with 50 queries that happens to a store whose true recall is
+    0.99 with probability about 0.5% (``0.9 ** 50``), and the margin still separates it from the
+    target.
+    """
+    n = len(per_query)
+    if n < EARLY_STOP_MIN:
+        return False
+    mean = float(np.mean(per_query))
+    imperfect = min(1.0, (1.0 - mean) * k)
+    floor = float(np.sqrt(imperfect * (1.0 - imperfect))) / k
+    error = max(float(np.std(per_query)), floor) / np.sqrt(n)
+    return abs(mean - goal) > 2 * error
 
 
 def needs_calibration(

@@ -234,6 +234,7 @@ class VQVectorStore(VectorStore):
             self._collection,
             target=self.recall_target,
             margin=DEFAULT_MARGIN,
+            early_stop=True,
             start=start,
             descend=descend,
             snapshot=snapshot,

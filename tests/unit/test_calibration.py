@@ -231,3 +231,39 @@ def test_store_calibration_adds_the_margin_and_walks_up_only_when_asked(binary_s
     assert strict.goal == pytest.approx(0.95 + margin)
     up_only = calibrate_multiplier(binary_store, target=0.95, sample=200, start=1024, descend=False)
     assert (up_only.multiplier, list(up_only.recall_by_multiplier)) == (1024, [1024])
+
+
+def test_early_stop_decides_clear_cases_on_fewer_queries() -> None:
+    decided = calibration_module._decided
+    assert not decided([1.0] * 49, 0.993, 10)  # too few queries to decide anything
+    assert decided([1.0] * 50, 0.993, 10)  # all perfect: clearly met
+    assert not decided([0.9] * 5 + [1.0] * 45, 0.993, 10)  # mean 0.99, within two standard errors
+    assert decided([0.9] * 20 + [1.0] * 30, 0.993, 10)  # mean 0.96: clearly not met
+    assert not decided([0.9] * 1 + [1.0] * 49, 0.999, 10)  # 0.998 vs 0.999: too close
+
+
+def test_early_stop_measures_a_prefix_and_chooses_like_the_full_measurement(
+    binary_store, monkeypatch
+) -> None:
+    collection = binary_store.collection
+    sizes: list[int] = []
+    real = collection.search_keys
+
+    def spy(queries, k, **kwargs):
+        if not kwargs.get("exact"):
+            sizes.append(len(queries))
+        return real(queries, k, **kwargs)
+
+    monkeypatch.setattr(collection, "search_keys", spy)
+    full = calibrate_multiplier(
+        collection, target=0.95, sample=200, multipliers=(1, 1024), stop_at_target=False
+    )
+    full_queries = sum(sizes)
+    sizes.clear()
+    early = calibrate_multiplier(
+        collection, target=0.95, sample=200, multipliers=(1, 1024), stop_at_target=False, early_stop=True
+    )
+    assert full_queries == 2 * 200
+    assert sum(sizes) < full_queries  # at least one multiplier was decided before all 200 queries
+    assert early.multiplier == full.multiplier == 1024
+    assert early.recall_by_multiplier[1] < 0.95 <= early.recall_by_multiplier[1024]
