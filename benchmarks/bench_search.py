@@ -3,7 +3,9 @@
 One run measures, at ``--n`` x 384 synthetic vectors with the structure of real all-MiniLM
 embeddings (``langchain_vq.synthetic``):
 
-* per quantization mode (binary, int8, pq, none): ingest rate through ``add_embeddings`` (batches
+* per quantization mode (binary, int8, pq, none, and binary with each rescoring precision:
+  float16 is the default, ``binary-float32``, ``binary-int8`` and ``binary-codes-only``): disk of
+  the store as a ratio to the raw float32 vectors, ingest rate through ``add_embeddings`` (batches
   of ``--batch`` rows), then in a NEW process per mode: open time of ``VQVectorStore(path=...)``,
   resident memory after open and after the queries, p50/p95 latency of single queries through
   ``similarity_search_with_score_by_vector(q, k=10)``, recall@10 against exact search; and, in a
@@ -51,11 +53,21 @@ from benchmarks.write_results import write_if_results  # noqa: E402
 
 K = 10
 DIM = 384
-MODES = ("binary", "binary-fast-scan", "int8", "pq", "none")
+MODES = (
+    "binary", "binary-float32", "binary-int8", "binary-codes-only", "binary-fast-scan", "int8", "pq", "none"
+)  # fmt: skip
 #: Store settings of each mode that is not simply a ``quantization`` name.
 MODE_SETTINGS: dict[str, dict[str, Any]] = {
     "binary-fast-scan": {"quantization": "binary", "quantizer_options": {"fast_scan": True}},
+    "binary-float32": {"quantization": "binary", "rescore_precision": "float32"},
+    "binary-int8": {"quantization": "binary", "rescore_precision": "int8"},
+    "binary-codes-only": {"quantization": "binary", "rescore": False},
 }
+#: Modes whose recall / latency trade-off is swept over BINARY_EXTRA_MULTIPLIERS.
+SWEPT_MODES = ("binary", "binary-fast-scan")
+#: Largest store on disk, as a ratio to the raw float32 vectors, per rescoring precision.
+TARGET_DISK_RATIO = {"binary": 0.55, "binary-int8": 0.32, "binary-codes-only": 0.06}
+TARGET_FIRST_FILTERED_MS = 50.0
 #: Extra rescore multipliers measured for binary, to show the recall / latency trade-off.
 BINARY_EXTRA_MULTIPLIERS = (4, 8, 32, 64, 128)
 #: Multipliers tried for the bare Hamming + float rescoring pipeline (smallest with recall >= 0.99).
@@ -113,6 +125,7 @@ def build_store(path: Path, mode: str, vectors: np.ndarray, batch: int) -> dict[
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
     from langchain_vq import VQVectorStore
+    from langchain_vq.storage import store_info
 
     settings = MODE_SETTINGS.get(mode, {"quantization": mode})
     store = VQVectorStore(DeterministicFakeEmbedding(size=vectors.shape[1]), path=path, **settings)
@@ -127,12 +140,19 @@ def build_store(path: Path, mode: str, vectors: np.ndarray, batch: int) -> dict[
     store.compact()
     seconds = time.perf_counter() - start
     quantizer = store.collection.snapshot.quantizer
+    parts = store_info(path)["bytes"]
+    version_bytes = parts["segments"] + parts["deletions"] + parts["quantizer_state"] + parts["manifests"]
     out = {
         "ingest_s": seconds,
         "ingest_rows_per_s": vectors.shape[0] / seconds,
         "code_bytes_per_vector": quantizer.code_size if quantizer is not None else 0,
+        "rescore_precision": store.collection.rescore_precision,
         "segments": len(store.collection.snapshot.views),
-        "store_bytes": dir_bytes(path),
+        # The newest version's files and the manifests; the folder also holds the files the
+        # compaction replaced until the next compact (readers' grace period).
+        "store_bytes": version_bytes,
+        "disk_ratio_vs_raw_float32": version_bytes / (vectors.shape[0] * vectors.shape[1] * 4),
+        "folder_bytes_with_replaced_files": dir_bytes(path),
     }
     del store
     return out
@@ -311,7 +331,7 @@ def bare_pipeline(corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray) ->
 
 
 # -- real data ---------------------------------------------------------------------------------
-def real_data(workdir: Path, batch: int) -> dict[str, Any]:
+def real_data(workdir: Path, batch: int, modes: list[str]) -> dict[str, Any]:
     """Recall@10 and p50 per mode on the shared all-MiniLM sentence embeddings."""
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
@@ -329,7 +349,7 @@ def real_data(workdir: Path, batch: int) -> dict[str, Any]:
         f"queries rows {REAL_CORPUS_ROWS}..{REAL_CORPUS_ROWS + REAL_QUERIES - 1}",
         "modes": {},
     }
-    for mode in MODES:
+    for mode in modes:
         path = workdir / f"real-{mode}"
         build_store(path, mode, corpus, batch)
         store = VQVectorStore(DeterministicFakeEmbedding(size=DIM), path=path)
@@ -380,7 +400,20 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
         "binary_recall_met": best["recall_at_10"] >= TARGET_RECALL,
         "open_ms_by_mode": opens,
         "open_met": all(v < TARGET_OPEN_MS for v in opens.values()),
+        "disk_ratio_by_mode": {
+            m: r["ingest"]["disk_ratio_vs_raw_float32"] for m, r in result["modes"].items()
+        },
+        "disk_met": {
+            m: result["modes"][m]["ingest"]["disk_ratio_vs_raw_float32"] <= limit
+            for m, limit in TARGET_DISK_RATIO.items()
+            if m in result["modes"]
+        },
     }
+    filtered = result["modes"]["binary"]["warm"].get("filtered")
+    if filtered:
+        first = max(r["first_query_ms"] for r in filtered)
+        out["first_filtered_query_ms"] = first
+        out["first_filtered_met"] = first <= TARGET_FIRST_FILTERED_MS
     fast = result["modes"].get("binary-fast-scan")
     if fast is not None:
         fast_best = fastest_at_target(fast["warm"]["runs"])
@@ -410,9 +443,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['date']}. Load average (1 min) at start / end: "
         f"{result['load_start'][0]:.2f} / {result['load_end'][0]:.2f} (shared machine).",
         "",
-        "| mode | code bytes/vector | recall@10 | p50 ms | p95 ms | speed-up vs IndexFlatIP | "
-        "RSS after open MB (+ over imports) | RSS after queries MB (anonymous) | open ms (cold) | ingest rows/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | code bytes/vector | rescoring vectors | disk / raw float32 | recall@10 | p50 ms | p95 ms | "
+        "speed-up vs IndexFlatIP | RSS after open MB (+ over imports) | RSS after queries MB (anonymous) | "
+        "open ms (cold) | ingest rows/s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, r in result["modes"].items():
         warm, cold = r["warm"], r.get("cold", {})
@@ -420,7 +454,8 @@ def markdown(result: dict[str, Any]) -> str:
             label = f"{mode} (m={run['rescore_multiplier']}{', default' if run['default'] else ''})"
             first = run is warm["runs"][0]
             lines.append(
-                f"| {label} | {r['ingest']['code_bytes_per_vector']} | {run['recall_at_10']:.4f} | "
+                f"| {label} | {r['ingest']['code_bytes_per_vector']} | {r['ingest'].get('rescore_precision', 'float32')} | "
+                f"{r['ingest'].get('disk_ratio_vs_raw_float32', float('nan')):.3f} | {run['recall_at_10']:.4f} | "
                 f"{run['p50_ms']:.2f} | {run['p95_ms']:.2f} | {flat['p50_ms'] / run['p50_ms']:.1f}x | "
                 + (
                     f"{warm['rss_after_open_mb']:.0f} (+{warm['rss_after_open_mb'] - warm['rss_after_imports_mb']:.0f}) | "
@@ -431,17 +466,17 @@ def markdown(result: dict[str, Any]) -> str:
                 )
             )
     lines.append(
-        f"| FAISS IndexFlatIP (exact) | {4 * cfg['dim']} | 1.0000 | {flat['p50_ms']:.2f} | {flat['p95_ms']:.2f} | 1.0x | "
+        f"| FAISS IndexFlatIP (exact) | {4 * cfg['dim']} | float32 | 1.000 | 1.0000 | {flat['p50_ms']:.2f} | {flat['p95_ms']:.2f} | 1.0x | "
         f"{flat['rss_mb']:.0f} (+{flat['rss_mb'] - flat['rss_after_imports_mb']:.0f}) | | | |"
     )
     lines.append(
-        f"| bare knn_hamming + numpy rescoring (m={bare['multiplier']}) | {cfg['dim'] // 8} | "
+        f"| bare knn_hamming + numpy rescoring (m={bare['multiplier']}) | {cfg['dim'] // 8} | float32 | | "
         f"{bare['recall_at_10']:.4f} | {bare['p50_ms']:.2f} | {bare['p95_ms']:.2f} | "
         f"{flat['p50_ms'] / bare['p50_ms']:.1f}x | (floats in RAM) | | | |"
     )
     padded = bare["padded_64_bytes"]
     lines.append(
-        f"| same, codes zero-padded to 64 bytes (m={bare['multiplier']}) | 64 | "
+        f"| same, codes zero-padded to 64 bytes (m={bare['multiplier']}) | 64 | float32 | | "
         f"{bare['recall_at_10']:.4f} | {padded['p50_ms']:.2f} | {padded['p95_ms']:.2f} | "
         f"{flat['p50_ms'] / padded['p50_ms']:.1f}x | (floats in RAM) | | | |"
     )
@@ -504,6 +539,19 @@ def markdown(result: dict[str, Any]) -> str:
         f"{yes(v['binary_recall_met'])}; open under {TARGET_OPEN_MS:.0f} ms: max "
         f"{max(v['open_ms_by_mode'].values()):.1f} ms, {yes(v['open_met'])}.",
         "",
+        "Disk, as a ratio to the raw float32 vectors (the newest version's files and manifests): "
+        + "; ".join(
+            f"{m} <= {limit}: {v['disk_ratio_by_mode'][m]:.3f}, {yes(v['disk_met'][m])}"
+            for m, limit in TARGET_DISK_RATIO.items()
+            if m in v.get("disk_met", {})
+        )
+        + (
+            f". First filtered query in a new process <= {TARGET_FIRST_FILTERED_MS:.0f} ms: "
+            f"{v['first_filtered_query_ms']:.1f} ms, {yes(v['first_filtered_met'])}."
+            if "first_filtered_query_ms" in v
+            else "."
+        ),
+        "",
     ]
     fast = v.get("fast_scan")
     if fast:
@@ -562,8 +610,8 @@ def main(ns: argparse.Namespace) -> None:
                 "--truth",
                 str(workdir / "truth.npy"),
             ]
-            extra = ",".join(map(str, BINARY_EXTRA_MULTIPLIERS)) if mode.startswith("binary") else ""
-            filters = ["--filtered", str(workdir / "filtered.npz")] if mode.startswith("binary") else []
+            extra = ",".join(map(str, BINARY_EXTRA_MULTIPLIERS)) if mode in SWEPT_MODES else ""
+            filters = ["--filtered", str(workdir / "filtered.npz")] if mode == "binary" else []
             warm = run_child(["_query", *common, "--multipliers", extra, *filters])
             print(f"{mode}: warm {warm}", flush=True)
             cold = run_child(["_query", *common, "--cold"])
@@ -587,7 +635,7 @@ def main(ns: argparse.Namespace) -> None:
         result["peers"]["bare_hamming_rescore"] = bare_pipeline(corpus, queries, truth)
         print(f"bare: {result['peers']['bare_hamming_rescore']}", flush=True)
         del corpus
-        result["real"] = real_data(workdir, ns.batch)
+        result["real"] = real_data(workdir, ns.batch, ns.modes.split(","))
     finally:
         if not ns.keep:
             shutil.rmtree(workdir, ignore_errors=True)

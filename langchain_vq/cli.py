@@ -140,6 +140,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"new or changed chunks are embedded with {_name(embeddings)}."
     )
     kwargs = {"quantization": args.quantization} if args.quantization else {}
+    if args.rescore_precision:
+        kwargs["rescore_precision"] = args.rescore_precision
     cleanup = None if args.cleanup == "none" else args.cleanup
     store, result = index_path(args.store, embeddings, sources, cleanup, **kwargs)
     _print(
@@ -208,6 +210,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"segments         {info['segments']}",
         f"dimension        {info['dimension']}  metric {info['metric']}",
         f"quantization     {info['quantization']}{options}, {trained}",
+        f"rescore vectors  {info['rescore_precision']}",
         f"embedding model  {info['embedding_model']}",
         (
             f"version          {info['version']} ({info['versions_kept']} manifest(s) kept; "
@@ -527,6 +530,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantization",
         default=None,
         help="binary (default), int8, pq or none; only when creating the store (it is recorded)",
+    )
+    p.add_argument(
+        "--rescore-precision",
+        default=None,
+        help=(
+            "rescoring vectors: float16 (default), float32, int8, or none (codes only, the "
+            "smallest store); only when creating the store (it is recorded)"
+        ),
     )
     p.add_argument("--model", default=None, help=model_help)
 

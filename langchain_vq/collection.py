@@ -28,6 +28,14 @@ from langchain_vq.errors import (
 )
 from langchain_vq.quantization import make_quantizer, normalize_quantization, quantizer_from_config
 from langchain_vq.quantization.base import as_float_matrix
+from langchain_vq.quantization.precision import (
+    CODES_ONLY,
+    DEFAULT_PRECISION,
+    LEGACY_PRECISION,
+    VectorCodec,
+    float_rows,
+    normalize_precision,
+)
 from langchain_vq.search import Hits, SegmentView, search_segments
 from langchain_vq.storage import Manifest, Segment, SegmentEntry, StoreDirectory, build_segment
 from langchain_vq.storage.metadata import check_metadatas
@@ -75,6 +83,8 @@ _LOAD_ATTEMPTS = 5
 #: Settings of a new collection whose config leaves them unset.
 DEFAULT_METRIC: MetricName = "cosine"
 DEFAULT_QUANTIZATION = "binary"
+#: Prefix of the int8 rescoring ranges' arrays in the quantizer state file.
+_CODEC_PREFIX = "rescore."
 
 
 def normalize_metric(metric: str) -> MetricName:
@@ -108,6 +118,8 @@ class Snapshot:
     manifest: Manifest | None = None
     #: Store-level settings saved with the version (e.g. a recall calibration).
     settings: dict[str, Any] = field(default_factory=dict)
+    #: How segments encoded by ``quantizer`` store their rescoring vectors (None: codes only).
+    codec: VectorCodec | None = None
 
     @property
     def live_rows(self) -> int:
@@ -135,15 +147,19 @@ class CollectionConfig:
     quantization: str | None = None
     quantizer_options: dict[str, Any] | None = None
     embedding_model: str | None = None
+    #: Rescoring vectors: ``"float32"``, ``"float16"``, ``"int8"``, or ``"none"`` (codes only).
+    rescore_precision: str | None = None
 
     def normalized(self) -> CollectionConfig:
         """The same request with aliases mapped to canonical names (raises on unknown ones)."""
+        precision = self.rescore_precision
         return replace(
             self,
             metric=None if self.metric is None else normalize_metric(self.metric),
             quantization=(
                 None if self.quantization is None else normalize_quantization(self.quantization) or "none"
             ),
+            rescore_precision=None if precision is None else normalize_precision(precision) or CODES_ONLY,
         )
 
 
@@ -167,13 +183,17 @@ class Collection:
             ConfigurationError: An unknown setting, or one that differs from the store's.
         """
         self._requested = (config or CollectionConfig()).normalized()
+        quantization = self._requested.quantization or DEFAULT_QUANTIZATION
         #: The settings in effect: the request with every unset field filled.
         self.config = CollectionConfig(
             metric=self._requested.metric or DEFAULT_METRIC,
-            quantization=self._requested.quantization or DEFAULT_QUANTIZATION,
+            quantization=quantization,
             quantizer_options=dict(self._requested.quantizer_options or {}),
             embedding_model=self._requested.embedding_model,
+            rescore_precision=self._requested.rescore_precision
+            or (LEGACY_PRECISION if quantization == "none" else DEFAULT_PRECISION),
         )
+        _check_precision(self.config)
         self.lock_timeout = lock_timeout
         self._mutex = threading.RLock()
         self._segments: dict[str, Segment] = {}  # open segments by name, reused across versions
@@ -218,12 +238,27 @@ class Collection:
         return dict(self.config.quantizer_options or {})
 
     @property
+    def rescore_precision(self) -> str:
+        """``"float32"``, ``"float16"``, ``"int8"`` or ``"none"`` (a codes-only store)."""
+        return self.config.rescore_precision or DEFAULT_PRECISION
+
+    @property
     def kind(self) -> Literal["ip", "l2"]:
         """The similarity the engine ranks by."""
         return "l2" if self.metric == "l2" else "ip"
 
     def _quantization_entry(self) -> dict[str, Any]:
-        return {"name": self.quantization, "options": self.quantizer_options}
+        return {
+            "name": self.quantization,
+            "options": self.quantizer_options,
+            "rescore_precision": self.rescore_precision,
+        }
+
+    def _codec(self, dim: int) -> VectorCodec | None:
+        """An unfitted codec of this collection's rescoring precision (None for codes only)."""
+        if self.rescore_precision == CODES_ONLY:
+            return None
+        return VectorCodec(self.rescore_precision, dim, metric=self.kind)
 
     def _template(self, dim: int) -> Quantizer | None:
         """An unfitted quantizer of this collection's settings (None for exact search)."""
@@ -235,7 +270,7 @@ class Collection:
         """Open the files of ``manifest``, checking them against the creation settings."""
         assert self.directory is not None  # noqa: S101
         self._adopt(manifest)
-        quantizer = None
+        quantizer = codec = None
         current = getattr(self, "_snapshot", None)
         if (
             current is not None
@@ -243,11 +278,16 @@ class Collection:
             and manifest.quantizer_state is not None
             and current.manifest.quantizer_state == manifest.quantizer_state
         ):
-            quantizer = current.quantizer  # same state file: keep the object and its caches
+            quantizer, codec = current.quantizer, current.codec  # same state: keep objects and caches
         elif manifest.quantizer_state is not None:
             config, state = self.directory.read_quantizer_state(manifest.quantizer_state)
             try:
                 quantizer = quantizer_from_config(config, state)
+                codec = self._codec(quantizer.dim)
+                if codec is not None and codec.precision == "int8":
+                    codec.set_state(
+                        {k[len(_CODEC_PREFIX) :]: v for k, v in state.items() if k.startswith(_CODEC_PREFIX)}
+                    )
             except (InvalidInputError, ConfigurationError) as exc:
                 path = str(self.directory.path / manifest.quantizer_state.file)
                 msg = f"Quantizer state {path} does not match its config ({exc}); it is damaged."
@@ -262,7 +302,7 @@ class Collection:
             views.append(SegmentView(segment, self.directory.read_deletions(entry)))
         self._segments = {v.segment.name: v.segment for v in views}
         return Snapshot(
-            manifest.version, manifest.dim, tuple(views), quantizer, manifest, dict(manifest.settings)
+            manifest.version, manifest.dim, tuple(views), quantizer, manifest, dict(manifest.settings), codec
         )
 
     def _adopt(self, manifest: Manifest) -> None:
@@ -283,12 +323,22 @@ class Collection:
                 "(it is read from the store) or build a new store with the other setting."
             )
             raise ConfigurationError(msg)
+        precision = stored.get("rescore_precision", LEGACY_PRECISION)
+        if requested.rescore_precision is not None and requested.rescore_precision != precision:
+            msg = (
+                f"The store keeps its rescoring vectors at precision {precision!r}, but "
+                f"{requested.rescore_precision!r} was requested ('none' is a codes-only store, "
+                "which rescore=False asks for). Reopen it without rescore_precision or rescore "
+                "(they are read from the store), or build a new store with the other setting."
+            )
+            raise ConfigurationError(msg)
         options = requested.quantizer_options
         self.config = CollectionConfig(
             metric=manifest.metric,
             quantization=stored.get("name") or "none",
             quantizer_options=dict(stored.get("options") or {}) if options is None else dict(options),
             embedding_model=requested.embedding_model,
+            rescore_precision=precision,
         )
 
     def _load_newest(self, current: int | None = None) -> Snapshot:
@@ -379,29 +429,25 @@ class Collection:
                 SegmentView(v.segment, _union(v.deleted, replaced.get(i)))
                 for i, v in enumerate(current.views)
             ]
-            quantizer = current.quantizer
+            quantizer, codec = current.quantizer, current.codec
             total = sum(v.live_count for v in views) + len(ids)
             if quantizer is None:
                 template = self._template(dim)
                 if template is not None and total >= template.min_train_size:
                     sample = _sample_vectors([v for v in views if v.live_count], vectors, TRAIN_SAMPLE)
                     quantizer = template.fit(sample)
-                    views = [SegmentView(_encoded(v.segment, quantizer), v.deleted) for v in views]
+                    codec = self._codec(dim)
+                    codec = codec.fit(sample) if codec is not None else None
+                    views = [SegmentView(_encoded(v.segment, quantizer, codec), v.deleted) for v in views]
             for start in range(0, len(ids), SEGMENT_MAX_ROWS):
                 stop = start + SEGMENT_MAX_ROWS
-                chunk = vectors[start:stop]
                 segment = build_segment(
-                    uuid.uuid4().hex,
-                    ids[start:stop],
-                    texts[start:stop],
-                    metadatas[start:stop],
-                    chunk,
-                    quantizer.encode(chunk) if quantizer is not None else None,
+                    uuid.uuid4().hex, ids[start:stop], texts[start:stop], metadatas[start:stop], None, None
                 )
-                views.append(SegmentView(segment))
+                views.append(SegmentView(_encoded(segment, quantizer, codec, vectors[start:stop])))
             views = _merge_small_segments(views)
-            settings = _staged_settings(settings_for, current, dim, views, quantizer)
-            self._publish(current, dim, views, quantizer, settings)
+            settings = _staged_settings(settings_for, current, dim, views, quantizer, codec)
+            self._publish(current, dim, views, quantizer, settings, codec=codec)
 
     def delete(self, ids: Sequence[str] | None = None, *, filter: Filter | None = None) -> int:  # noqa: A002
         """Delete rows by id and/or metadata filter, on the newest version; returns how many.
@@ -424,43 +470,56 @@ class Collection:
                 views.append(SegmentView(view.segment, _union(view.deleted, rows.astype(np.int64))))
             count = current.live_rows - sum(v.live_count for v in views)
             if count:
-                self._publish(current, current.dim, [v for v in views if v.live_count], current.quantizer)
+                views = [v for v in views if v.live_count]
+                self._publish(current, current.dim, views, current.quantizer, codec=current.codec)
             return count
 
     def update_settings(self, changes: dict[str, Any]) -> None:
         """Commit a new version whose rows are unchanged and whose settings include ``changes``."""
         with self._writing() as current:
+            settings = {**current.settings, **changes}
             self._publish(
-                current, current.dim, list(current.views), current.quantizer, {**current.settings, **changes}
+                current, current.dim, list(current.views), current.quantizer, settings, current.codec
             )
 
     def compact(self, *, settings_for: SettingsHook | None = None) -> None:
         """Rewrite live rows into fresh segments, retrain the quantizer, drop unused files.
 
-        ``settings_for`` as in :meth:`add`: settings measured on the compacted version are
-        committed with it.
+        The quantizer (and int8 rescoring ranges) are retrained from the stored vectors, read
+        back as float32 (float16 and int8 rows are their reconstruction). A codes-only store has
+        no vectors to retrain from: its compaction merges the live rows and their codes and drops
+        deleted rows, keeping the quantizer it has. ``settings_for`` as in :meth:`add`: settings
+        measured on the compacted version are committed with it.
         """
         with self._writing() as current:
             live = [v for v in current.views if v.live_count]
-            quantizer = None
+            quantizer, codec = None, None
             views: list[SegmentView] = []
-            if live:
+            if live and not all(v.segment.has_vectors for v in live):  # codes only: merge, keep quantizer
+                quantizer, codec = current.quantizer, current.codec
+                parts = [Segment(v.segment.name, _live_table(v, drop=())) for v in live]
+                merged = merge_segments(uuid.uuid4().hex, parts).table
+                views.extend(
+                    SegmentView(Segment(uuid.uuid4().hex, merged.slice(start, SEGMENT_MAX_ROWS)))
+                    for start in range(0, merged.num_rows, SEGMENT_MAX_ROWS)
+                )
+            elif live:
                 vectors = np.concatenate([_live_vectors(v) for v in live])
                 if current.dim is not None:
                     template = self._template(current.dim)
                     if template is not None and vectors.shape[0] >= template.min_train_size:
-                        quantizer = template.fit(_sample_vectors([], vectors, TRAIN_SAMPLE))
+                        sample = _sample_vectors([], vectors, TRAIN_SAMPLE)
+                        quantizer = template.fit(sample)
+                        codec = self._codec(current.dim)
+                        codec = codec.fit(sample) if codec is not None else None
                 parts = [Segment(v.segment.name, _live_table(v)) for v in live]
                 merged = merge_segments(uuid.uuid4().hex, parts, codes=False).table
                 for start in range(0, merged.num_rows, SEGMENT_MAX_ROWS):
-                    part = merged.slice(start, SEGMENT_MAX_ROWS)
+                    segment = Segment(uuid.uuid4().hex, merged.slice(start, SEGMENT_MAX_ROWS))
                     chunk = vectors[start : start + SEGMENT_MAX_ROWS]
-                    segment = Segment(uuid.uuid4().hex, part)
-                    views.append(
-                        SegmentView(segment.with_codes(quantizer.encode(chunk) if quantizer else None))
-                    )
-            settings = _staged_settings(settings_for, current, current.dim, views, quantizer)
-            self._publish(current, current.dim, views, quantizer, settings)
+                    views.append(SegmentView(_encoded(segment, quantizer, codec, chunk)))
+            settings = _staged_settings(settings_for, current, current.dim, views, quantizer, codec)
+            self._publish(current, current.dim, views, quantizer, settings, codec=codec)
             if self.directory is not None and self._snapshot.manifest is not None:
                 self.directory.cleanup(self._snapshot.manifest, CLEANUP_GRACE_SECONDS)
 
@@ -548,7 +607,7 @@ class Collection:
     def sample_rows(
         self, n: int, *, seed: int = 0, snapshot: Snapshot | None = None
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """Row keys ``[m]`` and float vectors ``[m, dim]`` of ``m = min(n, live rows)`` live rows.
+        """Row keys ``[m]`` and float32 vectors ``[m, dim]`` of ``m = min(n, live rows)`` live rows.
 
         Drawn uniformly without replacement (seeded), in key order. A row key
         (``segment index << 40 | row offset``) names a row of one snapshot, so recall can be
@@ -567,7 +626,9 @@ class Collection:
         segments = keys >> ROW_KEY_SHIFT
         for index in np.unique(segments).tolist():
             where = segments == index
-            vectors[where] = snapshot.views[index].segment.vectors[keys[where] & _ROW_MASK]
+            vectors[where] = self._vectors_of(
+                snapshot, snapshot.views[index].segment, keys[where] & _ROW_MASK
+            )
         return keys, vectors
 
     def search_keys(
@@ -650,6 +711,7 @@ class Collection:
             rows = hits.rows[where[:, 0], where[:, 1]]
             values = segment.take(rows, ("id", "text"))
             metadatas = segment.metadata(rows)
+            vectors = self._vectors_of(snapshot, segment, rows) if with_vectors else None
             for j, (q, rank) in enumerate(where):
                 results[q].append(
                     Row(
@@ -657,12 +719,23 @@ class Collection:
                         values["text"][j],
                         metadatas[j],
                         float(hits.scores[q, rank]),
-                        np.array(segment.vectors[rows[j]]) if with_vectors else None,
+                        vectors[j] if vectors is not None else None,
                     )
                 )
         for row_list in results:
             row_list.sort(key=lambda r: -r.score if r.score is not None else math.inf)
         return results
+
+    @staticmethod
+    def _vectors_of(
+        snapshot: Snapshot, segment: Segment, rows: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        """Float32 vectors of ``rows``: stored ones decoded, or the codes' reconstruction (codes only)."""
+        if segment.has_vectors:
+            return np.array(float_rows(segment, rows), dtype=np.float32)
+        assert snapshot.quantizer is not None  # noqa: S101 - a codes-only segment has codes
+        assert segment.codes is not None  # noqa: S101
+        return snapshot.quantizer.decode(segment.codes[rows])
 
     @staticmethod
     def _rows_of(snapshot: Snapshot, ids: list[str]) -> dict[int, npt.NDArray[np.int64]]:
@@ -690,23 +763,25 @@ class Collection:
         views: list[SegmentView],
         quantizer: Quantizer | None,
         settings: dict[str, Any] | None = None,
+        codec: VectorCodec | None = None,
     ) -> None:
         """Commit ``views`` as the next version (writing only what changed) and switch to it."""
         version = current.version + 1
         settings = current.settings if settings is None else settings
         if self.directory is None:
-            self._snapshot = Snapshot(version, dim, tuple(views), quantizer, settings=settings)
+            self._snapshot = Snapshot(version, dim, tuple(views), quantizer, settings=settings, codec=codec)
             return
         old = current.manifest
         assert old is not None  # noqa: S101
         old_entries = {s.name: s for s in old.segments}
         quantizer_entry = old.quantizer_state
         if quantizer is not current.quantizer:
-            quantizer_entry = (
-                self.directory.write_quantizer_state(quantizer.get_config(), quantizer.get_state())
-                if quantizer is not None
-                else None
-            )
+            quantizer_entry = None
+            if quantizer is not None:
+                state = dict(quantizer.get_state())
+                if codec is not None:  # int8 rescoring ranges travel with the quantizer they came with
+                    state.update({_CODEC_PREFIX + k: v for k, v in codec.get_state().items()})
+                quantizer_entry = self.directory.write_quantizer_state(quantizer.get_config(), state)
         entries = []
         for view in views:
             previous = old_entries.get(view.segment.name)
@@ -722,6 +797,7 @@ class Collection:
                     has_codes=view.segment.codes is not None,
                     deleted=int(view.deleted.size),
                     deletions=deletions,
+                    vectors=view.segment.precision,
                 )
             )
         manifest = old.next(
@@ -772,11 +848,14 @@ def _staged_settings(
     dim: int | None,
     views: list[SegmentView],
     quantizer: Quantizer | None,
+    codec: VectorCodec | None,
 ) -> dict[str, Any] | None:
     """The settings to commit with ``views``: the current ones updated by ``settings_for``."""
     if settings_for is None:
         return None
-    staged = Snapshot(current.version + 1, dim, tuple(views), quantizer, settings=current.settings)
+    staged = Snapshot(
+        current.version + 1, dim, tuple(views), quantizer, settings=current.settings, codec=codec
+    )
     changes = settings_for(current, staged)
     return {**current.settings, **changes} if changes else None
 
@@ -793,12 +872,14 @@ def _union(deleted: npt.NDArray[np.int64], more: npt.NDArray[np.int64] | None) -
 
 
 def _live_vectors(view: SegmentView) -> npt.NDArray[np.float32]:
-    vectors = view.segment.vectors
-    return vectors if view.live_mask is None else vectors[view.live_mask]
+    """The live rows' vectors as float32 (float16 and int8 rows are decoded)."""
+    mask = view.live_mask
+    return float_rows(view.segment, None if mask is None else np.flatnonzero(mask))
 
 
-def _live_table(view: SegmentView) -> pa.Table:
-    table = view.segment.table.drop_columns([c for c in ("codes",) if c in view.segment.table.column_names])
+def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes")) -> pa.Table:
+    """The live rows of a segment, without the ``drop`` columns (re-encoded by the caller)."""
+    table = view.segment.table.drop_columns([c for c in drop if c in view.segment.table.column_names])
     return table if view.live_mask is None else table.filter(pa.array(view.live_mask))
 
 
@@ -833,7 +914,34 @@ def _sample_vectors(
     return np.ascontiguousarray(np.concatenate(out))
 
 
-def _encoded(segment: Segment, quantizer: Quantizer) -> Segment:
-    """The segment re-encoded by ``quantizer``, under a new name (files are immutable)."""
-    encoded = segment.with_codes(quantizer.encode(segment.vectors))
+def _encoded(
+    segment: Segment,
+    quantizer: Quantizer | None,
+    codec: VectorCodec | None,
+    floats: npt.NDArray[np.float32] | None = None,
+) -> Segment:
+    """The segment's rows with vectors and codes as ``quantizer`` and ``codec`` store them.
+
+    ``floats`` are its rows as float32 (read back from the segment when not given). Before the
+    quantizer is trained, vectors stay float32 and are searched exactly. The result has a new
+    name: files are immutable.
+    """
+    floats = float_rows(segment) if floats is None else floats
+    if quantizer is None:
+        encoded = segment.with_vectors(floats)
+    else:
+        stored = None if codec is None else codec.encode(floats)
+        encoded = segment.with_vectors(stored, None if codec is None else codec.field_metadata())
+        encoded = encoded.with_codes(quantizer.encode(floats))
     return Segment(uuid.uuid4().hex, encoded.table)
+
+
+def _check_precision(config: CollectionConfig) -> None:
+    """Exact search (quantization "none") searches its vectors: they stay float32."""
+    if config.quantization == "none" and config.rescore_precision != LEGACY_PRECISION:
+        msg = (
+            f"rescore_precision={config.rescore_precision!r} needs quantized codes, but quantization "
+            "is 'none' (exact float32 search over the stored vectors). Leave rescore_precision unset, "
+            "or choose quantization='binary', 'int8' or 'pq'."
+        )
+        raise ConfigurationError(msg)

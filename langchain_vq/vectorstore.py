@@ -28,9 +28,11 @@ from langchain_vq.calibration import (
 from langchain_vq.collection import Collection, CollectionConfig, Row, Snapshot
 from langchain_vq.errors import InvalidInputError
 from langchain_vq.filters import compile_filter
+from langchain_vq.quantization.precision import CODES_ONLY, normalize_precision
 from langchain_vq.retriever import VQRetriever
 from langchain_vq.search import maximal_marginal_relevance
 from langchain_vq.validation import (
+    check_flag,
     check_fraction,
     check_id,
     check_k,
@@ -122,7 +124,8 @@ class VQVectorStore(VectorStore):
         path: str | os.PathLike[str] | None = None,
         *,
         quantization: str | None = None,
-        rescore: bool = True,
+        rescore: bool | None = None,
+        rescore_precision: str | None = None,
         rescore_multiplier: int | Literal["auto"] | None = None,
         recall_target: float | None = None,
         metric: str | None = None,
@@ -136,7 +139,15 @@ class VQVectorStore(VectorStore):
             path: Directory of the store; ``None`` keeps it in memory.
             quantization: ``"binary"`` (default), ``"int8"``, ``"pq"`` or ``"none"``. Read from
                 the store when reopening; a different value there is an error.
-            rescore: Rescore code candidates with the float vectors (recommended).
+            rescore: ``False`` makes a codes-only store: no rescoring vectors are kept, so it is
+                as small as its codes, and results are ranked by the codes alone (no
+                calibration: the multiplier means nothing there). Unset: the store's own (a new
+                store rescores).
+            rescore_precision: How the rescoring vectors are kept: ``"float16"`` (default of new
+                quantized stores: half the bytes, same recall), ``"float32"``, or ``"int8"``
+                (a quarter, about 0.005 recall@10 lower). Read from the store when reopening;
+                a different value there is an error. Exact search (``quantization="none"``)
+                keeps float32.
             rescore_multiplier: Candidates per result from the code scan, fixed. Default
                 (None, or ``"auto"``): calibrated for ``recall_target``.
             recall_target: Recall@10 against exact float search that the store keeps (default
@@ -154,7 +165,14 @@ class VQVectorStore(VectorStore):
             quantizer_options: Extra keyword arguments for the quantizer (e.g. ``{"m": 48}``).
         """
         self.embedding = embedding
-        self.rescore = bool(rescore)
+        if rescore is not None and check_flag(rescore, "rescore") is False:
+            if rescore_precision is not None and normalize_precision(rescore_precision) is not None:
+                msg = (
+                    f"Got rescore=False (a codes-only store) and rescore_precision={rescore_precision!r} "
+                    "(rescoring vectors); pass one of them."
+                )
+                raise InvalidInputError(msg)
+            rescore_precision = CODES_ONLY
         if rescore_multiplier == "auto":
             rescore_multiplier = None
         if recall_target is not None and rescore_multiplier is not None:
@@ -171,17 +189,23 @@ class VQVectorStore(VectorStore):
             quantization=quantization or None,
             quantizer_options=dict(quantizer_options) if quantizer_options else None,
             embedding_model=_model_name(embedding),
+            rescore_precision=rescore_precision,
         )
         self._collection = Collection(config, path, lock_timeout=lock_timeout)
         self._fixed_multiplier = (
             DEFAULT_RESCORE_MULTIPLIER[self._collection.quantization] if fixed is None else fixed
         )
-        if fixed is None and self.recall_target is None:
+        if fixed is None and self.recall_target is None and self.rescore:
             saved = self._collection.snapshot.settings.get("calibration")
             # Reopened: keep the target the store was calibrated for; else the default one.
             self.recall_target = float(saved["target"]) if saved else DEFAULT_TARGET
 
     # -- properties --------------------------------------------------------------------------
+    @property
+    def rescore(self) -> bool:
+        """Whether candidates are rescored: False only for a codes-only store."""
+        return self._collection.rescore_precision != CODES_ONLY
+
     @property
     def rescore_multiplier(self) -> int:
         """Candidates per result: the calibrated one under ``recall_target``, else the fixed one."""
@@ -205,7 +229,7 @@ class VQVectorStore(VectorStore):
         searches exactly because its quantizer is not trained).
         """
         snapshot = self._collection.snapshot
-        if self.recall_target is None or snapshot.quantizer is None:
+        if self.recall_target is None or not self.rescore or snapshot.quantizer is None:
             return None
         current = self.calibration
         if not force and not needs_calibration(current, snapshot, snapshot, self.recall_target):
@@ -216,7 +240,7 @@ class VQVectorStore(VectorStore):
 
     def _calibration_settings(self, current: Snapshot, staged: Snapshot) -> dict[str, Any] | None:
         """The calibration to commit with ``staged`` (an add or compaction), when one is due."""
-        if self.recall_target is None:
+        if self.recall_target is None or not self.rescore:  # fixed multiplier, or codes only
             return None
         previous = _saved_calibration(current, self.recall_target)
         if not needs_calibration(previous, current, staged, self.recall_target):

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Literal
 import faiss
 import numpy as np
 
+from langchain_vq.quantization.precision import codec_of, float_rows
 from langchain_vq.topk import top_k
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import numpy.typing as npt
 
@@ -140,8 +141,8 @@ def search_segments(
             live = segment.rows if mask is None else int(np.count_nonzero(mask))
             if live == 0:
                 continue
-            if quantizer is None or segment.codes is None or live <= n_candidates:
-                hits = exact_search(segment.vectors, queries, k, kind, mask)
+            if quantizer is None or segment.codes is None or (live <= n_candidates and segment.has_vectors):
+                hits = exact_search(segment.vectors, queries, k, kind, mask, _decoder(segment))
                 parts.append(Hits(hits.scores, np.full_like(hits.rows, index), hits.rows))
             else:
                 scores, rows = _code_candidates(quantizer, segment.codes, queries, n_candidates, mask)
@@ -169,7 +170,7 @@ def _rescore(
         segment = views[index].segment
         where = valid & (candidates.segments == index)
         rows = candidates.rows[where]
-        if rescore:
+        if rescore and segment.has_vectors:
             _gather_rows(segment, rows, gathered, where)
         else:
             assert quantizer is not None  # noqa: S101
@@ -188,9 +189,16 @@ def _rescore(
 def _gather_rows(
     segment: Segment, rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32], where: npt.NDArray[np.bool_]
 ) -> None:
-    """Copy the float vectors of ``rows`` into ``out[where]``, prefetched together when cold."""
+    """Copy the vectors of ``rows`` as float32 into ``out[where]``, prefetched together when cold."""
     segment.prefetch(rows)
-    out[where] = segment.vectors[rows]
+    out[where] = float_rows(segment, rows)
+
+
+def _decoder(segment: Segment) -> Callable[[npt.NDArray[np.generic]], npt.NDArray[np.float32]] | None:
+    """How an exact scan reads the segment's stored vectors as float32 (None: they are float32)."""
+    if segment.precision == "float32":
+        return None
+    return codec_of(segment).decode
 
 
 @contextmanager
@@ -217,6 +225,7 @@ def exact_search(
     k: int,
     kind: Similarity = "ip",
     mask: npt.NDArray[np.bool_] | None = None,
+    decode: Callable[[npt.NDArray[np.generic]], npt.NDArray[np.float32]] | None = None,
 ) -> Hits:
     """Exact top ``k`` rows of ``vectors`` for each query, in chunks so memory stays bounded.
 
@@ -224,17 +233,19 @@ def exact_search(
     :func:`langchain_vq.evaluation.exact_top_k` all use it. Rows ``mask`` sets False are
     skipped; a selective mask (keeping under 1/8 of the rows) scans only the rows it keeps.
     Returns :class:`Hits` of shape ``[n_queries, min(k, rows)]`` with segment 0; a place
-    that only a skipped row could fill holds row -1, segment -1 and score ``-inf``.
+    that only a skipped row could fill holds row -1, segment -1 and score ``-inf``. ``decode``
+    reads stored vectors that are not float32 (float16, int8 levels), a chunk at a time.
     """
     if mask is not None and np.count_nonzero(mask) * _SELECTIVE_FRACTION < mask.size:
         live_rows = np.flatnonzero(mask)
-        hits = exact_search(vectors[live_rows], queries, k, kind, None)
+        hits = exact_search(vectors[live_rows], queries, k, kind, None, decode)
         rows = np.where(hits.rows >= 0, live_rows[np.maximum(hits.rows, 0)], -1)
         return Hits(hits.scores, hits.segments, rows)
     best_scores, best_rows = [], []
     for start in range(0, vectors.shape[0], _EXACT_CHUNK_ROWS):
         stop = min(start + _EXACT_CHUNK_ROWS, vectors.shape[0])
-        scores = similarity(queries, vectors[start:stop], kind)
+        block = vectors[start:stop]
+        scores = similarity(queries, block if decode is None else decode(block), kind)
         if mask is not None:
             scores[:, ~mask[start:stop]] = -np.inf
         chunk_scores, chunk_rows = top_k(scores, k)

@@ -279,6 +279,8 @@ class StoreDirectory:
             "quantization": quantization.get("name"),
             "quantizer_options": quantization.get("options") or {},
             "quantizer_trained": manifest.quantizer_state is not None,
+            # Stores written before the option kept float32 vectors.
+            "rescore_precision": quantization.get("rescore_precision", "float32"),
             "embedding_model": manifest.embedding_model,
             "version": manifest.version,
             "versions_kept": len(versions),
@@ -343,7 +345,8 @@ class StoreDirectory:
             """Format 1 exactly; format 2: the fixed columns, around the file's own metadata columns."""
             if SEGMENT_FORMAT_KEY not in (found.metadata or {}):
                 return segment_schema(dim, codes)
-            return segment_schema(dim, codes, [f for f in found if f.name.startswith(METADATA_PREFIX)])
+            metadata_fields = [f for f in found if f.name.startswith(METADATA_PREFIX)]
+            return segment_schema(dim, codes, metadata_fields, entry.vectors)
 
         table = read_arrow_file(path, expected, entry.rows)
         check_segment_table(table, path)

@@ -34,6 +34,9 @@ class SegmentEntry:
     has_codes: bool
     deleted: int = 0
     deletions: FileEntry | None = None
+    #: How the rescoring vectors are stored: "float32" (and every segment written before this
+    #: field existed), "float16", "int8", or "none" (codes only).
+    vectors: str = "float32"
 
 
 @dataclass(frozen=True)

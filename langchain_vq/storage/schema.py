@@ -7,7 +7,10 @@ A segment is one Arrow IPC file holding one record batch::
     metadata.<key>  the key's type                 format 2: one typed column per metadata key
     metadata        string                         format 1: JSON object, not null; format 2: the
                                                    tagged-JSON fallback, null for most rows
-    vector          fixed_size_list<float32>[dim]  not null
+    vector          fixed_size_list<T>[dim]        the rescoring vectors at the store's precision:
+                                                   float32, float16, or uint8 (int8 levels, with
+                                                   the ranges in the field's metadata); absent in
+                                                   a codes-only store once its quantizer is fitted
     codes           fixed_size_binary[code_size]   present once the quantizer is fitted
 
 Format-2 segment files carry ``SEGMENT_FORMAT_KEY`` in their schema metadata.
@@ -34,6 +37,29 @@ FALLBACK_METADATA = "metadata"
 #: Schema-level key of format-2 segment files; its value is the segment's format version.
 SEGMENT_FORMAT_KEY = b"langchain_vq.segment_format"
 
+#: Element type of the ``vector`` column per rescoring precision ("none": no column).
+VECTOR_TYPES: dict[str, pa.DataType] = {"float32": pa.float32(), "float16": pa.float16(), "int8": pa.uint8()}
+#: Field-metadata keys of an int8 ``vector`` column: per-dimension level 0 and step, float32 bytes.
+INT8_LO_KEY = b"langchain_vq.int8_lo"
+INT8_SCALE_KEY = b"langchain_vq.int8_scale"
+
+
+def vector_field(
+    dim: int, precision: str = "float32", metadata: dict[bytes, bytes] | None = None
+) -> pa.Field:
+    """The ``vector`` field of ``dim`` values at ``precision`` (``"float32"``, ``"float16"``, ``"int8"``)."""
+    item = pa.field("item", VECTOR_TYPES[precision], nullable=False)
+    return pa.field("vector", pa.list_(item, dim), nullable=False, metadata=metadata)
+
+
+def precision_of(field: pa.Field | None) -> str:
+    """The rescoring precision a ``vector`` field holds (``"none"`` when there is no field)."""
+    if field is None:
+        return "none"
+    value_type = field.type.value_type
+    return next((name for name, t in VECTOR_TYPES.items() if t == value_type), str(value_type))
+
+
 DELETIONS_SCHEMA = pa.schema([pa.field("row", pa.uint32(), nullable=False)])
 
 QUANTIZER_STATE_SCHEMA = pa.schema(
@@ -47,13 +73,18 @@ QUANTIZER_STATE_SCHEMA = pa.schema(
 
 
 def segment_schema(
-    dim: int, code_size: int | None, metadata_fields: list[pa.Field] | None = None
+    dim: int,
+    code_size: int | None,
+    metadata_fields: list[pa.Field] | None = None,
+    precision: str = "float32",
+    vector_metadata: dict[bytes, bytes] | None = None,
 ) -> pa.Schema:
-    """Schema of a segment with vectors of ``dim`` floats and, if given, codes of ``code_size``.
+    """Schema of a segment with vectors of ``dim`` values and, if given, codes of ``code_size``.
 
     ``metadata_fields`` (format 2): one field per metadata key, named ``metadata.<key>``; the
     ``metadata`` column then holds only the fallback and may be null. Without it: format 1, all
-    metadata as one JSON object per row.
+    metadata as one JSON object per row. ``precision`` is the ``vector`` column's (format 1 is
+    always float32); ``"none"`` leaves the column out.
     """
     typed = metadata_fields is not None
     fields = [
@@ -61,8 +92,9 @@ def segment_schema(
         pa.field("text", pa.string(), nullable=False),
         *(metadata_fields or []),
         pa.field(FALLBACK_METADATA, pa.string(), nullable=typed),
-        pa.field("vector", pa.list_(pa.field("item", pa.float32(), nullable=False), dim), nullable=False),
     ]
+    if precision != "none":
+        fields.append(vector_field(dim, precision, vector_metadata))
     if code_size is not None:
         fields.append(pa.field("codes", pa.binary(code_size), nullable=False))
     return pa.schema(fields, metadata={SEGMENT_FORMAT_KEY: b"2"} if typed else None)

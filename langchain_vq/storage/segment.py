@@ -20,7 +20,15 @@ from pyarrow import ipc
 from langchain_vq.errors import CorruptStoreError
 from langchain_vq.storage.advice import MADV_RANDOM, advise, all_resident, will_need_rows
 from langchain_vq.storage.metadata import decode_metadata, encode_metadata
-from langchain_vq.storage.schema import FALLBACK_METADATA, METADATA_PREFIX, SEGMENT_FORMAT_KEY, segment_schema
+from langchain_vq.storage.schema import (
+    FALLBACK_METADATA,
+    METADATA_PREFIX,
+    SEGMENT_FORMAT_KEY,
+    VECTOR_TYPES,
+    precision_of,
+    segment_schema,
+    vector_field,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -36,7 +44,7 @@ _SHARED_CHUNK_BYTES = 1 << 24
 
 @dataclass(frozen=True)
 class Segment:
-    """Rows of one segment: ids, texts, metadata JSON, float vectors and (optionally) codes."""
+    """Rows of one segment: ids, texts, metadata, rescoring vectors (optional) and codes (optional)."""
 
     name: str
     table: pa.Table
@@ -56,12 +64,36 @@ class Segment:
         return single_array(self.table.column("id"))
 
     @cached_property
-    def vectors(self) -> npt.NDArray[np.float32]:
-        """Float vectors ``[rows, dim]``, a zero-copy view of the (memory-mapped) buffer."""
+    def vector_field(self) -> pa.Field | None:
+        """The ``vector`` field (type and, for int8, its ranges), or None in a codes-only segment."""
+        index = self.table.schema.get_field_index("vector")
+        return None if index < 0 else self.table.schema.field(index)
+
+    @property
+    def precision(self) -> str:
+        """``"float32"``, ``"float16"``, ``"int8"`` or ``"none"``: how the vectors are stored."""
+        return precision_of(self.vector_field)
+
+    @property
+    def has_vectors(self) -> bool:
+        """Whether the segment keeps rescoring vectors (a codes-only segment does not)."""
+        return self.vector_field is not None
+
+    @cached_property
+    def vectors(self) -> npt.NDArray[Any]:
+        """Stored vectors ``[rows, dim]`` (float32, float16 or uint8 levels), a zero-copy view.
+
+        Only float32 is usable as is; ``quantization.precision.float_rows`` reads any precision
+        as float32. A codes-only segment has none (check ``has_vectors``).
+        """
+        if self.vector_field is None:
+            msg = f"Segment {self.path or self.name} keeps no vectors (a codes-only store)."
+            raise ValueError(msg)
         column = single_array(self.table.column("vector"))
         dim = column.type.list_size
-        values = column.values  # float32 child; np.frombuffer avoids to_numpy's pandas import
-        flat = np.frombuffer(values.buffers()[1], dtype=np.float32)[values.offset :]
+        values = column.values  # np.frombuffer avoids to_numpy's pandas import
+        dtype = np.dtype(VECTOR_TYPES[self.precision].to_pandas_dtype())
+        flat = np.frombuffer(values.buffers()[1], dtype=dtype)[values.offset :]
         vectors = flat[column.offset * dim : (column.offset + len(column)) * dim].reshape(-1, dim)
         if "codes" in self.table.column_names:
             # Two-stage search reads a few scattered rows: no read-ahead around each one.
@@ -160,6 +192,17 @@ class Segment:
             )
         return Segment(self.name, table)
 
+    def with_vectors(
+        self, vectors: npt.NDArray[Any] | None, vector_metadata: dict[bytes, bytes] | None = None
+    ) -> Segment:
+        """A new in-memory segment with the same rows and these stored vectors (None: none)."""
+        table = self.table.drop_columns([c for c in ("vector", "codes") if c in self.table.column_names])
+        if vectors is not None:
+            table = table.append_column(_vector_field(vectors, vector_metadata), _vector_array(vectors))
+        if "codes" in self.table.column_names:
+            table = table.append_column(self.table.schema.field("codes"), self.table.column("codes"))
+        return Segment(self.name, table)
+
 
 def _json_object(text: str, where: str, path: str | None) -> dict[str, Any]:
     """A format-1 row's metadata JSON as a dict; anything else is damage."""
@@ -187,15 +230,19 @@ def build_segment(
     ids: Sequence[str],
     texts: Sequence[str],
     metadatas: Sequence[str] | Sequence[dict[str, Any] | None],
-    vectors: npt.NDArray[np.float32],
+    vectors: npt.NDArray[Any] | None,
     codes: npt.NDArray[np.uint8] | None,
+    *,
+    vector_metadata: dict[bytes, bytes] | None = None,
 ) -> Segment:
     """Build an in-memory segment from validated columns.
 
     Metadata given as JSON text makes a format-1 segment; given as dicts, a format-2 segment
-    with one typed column per key (``storage.metadata``).
+    with one typed column per key (``storage.metadata``). ``vectors`` are stored as given:
+    float32, float16, or uint8 int8 levels (whose ranges ``vector_metadata`` carries); None
+    makes a codes-only segment.
     """
-    n, dim = vectors.shape
+    n = len(ids)
     metadata_fields: list[pa.Field] | None = None
     if metadatas and not isinstance(metadatas[0], str):
         typed, fallback = encode_metadata(metadatas)  # type: ignore[arg-type]
@@ -203,13 +250,20 @@ def build_segment(
         metadata_arrays = [*typed.values(), fallback]
     else:
         metadata_arrays = [pa.array(metadatas, type=pa.string())]
-    schema = segment_schema(dim, None if codes is None else codes.shape[1], metadata_fields)
+    schema = segment_schema(
+        0 if vectors is None else vectors.shape[1],
+        None if codes is None else codes.shape[1],
+        metadata_fields,
+        "none" if vectors is None else _precision_of_dtype(vectors.dtype),
+        vector_metadata,
+    )
     columns: list[pa.Array] = [
         pa.array(ids, type=pa.string()),
         pa.array(texts, type=pa.string()),
         *metadata_arrays,
-        pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim),
     ]
+    if vectors is not None:
+        columns.append(_vector_array(vectors))
     if codes is not None:
         columns.append(_codes_array(codes))
     batch = pa.RecordBatch.from_arrays(columns, schema=schema)
@@ -222,8 +276,13 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
 
     Format-2 parts with one schema are concatenated as they are; otherwise (format-1 parts, or
     keys typed differently) the metadata is read back and encoded again, so a merge also upgrades
-    format-1 rows and re-types keys across the merged rows.
+    format-1 rows and re-types keys across the merged rows. Stored vectors are concatenated, so
+    the parts must store them alike (one precision, one set of int8 ranges).
     """
+    fields = {str(p.vector_field) + repr(p.vector_field.metadata if p.vector_field else None) for p in parts}
+    if len(fields) > 1:
+        msg = f"Cannot merge segments whose vectors are stored differently: {sorted(fields)}."
+        raise ValueError(msg)
     tables = [p.table.drop_columns([c for c in ("codes",) if c in p.table.column_names]) if not codes
               else p.table for p in parts]  # fmt: skip
     if all(p.typed_metadata is not None for p in parts) and _same_types(tables):
@@ -232,15 +291,20 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
         keys = list(dict.fromkeys(n for t in tables for n in t.column_names if n.startswith(METADATA_PREFIX)))
         fixed = [c for c in ("vector", "codes") if c in merged.column_names]
         merged = merged.select(["id", "text", *keys, FALLBACK_METADATA, *fixed])
+        if "vector" in fixed:  # keep the vector field's own metadata (int8 ranges)
+            index = merged.schema.get_field_index("vector")
+            merged = merged.set_column(index, parts[0].vector_field, merged.column(index))
         return Segment(name, merged.replace_schema_metadata(tables[0].schema.metadata))
     stacked = [p.codes for p in parts] if codes and all(p.codes is not None for p in parts) else None
+    first = parts[0].vector_field
     return build_segment(
         name,
         [i for p in parts for i in p.ids.to_pylist()],
         [t for p in parts for t in p.table.column("text").to_pylist()],
         [m for p in parts for m in p.metadata()],
-        np.concatenate([p.vectors for p in parts]),
+        np.concatenate([p.vectors for p in parts]) if first is not None else None,
         np.concatenate(stacked) if stacked else None,  # type: ignore[arg-type]
+        vector_metadata=None if first is None else first.metadata,
     )
 
 
@@ -252,6 +316,26 @@ def _same_types(tables: Sequence[pa.Table]) -> bool:
             if seen.setdefault(column.name, column.type) != column.type:
                 return False
     return len({tuple(c for c in t.column_names if not c.startswith(METADATA_PREFIX)) for t in tables}) == 1
+
+
+def _precision_of_dtype(dtype: np.dtype[Any]) -> str:
+    for name, arrow_type in VECTOR_TYPES.items():
+        if np.dtype(arrow_type.to_pandas_dtype()) == dtype:
+            return name
+    msg = f"Stored vectors must be float32, float16 or uint8 (int8 levels), got {dtype}."
+    raise ValueError(msg)
+
+
+def _vector_field(vectors: npt.NDArray[Any], metadata: dict[bytes, bytes] | None) -> pa.Field:
+    return vector_field(vectors.shape[1], _precision_of_dtype(vectors.dtype), metadata)
+
+
+def _vector_array(vectors: npt.NDArray[Any]) -> pa.Array:
+    """``[n, dim]`` vectors as a fixed-size-list column, sharing the array's memory."""
+    vectors = np.ascontiguousarray(vectors)  # shared, not copied (as pa.array shares numpy memory)
+    arrow_type = VECTOR_TYPES[_precision_of_dtype(vectors.dtype)]
+    values = pa.Array.from_buffers(arrow_type, vectors.size, [None, pa.py_buffer(vectors)])
+    return pa.FixedSizeListArray.from_arrays(values, type=_vector_field(vectors, None).type)
 
 
 def _codes_array(codes: npt.NDArray[np.uint8]) -> pa.Array:

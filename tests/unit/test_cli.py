@@ -78,6 +78,21 @@ def indexed(capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path) -> P
     return store
 
 
+def test_index_records_the_rescore_precision_asked_for(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: Path
+) -> None:
+    store = tmp_path / "store"
+    code, out, _ = run(capsys, "index", store, data, "--rescore-precision", "int8")
+    assert code == 0, out
+    assert info(capsys, store)["rescore_precision"] == "int8"
+    code, out, _ = run(capsys, "search", store, "priority queue with a heap", "-k", 1)
+    assert code == 0
+    assert "heapq.md#" in out.splitlines()[0]
+    code, _, err = run(capsys, "index", store, data, "--rescore-precision", "float32")
+    assert code == 1
+    assert "precision 'int8'" in err
+
+
 def test_index_search_info_verify_compact(
     capsys: pytest.CaptureFixture[str], indexed: Path, data: Path
 ) -> None:
@@ -93,6 +108,8 @@ def test_index_search_info_verify_compact(
     assert code == 0
     assert "rows             17 live" in out
     assert "quantization     binary" in out
+    assert "rescore vectors  float16" in out
+    assert described["rescore_precision"] == "float16"
 
     code, out, _ = run(capsys, "search", indexed, "priority queue with a heap", "-k", 3)
     assert code == 0
