@@ -514,3 +514,19 @@ def test_scores_keep_the_metric_of_a_store_reopened_without_settings(metric: str
         reopened.similarity_search_with_score("q", k=1)[0][1]
         == store.similarity_search_with_score("q", k=1)[0][1]
     )
+
+
+@pytest.mark.parametrize("precision", ["float16", "int8"])
+def test_calibration_on_stored_precisions_and_none_for_codes_only(precision, tmp_path) -> None:
+    x = clustered_vectors(1500, 64, seed=28)
+    embedding = DeterministicFakeEmbedding(size=64)
+    store = VQVectorStore(embedding, path=tmp_path / "s", rescore_precision=precision)
+    fill(store, x)
+    calibration = store.calibration  # measured against exact search over the decoded rows
+    assert calibration is not None and calibration.met
+    assert calibration.recall_by_multiplier[calibration.multiplier] >= calibration.goal
+    codes_only = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "c", rescore=False)
+    fill(codes_only, x)
+    assert codes_only.recall_target is None  # ranked by the codes: no multiplier to calibrate
+    assert codes_only.calibration is None
+    assert "calibration" not in codes_only.collection.snapshot.settings
