@@ -245,10 +245,9 @@ class VQVectorStore(VectorStore):
         previous = _saved_calibration(current, self.recall_target)
         if not needs_calibration(previous, current, staged, self.recall_target):
             return None
-        # A store that only grew needs no fewer candidates: walk up from the last answer. New
-        # codes (first training, compact) may need fewer: walk both ways.
-        grown = previous is not None and staged.quantizer is current.quantizer
-        return {"calibration": self._measure(previous, staged, descend=not grown).to_dict()}
+        # Walk both ways only the first time; after that (growth, or compact's new codes for the
+        # same rows) walk up from the last answer, which then costs one measurement when it holds.
+        return {"calibration": self._measure(previous, staged, descend=previous is None).to_dict()}
 
     def _measure(self, previous: Calibration | None, snapshot: Snapshot, *, descend: bool) -> Calibration:
         assert self.recall_target is not None  # noqa: S101 - callers check
