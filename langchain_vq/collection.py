@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from langchain_vq.arrays import array_of, bool_array
 from langchain_vq.errors import (
     ConfigurationError,
     CorruptStoreError,
     DimensionMismatchError,
     InvalidInputError,
 )
+from langchain_vq.merge_policy import MergePolicy, SegmentSize, plan_merges
 from langchain_vq.quantization import make_quantizer, normalize_quantization, quantizer_from_config
 from langchain_vq.quantization.base import as_float_matrix
 from langchain_vq.quantization.precision import (
@@ -67,10 +69,8 @@ METRICS: dict[str, MetricName] = {
 }
 #: Rows per segment written by one add; larger adds are split.
 SEGMENT_MAX_ROWS = 1 << 20
-#: Segments below this many rows count as small; more than MAX_SMALL_SEGMENTS of them are merged
-#: into one by the next add, so many small adds do not leave many small segments to search.
-SMALL_SEGMENT_ROWS = 1 << 16
-MAX_SMALL_SEGMENTS = 8
+#: Which segments an add merges in its commit (``merge_policy``): O(log n) segments after many adds.
+MERGE_POLICY = MergePolicy(max_rows=SEGMENT_MAX_ROWS)
 #: Row keys (``sample_rows``, ``search_keys``): segment index << ROW_KEY_SHIFT | row offset.
 ROW_KEY_SHIFT = 40
 _ROW_MASK = (1 << ROW_KEY_SHIFT) - 1
@@ -445,7 +445,7 @@ class Collection:
                     uuid.uuid4().hex, ids[start:stop], texts[start:stop], metadatas[start:stop], None, None
                 )
                 views.append(SegmentView(_encoded(segment, quantizer, codec, vectors[start:stop])))
-            views = _merge_small_segments(views)
+            views = _apply_merge_policy(views)
             settings = _staged_settings(settings_for, current, dim, views, quantizer, codec)
             self._publish(current, dim, views, quantizer, settings, codec=codec)
 
@@ -457,7 +457,7 @@ class Collection:
         """
         if ids is not None and len(ids) == 0:
             return 0
-        wanted = None if ids is None else pa.array(list(ids), pa.string())
+        wanted = None if ids is None else array_of(list(ids), pa.string())
         with self._writing() as current:
             views = []
             for view in current.views:
@@ -533,7 +533,7 @@ class Collection:
         seen: set[str] = set()
         for view in self._snapshot.views:
             live_ids = (
-                view.segment.ids.filter(pa.array(view.live_mask))
+                view.segment.ids.filter(bool_array(view.live_mask))
                 if view.live_mask is not None
                 else view.segment.ids
             )
@@ -551,7 +551,7 @@ class Collection:
         for view in self._snapshot.views:
             ids = view.segment.ids
             if view.live_mask is not None:
-                ids = ids.filter(pa.array(view.live_mask))
+                ids = ids.filter(bool_array(view.live_mask))
             out.extend(ids.to_pylist())
         return out
 
@@ -742,7 +742,7 @@ class Collection:
         """Live row offsets per segment index for ``ids``."""
         if not ids:
             return {}
-        wanted = pa.array(ids, type=pa.string())
+        wanted = array_of(ids, pa.string())  # not pa.array: it imports pandas
         found = {}
         for index, view in enumerate(snapshot.views):
             rows = view.segment.rows_of_ids(wanted)
@@ -880,20 +880,33 @@ def _live_vectors(view: SegmentView) -> npt.NDArray[np.float32]:
 def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes")) -> pa.Table:
     """The live rows of a segment, without the ``drop`` columns (re-encoded by the caller)."""
     table = view.segment.table.drop_columns([c for c in drop if c in view.segment.table.column_names])
-    return table if view.live_mask is None else table.filter(pa.array(view.live_mask))
+    return table if view.live_mask is None else table.filter(bool_array(view.live_mask))
 
 
-def _merge_small_segments(views: list[SegmentView]) -> list[SegmentView]:
-    """Merge the live rows of small segments into one once there are too many of them."""
-    small = [v for v in views if v.segment.rows < SMALL_SEGMENT_ROWS]
-    if len(small) <= MAX_SMALL_SEGMENTS:
+def _apply_merge_policy(views: list[SegmentView]) -> list[SegmentView]:
+    """The views after the merges ``MERGE_POLICY`` plans, each merged segment where its first part was.
+
+    Merges run inside the add's commit: the new version lists the merged segments instead of
+    their parts in one manifest switch, so a crash leaves the previous version and readers keep
+    searching the one they hold. Parts share one quantizer, so their codes are concatenated,
+    not re-encoded; only live rows are kept. A merge left with no live rows is dropped.
+    """
+    groups = plan_merges([SegmentSize(v.segment.rows, int(v.deleted.size)) for v in views], MERGE_POLICY)
+    if not groups:
         return views
-    parts = [
-        v.segment if v.live_mask is None else Segment(v.segment.name, v.segment.table.filter(v.live_mask))
-        for v in small
-    ]
-    merged = merge_segments(uuid.uuid4().hex, parts)
-    return [v for v in views if v.segment.rows >= SMALL_SEGMENT_ROWS] + [SegmentView(merged)]
+    replaced: dict[int, SegmentView | None] = {}
+    for group in groups:
+        parts = [Segment(views[i].segment.name, _live_table(views[i], drop=())) for i in group]
+        merged = merge_segments(uuid.uuid4().hex, parts)
+        replaced.update(dict.fromkeys(group))
+        replaced[group[0]] = SegmentView(merged) if merged.rows else None
+    out = []
+    for i, view in enumerate(views):
+        if i not in replaced:
+            out.append(view)
+        elif (merged_view := replaced[i]) is not None:
+            out.append(merged_view)
+    return out
 
 
 def _sample_vectors(

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from langchain_vq.arrays import array_of, bool_mask, int_values, scalar
 from langchain_vq.errors import CorruptStoreError, InvalidFilterError
 from langchain_vq.storage.metadata import fallback_objects
 from langchain_vq.storage.segment import single_array
@@ -141,11 +142,11 @@ _ARROW_TYPES = {
 
 def _scalar(value: Scalar) -> pa.Scalar:
     kind = _kind(value)
-    return pa.scalar(float(value) if kind == "number" else value, _ARROW_TYPES[kind])  # type: ignore[arg-type]
+    return scalar(float(value) if kind == "number" else value, _ARROW_TYPES[kind])  # type: ignore[arg-type]
 
 
 def _to_mask(result: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
-    return np.asarray(pc.fill_null(result, fill_value=False).to_numpy(zero_copy_only=False), dtype=bool)
+    return bool_mask(result)
 
 
 def metadata_columns(segment: Segment) -> dict[str, TypedColumn]:
@@ -231,8 +232,8 @@ def _flatten_arrow(path: str, array: pa.Array, out: dict[str, TypedColumn], *, t
         elements: dict[str, TypedColumn] = {}
         if not _flatten_arrow("", array.flatten(), elements, typed=typed) or set(elements) - {""}:
             return False  # lists of dicts or lists: not addressable by $contains
-        parents = pc.list_parent_indices(array).to_numpy(zero_copy_only=False).astype(np.int64)
-        lengths = pc.fill_null(pc.list_value_length(array), -1).to_numpy(zero_copy_only=False)
+        parents = int_values(pc.list_parent_indices(array))
+        lengths = int_values(pc.list_value_length(array), null=-1)
         out[path] = TypedColumn(
             list_parents=parents, elements=elements.get("", TypedColumn()), _empty_lists=lengths == 0
         )
@@ -324,7 +325,7 @@ def _put(by_kind: dict[str, list[Any]], kind: str, row: int, value: object, n: i
 
 
 def _typed(by_kind: dict[str, list[Any]]) -> TypedColumn:
-    return TypedColumn(**{kind: pa.array(values, _ARROW_TYPES[kind]) for kind, values in by_kind.items()})
+    return TypedColumn(**{kind: array_of(values, _ARROW_TYPES[kind]) for kind, values in by_kind.items()})
 
 
 # -- compiled filters -------------------------------------------------------------------------

@@ -52,9 +52,10 @@ logger = logging.getLogger(__name__)
 
 #: Where calibration starts its walk, and the multiplier of a store not calibrated yet (written by
 #: an older version or by handles with a fixed multiplier). Measured on 49k real sentence
-#: embeddings (benchmarks/measure_quantizer_defaults.py): the smallest multiplier whose recall@10
-#: against exact float search is >= 0.99 there; larger stores need more, which calibration finds.
-DEFAULT_RESCORE_MULTIPLIER = {"binary": 16, "int8": 2, "pq": 4, "none": 1}
+#: embeddings (benchmarks/measure_quantizer_defaults.py; 4-bit PQ: benchmarks/measure_fast_scan.py):
+#: the smallest multiplier whose recall@10 against exact float search is >= 0.99 there; larger
+#: stores need more, which calibration finds.
+DEFAULT_RESCORE_MULTIPLIER = {"binary": 16, "int8": 2, "pq": 16, "none": 1}
 
 
 class VQVectorStore(VectorStore):

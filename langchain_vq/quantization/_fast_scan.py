@@ -1,6 +1,9 @@
-"""Asymmetric scoring of packed bit codes with FAISS's SIMD fast-scan kernel.
+"""FAISS's SIMD fast-scan kernel (4-bit PQ, ``IndexPQFastScan``) over codes the store keeps.
 
-A binary code is read as a product-quantization code of 4-bit sub-codes: every nibble of a code
+Two users. **4-bit product quantization** (``ProductQuantizer(nbits=4)``): the codes are FAISS's
+own 4-bit PQ codes (sub-code ``2j`` in the low nibble of byte ``j``), so the quantizer's
+codebooks are the index's centroids. **Binary codes**: a binary code is read as a
+product-quantization code of 4-bit sub-codes: every nibble of a code
 byte holds the bits of 4 dimensions, and its 16 possible values reconstruct to the 16 corners
 ``low_ + bits * (high_ - low_)`` of those dimensions. Setting those corners as the centroids of a
 FAISS ``IndexPQFastScan`` (4-bit PQ, lookup tables held in SIMD registers) makes FAISS compute
@@ -9,17 +12,19 @@ all rows, in one pass. Measured at 1M rows x 384 dims, one thread: 5-6 ms for th
 against 8.5 ms for the FAISS Hamming scan that only selects 10,240 candidates for the re-rank.
 
 The fast-scan layout interleaves 32 codes per block, so it is a copy of the codes in RAM
-(``ceil(dim / 8)`` bytes per row), built once per stored code array and kept while that array
+(the code bytes per row), built once per stored code array and kept while that array
 lives (see :class:`FastScanCache`). FAISS quantizes each query's lookup tables to 8 bits, so the
 scores are estimates within about 1e-3 of the exact asymmetric score for unit vectors: good for
-choosing candidates, which the engine then rescores with the float vectors.
+choosing candidates, which the engine then rescores with the float vectors. When the kernel
+leaves places empty (it can when ``k`` is near the number of rows and scores tie), callers fall
+back to an exact scoring of the codes.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import faiss
 import numpy as np
@@ -33,6 +38,65 @@ if TYPE_CHECKING:
 _BUILD_CHUNK_ROWS = 1 << 16
 #: ``float32[16, 4]``: bit ``i`` of a nibble value (most significant first, as ``np.packbits``).
 _NIBBLE_BITS = ((np.arange(16)[:, None] >> (3 - np.arange(4))[None, :]) & 1).astype(np.float32)
+
+
+class FastScanIndex(Protocol):
+    """What :class:`FastScanCache` keeps: an index searched by float queries."""
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Top ``k`` rows per query by estimated similarity, best first (row -1: empty place)."""
+        ...
+
+
+def pq4_fast_scan_index(
+    centroids: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], code_bytes: int, metric: str
+) -> Any:
+    """A FAISS ``IndexPQFastScan`` holding ``codes`` packed into its 32-row blocks.
+
+    Args:
+        centroids: ``float32[n_sub, 16, dsub]`` codebooks of the 4-bit sub-codes.
+        codes: ``uint8[n, >= code_bytes]`` FAISS 4-bit PQ codes; bytes past ``code_bytes``
+            (padding) are ignored.
+        code_bytes: ``ceil(n_sub / 2)``, the bytes that hold sub-codes.
+        metric: ``"ip"`` or ``"l2"``.
+    """
+    n_sub, _, dsub = centroids.shape
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    flat = faiss.IndexPQ(n_sub * dsub, n_sub, 4, faiss_metric)
+    faiss.copy_array_to_vector(np.ascontiguousarray(centroids, np.float32).ravel(), flat.pq.centroids)
+    flat.is_trained = True
+    for start in range(0, codes.shape[0], _BUILD_CHUNK_ROWS):
+        flat.add_sa_codes(np.ascontiguousarray(codes[start : start + _BUILD_CHUNK_ROWS, :code_bytes]))
+    # Packs the codes into 32-row blocks. FAISS's stubs list only the (d, M, nbits) overload.
+    return faiss.IndexPQFastScan(flat)  # type: ignore[arg-type]
+
+
+class PQFastScan:
+    """A fast-scan index over 4-bit PQ codes (``ProductQuantizer(nbits=4)``'s stored codes).
+
+    Args:
+        centroids: ``float32[m, 16, dsub]`` codebooks; queries are zero-padded to ``m * dsub``.
+        codes: ``uint8[n, ceil(m / 2)]`` codes.
+        metric: ``"ip"`` (scores ``q . x_hat``) or ``"l2"`` (scores ``-||q - x_hat||^2``).
+    """
+
+    def __init__(self, centroids: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], metric: str) -> None:
+        self.width = centroids.shape[0] * centroids.shape[2]
+        self.metric = metric
+        self._index: Any = pq4_fast_scan_index(centroids, codes, (centroids.shape[0] + 1) // 2, metric)
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Top ``k`` rows (``k`` at most the rows indexed) per query by estimated score, best first."""
+        if queries.shape[1] != self.width:
+            padded = np.zeros((queries.shape[0], self.width), np.float32)
+            padded[:, : queries.shape[1]] = queries
+            queries = padded
+        dist, labels = self._index.search(np.ascontiguousarray(queries, np.float32), k)
+        return (dist if self.metric == "ip" else -dist), labels
 
 
 def nibble_order(bit_bytes: int) -> npt.NDArray[np.intp]:
@@ -75,16 +139,7 @@ class NibbleFastScan:
         low_n = low_padded[self._order].reshape(-1, 1, 4)  # [2 * bit_bytes, 1, 4]
         step_n = (high_padded - low_padded)[self._order].reshape(-1, 1, 4)
         centroids = low_n + _NIBBLE_BITS[None] * step_n  # [2 * bit_bytes, 16, 4]
-        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
-        flat = faiss.IndexPQ(width, 2 * self.bit_bytes, 4, faiss_metric)
-        faiss.copy_array_to_vector(np.ascontiguousarray(centroids, np.float32).ravel(), flat.pq.centroids)
-        flat.is_trained = True
-        for start in range(0, codes.shape[0], _BUILD_CHUNK_ROWS):
-            chunk = np.ascontiguousarray(codes[start : start + _BUILD_CHUNK_ROWS, : self.bit_bytes])
-            flat.add_sa_codes(chunk)
-        # Packs the codes into 32-row blocks. FAISS's stubs list only the (d, M, nbits) overload.
-        self._index: Any = faiss.IndexPQFastScan(flat)  # type: ignore[arg-type]
-        del flat
+        self._index: Any = pq4_fast_scan_index(centroids, codes, self.bit_bytes, metric)
 
     def search(
         self, queries: npt.NDArray[np.float32], k: int
@@ -107,7 +162,7 @@ class FastScanCache:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[weakref.ref[Any], NibbleFastScan]] = {}
+        self._entries: dict[int, tuple[weakref.ref[Any], FastScanIndex]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -115,8 +170,8 @@ class FastScanCache:
             return len(self._entries)
 
     def get(
-        self, codes: npt.NDArray[np.uint8], build: Callable[[npt.NDArray[np.uint8]], NibbleFastScan]
-    ) -> NibbleFastScan:
+        self, codes: npt.NDArray[np.uint8], build: Callable[[npt.NDArray[np.uint8]], FastScanIndex]
+    ) -> FastScanIndex:
         """The index of ``codes``, built with ``build(codes)`` on first use."""
         key = id(codes)
         with self._lock:

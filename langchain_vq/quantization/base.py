@@ -21,9 +21,12 @@ import numpy as np
 
 from langchain_vq.errors import ConfigurationError, DimensionMismatchError, InvalidInputError, NotFittedError
 from langchain_vq.quantization._common import state_array
+from langchain_vq.topk import top_k
 from langchain_vq.validation import check_int, check_k
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy.typing as npt
     from typing_extensions import Self
 
@@ -153,6 +156,68 @@ class Quantizer(ABC):
         """``search(..., reuse=True)``: by default the same as a search of codes seen once."""
         return self._search(queries, codes, k)
 
+    def search_many(
+        self,
+        queries: npt.ArrayLike,
+        arrays: Sequence[npt.ArrayLike],
+        k: int,
+        *,
+        masks: Sequence[npt.NDArray[np.bool_] | None] | None = None,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Top ``k`` rows of several stored code arrays (a store's segments) searched as one.
+
+        The query is prepared once and a quantizer with a candidate stage pools that stage
+        across the arrays (binary: one Hamming top ``k * hamming_factor`` for all of them, one
+        re-rank), so ten segments cost about what one segment of their rows costs. As
+        ``search(..., reuse=True)``, the arrays are stored codes that will be searched again.
+
+        Args:
+            queries: ``float32[n_queries, dim]``.
+            arrays: Code arrays ``uint8[n_i, code_size]``.
+            k: Results per query.
+            masks: Optional ``bool[n_i]`` per array, False for rows never to return. Meant for
+                masks that hide few rows (deletions): each array is searched for ``k`` more
+                candidates than it hides.
+
+        Returns:
+            ``(scores, array_indices, rows)``, each ``[n_queries, min(k, total rows)]``, best
+            first, ties ordered by array then row; places no kept row fills hold score
+            ``-inf``, array ``-1`` and row ``-1``.
+        """
+        self._check_fitted()
+        checked_queries = self._check_vectors(queries, "queries")
+        checked = [self._check_codes(a) for a in arrays]
+        if masks is not None and len(masks) != len(checked):
+            msg = f"search_many got {len(masks)} masks for {len(checked)} code arrays; pass one per array."
+            raise InvalidInputError(msg)
+        k_out = min(check_k(k), sum(a.shape[0] for a in checked))
+        nq = checked_queries.shape[0]
+        if nq == 0 or k_out == 0:
+            empty = np.empty((nq, k_out), np.int64)
+            return np.empty((nq, k_out), np.float32), empty, empty.copy()
+        return self._search_many(checked_queries, checked, k_out, list(masks or [None] * len(checked)))
+
+    def _search_many(
+        self,
+        queries: npt.NDArray[np.float32],
+        arrays: list[npt.NDArray[np.uint8]],
+        k: int,
+        masks: list[npt.NDArray[np.bool_] | None],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """``search_many`` on checked arrays: each array searched alone, the results pooled."""
+        scores, keys = [], []
+        for index, (codes, mask) in enumerate(zip(arrays, masks, strict=True)):
+            hidden = 0 if mask is None else mask.size - int(np.count_nonzero(mask))
+            fetch = min(k + hidden, codes.shape[0])
+            if fetch == 0:
+                continue
+            part_scores, rows = self._search_stored(queries, codes, fetch)
+            if mask is not None:
+                part_scores = np.where(mask[rows], part_scores, -np.inf).astype(np.float32)
+            scores.append(part_scores)
+            keys.append(pool_keys(index, rows))
+        return pooled_top_k(np.concatenate(scores, axis=1), np.concatenate(keys, axis=1), k)
+
     def score(self, queries: npt.ArrayLike, codes: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Approximate similarities ``[n_queries, n]`` of every query to every code row."""
         return self._score(*self._checked(queries, codes))
@@ -236,6 +301,30 @@ class Quantizer(ABC):
             )
             raise InvalidInputError(msg)
         return np.ascontiguousarray(arr)
+
+
+#: Bits of a pooled key that hold the row (the array index sits above them).
+_ROW_BITS = 40
+
+
+def pool_keys(index: int | npt.NDArray[np.int64], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Keys that order candidates by array, then row: ``index << 40 | row`` (-1 stays -1)."""
+    return (np.asarray(index, dtype=np.int64) << _ROW_BITS) | rows.astype(np.int64, copy=False)
+
+
+def pooled_top_k(
+    scores: npt.NDArray[np.float32], keys: npt.NDArray[np.int64], k: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The ``k`` best pooled candidates as ``(scores, array_indices, rows)``; ``-inf`` ones get -1."""
+    best, best_keys = top_k(scores, k, keys)
+    missing = ~np.isfinite(best)
+    arrays, rows = split_keys(best_keys)
+    return best, np.where(missing, -1, arrays), np.where(missing, -1, rows)
+
+
+def split_keys(keys: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``(array_indices, rows)`` of keys made by :func:`pool_keys`."""
+    return keys >> _ROW_BITS, keys & ((1 << _ROW_BITS) - 1)
 
 
 def as_float_matrix(x: npt.ArrayLike, dim: int, what: str = "vectors") -> npt.NDArray[np.float32]:

@@ -8,8 +8,10 @@ then zero-padded to the next code size that FAISS has a specialized Hamming kern
 20, 32 or 64 bytes; 384 dimensions: 48 -> 64 bytes). Zero bytes add nothing to a Hamming distance.
 Measured at 1M rows, one query, one thread: 48-byte codes 10.1 ms, the same codes padded to 64
 bytes 5.4 ms (k=10) / 6.1 ms (k=1280). Padding in the stored codes, rather than in a copy made in
-RAM at search time, keeps the Hamming scan zero-copy on the memory-mapped segment.
-``padded=False`` keeps the smallest codes.
+RAM at search time, keeps the Hamming scan zero-copy on the memory-mapped segment. Padding is
+on by default only with ``fast_scan=False``: fast scan reads the ``ceil(dim / 8)`` real bytes
+into its own layout, so with it (the default) the stored codes stay 48 bytes, which keeps a
+float16 store at 0.54 of the raw float32 vectors instead of 0.55.
 
 Codes are ranked by the **asymmetric score**: the float query against the 1-bit reconstruction
 ``x_hat = low_ + bits * (high_ - low_)``, where ``low_``/``high_`` are the per-dimension means of
@@ -18,20 +20,25 @@ bits`` estimates ``q . x`` far better than the Hamming distance, which throws aw
 magnitudes. For ``metric="l2"`` it is ``-||q - x_hat||^2``; for nearly equal norms (sentence
 embeddings) that orders like the inner product. Two ways to compute it:
 
-* **Two stages** (the default): a **Hamming scan** with FAISS (``hammings_knn_hc`` or
-  ``hammings_knn_mc`` through :func:`faiss.knn_hamming`, codes passed zero-copy) keeps the
-  ``k * hamming_factor`` rows whose bits are closest to the query's, and only those are scored,
-  with one table lookup per code byte (see ``_byte_tables``). At 1M rows x 384 dims, one
-  thread, the Hamming stage takes 5.5 ms for 128 candidates and 8.5 ms for 10,240, whose top
-  1,280 by the asymmetric score held 99.6% of the true top 10.
-* **Fast scan** (``fast_scan=True``, for a segment's stored codes: ``search(..., reuse=True)``):
+* **Two stages** (``fast_scan=False``, and any codes searched once): a **Hamming scan**
+  with FAISS (``hammings_knn_hc`` or ``hammings_knn_mc`` through :func:`faiss.knn_hamming`,
+  codes passed zero-copy) keeps the ``k * hamming_factor`` rows whose bits are closest to the
+  query's, and only those are scored, with one table lookup per code byte (see
+  ``_byte_tables``). At 1M rows x 384 dims, one thread, the Hamming stage takes 5.5 ms for 128
+  candidates and 8.5 ms for 10,240, whose top 1,280 by the asymmetric score held 99.6% of the
+  true top 10.
+* **Fast scan** (the default, for a segment's stored codes: ``search(..., reuse=True)``):
   every row is scored in one SIMD pass of FAISS's fast-scan kernel (see ``_fast_scan``), over a
   packed copy of the codes kept in RAM (``ceil(dim / 8)`` bytes per row, 48 MB per million
   384-dim rows). It takes 5-6 ms at 1M rows for any number of candidates, and its top 1,280
   held 99.75% of the true top 10. Store queries at 1M rows, side by side in one process: 1.3x
-  faster at ``rescore_multiplier=16`` and 1.7x at 128 than two stages. Off by default so that
-  search memory stays the memory-mapped files. Codes searched once (a filter's subset of rows)
-  always take two stages: the copy would cost more than it saves.
+  faster at ``rescore_multiplier=16`` and 1.7x at 128 than two stages. The default since it won
+  side by side at the multiplier that reaches recall@10 0.99 (``benchmarks/measure_fast_scan.py``,
+  ``results/fast_scan.json``: search plus float rescoring 4.3x faster on 199k real rows, 1.65x
+  at 1M synthetic rows); the price is the RAM copy, on top of the memory-mapped files, and its
+  packing on a segment's first search.
+  Codes searched once (a filter's subset of rows) always take two stages: the copy would cost
+  more than it saves. Stores saved before the option existed reopen with two stages.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import faiss
 import numpy as np
 
 from langchain_vq.quantization._fast_scan import FastScanCache, NibbleFastScan
-from langchain_vq.quantization.base import Metric, Quantizer
+from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k, split_keys
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_flag, check_int, check_k
 
@@ -80,11 +87,13 @@ class BinaryQuantizer(Quantizer):
             2 / 4 / 8 / 16, at 0.33 / 0.41 / 0.56 / 0.85 ms per query; 8 is where recall stops
             improving. The asymmetric score itself also tried ``q . (2b - 1)`` and
             ``(q - t) . (2b - 1)``: recall within 0.01 of the reconstruction used here.
-        padded: Zero-pad codes to the next size with a fast FAISS kernel (see the module
-            docstring). Stores written before this option existed have unpadded codes.
+        padded: Zero-pad codes to the next size with a fast FAISS Hamming kernel (see the
+            module docstring). Default: only for two stages (``fast_scan=False``). Stores
+            written before this option existed have unpadded codes.
         fast_scan: Score every row of a segment's stored codes with FAISS's fast-scan kernel
             instead of two stages (see the module docstring): faster at every multiplier, at the
-            cost of a RAM copy of the codes per segment.
+            cost of a RAM copy of the codes per segment. ``False`` keeps search memory to the
+            memory-mapped files.
 
     Attributes:
         thresholds_: ``float32[dim]``, per-dimension mean of the training data.
@@ -107,8 +116,8 @@ class BinaryQuantizer(Quantizer):
         *,
         metric: Metric = "ip",
         hamming_factor: int = 8,
-        padded: bool = True,
-        fast_scan: bool = False,
+        padded: bool | None = None,
+        fast_scan: bool = True,
     ) -> None:
         """Store the parameters (see the class docstring); ``fit`` learns the state."""
         super().__init__(dim, metric=metric)
@@ -117,8 +126,8 @@ class BinaryQuantizer(Quantizer):
             "hamming_factor",
             fix="Use 1 for Hamming-only ranking, or 4-8 for an asymmetric re-rank.",
         )
-        self.padded = check_flag(padded, "padded")
         self.fast_scan = check_flag(fast_scan, "fast_scan")
+        self.padded = not self.fast_scan if padded is None else check_flag(padded, "padded")
         self._fast_scans = FastScanCache()  # per stored code array, see search(reuse=True)
 
     # -- size and training -------------------------------------------------------------------
@@ -252,10 +261,16 @@ class BinaryQuantizer(Quantizer):
     def _hamming(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
-        nq = queries.shape[0]
+        return self._hamming_codes(self._encode(queries), codes, k)
+
+    @staticmethod
+    def _hamming_codes(
+        qcodes: npt.NDArray[np.uint8], codes: npt.NDArray[np.uint8], k: int
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+        """FAISS Hamming top ``k`` of ``codes`` for already encoded queries."""
+        nq = qcodes.shape[0]
         if nq == 0 or k == 0:
             return np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)
-        qcodes = self._encode(queries)
         # Both variants read `codes` through a raw pointer (no copy); "mc" is faster for large k.
         if k < _MC_MIN_K:
             return faiss.knn_hamming(qcodes, codes, k, "hc")
@@ -299,6 +314,63 @@ class BinaryQuantizer(Quantizer):
             cand_scores[qi] = tables[qi][lookup].sum(axis=1)
         cand_scores += offsets[:, None]
         return top_k(cand_scores, k, cand)
+
+    def _search_many(
+        self,
+        queries: npt.NDArray[np.float32],
+        arrays: list[npt.NDArray[np.uint8]],
+        k: int,
+        masks: list[npt.NDArray[np.bool_] | None],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Two stages across arrays: one pooled Hamming top ``k * hamming_factor``, one re-rank.
+
+        Hamming distances compare across arrays, so the candidates are the ones a single array
+        of all the rows would give, and the query is encoded and its byte tables built once
+        (per array, these cost a store of ten segments ten re-ranks). Fast scan scores every
+        row already: its arrays are searched one by one and pooled.
+        """
+        if self.fast_scan:
+            return super()._search_many(queries, arrays, k, masks)
+        qcodes = self._encode(queries)
+        n_hamming = k * self.hamming_factor
+        distances, keys, searched = [], [], []
+        for index, (codes, mask) in enumerate(zip(arrays, masks, strict=True)):
+            hidden = 0 if mask is None else mask.size - int(np.count_nonzero(mask))
+            fetch = min(n_hamming + hidden, codes.shape[0])
+            if fetch == 0:
+                continue
+            dist, rows = self._hamming_codes(qcodes, codes, fetch)  # [nq, fetch]
+            score = -dist.astype(np.float32)  # higher is better
+            if mask is not None:
+                score[~mask[rows]] = -np.inf
+            distances.append(score)
+            keys.append(pool_keys(index, rows))
+            searched.append((codes, rows))
+        if len(distances) == 1:  # one array: its Hamming top is the candidate set
+            hamming, cand_keys = distances[0], keys[0]
+            cand_codes = searched[0][0][searched[0][1], : self.bit_bytes]  # [nq, kh, bit_bytes]
+        else:
+            hamming, cand_keys = np.concatenate(distances, axis=1), np.concatenate(keys, axis=1)
+            cand_codes = None
+        if hamming.shape[1] > n_hamming:  # the pooled Hamming top: a set, its order is not needed
+            top = np.argpartition(-hamming, n_hamming - 1, axis=1)[:, :n_hamming]
+            hamming = np.take_along_axis(hamming, top, axis=1)
+            cand_keys = np.take_along_axis(cand_keys, top, axis=1)
+            cand_codes = None
+        if cand_codes is None:  # gather the chosen rows' codes, array by array
+            cand_arrays, cand_rows = split_keys(cand_keys)
+            cand_codes = np.zeros((*cand_keys.shape, self.bit_bytes), dtype=np.uint8)
+            for index in np.unique(cand_arrays).tolist():
+                where = cand_arrays == index
+                cand_codes[where] = arrays[index][cand_rows[where], : self.bit_bytes]
+        tables, offsets = self._byte_tables(queries)  # [nq, bit_bytes * 256], [nq]
+        lookup = cand_codes.astype(np.intp) + np.arange(self.bit_bytes, dtype=np.intp) * 256
+        scores = np.empty(hamming.shape, dtype=np.float32)
+        for qi in range(queries.shape[0]):
+            scores[qi] = tables[qi][lookup[qi]].sum(axis=1)  # one table lookup per code byte
+        scores += offsets[:, None]
+        scores[~np.isfinite(hamming)] = -np.inf
+        return pooled_top_k(scores, cand_keys, k)
 
     def _build_fast_scan(self, codes: npt.NDArray[np.uint8]) -> NibbleFastScan:
         return NibbleFastScan(codes, self.low_, self.high_, self.metric)

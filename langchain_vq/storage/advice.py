@@ -26,6 +26,9 @@ _IOV_MAX = 1024
 _SYS_PIDFD_OPEN = 434  # same number on x86_64 and arm64 (asm-generic)
 _SYS_PROCESS_MADVISE = 440
 _libc = ctypes.CDLL(None, use_errno=True)
+_mincore = _libc.mincore
+_mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+_mincore.restype = ctypes.c_int
 _pidfd: dict[int, int] = {}  # pid -> pidfd of this process (reopened after fork)
 _batch_works = True
 
@@ -70,20 +73,26 @@ def will_need_rows(array: npt.NDArray[np.generic], rows: npt.NDArray[np.int64]) 
 
 
 def all_resident(array: npt.NDArray[np.generic], rows: npt.NDArray[np.int64], probes: int = 8) -> bool:
-    """Whether a sample of these rows of ``array`` is in memory (``mincore``), without reading."""
-    rows = rows[rows >= 0]
+    """Whether a sample of these rows of ``array`` is in memory (``mincore``), without reading.
+
+    Runs once per segment of every query, so it is kept to a few C calls: picks by slicing,
+    one status buffer, ``mincore`` called with declared argument types.
+    """
     if rows.size == 0:
         return True
-    picks = rows[np.linspace(0, rows.size - 1, min(probes, rows.size)).astype(np.int64)]
+    picks = rows[:: max(1, rows.size // probes)][:probes].tolist()
     row_bytes = array.strides[0]
+    base = array.__array_interface__["data"][0]
     status = (ctypes.c_ubyte * (row_bytes // _PAGE + 2))()
-    for row in picks.tolist():
-        address = array.ctypes.data + row * row_bytes
+    for row in picks:
+        if row < 0:
+            continue
+        address = base + row * row_bytes
         start = address - address % _PAGE
         length = address + row_bytes - start
-        if _libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(length), status) != 0:
+        if _mincore(start, length, status) != 0:
             return True  # not a mapping mincore can answer for (heap memory): nothing to prefetch
-        if not all(status[i] & 1 for i in range((length + _PAGE - 1) // _PAGE)):
+        if not all(byte & 1 for byte in status[: (length + _PAGE - 1) // _PAGE]):
             return False
     return True
 

@@ -26,6 +26,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from langchain_vq.errors import CorruptStoreError, InvalidInputError
 
@@ -87,10 +88,14 @@ def decode_metadata(
 
 def fallback_objects(fallback: pa.Array, where: str = "") -> dict[int, dict[str, Any]]:
     """Row -> the keys and values kept in that row's fallback (only rows that have one)."""
-    out = {}
-    valid = fallback.is_valid().to_numpy(zero_copy_only=False)
-    texts = fallback.filter(valid).to_pylist() if not valid.all() else fallback.to_pylist()
-    for row, text in zip(valid.nonzero()[0].tolist(), texts, strict=True):
+    out: dict[int, dict[str, Any]] = {}
+    if fallback.null_count == len(fallback):
+        return out
+    # Arrow kernels and to_pylist only: numpy conversions import pandas (see langchain_vq.arrays).
+    mask = fallback.is_valid()
+    rows = pc.indices_nonzero(mask).to_pylist()
+    texts = fallback.filter(mask).to_pylist()
+    for row, text in zip(rows, texts, strict=True):
         try:
             rest = json.loads(text, object_hook=_untag)
         except (ValueError, RecursionError) as exc:

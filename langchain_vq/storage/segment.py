@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import ipc
 
+from langchain_vq.arrays import bool_mask, int_array
 from langchain_vq.errors import CorruptStoreError
 from langchain_vq.storage.advice import MADV_RANDOM, advise, all_resident, will_need_rows
 from langchain_vq.storage.metadata import decode_metadata, encode_metadata
@@ -137,8 +138,7 @@ class Segment:
         """Row offsets whose id is in ``ids`` (vectorized, no per-row Python)."""
         if self.rows == 0 or len(ids) == 0:
             return np.empty(0, dtype=np.int64)
-        hits = pc.is_in(self.ids, value_set=ids).to_numpy(zero_copy_only=False)
-        return np.flatnonzero(hits)
+        return np.flatnonzero(bool_mask(pc.is_in(self.ids, value_set=ids)))
 
     def take(self, rows: npt.NDArray[np.int64], columns: Sequence[str]) -> dict[str, list]:
         """Python values of ``columns`` at ``rows`` (used only for the final top-k rows)."""
@@ -169,9 +169,7 @@ class Segment:
         return self._read(lambda: decode_metadata(columns, fallback, where))
 
     def _taken(self, rows: npt.NDArray[np.int64], columns: Sequence[str]) -> dict[str, pa.Array]:
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        # from_buffers, not pa.array(): pa.array() probes for pandas, importing it (~0.3 s) on first use.
-        indices = pa.Array.from_buffers(pa.int64(), rows.size, [None, pa.py_buffer(rows)])
+        indices = int_array(rows)  # not pa.array(), which imports pandas (see langchain_vq.arrays)
         return {c: single_array(self.table.column(c)).take(indices) for c in columns}
 
     def _read(self, read: Callable[[], _T]) -> _T:

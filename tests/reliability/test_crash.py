@@ -16,9 +16,11 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from langchain_vq import collection as collection_module
+from langchain_vq.merge_policy import MergePolicy
 from langchain_vq.storage import StoreDirectory
 from tests.reliability._common import digest, live_rows, open_store, vectors_for
 
@@ -111,7 +113,12 @@ def check_store(path: Path, log_path: Path) -> int:
 def run_kills(path: Path, log_path: Path, kills: int, seed: int) -> dict[str, int]:
     """Start the writer and SIGKILL it ``kills`` times at random moments; check after each."""
     rng = np.random.default_rng(seed)
-    open_store(path)  # create it, so even the first kill leaves a store to check
+    # pa.array() imports pandas on first use (0.5 s): done here, the forked writers inherit it
+    # instead of each spending most of its life before its first commit on the import.
+    pa.array(["warm"], pa.string())
+    created = open_store(path)  # create it, so even the first kill leaves a store to check
+    with log_path.open("a") as fh:  # and its state, for a kill before the writer logs its own
+        _log(fh, start=digest(live_rows(created.collection)))
     counts = {"kills": 0, "acked_commits": 0}
     for round_ in range(kills):
         pid = os.fork()
@@ -157,3 +164,11 @@ def test_sigkill_writer_short(tmp_path) -> None:
 def test_sigkill_writer_long(tmp_path) -> None:
     counts = run_kills(tmp_path / "store", tmp_path / "log.jsonl", kills=300, seed=2)
     assert counts["kills"] == 300
+
+
+def test_sigkill_during_merging_adds(tmp_path, monkeypatch) -> None:
+    # Two segments per tier: nearly every add merges, often several tiers at once (the forked
+    # writer inherits the policy). Kills land inside merges as often as anywhere else.
+    monkeypatch.setattr(collection_module, "MERGE_POLICY", MergePolicy(segments_per_tier=2, floor_rows=8))
+    counts = run_kills(tmp_path / "store", tmp_path / "log.jsonl", kills=15, seed=3)
+    assert counts["acked_commits"] > 15

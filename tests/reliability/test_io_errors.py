@@ -36,11 +36,18 @@ def _add(store: VQVectorStore, ids: list[str], tag: str) -> None:
     store.add_embeddings([f"{i} {tag}" for i in ids], vectors_for(ids, tag), [{"tag": tag}] * len(ids), ids)
 
 
+def _merging_add(store: VQVectorStore) -> None:
+    """On the "merging" base (a tier short of one segment) an add that merges every segment."""
+    _add(store, [f"m{i}" for i in range(5)], "merge")
+    assert len(store.collection.snapshot.views) == 1
+
+
 OPS: dict[str, Callable[[VQVectorStore], object]] = {
     "add_and_train": lambda s: _add(s, [f"n{i}" for i in range(40)], "train"),
     "upsert": lambda s: _add(s, ["d1", "d2", "d3", "fresh"], "up"),
     "delete": lambda s: s.delete(["d4", "d5", "d60"]),
     "compact": lambda s: s.compact(),
+    "merging_add": _merging_add,
 }
 
 
@@ -62,12 +69,17 @@ def bases(tmp_path_factory) -> dict[str, Path]:
     trained = open_store(root / "trained")
     _add(trained, [f"d{i}" for i in range(100)], "base")
     trained.delete(["d0", "d99"])
-    return {"small": root / "small", "trained": root / "trained"}
+    merging = open_store(root / "merging")
+    for batch in range(3):
+        _add(merging, [f"d{batch}-{i}" for i in range(30)], "base")
+    merging.delete(["d0-0"])
+    assert len(merging.collection.snapshot.views) == collection_module.MERGE_POLICY.segments_per_tier - 1
+    return {"small": root / "small", "trained": root / "trained", "merging": root / "merging"}
 
 
 def run_io_error_trials(bases: dict[str, Path], work: Path, op_name: str, err: int) -> dict[str, int]:
     """Fail each fallible step of ``op_name`` in turn with ``err``; returns counts."""
-    base = bases["small" if op_name == "add_and_train" else "trained"]
+    base = bases[{"add_and_train": "small", "merging_add": "merging"}.get(op_name, "trained")]
     op = OPS[op_name]
     # Dry run: how many fallible steps the operation takes, and the state it leads to.
     shutil.rmtree(work, ignore_errors=True)

@@ -18,6 +18,7 @@ import pytest
 
 from langchain_vq import collection as collection_module
 from langchain_vq.collection import Collection, CollectionConfig
+from langchain_vq.merge_policy import MergePolicy
 from langchain_vq.storage import StoreDirectory
 from tests.reliability._common import digest, live_rows, vectors_for
 from tests.reliability.faults import JournalingFileOps, Step, crash_image
@@ -151,6 +152,16 @@ def test_power_loss_at_every_step_short(tmp_path, monkeypatch) -> None:
     assert any(s.kind == "remove" for s in journal.steps)  # compaction cleanup was exercised
     counts = run_power_losses(journal, tmp_path / "image", random_variants=2, seed=1)
     assert counts["images"] > 400
+    assert counts["new"] > 0 and counts["old"] > 0
+
+
+def test_power_loss_during_merging_adds(tmp_path, monkeypatch) -> None:
+    # Two segments per tier: most adds merge segments in their commit (a cascade, often).
+    monkeypatch.setattr(collection_module, "MERGE_POLICY", MergePolicy(segments_per_tier=2, floor_rows=8))
+    journal = run_workload(tmp_path / "live", seed=7, n_ops=8, monkeypatch=monkeypatch)
+    merged = Collection(CONFIG, journal.root / "store").snapshot.views
+    assert len(merged) < 8  # eight commits, most of them adds: merges happened
+    counts = run_power_losses(journal, tmp_path / "image", random_variants=1, seed=7)
     assert counts["new"] > 0 and counts["old"] > 0
 
 

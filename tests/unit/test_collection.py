@@ -75,7 +75,7 @@ def test_metadata_round_trips_exactly_through_get_and_search(tmp_path: Path) -> 
 def test_types_differ_across_segments_and_survive_merges_and_compaction(tmp_path: Path) -> None:
     store = _store(tmp_path / "s")
     expected: dict[str, Any] = {}
-    for batch in range(12):  # more than 8 small segments: the next add merges them
+    for batch in range(12):  # a full tier of small segments is merged by the add that fills it
         metadatas = [
             {"v": [batch, str(batch), float(batch), dt.date(2020, 1, 1 + batch)][batch % 4], "b": batch}
         ]
