@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
 
+from langchain_vq.calibration import DEFAULT_K, DEFAULT_MULTIPLIERS, DEFAULT_TARGET
 from langchain_vq.errors import ConfigurationError, InvalidInputError, NotAStoreError, VQError
+from langchain_vq.evaluation.settings import DEFAULT_MAX_ROWS, DEFAULT_TIMED
+from langchain_vq.evaluation.settings import DEFAULT_SAMPLE as DEFAULT_EVAL_SAMPLE
 from langchain_vq.loaders import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, SUPPORTED_SUFFIXES
 from langchain_vq.validation import check_int
 
@@ -346,12 +349,15 @@ def _parse_list(text: str, name: str, cast: type) -> list[Any]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Measure recall@k and latency of search settings on the store's own data; recommend one."""
-    from langchain_vq.tuning import evaluate_settings, plot_evaluation
+    from langchain_vq.evaluation.report import format_table, plot_evaluation
+    from langchain_vq.evaluation.settings import evaluate_settings
 
     store = _open(args.store, embed=False)
     queries = _load_queries(args.queries, store, args.model) if args.queries else None
     modes = _parse_list(args.modes, "--modes", str) if args.modes else None
-    multipliers = _parse_list(args.multipliers, "--multipliers", int)
+    multipliers = (
+        _parse_list(args.multipliers, "--multipliers", int) if args.multipliers else DEFAULT_MULTIPLIERS
+    )
     if not args.json and sys.stderr.isatty():
         source = f"queries from {args.queries}" if args.queries else f"{args.sample} sampled stored rows"
         _say(f"Measuring {args.store} ({len(store)} rows) with {source}...")
@@ -372,7 +378,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         _print(json.dumps(evaluation.to_dict(), indent=1))
     else:
-        _print(evaluation.format_table())
+        _print(format_table(evaluation))
         if args.plot:
             _print(f"wrote {args.plot}")
     return 0
@@ -433,10 +439,15 @@ def _add_eval_parser(sub: Any, model_help: str) -> None:
         metavar="FILE",
         help=".npy array [n, dim] of query vectors, or .jsonl of vectors or texts (texts are embedded)",
     )
-    p.add_argument("-k", type=_positive, default=10, help="results per query (default %(default)s)")
-    p.add_argument("--target", type=float, default=0.99, help="recall@k to reach (default %(default)s)")
+    p.add_argument("-k", type=_positive, default=DEFAULT_K, help="results per query (default %(default)s)")
     p.add_argument(
-        "--sample", type=_positive, default=500, help="stored rows sampled as queries (default %(default)s)"
+        "--target", type=float, default=DEFAULT_TARGET, help="recall@k to reach (default %(default)s)"
+    )
+    p.add_argument(
+        "--sample",
+        type=_positive,
+        default=DEFAULT_EVAL_SAMPLE,
+        help="stored rows sampled as queries (default %(default)s)",
     )
     p.add_argument(
         "--modes",
@@ -446,17 +457,22 @@ def _add_eval_parser(sub: Any, model_help: str) -> None:
     )
     p.add_argument(
         "--multipliers",
-        default="1,2,4,8,16,32,64",
+        default=None,
         metavar="LIST",
-        help="rescore_multiplier values (default %(default)s)",
+        help="rescore_multiplier values (default: the store's calibration range, "
+        + ",".join(map(str, DEFAULT_MULTIPLIERS))
+        + ")",
     )
     p.add_argument(
-        "--timed", type=_positive, default=100, help="single queries timed per setting (default %(default)s)"
+        "--timed",
+        type=_positive,
+        default=DEFAULT_TIMED,
+        help="single queries timed per setting (default %(default)s)",
     )
     p.add_argument(
         "--max-rows",
         type=_positive,
-        default=250_000,
+        default=DEFAULT_MAX_ROWS,
         help="rows copied into memory for other quantizations (default %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the query sample (default %(default)s)")

@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -70,6 +71,9 @@ METRICS: dict[str, MetricName] = {
 SEGMENT_MAX_ROWS = 1 << 20
 #: Which segments an add merges in its commit (``merge_policy``): O(log n) segments after many adds.
 MERGE_POLICY = MergePolicy(max_rows=SEGMENT_MAX_ROWS)
+#: Row keys (``sample_rows``, ``search_keys``): segment index << ROW_KEY_SHIFT | row offset.
+ROW_KEY_SHIFT = 40
+_ROW_MASK = (1 << ROW_KEY_SHIFT) - 1
 #: Vectors sampled to train a quantizer.
 TRAIN_SAMPLE = 100_000
 #: Seconds a superseded version (and its files) survives ``compact``, for readers opening it.
@@ -121,6 +125,13 @@ class Snapshot:
     def live_rows(self) -> int:
         """Rows not deleted."""
         return sum(v.live_count for v in self.views)
+
+
+#: Called by a write (``add``, ``compact``) under the write lock with the current version and the
+#: version about to be committed (``staged``, searchable through ``sample_rows`` /
+#: ``search_keys``); the settings it returns are committed in the same commit, so a reader never
+#: sees the new rows without them. The store calibrates its ``rescore_multiplier`` here.
+SettingsHook = Callable[[Snapshot, Snapshot], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -399,12 +410,15 @@ class Collection:
         texts: Sequence[str],
         metadatas: Sequence[dict[str, Any] | None],
         vectors: npt.NDArray[np.float32],
+        *,
+        settings_for: SettingsHook | None = None,
     ) -> None:
         """Add or replace rows in one commit; metadata becomes typed columns (format 2).
 
         A metadata value that cannot be stored raises ``InvalidInputError`` while the segments are
         built, before the commit: nothing is written. Callers with costly work before ``add``
-        (embedding) check first with ``check_metadatas``.
+        (embedding) check first with ``check_metadatas``. ``settings_for`` (see
+        :data:`SettingsHook`) may add settings measured on the new version to the same commit.
         """
         if len(ids) == 0:
             return
@@ -431,7 +445,9 @@ class Collection:
                     uuid.uuid4().hex, ids[start:stop], texts[start:stop], metadatas[start:stop], None, None
                 )
                 views.append(SegmentView(_encoded(segment, quantizer, codec, vectors[start:stop])))
-            self._publish(current, dim, _apply_merge_policy(views), quantizer, codec=codec)
+            views = _apply_merge_policy(views)
+            settings = _staged_settings(settings_for, current, dim, views, quantizer, codec)
+            self._publish(current, dim, views, quantizer, settings, codec=codec)
 
     def delete(self, ids: Sequence[str] | None = None, *, filter: Filter | None = None) -> int:  # noqa: A002
         """Delete rows by id and/or metadata filter, on the newest version; returns how many.
@@ -466,13 +482,14 @@ class Collection:
                 current, current.dim, list(current.views), current.quantizer, settings, current.codec
             )
 
-    def compact(self) -> None:
+    def compact(self, *, settings_for: SettingsHook | None = None) -> None:
         """Rewrite live rows into fresh segments, retrain the quantizer, drop unused files.
 
         The quantizer (and int8 rescoring ranges) are retrained from the stored vectors, read
         back as float32 (float16 and int8 rows are their reconstruction). A codes-only store has
         no vectors to retrain from: its compaction merges the live rows and their codes and drops
-        deleted rows, keeping the quantizer it has.
+        deleted rows, keeping the quantizer it has. ``settings_for`` as in :meth:`add`: settings
+        measured on the compacted version are committed with it.
         """
         with self._writing() as current:
             live = [v for v in current.views if v.live_count]
@@ -501,7 +518,8 @@ class Collection:
                     segment = Segment(uuid.uuid4().hex, merged.slice(start, SEGMENT_MAX_ROWS))
                     chunk = vectors[start : start + SEGMENT_MAX_ROWS]
                     views.append(SegmentView(_encoded(segment, quantizer, codec, chunk)))
-            self._publish(current, current.dim, views, quantizer, codec=codec)
+            settings = _staged_settings(settings_for, current, current.dim, views, quantizer, codec)
+            self._publish(current, current.dim, views, quantizer, settings, codec=codec)
             if self.directory is not None and self._snapshot.manifest is not None:
                 self.directory.cleanup(self._snapshot.manifest, CLEANUP_GRACE_SECONDS)
 
@@ -584,6 +602,105 @@ class Collection:
             masks=masks,
         )
         return self._rows_of_hits(snapshot, hits, with_vectors=with_vectors)
+
+    # -- measuring recall --------------------------------------------------------------------
+    def sample_rows(
+        self, n: int, *, seed: int = 0, snapshot: Snapshot | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Row keys ``[m]`` and float32 vectors ``[m, dim]`` of ``m = min(n, live rows)`` live rows.
+
+        Drawn uniformly without replacement (seeded), in key order. A row key
+        (``segment index << 40 | row offset``) names a row of one snapshot, so recall can be
+        measured on keys without reading ids. ``snapshot`` defaults to the current version.
+        """
+        snapshot = self._snapshot if snapshot is None else snapshot
+        live = [
+            (np.int64(index) << ROW_KEY_SHIFT)
+            + (np.arange(v.segment.rows) if v.live_mask is None else np.flatnonzero(v.live_mask))
+            for index, v in enumerate(snapshot.views)
+        ]
+        keys = np.concatenate(live) if live else np.empty(0, dtype=np.int64)  # [live_rows]
+        if keys.size > n:
+            keys = np.sort(np.random.default_rng(seed).choice(keys, size=n, replace=False))
+        vectors = np.empty((keys.size, snapshot.dim or 0), dtype=np.float32)
+        segments = keys >> ROW_KEY_SHIFT
+        for index in np.unique(segments).tolist():
+            where = segments == index
+            vectors[where] = self._vectors_of(
+                snapshot, snapshot.views[index].segment, keys[where] & _ROW_MASK
+            )
+        return keys, vectors
+
+    def search_keys(
+        self,
+        queries: npt.ArrayLike,
+        k: int,
+        *,
+        exact: bool = False,
+        rescore: bool = True,
+        rescore_multiplier: int = 1,
+        exclude: npt.NDArray[np.int64] | None = None,
+        snapshot: Snapshot | None = None,
+    ) -> npt.NDArray[np.int64]:
+        """Row keys ``[n_queries, k]`` of the best live rows per query, best first (-1: none left).
+
+        For measuring recall (``calibration``, ``evaluation``): ``exact`` ranks every live row by
+        its float vector (the ground truth); otherwise the store's two-stage search runs as
+        :meth:`search` does. ``exclude[i]``, a row key from :meth:`sample_rows` (or -1), is
+        hidden from query ``i``: a stored row used as a query is not its own neighbour. The
+        exact search drops it from ``k + 1`` results; the two-stage search masks it, one query
+        per engine call, so the others still get exactly ``k * rescore_multiplier`` candidates.
+        ``snapshot`` defaults to the current version (a writer passes the version it is about to
+        commit).
+        """
+        k = check_k(k)
+        snapshot = self._snapshot if snapshot is None else snapshot
+        checked = self.check_vectors(queries, "query vectors")
+        out = np.full((checked.shape[0], k), -1, dtype=np.int64)
+        views = list(snapshot.views)
+        quantizer = None if exact else snapshot.quantizer
+        if snapshot.live_rows == 0:
+            return out
+        if exclude is not None and not exact:
+            for i, (vector, key) in enumerate(zip(checked, exclude.tolist(), strict=True)):
+                masks: list[npt.NDArray[np.bool_] | None] | None = None
+                if key >= 0:
+                    index = key >> ROW_KEY_SHIFT
+                    masks = [None] * len(views)
+                    masks[index] = np.ones(views[index].segment.rows, dtype=bool)
+                    masks[index][key & _ROW_MASK] = False
+                hits = search_segments(
+                    views,
+                    vector[None, :],
+                    k,
+                    kind=self.kind,
+                    quantizer=quantizer,
+                    rescore=rescore,
+                    rescore_multiplier=rescore_multiplier,
+                    masks=masks,
+                )
+                out[i] = _row_keys(hits)[0]
+            return out
+        extra = 0 if exclude is None else 1
+        chunk = 256 if exact else 64  # queries per call: bounds the [queries, rows] score blocks
+        for start in range(0, checked.shape[0], chunk):
+            hits = search_segments(
+                views,
+                checked[start : start + chunk],
+                k + extra,
+                kind=self.kind,
+                quantizer=quantizer,
+                rescore=rescore,
+                rescore_multiplier=rescore_multiplier,
+            )
+            keys = _row_keys(hits)
+            if exclude is None:
+                out[start : start + chunk] = keys
+                continue
+            for j, row in enumerate(keys):
+                kept = row[row != exclude[start + j]][:k]
+                out[start + j, : kept.size] = kept
+        return out
 
     def _rows_of_hits(self, snapshot: Snapshot, hits: Hits, *, with_vectors: bool) -> list[list[Row]]:
         results: list[list[Row]] = [[] for _ in range(hits.rows.shape[0])]
@@ -723,6 +840,29 @@ class _WriteContext:
                 self._lock_cm.__exit__(*exc)
         finally:
             self.collection._mutex.release()  # noqa: SLF001
+
+
+def _staged_settings(
+    settings_for: SettingsHook | None,
+    current: Snapshot,
+    dim: int | None,
+    views: list[SegmentView],
+    quantizer: Quantizer | None,
+    codec: VectorCodec | None,
+) -> dict[str, Any] | None:
+    """The settings to commit with ``views``: the current ones updated by ``settings_for``."""
+    if settings_for is None:
+        return None
+    staged = Snapshot(
+        current.version + 1, dim, tuple(views), quantizer, settings=current.settings, codec=codec
+    )
+    changes = settings_for(current, staged)
+    return {**current.settings, **changes} if changes else None
+
+
+def _row_keys(hits: Hits) -> npt.NDArray[np.int64]:
+    """Row keys ``[n, k]`` of engine hits; -1 where the engine padded."""
+    return np.where(hits.segments >= 0, (hits.segments << ROW_KEY_SHIFT) + hits.rows, -1)
 
 
 def _union(deleted: npt.NDArray[np.int64], more: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64]:

@@ -3,7 +3,7 @@
 Each raises :class:`~langchain_vq.errors.InvalidInputError` (an unknown component name:
 :class:`~langchain_vq.errors.ConfigurationError`; the rule is in ``errors.py``), saying what was
 found, what was expected and how to fix it. Used by every layer (store, collection, quantizers,
-loaders, embeddings, tuning, command line), so one kind of mistake gets one message everywhere.
+loaders, embeddings, calibration, command line), so one kind of mistake gets one message everywhere.
 """
 
 from __future__ import annotations

@@ -17,13 +17,20 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 from typing_extensions import override
 
-from langchain_vq.collection import Collection, CollectionConfig, Row
+from langchain_vq.calibration import (
+    DEFAULT_K,
+    DEFAULT_MARGIN,
+    DEFAULT_TARGET,
+    Calibration,
+    calibrate_multiplier,
+    needs_calibration,
+)
+from langchain_vq.collection import Collection, CollectionConfig, Row, Snapshot
 from langchain_vq.errors import InvalidInputError
 from langchain_vq.filters import compile_filter
 from langchain_vq.quantization.precision import CODES_ONLY, normalize_precision
 from langchain_vq.retriever import VQRetriever
 from langchain_vq.search import maximal_marginal_relevance
-from langchain_vq.tuning import Calibration, calibrate_multiplier
 from langchain_vq.validation import (
     check_flag,
     check_fraction,
@@ -43,18 +50,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The recall@10 target of ``rescore_multiplier="auto"``.
-DEFAULT_RECALL_TARGET = 0.99
-#: Calibration measures recall@CALIBRATION_K over CALIBRATION_SAMPLE stored rows used as queries.
-CALIBRATION_K = 10
-CALIBRATION_SAMPLE = 200
-#: Multipliers calibration may choose from (binary at 1M rows needed 128 for recall@10 0.99).
-CALIBRATION_MULTIPLIERS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-
-#: Candidates per result taken from the code scan and rescored with floats, per quantization.
-#: Chosen by measurement (benchmarks/measure_quantizer_defaults.py): the smallest multiplier
-#: whose recall@10 against exact float search is >= 0.99 on real sentence embeddings (4-bit PQ:
-#: 0.9955 at 49k rows, 0.9946 at 100k, 0.9925 at 199k; benchmarks/measure_fast_scan.py).
+#: Where calibration starts its walk, and the multiplier of a store not calibrated yet (written by
+#: an older version or by handles with a fixed multiplier). Measured on 49k real sentence
+#: embeddings (benchmarks/measure_quantizer_defaults.py; 4-bit PQ: benchmarks/measure_fast_scan.py):
+#: the smallest multiplier whose recall@10 against exact float search is >= 0.99 there; larger
+#: stores need more, which calibration finds.
 DEFAULT_RESCORE_MULTIPLIER = {"binary": 16, "int8": 2, "pq": 16, "none": 1}
 
 
@@ -141,21 +141,24 @@ class VQVectorStore(VectorStore):
             quantization: ``"binary"`` (default), ``"int8"``, ``"pq"`` or ``"none"``. Read from
                 the store when reopening; a different value there is an error.
             rescore: ``False`` makes a codes-only store: no rescoring vectors are kept, so it is
-                as small as its codes, and results are ranked by the codes alone. Unset: the
-                store's own (a new store rescores).
+                as small as its codes, and results are ranked by the codes alone (no
+                calibration: the multiplier means nothing there). Unset: the store's own (a new
+                store rescores).
             rescore_precision: How the rescoring vectors are kept: ``"float16"`` (default of new
                 quantized stores: half the bytes, same recall), ``"float32"``, or ``"int8"``
                 (a quarter, about 0.005 recall@10 lower). Read from the store when reopening;
                 a different value there is an error. Exact search (``quantization="none"``)
                 keeps float32.
-            rescore_multiplier: Candidates per result from the code scan; default per
-                quantization (``DEFAULT_RESCORE_MULTIPLIER``). ``"auto"`` means
-                ``recall_target=0.99``.
-            recall_target: Recall@10 against exact search that the store should reach: it
-                measures, on a sample of its own rows, the smallest multiplier that does, when
-                the quantizer is trained, whenever the store has doubled since the last
-                measurement, and on ``compact()``; the result is saved with the store, and a
-                store reopened without ``rescore_multiplier`` keeps using it.
+            rescore_multiplier: Candidates per result from the code scan, fixed. Default
+                (None, or ``"auto"``): calibrated for ``recall_target``.
+            recall_target: Recall@10 against exact float search that the store keeps (default
+                0.99, unless the store was calibrated for another target). Unless a
+                ``rescore_multiplier`` is given, the store measures the smallest multiplier
+                reaching it (plus ``calibration.DEFAULT_MARGIN``) on a sample of its own rows
+                when the quantizer is trained, whenever its live rows have grown by
+                ``calibration.RECALIBRATE_GROWTH`` since the last measurement, and on
+                ``compact()``, and commits the result with the add or compaction it was
+                measured on. A reopened store uses the saved calibration.
             metric: ``"cosine"`` (default), ``"dot"`` or ``"l2"``. Read from the store when
                 reopening; a different value there is an error.
             lock_timeout: Seconds a write waits for another writer process; 0 fails at once,
@@ -172,7 +175,6 @@ class VQVectorStore(VectorStore):
                 raise InvalidInputError(msg)
             rescore_precision = CODES_ONLY
         if rescore_multiplier == "auto":
-            recall_target = DEFAULT_RECALL_TARGET if recall_target is None else recall_target
             rescore_multiplier = None
         if recall_target is not None and rescore_multiplier is not None:
             msg = (
@@ -194,9 +196,10 @@ class VQVectorStore(VectorStore):
         self._fixed_multiplier = (
             DEFAULT_RESCORE_MULTIPLIER[self._collection.quantization] if fixed is None else fixed
         )
-        saved = self._collection.snapshot.settings.get("calibration")
-        if saved and self.recall_target is None and rescore_multiplier is None:
-            self.recall_target = float(saved["target"])  # reopened: keep calibrating for it
+        if fixed is None and self.recall_target is None and self.rescore:
+            saved = self._collection.snapshot.settings.get("calibration")
+            # Reopened: keep the target the store was calibrated for; else the default one.
+            self.recall_target = float(saved["target"]) if saved else DEFAULT_TARGET
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -215,33 +218,50 @@ class VQVectorStore(VectorStore):
         """The saved calibration for this store's ``recall_target``, if one was measured."""
         if self.recall_target is None:
             return None
-        saved = self._collection.snapshot.settings.get("calibration")
-        if not saved or saved.get("target") != self.recall_target:
-            return None
-        return Calibration.from_dict(saved)
+        return _saved_calibration(self._collection.snapshot, self.recall_target)
 
     def calibrate(self, *, force: bool = True) -> Calibration | None:
         """Measure the smallest multiplier reaching ``recall_target`` now, and save it.
 
-        Without ``force`` it measures only when no calibration exists for this target or the
-        store has doubled since the last one. Returns the calibration in use (None without a
-        target, or while the store searches exactly because its quantizer is not trained).
+        Adds and ``compact()`` keep the calibration up to date by themselves; this is for a
+        store written by another version, or by handles with a fixed ``rescore_multiplier``.
+        Without ``force`` it measures only when :func:`~langchain_vq.calibration.needs_calibration`
+        says so. Returns the calibration in use (None without a target, or while the store
+        searches exactly because its quantizer is not trained).
         """
         snapshot = self._collection.snapshot
-        if self.recall_target is None or snapshot.quantizer is None:
+        if self.recall_target is None or not self.rescore or snapshot.quantizer is None:
             return None
         current = self.calibration
-        if not force and current is not None and snapshot.live_rows < 2 * current.rows:
+        if not force and not needs_calibration(current, snapshot, snapshot, self.recall_target):
             return current
+        calibration = self._measure(current, snapshot, descend=True)
+        self._collection.update_settings({"calibration": calibration.to_dict()})
+        return calibration
+
+    def _calibration_settings(self, current: Snapshot, staged: Snapshot) -> dict[str, Any] | None:
+        """The calibration to commit with ``staged`` (an add or compaction), when one is due."""
+        if self.recall_target is None or not self.rescore:  # fixed multiplier, or codes only
+            return None
+        previous = _saved_calibration(current, self.recall_target)
+        if not needs_calibration(previous, current, staged, self.recall_target):
+            return None
+        # Walk both ways only the first time; after that (growth, or compact's new codes for the
+        # same rows) walk up from the last answer, which then costs one measurement when it holds.
+        return {"calibration": self._measure(previous, staged, descend=previous is None).to_dict()}
+
+    def _measure(self, previous: Calibration | None, snapshot: Snapshot, *, descend: bool) -> Calibration:
+        assert self.recall_target is not None  # noqa: S101 - callers check
         # Start the walk where the answer probably is: the last calibration, else the default.
-        start = current.multiplier if current is not None else self._fixed_multiplier
+        start = previous.multiplier if previous is not None else self._fixed_multiplier
         calibration = calibrate_multiplier(
             self._collection,
             target=self.recall_target,
-            k=CALIBRATION_K,
-            sample=CALIBRATION_SAMPLE,
-            multipliers=CALIBRATION_MULTIPLIERS,
+            margin=DEFAULT_MARGIN,
+            early_stop=True,
             start=start,
+            descend=descend,
+            snapshot=snapshot,
         )
         if not calibration.met:
             logger.warning(
@@ -249,11 +269,10 @@ class VQVectorStore(VectorStore):
                 "rescore_multiplier tried (%d); searches use that multiplier. Lower the target, "
                 "or use a quantization with more bits (int8).",
                 self.recall_target,
-                CALIBRATION_K,
+                DEFAULT_K,
                 calibration.recall_by_multiplier[calibration.multiplier],
                 calibration.multiplier,
             )
-        self._collection.update_settings({"calibration": calibration.to_dict()})
         return calibration
 
     @property
@@ -332,8 +351,7 @@ class VQVectorStore(VectorStore):
         if matrix.shape[0] != len(texts):
             msg = f"Got {matrix.shape[0]} embeddings for {len(texts)} texts; pass one per text."
             raise InvalidInputError(msg)
-        self._collection.add(ids, texts, metadatas, matrix)
-        self.calibrate(force=False)
+        self._collection.add(ids, texts, metadatas, matrix, settings_for=self._calibration_settings)
         return ids
 
     # -- deleting and getting ----------------------------------------------------------------
@@ -559,10 +577,10 @@ class VQVectorStore(VectorStore):
     def compact(self) -> None:
         """Merge segments, drop deleted rows, retrain the quantizer, remove unused files.
 
-        Under ``recall_target``, the multiplier is calibrated again for the new quantizer.
+        Unless ``rescore_multiplier`` is fixed, the multiplier is calibrated again for the new
+        quantizer, in the same commit.
         """
-        self._collection.compact()
-        self.calibrate(force=True)
+        self._collection.compact(settings_for=self._calibration_settings)
 
     def verify(self) -> list[str]:
         """Check every file of the current version against its checksum; returns problems."""
@@ -597,6 +615,14 @@ def _rows(
         msg = f"Duplicate ids within one call: {dupes}. Each id may appear once per call."
         raise InvalidInputError(msg)
     return texts, checked_metadatas, final
+
+
+def _saved_calibration(snapshot: Snapshot, target: float) -> Calibration | None:
+    """The calibration saved with ``snapshot``, if it was measured for ``target``."""
+    saved = snapshot.settings.get("calibration")
+    if not saved or saved.get("target") != target:
+        return None
+    return Calibration.from_dict(saved)
 
 
 def _model_name(embedding: Embeddings) -> str | None:

@@ -243,7 +243,7 @@ def exact_search(
 ) -> Hits:
     """Exact top ``k`` rows of ``vectors`` for each query, in chunks so memory stays bounded.
 
-    The one exact scan: segments without codes, tuning's ground truth and
+    The one exact scan: segments without codes, calibration's ground truth and
     :func:`langchain_vq.evaluation.exact_top_k` all use it. Rows ``mask`` sets False are
     skipped; a selective mask (keeping under 1/8 of the rows) scans only the rows it keeps.
     Returns :class:`Hits` of shape ``[n_queries, min(k, rows)]`` with segment 0; a place

@@ -12,7 +12,9 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from langchain_vq import VQVectorStore
+from langchain_vq.calibration import DEFAULT_K, DEFAULT_MULTIPLIERS
 from langchain_vq.cli import main
+from langchain_vq.evaluation import settings as settings_module
 from tests.conftest import clustered_vectors
 
 if TYPE_CHECKING:
@@ -83,6 +85,25 @@ def test_eval_json_with_query_file_modes_and_plot(
     assert data["results"][-1]["recall"] == 1.0
     assert data["fastest"]["recall"] >= 0.9
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_default_multipliers_are_the_librarys(
+    capsys: pytest.CaptureFixture[str], store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --multipliers the command sweeps the calibration's range (up to 1024), not its own."""
+    seen: dict[str, object] = {}
+    real = settings_module.evaluate_settings
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(settings_module, "evaluate_settings", spy)
+    code, out, err = run(capsys, "eval", store, "--sample", 20, "--timed", 2, "--target", 0.5, "--json")
+    assert code == 0, err
+    assert tuple(seen["multipliers"]) == DEFAULT_MULTIPLIERS
+    assert DEFAULT_MULTIPLIERS[-1] == 1024
+    assert json.loads(out)["k"] == DEFAULT_K
 
 
 def test_eval_jsonl_vectors(capsys: pytest.CaptureFixture[str], store: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from langchain_vq import InvalidInputError, VQVectorStore
+from langchain_vq.collection import ROW_KEY_SHIFT, Collection, CollectionConfig, Snapshot
 from tests.conftest import REPO_ROOT, clustered_vectors
 
 DIM = 16
@@ -208,3 +209,60 @@ def test_segments_with_different_keys_merge_without_reencoding_and_reopen(tmp_pa
     got = {d.id: d.metadata for d in reopened.get_by_ids(list(expected))}
     assert {k: canonical(v) for k, v in got.items()} == {k: canonical(v) for k, v in expected.items()}
     assert reopened.verify() == []
+
+
+def test_settings_hook_sees_the_staged_version_and_commits_with_the_rows(tmp_path: Path) -> None:
+    collection = Collection(CollectionConfig(quantization="binary"), tmp_path / "s")
+    x = clustered_vectors(300, 16, seed=3)
+    seen: list[tuple[int, int, int, bool]] = []
+
+    def hook(current: Snapshot, staged: Snapshot) -> dict[str, Any] | None:
+        # The staged version is searchable before it is committed, through the public methods.
+        keys, vectors = collection.sample_rows(5, seed=0, snapshot=staged)
+        found = collection.search_keys(vectors, 1, exact=True, snapshot=staged)
+        assert (found[:, 0] == keys).all()  # each sampled row is its own nearest neighbour
+        seen.append((current.version, staged.version, staged.live_rows, staged.quantizer is not None))
+        return {"measured_rows": staged.live_rows} if staged.quantizer is not None else None
+
+    collection.add([str(i) for i in range(30)], [""] * 30, [None] * 30, x[:30], settings_for=hook)
+    assert collection.snapshot.settings == {}  # None: settings unchanged
+    collection.add([str(i) for i in range(30, 300)], [""] * 270, [None] * 270, x[30:], settings_for=hook)
+    assert seen == [(0, 1, 30, False), (1, 2, 300, True)]
+    assert collection.snapshot.version == 2
+    assert collection.snapshot.settings == {"measured_rows": 300}
+    assert collection.directory is not None
+    assert collection.directory.read_manifest(2).settings == {"measured_rows": 300}  # same commit
+    collection.compact(settings_for=lambda current, staged: {"compacted": staged.version})
+    assert collection.snapshot.settings == {"measured_rows": 300, "compacted": 3}
+
+
+def test_a_failing_settings_hook_commits_nothing(tmp_path: Path) -> None:
+    collection = Collection(CollectionConfig(quantization="binary"), tmp_path / "s")
+    x = clustered_vectors(200, 16, seed=4)
+
+    def hook(current: Snapshot, staged: Snapshot) -> dict[str, Any] | None:
+        msg = "measurement failed"
+        raise RuntimeError(msg)
+
+    with pytest.raises(RuntimeError, match="measurement failed"):
+        collection.add([str(i) for i in range(200)], [""] * 200, [None] * 200, x, settings_for=hook)
+    reopened = Collection(path=tmp_path / "s")
+    assert (reopened.snapshot.version, reopened.snapshot.live_rows) == (0, 0)
+
+
+def test_search_keys_hide_each_querys_own_row_and_sample_rows_skips_deleted(tmp_path: Path) -> None:
+    collection = Collection(CollectionConfig(quantization="binary"), tmp_path / "s")
+    x = clustered_vectors(400, 16, seed=5)
+    collection.add([str(i) for i in range(400)], [""] * 400, [None] * 400, x)
+    collection.delete([str(i) for i in range(0, 400, 2)])
+    keys, vectors = collection.sample_rows(10_000, seed=0)
+    assert keys.size == 200  # all live rows, no deleted one
+    assert set((keys & ((1 << ROW_KEY_SHIFT) - 1)).tolist()) == set(range(1, 400, 2))
+    sub_keys, _ = collection.sample_rows(20, seed=1)
+    assert sub_keys.size == 20 and set(sub_keys.tolist()) <= set(keys.tolist())
+    for exact in (True, False):
+        found = collection.search_keys(vectors, 5, exact=exact, rescore_multiplier=4, exclude=keys)
+        assert found.shape == (200, 5)
+        assert not (found == keys[:, None]).any()  # never its own row
+        assert set(found.ravel().tolist()) <= set(keys.tolist())  # only live rows
+    assert (collection.search_keys(vectors, 1, exact=True)[:, 0] == keys).all()  # without exclude: itself

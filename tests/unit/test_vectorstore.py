@@ -11,7 +11,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
 from langchain_vq import InvalidInputError, VQVectorStore
-from langchain_vq import vectorstore as vectorstore_module
+from langchain_vq import calibration as calibration_module
 from tests.conftest import clustered_vectors
 
 DIM = 384
@@ -330,41 +330,142 @@ def test_many_small_adds_are_merged_into_few_segments(tmp_path) -> None:
     assert reopened.verify() == []
 
 
-def test_recall_target_calibrates_saves_and_reopens(tmp_path) -> None:
-    x = clustered_vectors(3000, 384, seed=21)
-    store = VQVectorStore(DeterministicFakeEmbedding(size=384), path=tmp_path / "s", recall_target=0.95)
-    fill(store, x[:50])
-    assert store.calibration is None  # below the training threshold: exact search, nothing to calibrate
-    fill(store, x[50:], offset=50)
+def calibrations(store: VQVectorStore) -> list[tuple[int, int, int]]:
+    """(version, rows, multiplier) of the calibration saved with every version on disk."""
+    directory = store.collection.directory
+    assert directory is not None
+    seen = []
+    for version in range(1, store.collection.snapshot.version + 1):
+        saved = directory.read_manifest(version).settings.get("calibration")
+        seen.append((version, saved["rows"], saved["multiplier"]) if saved else (version, 0, 0))
+    return seen
+
+
+def test_default_store_calibrates_in_the_commit_of_the_add_that_trains_its_quantizer(tmp_path) -> None:
+    x = clustered_vectors(4000, 64, seed=21)
+    store = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "s")
+    assert store.recall_target == 0.99
+    fill(store, x[:50])  # below binary's min_train_size: exact search, nothing to calibrate
+    assert store.collection.snapshot.quantizer is None
+    assert store.calibration is None
+    assert store.rescore_multiplier == 16  # the per-quantization default until calibrated
+    fill(store, x[50:1000], offset=50)  # trains the quantizer, and calibrates in the same commit
     calibration = store.calibration
-    assert calibration is not None and calibration.met and calibration.rows == 3000
-    assert store.rescore_multiplier == calibration.multiplier
+    assert calibration is not None and calibration.met
+    assert (calibration.rows, calibration.version) == (1000, store.collection.snapshot.version)
+    assert calibrations(store) == [(1, 0, 0), (2, 1000, calibration.multiplier)]  # one version per add
+    assert calibration.margin == calibration_module.DEFAULT_MARGIN
     measured = calibration.recall_by_multiplier
-    assert measured[calibration.multiplier] >= 0.95
-    assert all(r < 0.95 for m, r in measured.items() if m < calibration.multiplier)  # the smallest
-    # Saved in the manifest: a reopened handle uses it without measuring again.
-    reopened = VQVectorStore(DeterministicFakeEmbedding(size=384), path=tmp_path / "s", recall_target=0.95)
-    assert reopened.calibration == calibration
-    plain = VQVectorStore(DeterministicFakeEmbedding(size=384), path=tmp_path / "s")  # no arguments
-    assert plain.recall_target == 0.95
-    assert plain.rescore_multiplier == calibration.multiplier
-    fixed = VQVectorStore(DeterministicFakeEmbedding(size=384), path=tmp_path / "s", rescore_multiplier=3)
+    assert measured[calibration.multiplier] >= 0.99 + calibration.margin
+    assert all(r < calibration.goal for m, r in measured.items() if m < calibration.multiplier)  # smallest
+    assert store.rescore_multiplier == calibration.multiplier
+    queries = clustered_vectors(200, 64, seed=22)  # held back: recall holds on new queries too
+    assert recall(search_ids(store, queries, 10), exact_top(queries, x[:1000], 10)) >= 0.985
+
+
+def test_recalibrates_after_growth_and_compact_but_not_after_small_adds_or_deletes(
+    tmp_path, monkeypatch
+) -> None:
+    x = clustered_vectors(4000, 64, seed=23)
+    store = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "s")
+    measured_on: list[int] = []
+    real = calibration_module.calibrate_multiplier
+
+    def spy(*args, **kwargs):
+        result = real(*args, **kwargs)
+        measured_on.append(result.rows)
+        return result
+
+    monkeypatch.setattr("langchain_vq.vectorstore.calibrate_multiplier", spy)
+    fill(store, x[:1000])
+    fill(store, x[1000:1400], offset=1000)  # 1.4x: reuses the calibration
+    store.delete([str(i) for i in range(100)])
+    fill(store, x[1400:1600], offset=1400)  # 1500 live rows = 1.5x the 1000 measured on
+    assert measured_on == [1000, 1500]
+    grown = store.calibration
+    assert grown is not None and grown.rows == 1500
+    # A store that only grew walks up from the last multiplier, never below it.
+    assert min(grown.recall_by_multiplier) == calibrations(store)[0][2]
+    store.compact()  # new codes: measured again, in the compaction's commit
+    assert measured_on == [1000, 1500, 1500]
+    assert store.calibration is not None
+    assert store.calibration.version == store.collection.snapshot.version
+
+
+def test_explicit_settings_win_over_the_calibration(tmp_path, monkeypatch) -> None:
+    x = clustered_vectors(2000, 64, seed=24)
+    fixed = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "fixed", rescore_multiplier=3)
+    fill(fixed, x)
     assert fixed.recall_target is None
+    assert fixed.calibration is None  # a fixed multiplier: no measurement at all
+    assert "calibration" not in fixed.collection.snapshot.settings
     assert fixed.rescore_multiplier == 3
-    # Held-back queries reach the target at the calibrated multiplier.
-    queries = clustered_vectors(100, 384, seed=22)
-    assert recall(search_ids(reopened, queries, 10), exact_top(queries, x, 10)) >= 0.93
-    version = store.collection.snapshot.version
-    fill(store, x[:10])  # small growth: no new measurement
-    assert store.collection.snapshot.version == version + 1
-    store.compact()  # retrains the quantizer: measured again
-    assert store.calibration is not None and store.calibration.version > version
+
+    calibrated = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "s", recall_target=0.9)
+    fill(calibrated, x)
+    low = calibrated.calibration
+    assert low is not None and low.target == 0.9
+    reopened_fixed = VQVectorStore(
+        DeterministicFakeEmbedding(size=64), path=tmp_path / "s", rescore_multiplier=5
+    )
+    assert reopened_fixed.rescore_multiplier == 5
+    assert reopened_fixed.calibration is None
+    other_target = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "s", recall_target=0.99)
+    assert other_target.calibration is None  # measured for another target: not used
+    fill(other_target, x[:1], offset=5000)  # its next add measures for its own target
+    assert other_target.calibration is not None and other_target.calibration.target == 0.99
+    assert other_target.rescore_multiplier >= low.multiplier
+    # A multiplier passed to one search wins over everything.
+    calls: list[int] = []
+    real = other_target.collection.search
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["rescore_multiplier"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(other_target.collection, "search", spy)
+    other_target.similarity_search_by_vector(x[0].tolist(), k=3, rescore_multiplier=7)
+    other_target.similarity_search_by_vector(x[0].tolist(), k=3)
+    assert calls == [7, other_target.calibration.multiplier]
+
+
+def test_reopened_store_uses_the_saved_calibration_without_measuring(tmp_path, monkeypatch) -> None:
+    x = clustered_vectors(1500, 64, seed=25)
+    store = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "s")
+    fill(store, x)
+    saved = store.calibration
+    assert saved is not None
+
+    def fail(*args, **kwargs):
+        msg = "reopening or searching must not measure"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr("langchain_vq.vectorstore.calibrate_multiplier", fail)
+    reopened = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "s")
+    assert reopened.calibration == saved
+    assert reopened.rescore_multiplier == saved.multiplier
+    assert reopened.recall_target == 0.99
+    assert len(reopened.similarity_search_by_vector(x[0].tolist(), k=5)) == 5
+    reopened.delete(["0"])  # deletes never measure
+    reopened.calibrate(force=False)  # nothing due: the saved one is kept
+    assert reopened.calibration == saved
+
+
+def test_small_stores_search_well_with_the_default(tmp_path) -> None:
+    x = clustered_vectors(3000, 64, seed=26)
+    queries = clustered_vectors(50, 64, seed=27)
+    for n in (1, 3, 63, 64, 200, 3000):
+        store = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / str(n))
+        fill(store, x[:n])
+        got = search_ids(store, queries, 10)
+        assert recall(got, exact_top(queries, x[:n], min(10, n))) >= (1.0 if n < 64 else 0.97), n
+        assert all(len(r) == min(10, n) for r in got)
 
 
 def test_unreachable_recall_target_warns_and_uses_the_largest_multiplier(
     tmp_path, monkeypatch, caplog
 ) -> None:
-    monkeypatch.setattr(vectorstore_module, "CALIBRATION_MULTIPLIERS", (1, 2))
+    monkeypatch.setattr(calibration_module, "DEFAULT_MULTIPLIERS", (1, 2))
     x = clustered_vectors(1000, 64, seed=5)
     store = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "s", recall_target=1.0)
     with caplog.at_level(logging.WARNING, logger="langchain_vq.vectorstore"):
@@ -447,3 +548,19 @@ def test_scores_keep_the_metric_of_a_store_reopened_without_settings(metric: str
         reopened.similarity_search_with_score("q", k=1)[0][1]
         == store.similarity_search_with_score("q", k=1)[0][1]
     )
+
+
+@pytest.mark.parametrize("precision", ["float16", "int8"])
+def test_calibration_on_stored_precisions_and_none_for_codes_only(precision, tmp_path) -> None:
+    x = clustered_vectors(1500, 64, seed=28)
+    embedding = DeterministicFakeEmbedding(size=64)
+    store = VQVectorStore(embedding, path=tmp_path / "s", rescore_precision=precision)
+    fill(store, x)
+    calibration = store.calibration  # measured against exact search over the decoded rows
+    assert calibration is not None and calibration.met
+    assert calibration.recall_by_multiplier[calibration.multiplier] >= calibration.goal
+    codes_only = VQVectorStore(DeterministicFakeEmbedding(size=64), path=tmp_path / "c", rescore=False)
+    fill(codes_only, x)
+    assert codes_only.recall_target is None  # ranked by the codes: no multiplier to calibrate
+    assert codes_only.calibration is None
+    assert "calibration" not in codes_only.collection.snapshot.settings

@@ -1,13 +1,13 @@
 """Retrieval quality measures: recall against exact search, and nDCG against relevance labels.
 
-Shared by the tests, the benchmarks and ``langchain-vq eval``, so every number is computed one way.
+Shared by the store's calibration, ``langchain-vq eval``, the tests and the benchmarks, so every
+number is computed one way.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,7 +15,6 @@ from langchain_vq.search import exact_search
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from pathlib import Path
 
     import numpy.typing as npt
 
@@ -56,27 +55,3 @@ def ndcg_at_k(
         idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
         scores.append(dcg / idcg if idcg > 0 else 0.0)
     return float(np.mean(scores)) if scores else float("nan")
-
-
-def load_embedded_beir(folder: Path, split: str = "test") -> dict[str, Any]:
-    """A BEIR set with precomputed embeddings, as laid out in the shared data (``scifact/``).
-
-    Reads ``emb/corpus_emb.npy`` + ``corpus_ids.txt``, ``emb/queries_emb.npy`` +
-    ``queries_ids.txt`` and ``qrels/<split>.tsv``; keeps only the queries that have judgements.
-    Returns ``corpus``, ``corpus_ids``, ``queries``, ``query_ids`` and ``qrels``
-    (query id -> doc id -> grade), the inputs of :func:`ndcg_at_k`.
-    """
-    emb = folder / "emb"
-    qrels: dict[str, dict[str, int]] = {}
-    with (folder / "qrels" / f"{split}.tsv").open() as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
-    query_ids = (emb / "queries_ids.txt").read_text().split()
-    wanted = [i for i, q in enumerate(query_ids) if q in qrels]
-    return {
-        "corpus": np.load(emb / "corpus_emb.npy"),
-        "corpus_ids": (emb / "corpus_ids.txt").read_text().split(),
-        "queries": np.load(emb / "queries_emb.npy")[wanted],
-        "query_ids": [query_ids[i] for i in wanted],
-        "qrels": qrels,
-    }

@@ -1,23 +1,27 @@
-"""Calibration of rescore_multiplier and evaluation of settings on a store's own data."""
+"""Runtime calibration: the smallest rescore_multiplier reaching a recall target on a store's own data."""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
-from langchain_vq import ConfigurationError, DimensionMismatchError, InvalidInputError, VQVectorStore
-from langchain_vq.evaluation import exact_top_k, recall_at_k
-from langchain_vq.tuning import (
+from langchain_vq import DimensionMismatchError, InvalidInputError, VQVectorStore
+from langchain_vq import calibration as calibration_module
+from langchain_vq.calibration import (
     Calibration,
-    _approx_keys,
-    _exact_keys,
-    _query_set,
+    approx_keys,
     calibrate_multiplier,
-    evaluate_settings,
+    exact_keys,
+    needs_calibration,
+    query_set,
 )
+from langchain_vq.evaluation import exact_top_k, recall_at_k
 from tests.conftest import clustered_vectors
 
 DIM = 64
@@ -105,12 +109,11 @@ def test_given_queries_recall_matches_the_public_search(binary_store) -> None:
 
 def test_sampled_queries_exclude_their_own_row(binary_store) -> None:
     collection = binary_store.collection
-    snapshot = collection.snapshot
-    qs = _query_set(collection, snapshot, None, 50, 0)
+    qs = query_set(collection, None, 50, 0)
     assert qs.keys is not None
     assert len(set(qs.keys.tolist())) == 50
-    truth = _exact_keys(collection, snapshot, qs, 10)
-    found = _approx_keys(collection, snapshot, qs, 10, rescore=True, multiplier=4)
+    truth = exact_keys(collection, qs, 10)
+    found = approx_keys(collection, qs, 10, multiplier=4)
     for key, t, f in zip(qs.keys.tolist(), truth, found, strict=True):
         assert key not in t
         assert key not in f
@@ -135,14 +138,14 @@ def test_deleted_rows_are_neither_queries_nor_results(tmp_path) -> None:
     collection = store.collection
     snapshot = collection.snapshot
     assert len(snapshot.views) == 2
-    qs = _query_set(collection, snapshot, None, 10_000, 0)
+    qs = query_set(collection, None, 10_000, 0)
     assert qs.keys is not None
     assert qs.keys.size == len(store) == 1000
     dead = {int(r) for r in snapshot.views[0].deleted}
     segment_of = qs.keys >> 40
     assert not dead & set((qs.keys[segment_of == 0] & ((1 << 40) - 1)).tolist())
-    truth = _exact_keys(collection, snapshot, qs, 10)
-    found = _approx_keys(collection, snapshot, qs, 10, rescore=True, multiplier=2)
+    truth = exact_keys(collection, qs, 10)
+    found = approx_keys(collection, qs, 10, multiplier=2)
     for rows in truth + found:
         assert not {k & ((1 << 40) - 1) for k in rows if k >> 40 == 0} & dead
     cal = calibrate_multiplier(store, sample=100)
@@ -189,47 +192,81 @@ def test_argument_errors(binary_store) -> None:
         calibrate_multiplier(binary_store, queries=np.ones((3, DIM + 1), np.float32))
     with pytest.raises(InvalidInputError, match="VQVectorStore"):
         calibrate_multiplier(object())
-    with pytest.raises(ConfigurationError, match="Unknown mode"):
-        evaluate_settings(binary_store, modes=["float16x"])
 
 
-def test_evaluate_settings_table_and_recommendation(binary_store) -> None:
-    ev = evaluate_settings(
-        binary_store,
-        modes=["binary", "int8", "none"],
-        multipliers=(1, 4, 16, 64),
-        sample=100,
-        timed=10,
-        max_rows=2000,
-        target=0.95,
+def calibration_at(rows: int, target: float = 0.99) -> Calibration:
+    return Calibration(
+        multiplier=16,
+        target=target,
+        met=True,
+        k=10,
+        recall_by_multiplier={16: 0.995},
+        queries=100,
+        query_source="stored",
+        quantization="binary",
+        rows=rows,
+        version=1,
     )
-    labels = [r.label for r in ev.results]
-    assert labels[:5] == ["binary codes only", "binary m=1", "binary m=4", "binary m=16", "binary m=64"]
-    assert "int8 m=4" in labels
-    assert labels[-1] == "exact float"
-    by_label = {r.label: r for r in ev.results}
-    assert by_label["exact float"].recall == 1.0
-    assert by_label["binary m=1"].code_bytes == 8
-    assert by_label["binary m=4"].measured_on == "store"
-    assert by_label["int8 m=4"].measured_on == "in-memory sample of 2,000 of 3,000 rows"
-    assert by_label["int8 m=4"].rows == 2000
-    assert all(r.p50_ms > 0 and r.p95_ms >= r.p50_ms for r in ev.results)
-    assert ev.smallest is not None
-    assert ev.smallest.quantization == "binary"
-    assert ev.fastest is not None
-    assert ev.fastest.recall >= 0.95
-    assert "rescore_multiplier=" in ev.recommendation
-    assert ev.notes
-    text = ev.format_table()
-    assert "binary m=16" in text
-    assert ev.recommendation in text
-    data = json.loads(json.dumps(ev.to_dict()))
-    assert data["smallest"]["label"] == ev.smallest.label
-    assert len(data["results"]) == len(ev.results)
 
 
-def test_evaluate_settings_reports_when_no_setting_reaches_the_target(binary_store) -> None:
-    ev = evaluate_settings(binary_store, multipliers=(1,), codes_only=False, sample=50, timed=5, target=1.0)
-    assert ev.smallest is None
-    assert ev.fastest is None
-    assert ev.recommendation.startswith("No setting measured reached")
+def test_needs_calibration_when_trained_retrained_grown_or_retargeted(binary_store) -> None:
+    snapshot = binary_store.collection.snapshot  # 3000 live rows, trained
+    untrained = replace(snapshot, quantizer=None)
+    growth = calibration_module.RECALIBRATE_GROWTH
+    assert needs_calibration(None, untrained, snapshot, 0.99)  # first training
+    assert needs_calibration(None, snapshot, snapshot, 0.99)  # never measured
+    assert not needs_calibration(None, untrained, untrained, 0.99)  # exact search: nothing to measure
+    assert not needs_calibration(calibration_at(3000), snapshot, snapshot, 0.99)
+    assert not needs_calibration(calibration_at(math.floor(3000 / growth) + 1), snapshot, snapshot, 0.99)
+    assert needs_calibration(calibration_at(math.floor(3000 / growth)), snapshot, snapshot, 0.99)
+    assert needs_calibration(calibration_at(3000, target=0.95), snapshot, snapshot, 0.99)  # other target
+    retrained = replace(snapshot, quantizer=copy.copy(snapshot.quantizer))
+    assert needs_calibration(calibration_at(3000), snapshot, retrained, 0.99)  # new codes (compact)
+
+
+def test_store_calibration_adds_the_margin_and_walks_up_only_when_asked(binary_store) -> None:
+    full = calibrate_multiplier(binary_store, target=0.95, sample=200, stop_at_target=False)
+    steps = list(full.recall_by_multiplier)
+    plain = calibrate_multiplier(binary_store, target=0.95, sample=200)
+    margin = full.recall_by_multiplier[plain.multiplier] - 0.95 + 1e-6  # just above its recall
+    strict = calibrate_multiplier(binary_store, target=0.95, margin=margin, sample=200)
+    assert strict.multiplier == steps[steps.index(plain.multiplier) + 1]
+    assert strict.goal == pytest.approx(0.95 + margin)
+    up_only = calibrate_multiplier(binary_store, target=0.95, sample=200, start=1024, descend=False)
+    assert (up_only.multiplier, list(up_only.recall_by_multiplier)) == (1024, [1024])
+
+
+def test_early_stop_decides_clear_cases_on_fewer_queries() -> None:
+    decided = calibration_module._decided
+    assert not decided([1.0] * 49, 0.993, 10)  # too few queries to decide anything
+    assert decided([1.0] * 50, 0.993, 10)  # all perfect: clearly met
+    assert not decided([0.9] * 5 + [1.0] * 45, 0.993, 10)  # mean 0.99, within two standard errors
+    assert decided([0.9] * 20 + [1.0] * 30, 0.993, 10)  # mean 0.96: clearly not met
+    assert not decided([0.9] * 1 + [1.0] * 49, 0.999, 10)  # 0.998 vs 0.999: too close
+
+
+def test_early_stop_measures_a_prefix_and_chooses_like_the_full_measurement(
+    binary_store, monkeypatch
+) -> None:
+    collection = binary_store.collection
+    sizes: list[int] = []
+    real = collection.search_keys
+
+    def spy(queries, k, **kwargs):
+        if not kwargs.get("exact"):
+            sizes.append(len(queries))
+        return real(queries, k, **kwargs)
+
+    monkeypatch.setattr(collection, "search_keys", spy)
+    full = calibrate_multiplier(
+        collection, target=0.95, sample=200, multipliers=(1, 1024), stop_at_target=False
+    )
+    full_queries = sum(sizes)
+    sizes.clear()
+    early = calibrate_multiplier(
+        collection, target=0.95, sample=200, multipliers=(1, 1024), stop_at_target=False, early_stop=True
+    )
+    assert full_queries == 200  # m=1024 means as many candidates as rows: exact, not searched
+    assert sum(sizes) < full_queries  # m=1 was decided before all 200 queries
+    assert early.multiplier == full.multiplier == 1024
+    assert early.recall_by_multiplier[1] < 0.95 <= early.recall_by_multiplier[1024]

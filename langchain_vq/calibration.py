@@ -1,0 +1,408 @@
+"""Runtime calibration: the smallest ``rescore_multiplier`` reaching a recall target on a store.
+
+The store (``vectorstore.py``) uses this module, and only this one of the measuring modules:
+with no ``rescore_multiplier`` given, it keeps a :class:`Calibration` in the manifest's settings,
+measured on the version an add or ``compact()`` is about to commit and committed with it
+(:func:`needs_calibration` says when). Offline evaluation (``langchain_vq.evaluation.settings``)
+reuses :func:`query_set` and :func:`measure_recall`, so both measure recall one way.
+
+How recall is measured
+    Against exact float search over the same live rows, through
+    :meth:`~langchain_vq.collection.Collection.search_keys`. Queries are either given (held-back
+    query vectors) or sampled from the stored rows (uniformly, seeded). A sampled query is itself
+    a stored row, its own exact nearest neighbour, found by every quantizer: that would inflate
+    recall. So its own row is **excluded on both sides**: the exact top k is taken over the other
+    rows, and the two-stage search runs with that row masked out, so it scans exactly the
+    ``k * rescore_multiplier`` candidates a new query would get. Recall@k is the mean fraction of
+    the exact top k found (:func:`langchain_vq.evaluation.recall_at_k`); queries with fewer than
+    k other rows count the rows that exist.
+
+Cost
+    One exact search per query measured, then one two-stage search per query for each multiplier
+    measured; the walk from ``start`` measures one to three multipliers. With ``early_stop`` (the
+    store's choice) a multiplier whose recall is clearly above or below the goal after 50
+    queries is decided there, and the exact search runs only for the queries used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from langchain_vq.collection import Collection
+from langchain_vq.errors import InvalidInputError
+from langchain_vq.evaluation.metrics import recall_at_k
+from langchain_vq.validation import check_fraction, check_int, check_k, check_share
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import numpy.typing as npt
+
+    from langchain_vq.collection import Snapshot
+
+#: Multipliers calibration chooses from. Binary codes at 1M synthetic rows needed 128 for
+#: recall@10 0.99 (``benchmarks/bench_search.py``), so the range goes well past that.
+DEFAULT_MULTIPLIERS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: Recall@k the store reaches by default, and the ``k`` it is measured at.
+DEFAULT_TARGET = 0.99
+DEFAULT_K = 10
+#: Stored rows sampled as queries by a store's calibration.
+DEFAULT_SAMPLE = 200
+#: Added to the target by the store's calibration: the recall of a few hundred sampled queries
+#: is itself an estimate (its standard error near 0.99 is about 0.002).
+DEFAULT_MARGIN = 0.003
+#: With ``early_stop``: queries per chunk, and queries measured before a decision.
+_CHUNK = 50
+EARLY_STOP_MIN = 50
+#: The store measures again once its live rows have grown by this factor since the last
+#: calibration (recall at a fixed multiplier falls as rows are added).
+RECALIBRATE_GROWTH = 1.5
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The smallest ``rescore_multiplier`` reaching ``target + margin`` recall@k, and what was measured.
+
+    Attributes:
+        multiplier: The multiplier to use: the smallest measured one with recall >=
+            ``target + margin``, or the largest measured one when none reached it (then
+            ``met`` is False).
+        target: The recall@k asked for.
+        met: Whether ``multiplier`` reached ``target + margin`` (capped at 1).
+        k: Results per query the recall was measured at.
+        recall_by_multiplier: Measured recall@k per multiplier, in increasing order.
+        queries: Number of queries measured.
+        query_source: ``"stored"`` (sampled stored rows, each excluding itself) or ``"given"``.
+        quantization: The store's quantization (``"none"`` means exact search; recall is 1).
+        rows: Live rows of the store when measured.
+        version: Store version the calibration was measured on (committed with).
+        seed: Seed of the query sample.
+        margin: Added to ``target`` when choosing, for the sampling error of the measurement.
+    """
+
+    multiplier: int
+    target: float
+    met: bool
+    k: int
+    recall_by_multiplier: dict[int, float]
+    queries: int
+    query_source: str
+    quantization: str
+    rows: int
+    version: int
+    seed: int = 0
+    margin: float = 0.0
+
+    @property
+    def goal(self) -> float:
+        """The recall the multiplier was chosen for: ``target + margin``, at most 1."""
+        return min(1.0, self.target + self.margin)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict (multiplier keys as strings), e.g. for the manifest."""
+        out = asdict(self)
+        out["recall_by_multiplier"] = {str(m): r for m, r in self.recall_by_multiplier.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        """Inverse of :meth:`to_dict` (a calibration saved without ``margin`` has margin 0)."""
+        values = dict(data)
+        values["recall_by_multiplier"] = {int(m): float(r) for m, r in data["recall_by_multiplier"].items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """Query vectors and, for sampled stored rows, the row key each query is (-1 otherwise)."""
+
+    vectors: npt.NDArray[np.float32]  # [n, dim]
+    keys: npt.NDArray[np.int64] | None  # [n] or None for given queries
+    source: str  # "stored" or "given"
+
+
+def calibrate_multiplier(
+    store: Any,
+    *,
+    target: float = DEFAULT_TARGET,
+    margin: float = 0.0,
+    k: int = DEFAULT_K,
+    sample: int = DEFAULT_SAMPLE,
+    multipliers: Sequence[int] | None = None,
+    queries: npt.ArrayLike | None = None,
+    seed: int = 0,
+    stop_at_target: bool = True,
+    early_stop: bool = False,
+    start: int | None = None,
+    descend: bool = True,
+    snapshot: Snapshot | None = None,
+) -> Calibration:
+    """The smallest ``rescore_multiplier`` whose recall@k on the store's data reaches ``target + margin``.
+
+    Recall is measured with rescoring on (the multiplier means nothing without it), against
+    exact float search over the same live rows. See the module docstring for how sampled queries
+    exclude their own row.
+
+    Args:
+        store: A ``VQVectorStore`` or its ``Collection``.
+        target: Recall@k to reach, in (0, 1].
+        margin: Added to ``target`` (capped at 1) for the sampling error of the measurement.
+        k: Results per query.
+        sample: Stored rows sampled as queries when ``queries`` is None (all rows if fewer).
+        multipliers: The multipliers the answer is chosen from (default
+            :data:`DEFAULT_MULTIPLIERS`).
+        queries: Held-back query vectors ``[n, dim]`` to use instead of sampling stored rows.
+        seed: Seed of the sample.
+        stop_at_target: Stop as soon as the smallest multiplier reaching the goal is known
+            (the cheap choice at build time); False measures every multiplier.
+        early_stop: Measure each multiplier on chunks of the queries (in random order) and
+            stop once at least ``EARLY_STOP_MIN`` queries put the recall more than two
+            standard errors above or below the goal; the store's choice, since a clear answer
+            then costs 50 queries (exact and two-stage) instead of all. Without it, every
+            query is measured.
+        start: With ``stop_at_target``, the multiplier to measure first (e.g. the last
+            calibration's): walk down while the goal is still met, or up until it is. Recall
+            grows with the multiplier, so this finds the same multiplier as a sweep from the
+            smallest, in one to three measurements when the store changed little.
+        descend: With ``start``, whether to walk down from it. A store that only grew needs no
+            fewer candidates than before, so its recalibration walks up only.
+        snapshot: The version to measure (default the current one; a writer passes the version
+            it is about to commit).
+
+    Returns:
+        The :class:`Calibration`.
+
+    Raises:
+        InvalidInputError: The store is empty, or an argument is out of range.
+        DimensionMismatchError: ``queries`` have another dimension than the store.
+    """
+    collection = as_collection(store)
+    check_args(target, k, sample)
+    check_share(margin, "margin", below=1.0, example="0.003")
+    steps = check_multipliers(DEFAULT_MULTIPLIERS if multipliers is None else multipliers)
+    snapshot = collection.snapshot if snapshot is None else snapshot
+    check_not_empty(snapshot)
+    goal = min(1.0, target + margin)
+    qs = query_set(collection, queries, sample, seed, snapshot=snapshot)
+    if early_stop:  # chunks in random order, so each prefix is itself a uniform sample
+        order = np.random.default_rng(seed).permutation(qs.vectors.shape[0])
+        qs = QuerySet(qs.vectors[order], None if qs.keys is None else qs.keys[order], qs.source)
+    measured = _Measurer(collection, qs, k, goal, early_stop=early_stop, snapshot=snapshot)
+    chosen = _walk(steps, measured.meets, start, descend=descend, sweep=not stop_at_target)
+    return Calibration(
+        multiplier=chosen if chosen is not None else steps[-1],
+        target=float(target),
+        met=chosen is not None,
+        k=k,
+        recall_by_multiplier=dict(sorted(measured.recall_by.items())),
+        queries=qs.vectors.shape[0],
+        query_source=qs.source,
+        quantization=collection.quantization,
+        rows=snapshot.live_rows,
+        version=snapshot.version,
+        seed=seed,
+        margin=float(margin),
+    )
+
+
+class _Measurer:
+    """Recall@k per multiplier on one query set; the exact top k computed once, chunk by chunk."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        qs: QuerySet,
+        k: int,
+        goal: float,
+        *,
+        early_stop: bool,
+        snapshot: Snapshot,
+    ) -> None:
+        self.collection, self.qs, self.k, self.goal = collection, qs, k, goal
+        self.early_stop, self.snapshot = early_stop, snapshot
+        self.truth: list[list[int]] = []  # exact top k of the queries measured so far
+        self.recall_by: dict[int, float] = {}
+
+    def meets(self, multiplier: int) -> bool:
+        """Measure ``multiplier``; whether its recall reaches the goal."""
+        if self.k * multiplier >= self.snapshot.live_rows:
+            # As many candidates as rows: the engine scans every segment exactly (recall 1).
+            self.recall_by[multiplier] = 1.0
+            return True
+        n = self.qs.vectors.shape[0]
+        per_query: list[float] = []
+        for begin in range(0, n, _CHUNK):
+            chunk = QuerySet(
+                self.qs.vectors[begin : begin + _CHUNK],
+                None if self.qs.keys is None else self.qs.keys[begin : begin + _CHUNK],
+                self.qs.source,
+            )
+            if len(self.truth) <= begin:
+                self.truth += exact_keys(self.collection, chunk, self.k, snapshot=self.snapshot)
+            found = approx_keys(self.collection, chunk, self.k, multiplier=multiplier, snapshot=self.snapshot)
+            truth = self.truth[begin : begin + _CHUNK]
+            per_query += [recall_at_k([f], [t], self.k) for f, t in zip(found, truth, strict=True) if t]
+            if self.early_stop and begin + _CHUNK < n and _decided(per_query, self.goal, self.k):
+                break
+        self.recall_by[multiplier] = float(np.mean(per_query)) if per_query else 1.0
+        return self.recall_by[multiplier] >= self.goal
+
+
+def _walk(
+    steps: tuple[int, ...], meets: Callable[[int], bool], start: int | None, *, descend: bool, sweep: bool
+) -> int | None:
+    """The smallest step that meets the goal (None if none measured does); see ``calibrate_multiplier``."""
+    if sweep:
+        met = [m for m in steps if meets(m)]
+        return met[0] if met else None
+    at = steps.index(start) if start in steps else 0
+    if meets(steps[at]):
+        while descend and at > 0 and meets(steps[at - 1]):  # walk down while still met
+            at -= 1
+        return steps[at]
+    while at + 1 < len(steps):  # walk up until met
+        at += 1
+        if meets(steps[at]):
+            return steps[at]
+    return None
+
+
+def _decided(per_query: list[float], goal: float, k: int) -> bool:
+    """Whether the recall of these queries is clearly above or below ``goal`` (two standard errors).
+
+    The deviation used is at least the smallest one possible at this mean recall (every miss in a
+    different query, so a fraction ``(1 - mean) * k`` of the queries at ``1 - 1/k``). All queries
+    perfect is then decided as met: with 50 queries that happens to a store whose true recall is
+    0.99 with probability about 0.5% (``0.9 ** 50``), and the margin still separates it from the
+    target.
+    """
+    n = len(per_query)
+    if n < EARLY_STOP_MIN:
+        return False
+    mean = float(np.mean(per_query))
+    imperfect = min(1.0, (1.0 - mean) * k)
+    floor = float(np.sqrt(imperfect * (1.0 - imperfect))) / k
+    error = max(float(np.std(per_query)), floor) / np.sqrt(n)
+    return abs(mean - goal) > 2 * error
+
+
+def needs_calibration(
+    previous: Calibration | None, current: Snapshot, staged: Snapshot, target: float
+) -> bool:
+    """Whether a store maintaining a calibration for ``target`` measures on ``staged`` before committing it.
+
+    Yes when the staged version has a quantizer and: there is no calibration for this target,
+    the quantizer is new (first trained, or retrained by ``compact()``: new codes), or the live
+    rows have grown by :data:`RECALIBRATE_GROWTH` since the last measurement. Deletes and
+    small adds reuse the last one; an untrained store searches exactly and needs none.
+    """
+    if staged.quantizer is None or staged.live_rows == 0:
+        return False
+    if previous is None or previous.target != target:
+        return True
+    if staged.quantizer is not current.quantizer:
+        return True
+    return staged.live_rows >= RECALIBRATE_GROWTH * previous.rows
+
+
+# -- measuring, shared with offline evaluation -------------------------------------------------
+def query_set(
+    collection: Collection,
+    queries: npt.ArrayLike | None,
+    sample: int,
+    seed: int,
+    *,
+    snapshot: Snapshot | None = None,
+) -> QuerySet:
+    """Given query vectors (checked), or ``sample`` stored rows drawn uniformly with their keys."""
+    if queries is not None:
+        vectors = collection.check_vectors(queries, "query vectors")
+        if vectors.shape[0] == 0:
+            msg = "Got 0 query vectors; pass at least one, or leave queries out to sample stored rows."
+            raise InvalidInputError(msg)
+        return QuerySet(vectors, None, "given")
+    keys, vectors = collection.sample_rows(sample, seed=seed, snapshot=snapshot)
+    return QuerySet(vectors, keys, "stored")
+
+
+def exact_keys(
+    collection: Collection, qs: QuerySet, k: int, *, snapshot: Snapshot | None = None
+) -> list[list[int]]:
+    """Exact top-k row keys per query (a sampled query's own row excluded)."""
+    keys = collection.search_keys(qs.vectors, k, exact=True, exclude=qs.keys, snapshot=snapshot)
+    return [[key for key in row if key >= 0] for row in keys.tolist()]
+
+
+def approx_keys(
+    collection: Collection,
+    qs: QuerySet,
+    k: int,
+    *,
+    rescore: bool = True,
+    multiplier: int = 1,
+    snapshot: Snapshot | None = None,
+) -> list[list[int]]:
+    """Top-k row keys of the store's two-stage search (a sampled query's own row masked out)."""
+    keys = collection.search_keys(
+        qs.vectors, k, rescore=rescore, rescore_multiplier=multiplier, exclude=qs.keys, snapshot=snapshot
+    )
+    return [[key for key in row if key >= 0] for row in keys.tolist()]
+
+
+def measure_recall(
+    collection: Collection,
+    qs: QuerySet,
+    truth: list[list[int]],
+    k: int,
+    *,
+    rescore: bool = True,
+    multiplier: int = 1,
+    snapshot: Snapshot | None = None,
+) -> float:
+    """Recall@k of the two-stage search against ``truth`` (:func:`exact_keys`)."""
+    found = approx_keys(collection, qs, k, rescore=rescore, multiplier=multiplier, snapshot=snapshot)
+    return recall(found, truth, k)
+
+
+def recall(found: list[list[int]], truth: list[list[int]], k: int) -> float:
+    """Recall@k over the queries that have at least one other row (1.0 if none has)."""
+    pairs = [(f, t) for f, t in zip(found, truth, strict=True) if t]
+    if not pairs:
+        return 1.0
+    return float(recall_at_k([f for f, _ in pairs], [t for _, t in pairs], k))
+
+
+# -- argument checks, shared with offline evaluation -------------------------------------------
+def as_collection(store: Any) -> Collection:
+    """The ``Collection`` of a store (or the collection itself), or a typed error."""
+    collection = getattr(store, "collection", store)
+    if not isinstance(collection, Collection):
+        msg = f"Expected a VQVectorStore or a Collection, got {type(store).__name__}."
+        raise InvalidInputError(msg)
+    return collection
+
+
+def check_args(target: float, k: int, sample: int) -> None:
+    """Check the target, ``k`` and the sample size."""
+    check_fraction(target, "target")
+    check_k(k)
+    check_int(sample, "sample", fix="It counts the stored rows sampled as queries.")
+
+
+def check_multipliers(multipliers: Sequence[int]) -> tuple[int, ...]:
+    """The multipliers, checked, deduplicated and sorted."""
+    values = list(multipliers)
+    if not values:
+        msg = "multipliers is empty; pass at least one rescore_multiplier, e.g. [1, 2, 4, 8]."
+        raise InvalidInputError(msg)
+    return tuple(sorted({check_int(m, f"multipliers[{i}]") for i, m in enumerate(values)}))
+
+
+def check_not_empty(snapshot: Snapshot) -> None:
+    """A typed error when the version has no live rows."""
+    if snapshot.live_rows == 0:
+        msg = "The store is empty: add documents before measuring recall."
+        raise InvalidInputError(msg)
