@@ -3,7 +3,8 @@
 One run measures, at ``--n`` x 384 synthetic vectors with the structure of real all-MiniLM
 embeddings (``langchain_vq.synthetic``):
 
-* per quantization mode (binary, int8, pq, none, and binary with each rescoring precision:
+* the stores are built by ``--batch``-row adds (ten at 1M) and not compacted (``--compact`` to
+  compact them); per quantization mode (binary, int8, pq, none, and binary with each rescoring precision:
   float16 is the default, ``binary-float32``, ``binary-int8`` and ``binary-codes-only``): disk of
   the store as a ratio to the raw float32 vectors, ingest rate through ``add_embeddings`` (batches
   of ``--batch`` rows), then in a NEW process per mode: open time of ``VQVectorStore(path=...)``,
@@ -76,7 +77,8 @@ BARE_MULTIPLIERS = (8, 16, 32, 64, 128, 256, 512)
 WARMUP_QUERIES = 5
 REAL_CORPUS_ROWS = 49_000
 REAL_QUERIES = 500
-TARGET_SPEEDUP_VS_FLAT = 30.0
+TARGET_SPEEDUP_VS_FLAT = 20.0
+TARGET_PQ_SPEEDUP_VS_FLAT = 15.0
 TARGET_VS_BARE = 1.25
 TARGET_RECALL = 0.99
 TARGET_OPEN_MS = 100.0
@@ -120,8 +122,11 @@ def filter_rows(name: str, n: int) -> np.ndarray:
     return {"0.01%": i[i % 10_000 == 7], "1%": i[i % 10_000 < 100], "50%": i[i % 2 == 0]}[name]
 
 
-def build_store(path: Path, mode: str, vectors: np.ndarray, batch: int) -> dict[str, Any]:
-    """Create a store at ``path`` and add ``vectors`` in batches; returns ingest numbers."""
+def build_store(
+    path: Path, mode: str, vectors: np.ndarray, batch: int, *, compact: bool = False
+) -> dict[str, Any]:
+    """Create a store at ``path`` and add ``vectors`` in batches (the way users build stores),
+    then ``compact()`` only when asked; returns ingest numbers."""
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
     from langchain_vq import VQVectorStore
@@ -135,9 +140,10 @@ def build_store(path: Path, mode: str, vectors: np.ndarray, batch: int) -> dict[
         ids = [str(i) for i in range(lo, hi)]
         metadatas = [row_metadata(i) for i in range(lo, hi)]
         store.add_embeddings([f"doc {i}" for i in range(lo, hi)], vectors[lo:hi], metadatas, ids)
-    # The bulk-load recipe: one compact() after the batches leaves one segment, retrained on all
-    # rows. Without it each 100k batch stays a segment, scanned with the full candidate count.
-    store.compact()
+    # The tiered merge policy keeps O(log n) segments; compact() leaves one, retrained on all rows.
+    segments_after_adds = len(store.collection.snapshot.views)
+    if compact:
+        store.compact()
     seconds = time.perf_counter() - start
     quantizer = store.collection.snapshot.quantizer
     parts = store_info(path)["bytes"]
@@ -147,9 +153,12 @@ def build_store(path: Path, mode: str, vectors: np.ndarray, batch: int) -> dict[
         "ingest_rows_per_s": vectors.shape[0] / seconds,
         "code_bytes_per_vector": quantizer.code_size if quantizer is not None else 0,
         "rescore_precision": store.collection.rescore_precision,
+        "segments_after_adds": segments_after_adds,
+        "compacted": compact,
         "segments": len(store.collection.snapshot.views),
-        # The newest version's files and the manifests; the folder also holds the files the
-        # compaction replaced until the next compact (readers' grace period).
+        "default_rescore_multiplier": store.rescore_multiplier,
+        # The newest version's files and the manifests; the folder also holds the files that
+        # merges and compaction replaced, until the next compact (readers' grace period).
         "store_bytes": version_bytes,
         "disk_ratio_vs_raw_float32": version_bytes / (vectors.shape[0] * vectors.shape[1] * 4),
         "folder_bytes_with_replaced_files": dir_bytes(path),
@@ -390,7 +399,14 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
     speedup = flat_p50 / best["p50_ms"]
     vs_bare = best["p50_ms"] / bare["p50_ms"]
     opens = {m: r["warm"]["open_ms"] for m, r in result["modes"].items()}
-    out = {
+    default = next(r for r in result["modes"]["binary"]["warm"]["runs"] if r["default"])
+    out: dict[str, Any] = {
+        "default_recall_at_10": default["recall_at_10"],
+        "default_recall_met": default["recall_at_10"] >= TARGET_RECALL - 1e-9,  # 0.99 as a float mean
+        "default_rescore_multiplier": default["rescore_multiplier"],
+        "default_speedup_vs_flat_ip": flat_p50 / default["p50_ms"],
+        "default_speedup_met": flat_p50 / default["p50_ms"] >= TARGET_SPEEDUP_VS_FLAT,
+        "segments_after_ten_adds": result["modes"]["binary"]["ingest"].get("segments_after_adds"),
         "binary_speedup_vs_flat_ip": speedup,
         "binary_speedup_met": speedup >= TARGET_SPEEDUP_VS_FLAT,
         "binary_vs_bare_ratio": vs_bare,
@@ -409,6 +425,15 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
             if m in result["modes"]
         },
     }
+    pq = result["modes"].get("pq")
+    if pq is not None:
+        pq_best = fastest_at_target(pq["warm"]["runs"])
+        out["pq_recall_at_10"] = pq_best["recall_at_10"]
+        out["pq_speedup_vs_flat_ip"] = flat_p50 / pq_best["p50_ms"]
+        out["pq_speedup_met"] = (
+            pq_best["recall_at_10"] >= TARGET_RECALL
+            and out["pq_speedup_vs_flat_ip"] >= TARGET_PQ_SPEEDUP_VS_FLAT
+        )
     filtered = result["modes"]["binary"]["warm"].get("filtered")
     if filtered:
         first = max(r["first_query_ms"] for r in filtered)
@@ -532,7 +557,19 @@ def markdown(result: dict[str, Any]) -> str:
 
     lines += [
         "",
-        f"Targets (binary at m={v['binary_rescore_multiplier']}): binary two-stage >= {TARGET_SPEEDUP_VS_FLAT:.0f}x faster than IndexFlatIP: "
+        f"Default binary store ({v['segments_after_ten_adds']} segments after ten adds, not compacted): recall@10 "
+        f"{v['default_recall_at_10']:.4f} at the calibrated m={v['default_rescore_multiplier']} (target {TARGET_RECALL}: "
+        f"{yes(v['default_recall_met'])}), {v['default_speedup_vs_flat_ip']:.1f}x faster than IndexFlatIP (target "
+        f"{TARGET_SPEEDUP_VS_FLAT:.0f}x: {yes(v['default_speedup_met'])})"
+        + (
+            f"; PQ at recall@10 {v['pq_recall_at_10']:.4f}: {v['pq_speedup_vs_flat_ip']:.1f}x (target "
+            f"{TARGET_PQ_SPEEDUP_VS_FLAT:.0f}x at 0.99: {yes(v['pq_speedup_met'])})"
+            if "pq_speedup_vs_flat_ip" in v
+            else ""
+        )
+        + ".",
+        "",
+        f"Fastest binary setting reaching the recall target (m={v['binary_rescore_multiplier']}): >= {TARGET_SPEEDUP_VS_FLAT:.0f}x faster than IndexFlatIP: "
         f"{v['binary_speedup_vs_flat_ip']:.1f}x, {yes(v['binary_speedup_met'])}; within "
         f"{TARGET_VS_BARE}x of the bare kernel pipeline: {v['binary_vs_bare_ratio']:.2f}x, "
         f"{yes(v['binary_vs_bare_met'])}; at recall@10 >= {TARGET_RECALL}: {v['binary_recall_at_10']:.4f}, "
@@ -600,7 +637,7 @@ def main(ns: argparse.Namespace) -> None:
 
         for mode in ns.modes.split(","):
             path = workdir / f"store-{mode}"
-            ingest = build_store(path, mode, corpus, ns.batch)
+            ingest = build_store(path, mode, corpus, ns.batch, compact=ns.compact)
             print(f"{mode}: ingest {ingest}", flush=True)
             common = [
                 "--store",
@@ -660,6 +697,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--flat-queries", type=int, default=100, help="single queries timed for IndexFlatIP")
     parser.add_argument("--keep", action="store_true", help="keep the temporary stores")
+    parser.add_argument("--compact", action="store_true", help="compact() each store after its adds")
     query = sub.add_parser("_query", help=argparse.SUPPRESS)
     query.add_argument("--store", required=True)
     query.add_argument("--queries", required=True)
