@@ -144,7 +144,25 @@ def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
     embeddings = _load("bench_embeddings.json")
     if embeddings is not None:
         lines += ["", _embeddings_sentence(embeddings)]
+    ray = _load("bench_ray.json")
+    if ray is not None:
+        lines += ["", _ray_sentence(ray)]
     return lines
+
+
+def _ray_sentence(data: dict[str, Any]) -> str:
+    """Distributed build scaling and sharded search overhead, from bench_ray."""
+    one, two = data["build"][0], data["build"][1]
+    search = data["search"]
+    return (
+        f"Scale-out on Ray (`bench_ray.py`, local 2-CPU cluster on 2 cores shared with other jobs, load average {one['load_before'][0]:.1f}-"
+        f"{two['load_after'][0]:.1f}): building {one['rows']:,} chunks with the real model ran at "
+        f"{one['rows_per_s']:.1f} rows/s with 1 worker and {two['rows_per_s']:.1f} with 2 "
+        f"({data['estimate']['scaling_2_workers']:.2f}x); a query over {search['shards']} shards of "
+        f"{search['rows']:,} rows took {search['sharded']['p50_ms']:.2f} ms p50 against "
+        f"{search['one_store']['p50_ms']:.2f} ms for one store ({search['fanout_overhead_p50_ms']:.2f} ms "
+        "fan-out overhead)."
+    )
 
 
 def _embeddings_sentence(data: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from langchain_vq.arrays import array_of, bool_array
 from langchain_vq.errors import (
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from langchain_vq.filters import Filter
     from langchain_vq.quantization.base import Quantizer
     from langchain_vq.storage.fs import FileOps
+    from langchain_vq.storage.manifest import FileEntry
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,9 @@ TRAIN_SAMPLE = 100_000
 CLEANUP_GRACE_SECONDS = 60.0
 #: Times a reader retries opening the newest version when cleanup removed files under it.
 _LOAD_ATTEMPTS = 5
+#: ``settings`` key of the build ids committed by ``commit_segments`` (newest last), and how many are kept.
+BUILDS_SETTING = "builds"
+MAX_BUILDS_KEPT = 256
 #: Settings of a new collection whose config leaves them unset.
 DEFAULT_METRIC: MetricName = "cosine"
 DEFAULT_QUANTIZATION = "binary"
@@ -449,6 +454,101 @@ class Collection:
             settings = _staged_settings(settings_for, current, dim, views, quantizer, codec)
             self._publish(current, dim, views, quantizer, settings, codec=codec)
 
+    def commit_segments(
+        self,
+        entries: Sequence[SegmentEntry],
+        dim: int,
+        quantizer: Quantizer | None,
+        *,
+        codec: VectorCodec | None = None,
+        build_id: str | None = None,
+    ) -> bool:
+        """Commit segment files that other processes wrote into this store, as one new version.
+
+        For distributed builds (``langchain_vq.ray``): workers write ``_segments/`` files with
+        ``StoreDirectory.write_segment``; this opens and checks them, deletes the live rows
+        their ids replace (upsert), and publishes them through the usual commit protocol.
+        ``quantizer`` must be the store's own quantizer object when it has one (codes must
+        compare), or the one the segments were encoded with when it has none (existing segments
+        are then re-encoded in the same commit, as ``add`` does); ``codec`` likewise (the
+        rescoring precision the segments' vectors were stored at). A ``build_id`` already listed
+        in the settings means that build was committed before: nothing happens and False is
+        returned, so a rerun after a crash commits once. With no entries, only the build id is
+        committed (a shard that got no rows).
+
+        Raises:
+            ConfigurationError: The store has another quantizer (trained meanwhile) or dimension.
+            InvalidInputError: An id occurs twice among the new segments.
+            CorruptStoreError: A segment file does not match its entry.
+        """
+        if self.directory is None:
+            msg = "commit_segments needs a store on disk; in-memory collections use add()."
+            raise InvalidInputError(msg)
+        with self._writing() as current:
+            if build_id is not None and build_id in (current.settings.get(BUILDS_SETTING) or {}):
+                return False
+            if not entries:  # no rows for this store (a shard): still record the build, once
+                if build_id is None:
+                    return False
+                settings = _with_build(current, build_id)
+                self._publish(
+                    current, current.dim, list(current.views), current.quantizer, settings, current.codec
+                )
+                return True
+            self._check_external(current, dim, quantizer)
+            if current.quantizer is not None and codec is not current.codec:
+                msg = "The segments' rescoring codec is not the store's; run the build again."
+                raise ConfigurationError(msg)
+            code_size = quantizer.code_size if quantizer is not None else None
+            new_views = []
+            for entry in entries:
+                if entry.has_codes != (quantizer is not None):
+                    msg = f"Segment {entry.name}: has_codes={entry.has_codes} but quantizer={quantizer!r}."
+                    raise ConfigurationError(msg)
+                new_views.append(SegmentView(self.directory.read_segment(entry, dim, code_size)))
+            new_ids = pa.chunked_array([v.segment.ids for v in new_views], pa.string()).combine_chunks()
+            if len(pc.unique(new_ids)) != len(new_ids):
+                counts = pc.value_counts(new_ids).to_pylist()
+                twice = [c["values"] for c in counts if c["counts"] > 1][:5]
+                msg = f"Ids occur more than once in one build: {twice}. Give every row its own id."
+                raise InvalidInputError(msg)
+            replaced = self._rows_of(current, new_ids.to_pylist())
+            views = [
+                SegmentView(v.segment, _union(v.deleted, replaced.get(i)))
+                for i, v in enumerate(current.views)
+            ]
+            if quantizer is not None and current.quantizer is None:
+                views = [SegmentView(_encoded(v.segment, quantizer, codec), v.deleted) for v in views]
+            new_settings = None if build_id is None else _with_build(current, build_id)
+            views = [v for v in views if v.live_count] + new_views
+            self._publish(
+                current,
+                dim,
+                views,
+                quantizer,
+                new_settings,
+                codec=codec,
+                written={e.name: e.data for e in entries},
+            )
+            return True
+
+    def _check_external(self, current: Snapshot, dim: int, quantizer: Quantizer | None) -> None:
+        """Externally encoded segments fit this store: its dimension, and its quantizer if any."""
+        if current.dim is not None and dim != current.dim:
+            msg = (
+                f"The new segments hold {dim}-dimensional vectors, but the store at "
+                f"{self.directory.path if self.directory else ''} holds {current.dim}-dimensional "
+                "ones. Build with the store's embedding model, or into a new store."
+            )
+            raise ConfigurationError(msg)
+        if current.quantizer is not None and quantizer is not current.quantizer:
+            msg = (
+                f"The store at {self.directory.path if self.directory else ''} has a quantizer other "
+                "than the one these segments were encoded with (it was trained while they were "
+                "written). Run the build again: it then encodes with the store's quantizer."
+            )
+            raise ConfigurationError(msg)
+
     def delete(self, ids: Sequence[str] | None = None, *, filter: Filter | None = None) -> int:  # noqa: A002
         """Delete rows by id and/or metadata filter, on the newest version; returns how many.
 
@@ -764,8 +864,12 @@ class Collection:
         quantizer: Quantizer | None,
         settings: dict[str, Any] | None = None,
         codec: VectorCodec | None = None,
+        written: dict[str, FileEntry] | None = None,
     ) -> None:
-        """Commit ``views`` as the next version (writing only what changed) and switch to it."""
+        """Commit ``views`` as the next version (writing only what changed) and switch to it.
+
+        ``written``: files of new segments that are already on disk (``commit_segments``), by name.
+        """
         version = current.version + 1
         settings = current.settings if settings is None else settings
         if self.directory is None:
@@ -785,7 +889,12 @@ class Collection:
         entries = []
         for view in views:
             previous = old_entries.get(view.segment.name)
-            data = previous.data if previous else self.directory.write_segment(view.segment)
+            if previous is not None:
+                data = previous.data
+            elif written is not None and view.segment.name in written:
+                data = written[view.segment.name]
+            else:
+                data = self.directory.write_segment(view.segment)
             deletions = previous.deletions if previous and previous.deleted == view.deleted.size else None
             if view.deleted.size and deletions is None:
                 deletions = self.directory.write_deletions(view.segment.name, version, view.deleted)
@@ -863,6 +972,12 @@ def _staged_settings(
 def _row_keys(hits: Hits) -> npt.NDArray[np.int64]:
     """Row keys ``[n, k]`` of engine hits; -1 where the engine padded."""
     return np.where(hits.segments >= 0, (hits.segments << ROW_KEY_SHIFT) + hits.rows, -1)
+
+
+def _with_build(current: Snapshot, build_id: str) -> dict[str, Any]:
+    """``current``'s settings with ``build_id`` recorded as committed by the next version."""
+    builds = {**(current.settings.get(BUILDS_SETTING) or {}), build_id: current.version + 1}
+    return {**current.settings, BUILDS_SETTING: dict(list(builds.items())[-MAX_BUILDS_KEPT:])}
 
 
 def _union(deleted: npt.NDArray[np.int64], more: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64]:

@@ -104,6 +104,10 @@ class StoreWriteError(StoreError):
         return str(self.args[0])
 
 
+class ShardUnavailableError(StoreError):
+    """A shard of a sharded store did not answer in time, or failed after its retries."""
+
+
 class UnsupportedFormatError(StoreError):
     """The store was written by a newer, unknown format version."""
 

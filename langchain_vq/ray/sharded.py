@@ -1,0 +1,555 @@
+"""Sharded search: N normal stores, one long-lived Ray actor each, and a LangChain store on top.
+
+Rows are routed to a shard by a stable hash of their id (``shard_of``), so ``add``, ``delete``
+and ``get_by_ids`` touch only the shards that hold those ids. A query fans out to every shard as
+one call per shard (a batch of queries is one call too); each shard scans its codes and rescores
+its own candidates with its floats, and the driver merges the shards' top ``k`` by the rescored
+scores. Since each shard rescores its own ``k * rescore_multiplier`` candidates, a sharded store
+rescores at least the candidates one store holding all the rows would: with exact search the
+answers are identical, with quantized search they are the same or better.
+
+Each actor restarts when its process dies (``max_restarts``) and calls are retried on the
+restarted actor (``max_task_retries``). That is safe because every call is idempotent: searches
+and reads do not write, an add is an upsert by id, a delete of deleted ids does nothing. Every
+``ray.get`` has a timeout; a shard that does not answer raises ``ShardUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from langchain_vq.collection import Collection, CollectionConfig, Row
+from langchain_vq.errors import (
+    ConfigurationError,
+    DimensionMismatchError,
+    InvalidInputError,
+    NotAStoreError,
+    ShardUnavailableError,
+)
+from langchain_vq.quantization.precision import CODES_ONLY
+from langchain_vq.ray._common import require_ray, shard_of
+from langchain_vq.storage import StoreDirectory
+from langchain_vq.validation import check_int, check_k, check_multiplier
+from langchain_vq.vectorstore import DEFAULT_RESCORE_MULTIPLIER, VQVectorStore
+
+ray = require_ray()
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy.typing as npt
+    from langchain_core.embeddings import Embeddings
+
+    from langchain_vq.filters import Filter
+    from langchain_vq.tuning import Calibration
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a call to a shard may take, retries and an actor restart included.
+DEFAULT_CALL_TIMEOUT = 120.0
+
+
+def shard_paths(root: str | os.PathLike[str], shards: int) -> list[Path]:
+    """The conventional shard directories of a sharded store: ``<root>/shard-00000`` and on."""
+    check_int(shards, "shards")
+    return [Path(root) / f"shard-{i:05d}" for i in range(shards)]
+
+
+class ShardServer:
+    """One shard: a ``Collection`` opened once in a long-lived actor process.
+
+    Every call names the shard it means (``path``): a server switched to another shard
+    (``open``) and then restarted by Ray comes back on the path it was started with, and the
+    next call moves it back to the right one instead of answering from the wrong store.
+    """
+
+    def __init__(self, path: str, config: CollectionConfig, lock_timeout: float | None) -> None:
+        self.path = path
+        self.lock_timeout = lock_timeout
+        self.collection = Collection(config, path, lock_timeout=lock_timeout)
+
+    def open(self, path: str, config: CollectionConfig, lock_timeout: float | None) -> str:
+        """Serve another store from now on (a running server is reused instead of a new process)."""
+        self.collection = Collection(config, path, lock_timeout=lock_timeout)
+        self.path, self.lock_timeout = path, lock_timeout
+        return path
+
+    def _at(self, path: str) -> Collection:
+        if path != self.path:  # restarted after a switch: reopen the shard the caller means
+            self.collection = Collection(None, path, lock_timeout=self.lock_timeout)
+            self.path = path
+        return self.collection
+
+    def search(
+        self,
+        path: str,
+        queries: npt.NDArray[np.float32],
+        k: int,
+        rescore: bool,
+        rescore_multiplier: int,
+        filter: Filter | None,  # noqa: A002 - LangChain's name
+        with_vectors: bool,
+    ) -> list[list[Row]]:
+        """This shard's top ``k`` per query, rescored with its own floats."""
+        return self._at(path).search(
+            queries,
+            k,
+            rescore=rescore,
+            rescore_multiplier=rescore_multiplier,
+            filter=filter,
+            with_vectors=with_vectors,
+        )
+
+    def add(
+        self,
+        path: str,
+        ids: list[str],
+        texts: list[str],
+        metadatas: list[dict[str, Any] | None],
+        vectors: npt.NDArray[np.float32],
+    ) -> int:
+        """Upsert rows (checked and normalized by the caller); returns the live rows after."""
+        collection = self._at(path)
+        collection.add(ids, texts, metadatas, vectors)
+        return collection.snapshot.live_rows
+
+    def delete(self, path: str, ids: list[str] | None, filter: Filter | None) -> int:  # noqa: A002
+        """Delete by ids and/or filter; returns how many rows were deleted."""
+        return self._at(path).delete(ids, filter=filter)
+
+    def get(self, path: str, ids: list[str]) -> list[Row]:
+        """Rows of these ids that live in this shard."""
+        return self._at(path).get(ids)
+
+    def status(self, path: str) -> dict[str, Any]:
+        """Version, live rows and dimension of the version this actor reads."""
+        snapshot = self._at(path).snapshot
+        return {"version": snapshot.version, "rows": snapshot.live_rows, "dim": snapshot.dim}
+
+    def refresh(self, path: str) -> bool:
+        """Pick up versions committed by others (a build, another driver)."""
+        return self._at(path).refresh()
+
+    def compact(self, path: str) -> None:
+        """Compact this shard."""
+        self._at(path).compact()
+
+    def verify(self, path: str) -> list[str]:
+        """Problems found in this shard's files."""
+        return self._at(path).verify()
+
+    def pid(self) -> int:
+        """The actor's process id (tests kill it)."""
+        return os.getpid()
+
+
+@dataclass(frozen=True)
+class ShardedSnapshot:
+    """What ``VQVectorStore`` reads of a collection's state, summed over the shards."""
+
+    live_rows: int
+    dim: int | None
+    settings: dict[str, Any] = field(default_factory=dict)
+    quantizer: None = None  # per shard, not shared: calibration does not apply
+
+
+class ShardedCollection:
+    """The ``Collection`` methods ``VQVectorStore`` uses, fanned out to one actor per shard.
+
+    The shard list's length and order define the routing: reopen a sharded store with the same
+    paths in the same order (``shard_paths`` gives the conventional ones).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        config: CollectionConfig | None = None,
+        *,
+        lock_timeout: float | None = 10.0,
+        num_cpus: float = 0.25,
+        max_restarts: int = 3,
+        max_task_retries: int = 3,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        servers: Sequence[Any] | None = None,
+    ) -> None:
+        """Open (or create) every shard here, check they agree, then start one actor per shard.
+
+        ``servers``: running ``ShardServer`` actors to serve the shards instead of new ones (one
+        per path; starting an actor imports this package, seconds on a busy machine). They are
+        switched to these paths and left running by ``close()``.
+
+        Raises:
+            NotAStoreError: A shard path holds something that is not a store.
+            ConfigurationError: Shards differ in dimension, metric or quantization.
+        """
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            msg = "A sharded store needs at least one shard path."
+            raise InvalidInputError(msg)
+        if len({p.resolve() for p in self.paths}) != len(self.paths):
+            msg = f"Shard paths must differ; got {[str(p) for p in self.paths]}."
+            raise InvalidInputError(msg)
+        for p in self.paths:
+            if p.exists() and not p.is_dir():
+                msg = f"Shard path {p} is a file, expected a store directory (or a new path)."
+                raise NotAStoreError(msg)
+            StoreDirectory(p).exists()  # raises NotAStoreError for anything else
+        # Opening each shard here creates new ones with the same settings and reads the others'.
+        opened = [Collection(config, p, lock_timeout=lock_timeout) for p in self.paths]
+        self._check_agree(opened)
+        first = opened[0]
+        self.config = first.config
+        self._rescore_precision = first.rescore_precision
+        self._dim = next((c.snapshot.dim for c in opened if c.snapshot.dim is not None), None)
+        self.call_timeout = float(call_timeout)
+        self._checker = Collection(CollectionConfig(metric=first.metric))
+        del opened
+        if servers is not None:
+            if len(servers) != len(self.paths):
+                msg = f"Got {len(servers)} servers for {len(self.paths)} shard paths; pass one per shard."
+                raise InvalidInputError(msg)
+            self.actors = list(servers)
+            self._owned = False
+            self._gather(
+                [
+                    a.open.remote(str(p), self.config, lock_timeout)
+                    for a, p in zip(self.actors, self.paths, strict=True)
+                ]
+            )
+            return
+        self._owned = True
+        self.actors = [
+            start_server(str(p), self.config, lock_timeout, num_cpus, max_restarts, max_task_retries)
+            for p in self.paths
+        ]
+
+    def _check_agree(self, opened: list[Collection]) -> None:
+        first, where = opened[0], self.paths[0]
+        for collection, p in zip(opened, self.paths, strict=True):
+            dim, first_dim = (
+                collection.snapshot.dim,
+                next((c.snapshot.dim for c in opened if c.snapshot.dim is not None), None),
+            )
+            if dim is not None and dim != first_dim:
+                found = {str(q): c.snapshot.dim for c, q in zip(opened, self.paths, strict=True)}
+                msg = (
+                    f"The shards hold vectors of different dimensions: {found}. Every shard of one "
+                    "store must hold one model's vectors; rebuild the odd shard or leave it out."
+                )
+                raise ConfigurationError(msg)
+            if (collection.metric, collection.quantization) != (first.metric, first.quantization):
+                msg = (
+                    f"Shard {p} uses metric {collection.metric!r} and quantization "
+                    f"{collection.quantization!r}, but shard {where} uses {first.metric!r} and "
+                    f"{first.quantization!r}. The shards of one store must share their settings."
+                )
+                raise ConfigurationError(msg)
+
+    # -- what VQVectorStore reads ------------------------------------------------------------
+    @property
+    def metric(self) -> Literal["cosine", "dot", "l2"]:
+        """The shards' metric."""
+        return self._checker.metric
+
+    @property
+    def quantization(self) -> str:
+        """The shards' quantization."""
+        return self.config.quantization or "binary"
+
+    @property
+    def rescore_precision(self) -> str:
+        """The shards' rescoring precision (``"none"``: codes only)."""
+        return self._rescore_precision
+
+    @property
+    def directory(self) -> None:
+        """No single directory: see ``paths``."""
+        return
+
+    @property
+    def snapshot(self) -> ShardedSnapshot:
+        """Live rows and dimension over all shards (one status call per shard)."""
+        status = self._gather([a.status.remote(p) for a, p in self._served()])
+        dims = {s["dim"] for s in status if s["dim"] is not None}
+        if dims:
+            self._dim = dims.pop()
+        return ShardedSnapshot(live_rows=sum(s["rows"] for s in status), dim=self._dim)
+
+    def check_vectors(self, vectors: npt.ArrayLike, what: str = "vectors") -> npt.NDArray[np.float32]:
+        """Vectors as ``float32[n, dim]`` (normalized for cosine), checked against the shards' dim."""
+        checked = self._checker.check_vectors(vectors, what)
+        if self._dim is not None and checked.shape[1] != self._dim:
+            msg = (
+                f"{what} have dimension {checked.shape[1]}, but this sharded store holds "
+                f"{self._dim}-dimensional vectors. Use the embedding model the store was built "
+                "with, or create a new store for the other model."
+            )
+            raise DimensionMismatchError(msg)
+        return checked
+
+    # -- writes ------------------------------------------------------------------------------
+    def add(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadatas: Sequence[dict[str, Any] | None],
+        vectors: npt.NDArray[np.float32],
+    ) -> None:
+        """Upsert rows, each into the shard of its id (one commit per shard touched)."""
+        if len(ids) == 0:
+            return
+        groups = self._route(ids)
+        calls = [
+            self.actors[shard].add.remote(
+                str(self.paths[shard]),
+                [ids[i] for i in rows],
+                [texts[i] for i in rows],
+                [metadatas[i] for i in rows],
+                vectors[rows],
+            )
+            for shard, rows in groups.items()
+        ]
+        self._gather(calls)
+        if self._dim is None:
+            self._dim = int(vectors.shape[1])
+
+    def delete(self, ids: Sequence[str] | None = None, *, filter: Filter | None = None) -> int:  # noqa: A002
+        """Delete by id (routed) and/or filter (every shard); returns how many rows went."""
+        if ids is not None:
+            if len(ids) == 0:
+                return 0
+            calls = [
+                self.actors[shard].delete.remote(str(self.paths[shard]), [ids[i] for i in rows], filter)
+                for shard, rows in self._route(ids).items()
+            ]
+        else:
+            calls = [a.delete.remote(p, None, filter) for a, p in self._served()]
+        return sum(self._gather(calls))
+
+    def compact(self) -> None:
+        """Compact every shard (in parallel)."""
+        self._gather([a.compact.remote(p) for a, p in self._served()])
+
+    def refresh(self) -> bool:
+        """Every shard picks up versions committed by others; True if any changed."""
+        return any(self._gather([a.refresh.remote(p) for a, p in self._served()]))
+
+    def verify(self) -> list[str]:
+        """Problems found in any shard's files, prefixed with the shard's path."""
+        found = self._gather([a.verify.remote(p) for a, p in self._served()])
+        return [
+            f"{p}: {problem}" for p, problems in zip(self.paths, found, strict=True) for problem in problems
+        ]
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, ids: Sequence[str]) -> list[Row]:
+        """Rows with these ids, in the order asked; missing ids are skipped."""
+        groups = self._route(ids)
+        calls = [
+            self.actors[shard].get.remote(str(self.paths[shard]), [ids[i] for i in rows])
+            for shard, rows in groups.items()
+        ]
+        found = {row.id: row for rows in self._gather(calls) for row in rows}
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+    def search(
+        self,
+        queries: npt.ArrayLike,
+        k: int,
+        *,
+        rescore: bool = True,
+        rescore_multiplier: int = 1,
+        filter: Filter | None = None,  # noqa: A002 - LangChain's name
+        with_vectors: bool = False,
+    ) -> list[list[Row]]:
+        """The ``k`` best rows per query over all shards: one call per shard, then a merge."""
+        k = check_k(k)
+        matrix = np.asarray(queries, dtype=np.float32)
+        self.check_vectors(matrix, "query embedding")  # shape and dimension errors before any fan-out
+        per_shard = self._gather(
+            [
+                a.search.remote(p, matrix, k, rescore, rescore_multiplier, filter, with_vectors)
+                for a, p in self._served()
+            ]
+        )
+        return [merge_top_k([shard[q] for shard in per_shard], k) for q in range(matrix.shape[0])]
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _served(self) -> list[tuple[Any, str]]:
+        """(actor, the path of the shard it serves), in routing order."""
+        return [(a, str(p)) for a, p in zip(self.actors, self.paths, strict=True)]
+
+    def _route(self, ids: Sequence[str]) -> dict[int, list[int]]:
+        groups: dict[int, list[int]] = {}
+        for pos, row_id in enumerate(ids):
+            groups.setdefault(shard_of(row_id, len(self.actors)), []).append(pos)
+        return groups
+
+    def _gather(self, calls: list[Any]) -> list[Any]:
+        """``ray.get`` with the call timeout; a shard that does not answer is a typed error."""
+        try:
+            return ray.get(calls, timeout=self.call_timeout)
+        except ray.exceptions.GetTimeoutError as exc:
+            msg = (
+                f"A shard did not answer within {self.call_timeout:g} s (shards: "
+                f"{[str(p) for p in self.paths]}). Check the Ray cluster (ray status) and retry."
+            )
+            raise ShardUnavailableError(msg) from exc
+        except ray.exceptions.RayActorError as exc:
+            msg = (
+                f"A shard actor died and could not be restarted ({exc}). Check its logs and the "
+                "shard's store (verify()), then reopen the sharded store."
+            )
+            raise ShardUnavailableError(msg) from exc
+
+    def close(self) -> None:
+        """Stop the shard actors this object started (the stores stay on disk)."""
+        if self._owned:
+            for actor in self.actors:
+                ray.kill(actor)
+        self.actors = []
+
+
+def start_server(
+    path: str,
+    config: CollectionConfig | None = None,
+    lock_timeout: float | None = 10.0,
+    num_cpus: float = 0.25,
+    max_restarts: int = 3,
+    max_task_retries: int = 3,
+) -> Any:
+    """A new ``ShardServer`` actor for the store at ``path``: restarted on failure, calls retried."""
+    actor = ray.remote(ShardServer).options(
+        num_cpus=num_cpus, max_restarts=max_restarts, max_task_retries=max_task_retries
+    )
+    return actor.remote(path, config or CollectionConfig(), lock_timeout)
+
+
+def merge_top_k(lists: Sequence[Sequence[Row]], k: int) -> list[Row]:
+    """The ``k`` best rows of several best-first lists, by score (ties: the earlier shard first)."""
+    pooled = [row for rows in lists for row in rows]
+    pooled.sort(key=lambda r: -(r.score if r.score is not None else -np.inf))
+    return pooled[:k]
+
+
+class ShardedVQVectorStore(VQVectorStore):
+    """``VQVectorStore`` over a sharded store: drop-in, with rows spread over N shard actors.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install "langchain-vq[ray]"
+
+    Instantiate:
+        .. code-block:: python
+
+            import ray
+            from langchain_vq.ray import ShardedVQVectorStore, shard_paths
+
+            ray.init()  # or ray.init(address="auto") on a cluster
+            store = ShardedVQVectorStore(embeddings, shard_paths("my_store", 4))
+
+    Add, delete, search, retriever: as ``VQVectorStore``. ``recall_target`` calibration is not
+    available (each shard has its own quantizer); pass ``rescore_multiplier`` instead.
+    ``close()`` stops the actors.
+    """
+
+    def __init__(
+        self,
+        embedding: Embeddings,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        quantization: str | None = None,
+        rescore: bool | None = None,
+        rescore_precision: str | None = None,
+        rescore_multiplier: int | None = None,
+        metric: str | None = None,
+        lock_timeout: float | None = 10.0,
+        quantizer_options: dict[str, Any] | None = None,
+        num_cpus: float = 0.25,
+        max_restarts: int = 3,
+        max_task_retries: int = 3,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        servers: Sequence[Any] | None = None,
+    ) -> None:
+        """Open or create the shards at ``paths`` (order defines routing) and start their actors.
+
+        ``servers``: running ``ShardServer`` actors to reuse (see ``ShardedCollection``).
+        """
+        self.embedding = embedding
+        if rescore is False:  # a codes-only store, as VQVectorStore(rescore=False)
+            rescore_precision = CODES_ONLY
+        self.recall_target = None
+        fixed = None if rescore_multiplier is None else check_multiplier(rescore_multiplier)
+        config = CollectionConfig(
+            metric=metric or None,
+            quantization=quantization or None,
+            quantizer_options=dict(quantizer_options) if quantizer_options else None,
+            embedding_model=getattr(embedding, "model_name", None) or type(embedding).__name__,
+            rescore_precision=rescore_precision,
+        )
+        self._collection = ShardedCollection(  # type: ignore[assignment]  # duck-typed Collection
+            paths,
+            config,
+            lock_timeout=lock_timeout,
+            num_cpus=num_cpus,
+            max_restarts=max_restarts,
+            max_task_retries=max_task_retries,
+            call_timeout=call_timeout,
+            servers=servers,
+        )
+        self._fixed_multiplier = (
+            DEFAULT_RESCORE_MULTIPLIER[self._collection.quantization] if fixed is None else fixed
+        )
+
+    @property
+    def sharded(self) -> ShardedCollection:
+        """The shards and their actors."""
+        return self._collection  # type: ignore[return-value]
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """Always None: calibration needs one quantizer, and each shard has its own."""
+        return None
+
+    def calibrate(self, *, force: bool = True) -> Calibration | None:  # noqa: ARG002
+        """Not available on a sharded store (see ``calibration``); returns None."""
+        return None
+
+    @property
+    def path(self) -> str | None:
+        """None: a sharded store has one directory per shard (``paths``)."""
+        return None
+
+    @property
+    def paths(self) -> list[str]:
+        """The shard directories, in routing order."""
+        return [str(p) for p in self.sharded.paths]
+
+    def close(self) -> None:
+        """Stop the shard actors; the shards stay on disk."""
+        self.sharded.close()
+
+    def __del__(self) -> None:
+        """Best effort: actors of a forgotten store do not outlive it."""
+        try:
+            if ray.is_initialized() and getattr(self, "_collection", None) is not None:
+                self.sharded.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown, cluster gone
+            pass
+
+
+__all__ = [
+    "ShardServer",
+    "ShardedCollection",
+    "ShardedVQVectorStore",
+    "merge_top_k",
+    "shard_paths",
+    "start_server",
+]

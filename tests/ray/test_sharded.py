@@ -1,0 +1,159 @@
+"""Sharded search on the session's local cluster: same answers as one store, routing, restarts, errors."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from langchain_vq import ConfigurationError, NotAStoreError, VQVectorStore
+from langchain_vq.collection import Collection
+from tests.conftest import clustered_vectors
+from tests.ray.conftest import GET_TIMEOUT
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from langchain_vq.ray.sharded import ShardedVQVectorStore
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+DIM = 32
+ROWS = 6000
+
+
+@pytest.fixture
+def open_stores() -> Iterator[list[ShardedVQVectorStore]]:
+    """Sharded stores opened by a test; their actors are stopped after it."""
+    stores: list[ShardedVQVectorStore] = []
+    yield stores
+    for store in stores:
+        store.close()
+
+
+def sharded(open_stores: list, paths: list[Path], **kwargs) -> ShardedVQVectorStore:
+    """A sharded store; ``servers=`` reuses the session's running actors instead of new ones."""
+    from langchain_vq.ray import ShardedVQVectorStore
+
+    store = ShardedVQVectorStore(
+        DeterministicFakeEmbedding(size=DIM), paths, call_timeout=GET_TIMEOUT, **kwargs
+    )
+    open_stores.append(store)
+    return store
+
+
+def corpus() -> tuple[list[str], list[str], list[dict], np.ndarray]:
+    vectors = clustered_vectors(ROWS, DIM, seed=1)
+    ids = [f"row-{i}" for i in range(ROWS)]
+    return (
+        ids,
+        [f"text {i}" for i in range(ROWS)],
+        [{"i": i, "even": i % 2 == 0} for i in range(ROWS)],
+        vectors,
+    )
+
+
+@pytest.mark.parametrize("quantization", ["none", "int8"])
+def test_sharded_results_equal_one_store_on_1000_queries(
+    tmp_path: Path, open_stores: list, shard_servers: list, quantization: str
+) -> None:
+    from langchain_vq.ray import shard_paths
+
+    ids, texts, metadatas, vectors = corpus()
+    # int8 at multiplier 16: both find the exact top 10 (int8 needs 2 for recall 0.9999), so
+    # the rescored answers must agree exactly; with exact search they agree by construction.
+    multiplier = 16 if quantization == "int8" else None
+    one = VQVectorStore(
+        DeterministicFakeEmbedding(size=DIM), quantization=quantization, rescore_multiplier=multiplier
+    )
+    one.add_embeddings(texts, vectors, metadatas, ids)
+    store = sharded(
+        open_stores, shard_paths(tmp_path, 3), quantization=quantization, rescore_multiplier=multiplier
+    )
+    store.add_embeddings(texts, vectors, metadatas, ids)
+    assert len(store) == ROWS
+
+    queries = clustered_vectors(1000, DIM, seed=2)
+    got = store.batch_similarity_search_by_vector(queries, k=10)
+    want = one.batch_similarity_search_by_vector(queries, k=10)
+    for got_q, want_q in zip(got, want, strict=True):
+        assert [d.id for d, _ in got_q] == [d.id for d, _ in want_q]
+        np.testing.assert_allclose([s for _, s in got_q], [s for _, s in want_q], rtol=0, atol=1e-5)
+    filtered = store.batch_similarity_search_by_vector(queries[:50], k=5, filter={"even": True})
+    expected = one.batch_similarity_search_by_vector(queries[:50], k=5, filter={"even": True})
+    assert [[d.id for d, _ in q] for q in filtered] == [[d.id for d, _ in q] for q in expected]
+
+
+def test_add_delete_and_get_route_by_id(tmp_path: Path, open_stores: list, shard_servers: list) -> None:
+    from langchain_vq.ray import shard_of, shard_paths
+
+    paths = shard_paths(tmp_path, 3)
+    store = sharded(open_stores, paths, quantization="binary", servers=shard_servers)
+    ids = [f"doc-{i}" for i in range(90)]
+    store.add_texts([f"passage {i}" for i in range(90)], [{"n": i} for i in range(90)], ids=ids)
+    for index, path in enumerate(paths):
+        assert sorted(Collection(path=path).live_ids()) == sorted(i for i in ids if shard_of(i, 3) == index)
+    assert [d.id for d in store.get_by_ids(["doc-5", "missing", "doc-2"])] == ["doc-5", "doc-2"]
+    store.add_texts(["passage five, edited"], ids=["doc-5"])  # upsert lands on the same shard
+    assert store.get_by_ids(["doc-5"])[0].page_content == "passage five, edited"
+    store.delete(["doc-5", "doc-6", "nope"])
+    assert len(store) == 88
+    store.delete(filter={"n": {"$lt": 10}})
+    assert len(store) == 80
+    assert store.similarity_search("passage 42", k=1)[0].id == "doc-42"
+    assert store.verify() == []
+
+
+def test_a_shard_actor_killed_mid_query_restarts_and_the_query_returns_the_same_answer(
+    tmp_path: Path, open_stores: list, shard_servers: list
+) -> None:
+    """The killed server was switched to this store (servers=): Ray restarts it on the path it was
+    started with, and the retried call, which names its shard, moves it back to the right one."""
+    import ray
+
+    from langchain_vq.ray import shard_paths
+
+    ids, texts, metadatas, vectors = corpus()
+    store = sharded(open_stores, shard_paths(tmp_path, 2), quantization="none", servers=shard_servers[:2])
+    store.add_embeddings(texts, vectors, metadatas, ids)
+    queries = clustered_vectors(3000, DIM, seed=3)  # exact search of 3,000 queries: a call that lasts
+    expected = store.batch_similarity_search_by_vector(queries, k=10)
+    victim = store.sharded.actors[0]
+    pid_before = ray.get(victim.pid.remote(), timeout=GET_TIMEOUT)
+
+    answer: list = []
+    query = threading.Thread(
+        target=lambda: answer.append(store.batch_similarity_search_by_vector(queries, k=10))
+    )
+    query.start()
+    ray.kill(victim, no_restart=False)  # while the fan-out is in flight
+    query.join(timeout=GET_TIMEOUT * 2)
+    assert not query.is_alive()
+    assert answer, "the query raised instead of being retried on the restarted actor"
+    assert [[d.id for d, _ in q] for q in answer[0]] == [[d.id for d, _ in q] for q in expected]
+    assert [[s for _, s in q] for q in answer[0]] == [[s for _, s in q] for q in expected]
+    assert ray.get(victim.pid.remote(), timeout=GET_TIMEOUT) != pid_before  # a new process serves it
+    assert len(store) == ROWS
+
+
+def test_bad_shards_get_typed_errors(tmp_path: Path, open_stores: list) -> None:
+    (tmp_path / "file-shard").write_text("not a store")
+    with pytest.raises(NotAStoreError, match="is a file"):
+        sharded(open_stores, [tmp_path / "ok", tmp_path / "file-shard"])
+    (tmp_path / "folder-shard").mkdir()
+    (tmp_path / "folder-shard" / "notes.txt").write_text("x")
+    with pytest.raises(NotAStoreError, match="holds no langchain_vq store"):
+        sharded(open_stores, [tmp_path / "ok", tmp_path / "folder-shard"])
+
+    VQVectorStore(DeterministicFakeEmbedding(size=8), path=tmp_path / "dim8").add_texts(["a"])
+    VQVectorStore(DeterministicFakeEmbedding(size=16), path=tmp_path / "dim16").add_texts(["b"])
+    with pytest.raises(ConfigurationError, match="different dimensions"):
+        sharded(open_stores, [tmp_path / "dim8", tmp_path / "dim16"])
+    VQVectorStore(DeterministicFakeEmbedding(size=8), path=tmp_path / "l2", metric="l2").add_texts(["c"])
+    with pytest.raises(ConfigurationError, match="metric"):
+        sharded(open_stores, [tmp_path / "dim8", tmp_path / "l2"])
+    assert open_stores == []  # no actor was started for a bad shard list
