@@ -300,8 +300,15 @@ class ShardedCollection:
         texts: Sequence[str],
         metadatas: Sequence[dict[str, Any] | None],
         vectors: npt.NDArray[np.float32],
+        *,
+        settings_for: object = None,  # noqa: ARG002 - see below
     ) -> None:
-        """Upsert rows, each into the shard of its id (one commit per shard touched)."""
+        """Upsert rows, each into the shard of its id (one commit per shard touched).
+
+        ``settings_for`` is ``Collection.add``'s calibration hook; a sharded store has no
+        store-level calibration (each shard has its own quantizer, and ``ShardedVQVectorStore``
+        has no ``recall_target``), so it is not called.
+        """
         if len(ids) == 0:
             return
         groups = self._route(ids)
@@ -332,8 +339,8 @@ class ShardedCollection:
             calls = [a.delete.remote(p, None, filter) for a, p in self._served()]
         return sum(self._gather(calls))
 
-    def compact(self) -> None:
-        """Compact every shard (in parallel)."""
+    def compact(self, *, settings_for: object = None) -> None:  # noqa: ARG002 - as in add
+        """Compact every shard (in parallel); ``settings_for`` is not called (see ``add``)."""
         self._gather([a.compact.remote(p) for a, p in self._served()])
 
     def refresh(self) -> bool:
