@@ -140,6 +140,16 @@ def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
         ),
     ]
     if search is not None:
+        if peers["date"] < search["date"]:
+            lines += [
+                "",
+                f"**The table above is from the peers run of {peers['date'][:10]}, before the defaults "
+                "changed** (calibrated `rescore_multiplier`, binary fast scan, 4-bit PQ, float16 "
+                f"rescoring vectors); rerun `bench_peers.py` to refresh it. The default store of "
+                f"{search['date'][:10]} (`bench_search.py`, {search['config']['n']:,} rows built by "
+                f"ten adds, same kind of data, {search['hardware']['cpu_model']}): "
+                + _default_sentence(search),
+            ]
         lines += ["", _search_sentence(search)]
     embeddings = _load("bench_embeddings.json")
     if embeddings is not None:
@@ -191,6 +201,24 @@ def _embeddings_sentence(data: dict[str, Any]) -> str:
             else ""
         )
     )
+
+
+def _default_sentence(search: dict[str, Any]) -> str:
+    """The default binary and PQ stores against IndexFlatIP, from bench_search."""
+    v = search["verdicts"]
+    flat = search["peers"]["flat_ip"]["p50_ms"]
+    default = next(r for r in search["modes"]["binary"]["warm"]["runs"] if r["default"])
+    out = (
+        f"binary at the calibrated m={default['rescore_multiplier']}: recall@10 {default['recall_at_10']:.4f}, "
+        f"p50 {default['p50_ms']:.1f} ms against {flat:.1f} ms for IndexFlatIP ({flat / default['p50_ms']:.1f}x)"
+    )
+    if "pq_speedup_vs_flat_ip" in v:
+        pq = next(r for r in search["modes"]["pq"]["warm"]["runs"] if r["default"])
+        out += (
+            f"; PQ at m={pq['rescore_multiplier']}: recall@10 {pq['recall_at_10']:.4f}, p50 {pq['p50_ms']:.1f} ms "
+            f"({v['pq_speedup_vs_flat_ip']:.1f}x)"
+        )
+    return out + "."
 
 
 def _search_sentence(search: dict[str, Any]) -> str:
