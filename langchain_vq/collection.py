@@ -619,9 +619,7 @@ class Collection:
                     chunk = vectors[start : start + SEGMENT_MAX_ROWS]
                     views.append(SegmentView(_encoded(segment, quantizer, codec, chunk)))
             settings = _staged_settings(settings_for, current, current.dim, views, quantizer, codec)
-            self._publish(current, current.dim, views, quantizer, settings, codec=codec)
-            if self.directory is not None and self._snapshot.manifest is not None:
-                self.directory.cleanup(self._snapshot.manifest, CLEANUP_GRACE_SECONDS)
+            self._publish(current, current.dim, views, quantizer, settings, codec=codec, cleanup=True)
 
     def verify(self) -> list[str]:
         """Every problem found in the files of the current version (checksums included)."""
@@ -865,10 +863,14 @@ class Collection:
         settings: dict[str, Any] | None = None,
         codec: VectorCodec | None = None,
         written: dict[str, FileEntry] | None = None,
+        *,
+        cleanup: bool = False,
     ) -> None:
         """Commit ``views`` as the next version (writing only what changed) and switch to it.
 
         ``written``: files of new segments that are already on disk (``commit_segments``), by name.
+        Files the new version no longer lists are then cleaned up (``cleanup``: always, also
+        leftovers of failed commits).
         """
         version = current.version + 1
         settings = current.settings if settings is None else settings
@@ -919,6 +921,11 @@ class Collection:
         self.directory.commit(manifest)
         # Re-open new segments memory-mapped, so their floats leave the heap.
         self._snapshot = self._load(manifest)
+        if cleanup or {f.file for f in old.files()} - {f.file for f in manifest.files()}:
+            # A merge, compaction, retraining or new deletion file superseded files: remove those
+            # no reader may still be opening (older than the grace period), so the disk holds
+            # about one copy of the store, not every rewrite of it.
+            self.directory.cleanup(manifest, CLEANUP_GRACE_SECONDS)
 
 
 class _WriteContext:

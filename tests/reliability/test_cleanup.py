@@ -105,3 +105,26 @@ def test_leftovers_of_failed_commits_are_removed_by_cleanup(tmp_path, monkeypatc
     writer.compact()
     assert not orphan.exists() and not tmp.exists()
     assert writer.verify() == []
+
+
+def test_batched_adds_leave_about_one_copy_of_the_store_on_disk(tmp_path) -> None:
+    """Merges supersede segments; the add that commits one removes the files superseded longer
+    ago than the grace period, so a store built by many adds does not keep every rewrite."""
+    writer = open_store(tmp_path / "s")
+    folder = tmp_path / "s" / "_segments"
+    for batch in range(12):  # the tiered policy merges every few adds
+        _add(writer, [f"b{batch}-{i}" for i in range(300)])
+        past = time.time() - collection_module.CLEANUP_GRACE_SECONDS - 1
+        for path in (tmp_path / "s").rglob("*"):  # everything so far is past the grace period
+            os.utime(path, (past, past))
+    listed = {
+        e.file.split("/", 1)[1] for e in writer.collection.snapshot.manifest.files() if "_segments/" in e.file
+    }
+    on_disk = set(os.listdir(folder))
+    assert len(writer.collection.snapshot.views) < 12  # merges happened
+    # Only the newest version's segments and those of the version it superseded remain.
+    assert listed <= on_disk
+    superseded = on_disk - listed
+    assert len(superseded) <= 4, superseded
+    assert len(live_rows(writer.collection)) == 12 * 300
+    assert writer.verify() == []
