@@ -19,7 +19,8 @@ def top_k(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """The ``k`` best (highest) scores of each row, best first, with their indices.
 
-    Ties are ordered by index, so results never depend on ``argpartition``'s order.
+    Ties are ordered by index, also at the k-th place, so results never depend on
+    ``argpartition``'s order.
 
     Args:
         scores: ``[n_queries, c]`` similarities (higher is better); ``-inf`` marks a skipped one.
@@ -37,10 +38,25 @@ def top_k(
     if k == 0:
         return np.empty((scores.shape[0], 0), np.float32), np.empty((scores.shape[0], 0), np.int64)
     if k < n:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # [n_queries, k], unordered
-        scores = np.take_along_axis(scores, part, axis=1)
-        indices = np.take_along_axis(indices, part, axis=1)
-    order = np.lexsort((indices, -scores), axis=1)  # by score, then by index
+        # Keep every score tied with the k-th best, so the index order decides among them and
+        # not argpartition: m is the largest count of scores >= the k-th best over the rows.
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # [n_queries, 1]
+        m = int((scores >= kth).sum(axis=1).max())
+        if m < n:
+            if scores.shape[0] == 1:  # a single query (the common case): plain indexing
+                part = np.argpartition(-scores[0], m - 1)[:m]
+                scores, indices = scores[:, part], indices[:, part]
+            else:
+                part = np.argpartition(-scores, m - 1, axis=1)[:, :m]  # [n_queries, m], unordered
+                scores = np.take_along_axis(scores, part, axis=1)
+                indices = np.take_along_axis(indices, part, axis=1)
+    if scores.shape[0] == 1:
+        order = np.lexsort((indices[0], -scores[0]))[:k]
+        return (
+            scores[:, order].astype(np.float32, copy=False),
+            indices[:, order].astype(np.int64, copy=False),
+        )
+    order = np.lexsort((indices, -scores), axis=1)[:, :k]  # by score, then by index
     return (
         np.take_along_axis(scores, order, axis=1).astype(np.float32, copy=False),
         np.take_along_axis(indices, order, axis=1).astype(np.int64, copy=False),
