@@ -88,7 +88,7 @@ def build(path: Path, x: np.ndarray, adds: int, multiplier: int, *, fast_scan: b
 def touch(store: Any) -> None:
     """Read every mapped vector and code page once, so no pipeline pays first-touch faults."""
     for view in store.collection.snapshot.views:
-        float(np.asarray(view.segment.vectors).sum())
+        float(np.asarray(view.segment.vectors).sum(dtype=np.float64))  # float16 would overflow
         int(np.asarray(view.segment.codes).sum(dtype=np.int64))
 
 
