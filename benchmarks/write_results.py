@@ -421,6 +421,28 @@ def filters(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def disk(data: dict[str, Any]) -> list[str]:
+    """Disk per rescoring precision and row shape, as a ratio to the raw float32 vectors."""
+    shapes = list(data["shapes"])
+    names = list(data["shapes"][shapes[0]])
+    lines = [
+        f"{data['config']['n']:,} x {data['config']['dim']} synthetic vectors, binary codes, built by ten "
+        "adds (`measure_disk.py`): the newest version's files and manifests, as a ratio to the raw "
+        "float32 vectors. `ids only` is the rows of `bench_peers.py`; the other shape adds short texts "
+        "and two metadata keys, as `bench_search.py` stores.",
+        "",
+        "| rescoring vectors | " + " | ".join(shapes) + " |",
+        "|---|" + "---:|" * len(shapes),
+    ]
+    lines.extend(
+        f"| {name} | "
+        + " | ".join(f"{data['shapes'][s][name]['ratio_to_raw_float32']:.3f}" for s in shapes)
+        + " |"
+        for name in names
+    )
+    return lines
+
+
 def durability(d: dict[str, Any]) -> list[str]:
     """The long reliability runs (``python -m tests.reliability.report``)."""
     kills, power, io, damage = d["process_kills"], d["power_losses"], d["io_errors"], d["damage"]
@@ -510,6 +532,7 @@ def results_page() -> str:
         ("The store against the bare kernels (`measure_store_overhead.py`)", "store_overhead.json", store_overhead),
         ("The same, two-stage binary", "store_overhead_two_stage.json", store_overhead),
         ("Filters, format 1 against format 2 (`measure_filters.py`)", "filters.json", filters),
+        ("Disk per rescoring precision (`measure_disk.py`)", "disk.json", disk),
         ("Durability", "durability.json", durability),
     ):  # fmt: skip
         data = _load(name)
