@@ -146,7 +146,7 @@ class VQVectorStore(VectorStore):
                 store rescores).
             rescore_precision: How the rescoring vectors are kept: ``"float16"`` (default of new
                 quantized stores: half the bytes, same recall), ``"float32"``, or ``"int8"``
-                (a quarter, about 0.005 recall@10 lower). Read from the store when reopening;
+                (a quarter, 0.005-0.01 lower recall@10). Read from the store when reopening;
                 a different value there is an error. Exact search (``quantization="none"``)
                 keeps float32.
             rescore_multiplier: Candidates per result from the code scan, fixed. Default
