@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import faiss
 import numpy as np
 
+from langchain_vq.topk import top_k
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -150,6 +152,24 @@ class NibbleFastScan:
         padded[:, : self.dim] = queries
         dist, labels = self._index.search(np.ascontiguousarray(padded[:, self._order]), k)
         return (dist if self.metric == "ip" else -dist), labels
+
+
+def fast_scan_top_k(
+    index: FastScanIndex,
+    queries: npt.NDArray[np.float32],
+    k: int,
+    exact: Callable[[], tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Top ``k`` by the fast-scan kernel, ties ordered by row; ``exact()`` when it leaves gaps.
+
+    FAISS's fast scan can leave result places empty when ``k`` is near the number of rows and
+    scores tie (binary: k = n = 40; PQ with 2 sub-codes: k = n = 100); the caller's exact path
+    then scores every row.
+    """
+    scores, rows = index.search(queries, k)
+    if (rows < 0).any():
+        return exact()
+    return top_k(scores, k, rows)
 
 
 class FastScanCache:

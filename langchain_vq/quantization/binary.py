@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import faiss
 import numpy as np
 
-from langchain_vq.quantization._fast_scan import FastScanCache, NibbleFastScan
+from langchain_vq.quantization._fast_scan import FastScanCache, NibbleFastScan, fast_scan_top_k
 from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k, split_keys
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_flag, check_int, check_k
@@ -289,12 +289,7 @@ class BinaryQuantizer(Quantizer):
         if not self.fast_scan:
             return self._search(queries, codes, k)
         index = self._fast_scans.get(codes, self._build_fast_scan)
-        scores, rows = index.search(queries, k)
-        if (rows < 0).any():
-            # FAISS's fast scan can leave places empty when k is near the number of rows
-            # (k = n = 40: some rows missing); two stages then score every candidate exactly.
-            return self._search(queries, codes, k)
-        return top_k(scores, k, rows)  # ties ordered by row, like the other path
+        return fast_scan_top_k(index, queries, k, lambda: self._search(queries, codes, k))
 
     def _search(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int

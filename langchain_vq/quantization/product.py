@@ -34,7 +34,7 @@ import faiss
 import numpy as np
 
 from langchain_vq.errors import InvalidInputError
-from langchain_vq.quantization._fast_scan import FastScanCache, FastScanIndex, PQFastScan
+from langchain_vq.quantization._fast_scan import FastScanCache, FastScanIndex, PQFastScan, fast_scan_top_k
 from langchain_vq.quantization.base import Metric, Quantizer
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_int
@@ -207,7 +207,8 @@ class ProductQuantizer(Quantizer):
         For ``"l2"`` the scores are negated squared distances.
         """
         if self.nbits == 4:
-            return self._fast_scan(PQFastScan(self.centroids_, codes, self.metric), queries, codes, k)
+            index: FastScanIndex = PQFastScan(self.centroids_, codes, self.metric)
+            return fast_scan_top_k(index, queries, k, lambda: self._search_tables(queries, codes, k))
         return self._search_tables(queries, codes, k)
 
     def _search_stored(
@@ -216,24 +217,11 @@ class ProductQuantizer(Quantizer):
         """4 bits: fast scan of a packed copy of ``codes`` built once and kept while they live."""
         if self.nbits != 4:
             return self._search_tables(queries, codes, k)
-        return self._fast_scan(self._fast_scans.get(codes, self._build_fast_scan), queries, codes, k)
+        index = self._fast_scans.get(codes, self._build_fast_scan)
+        return fast_scan_top_k(index, queries, k, lambda: self._search_tables(queries, codes, k))
 
     def _build_fast_scan(self, codes: npt.NDArray[np.uint8]) -> PQFastScan:
         return PQFastScan(self.centroids_, codes, self.metric)
-
-    def _fast_scan(
-        self,
-        index: FastScanIndex,
-        queries: npt.NDArray[np.float32],
-        codes: npt.NDArray[np.uint8],
-        k: int,
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        scores, rows = index.search(queries, k)
-        if (rows < 0).any():
-            # FAISS's fast scan can leave places empty when k is near the number of rows and
-            # scores tie (2 sub-codes, k = n = 100: 3 rows missing); exact tables then score all.
-            return self._search_tables(queries, codes, k)
-        return top_k(scores, k, rows)  # ties ordered by row, like the other quantizers
 
     def _search_tables(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int

@@ -47,7 +47,7 @@ from langchain_vq.errors import (
 )
 from langchain_vq.quantization import make_quantizer, quantizer_from_config
 from langchain_vq.quantization.precision import VectorCodec
-from langchain_vq.ray._common import require_ray, shard_of
+from langchain_vq.ray._common import check_shards_agree, require_ray, shard_of
 from langchain_vq.storage import Segment, SegmentEntry, StoreDirectory, build_segment
 from langchain_vq.storage.manifest import FileEntry
 from langchain_vq.validation import check_id, check_int, check_texts
@@ -164,7 +164,7 @@ def build_store(
         embedding_model=_model_name(embedding),
     )
     collections = [Collection(config, p, lock_timeout=lock_timeout, fs=fs) for p in paths]
-    _check_shards_agree(collections, paths)
+    check_shards_agree(collections, paths)
     if all(build_id in (c.snapshot.settings.get(BUILDS_SETTING) or {}) for c in collections):
         logger.info("Build %s was committed before; nothing to do.", build_id)
         versions = tuple(c.snapshot.version for c in collections)
@@ -534,19 +534,6 @@ def _target_paths(path: Any) -> list[Path]:
         msg = f"Shard paths must differ; got {[str(p) for p in paths]}."
         raise InvalidInputError(msg)
     return paths
-
-
-def _check_shards_agree(collections: list[Collection], paths: list[Path]) -> None:
-    """All shards of one sharded store share metric and quantization."""
-    first = collections[0]
-    for collection, p in zip(collections[1:], paths[1:], strict=True):
-        if (collection.metric, collection.quantization) != (first.metric, first.quantization):
-            msg = (
-                f"Shard {p} uses metric {collection.metric!r} and quantization "
-                f"{collection.quantization!r}, but shard {paths[0]} uses {first.metric!r} and "
-                f"{first.quantization!r}. The shards of one store must share their settings."
-            )
-            raise ConfigurationError(msg)
 
 
 def _train(collection: Collection, vectors: npt.NDArray[np.float32]) -> Quantizer | None:

@@ -26,14 +26,13 @@ import numpy as np
 
 from langchain_vq.collection import Collection, CollectionConfig, Row
 from langchain_vq.errors import (
-    ConfigurationError,
     DimensionMismatchError,
     InvalidInputError,
     NotAStoreError,
     ShardUnavailableError,
 )
 from langchain_vq.quantization.precision import CODES_ONLY
-from langchain_vq.ray._common import require_ray, shard_of
+from langchain_vq.ray._common import check_shards_agree, require_ray, shard_of
 from langchain_vq.storage import StoreDirectory
 from langchain_vq.validation import check_int, check_k, check_multiplier
 from langchain_vq.vectorstore import DEFAULT_RESCORE_MULTIPLIER, VQVectorStore
@@ -230,26 +229,7 @@ class ShardedCollection:
         ]
 
     def _check_agree(self, opened: list[Collection]) -> None:
-        first, where = opened[0], self.paths[0]
-        for collection, p in zip(opened, self.paths, strict=True):
-            dim, first_dim = (
-                collection.snapshot.dim,
-                next((c.snapshot.dim for c in opened if c.snapshot.dim is not None), None),
-            )
-            if dim is not None and dim != first_dim:
-                found = {str(q): c.snapshot.dim for c, q in zip(opened, self.paths, strict=True)}
-                msg = (
-                    f"The shards hold vectors of different dimensions: {found}. Every shard of one "
-                    "store must hold one model's vectors; rebuild the odd shard or leave it out."
-                )
-                raise ConfigurationError(msg)
-            if (collection.metric, collection.quantization) != (first.metric, first.quantization):
-                msg = (
-                    f"Shard {p} uses metric {collection.metric!r} and quantization "
-                    f"{collection.quantization!r}, but shard {where} uses {first.metric!r} and "
-                    f"{first.quantization!r}. The shards of one store must share their settings."
-                )
-                raise ConfigurationError(msg)
+        check_shards_agree(opened, self.paths)
 
     # -- what VQVectorStore reads ------------------------------------------------------------
     @property
