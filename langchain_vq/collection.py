@@ -759,6 +759,13 @@ class Collection:
         quantizer = None if exact else snapshot.quantizer
         if snapshot.live_rows == 0:
             return out
+        if exact and not all(v.segment.has_vectors for v in views if v.live_count):
+            msg = (
+                "This is a codes-only store (rescore=False): it keeps no vectors, so there is no "
+                "exact search to measure recall against. Measure recall on a store with rescoring "
+                "vectors (rescore_precision='float16' or 'float32'), or on held-out data."
+            )
+            raise ConfigurationError(msg)
         if exclude is not None and not exact:
             for i, (vector, key) in enumerate(zip(checked, exclude.tolist(), strict=True)):
                 masks: list[npt.NDArray[np.bool_] | None] | None = None

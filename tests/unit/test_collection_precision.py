@@ -220,3 +220,13 @@ def test_int8_segment_without_its_ranges_is_damage() -> None:
     segment = build_segment("s", ["a"], ["t"], [None], codec.encode(clustered_vectors(1, DIM)), None)
     with pytest.raises(CorruptStoreError, match="without valid ranges"):
         VectorCodec.of_segment(segment)
+
+
+def test_recall_cannot_be_measured_on_a_codes_only_store(data) -> None:
+    """Exact ground truth needs vectors; a codes-only store says so instead of failing inside."""
+    x, q = data
+    collection = _collection(None, "none")
+    _fill(collection, x, batches=1)
+    with pytest.raises(ConfigurationError, match="codes-only store"):
+        collection.search_keys(q[:3], 10, exact=True)
+    assert collection.search_keys(q[:3], 10).shape == (3, 10)  # its own search still works
