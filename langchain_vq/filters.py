@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +143,18 @@ _ARROW_TYPES = {
 
 def _scalar(value: Scalar) -> pa.Scalar:
     kind = _kind(value)
-    return scalar(float(value) if kind == "number" else value, _ARROW_TYPES[kind])  # type: ignore[arg-type]
+    return scalar(_as_float(value) if kind == "number" else value, _ARROW_TYPES[kind])  # type: ignore[arg-type]
+
+
+def _as_float(value: float) -> float:
+    """``float(value)``; an int beyond float range is an infinity, which orders the same way.
+
+    Numbers compare as float64 whatever the width of their stored column (int8 .. int64).
+    """
+    try:
+        return float(value)
+    except OverflowError:  # only ints overflow (finite floats do not)
+        return math.inf if value > 0 else -math.inf
 
 
 def _to_mask(result: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
@@ -321,7 +333,7 @@ def _put(by_kind: dict[str, list[Any]], kind: str, row: int, value: object, n: i
         values = by_kind[kind] = [None] * (n or 0)
     if n is None and len(values) <= row:
         values.extend([None] * (row + 1 - len(values)))
-    values[row] = float(value) if kind == "number" else value  # type: ignore[arg-type]
+    values[row] = _as_float(value) if kind == "number" else value  # type: ignore[arg-type]
 
 
 def _typed(by_kind: dict[str, list[Any]]) -> TypedColumn:

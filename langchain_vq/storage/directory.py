@@ -62,6 +62,8 @@ from langchain_vq.storage.lock import WriteLock
 from langchain_vq.storage.manifest import FileEntry, Manifest, SegmentEntry
 from langchain_vq.storage.schema import (
     DELETIONS_SCHEMA,
+    FALLBACK_METADATA,
+    FALLBACK_TYPES,
     FORMAT_NAME,
     METADATA_PREFIX,
     QUANTIZER_STATE_SCHEMA,
@@ -342,11 +344,17 @@ class StoreDirectory:
         codes = code_size if entry.has_codes else None
 
         def expected(found: pa.Schema) -> pa.Schema:
-            """Format 1 exactly; format 2: the fixed columns, around the file's own metadata columns."""
+            """Format 1 exactly; format 2: the fixed columns around the file's own metadata columns.
+
+            A format-2 fallback column may be of any of the ``FALLBACK_TYPES``.
+            """
             if SEGMENT_FORMAT_KEY not in (found.metadata or {}):
                 return segment_schema(dim, codes)
             metadata_fields = [f for f in found if f.name.startswith(METADATA_PREFIX)]
-            return segment_schema(dim, codes, metadata_fields, entry.vectors)
+            index = found.get_field_index(FALLBACK_METADATA)
+            fallback = found.field(index).type if index >= 0 else None
+            fallback = fallback if fallback is not None and fallback in FALLBACK_TYPES else None
+            return segment_schema(dim, codes, metadata_fields, entry.vectors, fallback_type=fallback)
 
         table = read_arrow_file(path, expected, entry.rows)
         check_segment_table(table, path)

@@ -1,8 +1,9 @@
 """Metadata as typed Arrow columns, with a lossless JSON fallback (on-disk format 2).
 
-Each top-level metadata key becomes one column, typed as most of its values are: ``int64``,
-``float64``, ``bool``, ``string``, ``timestamp[us]`` (naive, or in the values' time zone),
-``date32``, ``list<T>``, or ``struct<...>`` for nested dicts that share their keys. So a segment
+Each top-level metadata key becomes one column, typed as most of its values are: a signed
+integer (``int8`` to ``int64``, the narrowest that holds the segment's values; nested ints stay
+``int64``), ``float64``, ``bool``, ``string``, ``timestamp[us]`` (naive, or in the values' time
+zone), ``date32``, ``list<T>``, or ``struct<...>`` for nested dicts that share their keys. So a segment
 file read with pyarrow, pandas or polars shows the users' fields as columns, and filters run on
 them without parsing.
 
@@ -10,6 +11,7 @@ A value that does not fit its key's column (``None``, a value of another type th
 beyond int64, a dict with other keys) goes with its key into the row's *fallback* object:
 JSON in which datetimes and dates are tagged (``{"$datetime": "..."}``, ``{"$date": "..."}``), so
 nothing is lost. A row's metadata is the union of its column values and its fallback object.
+When no row needs the fallback, its column is of Arrow type ``null``: no buffers, no bytes per row.
 
 Round-trip caveats (equal values, other Python objects): tuples come back as lists, dict keys
 come back in another order, and an aware datetime keeps its instant and UTC offset but may come
@@ -40,12 +42,17 @@ _TAG_DATETIME = "$datetime"
 _TAG_DATE = "$date"
 _TAG_DICT = "$dict"  # a user dict that would read as a tag: {"$x": 1} -> {"$dict": [["$x", 1]]}
 _EMPTY_LIST = pa.list_(pa.null())
+#: Integer column types, narrowest first; a column takes the first that holds all its values.
+_INT_TYPES = (pa.int8(), pa.int16(), pa.int32(), pa.int64())
 
 
 def encode_metadata(
     metadatas: Sequence[Mapping[str, Any] | None],
 ) -> tuple[dict[str, pa.Array], pa.Array]:
     """Typed columns by key, and the fallback column (JSON text, null where a row has none).
+
+    Integer columns are as narrow as their values allow; the fallback is a ``null``-typed column
+    when no row needs it (4 bytes of offsets per row saved).
 
     Raises ``InvalidInputError`` naming the row, the key and the type of a value that can be
     stored neither way (e.g. a set, bytes or a NaN).
@@ -65,11 +72,38 @@ def encode_metadata(
             else:
                 rest.setdefault(row, {})[key] = value
         if kind is not None:
+            if kind == pa.int64():
+                present = [v for v in values if v is not None]
+                kind = narrowest_int(min(present), max(present))
             columns[key] = pa.array(values, type=kind)
+    if not rest:
+        return columns, pa.nulls(n)
     fallback: list[str | None] = [None] * n
     for row, extra in rest.items():
         fallback[row] = json.dumps(_tagged(extra), ensure_ascii=False, allow_nan=False)
     return columns, pa.array(fallback, type=pa.string())
+
+
+def narrowest_int(lo: int, hi: int) -> pa.DataType:
+    """The narrowest signed integer type holding ``lo .. hi`` (both within int64)."""
+    for kind in _INT_TYPES:
+        half = 1 << (kind.bit_width - 1)
+        if -half <= lo and hi < half:
+            return kind
+    msg = f"{lo} .. {hi} is beyond int64"
+    raise ValueError(msg)
+
+
+def narrowed(array: pa.Array) -> pa.Array:
+    """An integer column in the narrowest type that holds its values (other columns as they are).
+
+    For merges, whose parts may hold a key at several widths, or int64 from before narrowing.
+    """
+    if not pa.types.is_signed_integer(array.type) or array.null_count == len(array):
+        return array
+    bounds = pc.min_max(array)
+    kind = narrowest_int(bounds["min"].as_py(), bounds["max"].as_py())
+    return array if kind.bit_width >= array.type.bit_width else array.cast(kind)
 
 
 def decode_metadata(

@@ -6,7 +6,8 @@ A segment is one Arrow IPC file holding one record batch::
     text            string                         not null
     metadata.<key>  the key's type                 format 2: one typed column per metadata key
     metadata        string                         format 1: JSON object, not null; format 2: the
-                                                   tagged-JSON fallback, null for most rows
+                    (format 2: string or null)     tagged-JSON fallback, null for most rows; of
+                                                   type null when no row of the segment needs it
     vector          fixed_size_list<T>[dim]        the rescoring vectors at the store's precision:
                                                    float32, float16, or uint8 (int8 levels, with
                                                    the ranges in the field's metadata); absent in
@@ -34,6 +35,8 @@ FORMAT_NAME = "langchain_vq"
 #: the ``metadata`` column holds, as tagged JSON, only what has no column (null for most rows).
 METADATA_PREFIX = "metadata."
 FALLBACK_METADATA = "metadata"
+#: Types the format-2 fallback column may have: ``null`` when no row of the segment needs it.
+FALLBACK_TYPES = (pa.string(), pa.null())
 #: Schema-level key of format-2 segment files; its value is the segment's format version.
 SEGMENT_FORMAT_KEY = b"langchain_vq.segment_format"
 
@@ -78,20 +81,23 @@ def segment_schema(
     metadata_fields: list[pa.Field] | None = None,
     precision: str = "float32",
     vector_metadata: dict[bytes, bytes] | None = None,
+    fallback_type: pa.DataType | None = None,
 ) -> pa.Schema:
     """Schema of a segment with vectors of ``dim`` values and, if given, codes of ``code_size``.
 
     ``metadata_fields`` (format 2): one field per metadata key, named ``metadata.<key>``; the
-    ``metadata`` column then holds only the fallback and may be null. Without it: format 1, all
-    metadata as one JSON object per row. ``precision`` is the ``vector`` column's (format 1 is
+    ``metadata`` column then holds only the fallback and may be null, of ``fallback_type``
+    (``FALLBACK_TYPES``; string when not given). Without it: format 1, all metadata as one JSON
+    object per row. ``precision`` is the ``vector`` column's (format 1 is
     always float32); ``"none"`` leaves the column out.
     """
     typed = metadata_fields is not None
+    fallback = fallback_type if typed and fallback_type is not None else pa.string()
     fields = [
         pa.field("id", pa.string(), nullable=False),
         pa.field("text", pa.string(), nullable=False),
         *(metadata_fields or []),
-        pa.field(FALLBACK_METADATA, pa.string(), nullable=typed),
+        pa.field(FALLBACK_METADATA, fallback, nullable=typed),
     ]
     if precision != "none":
         fields.append(vector_field(dim, precision, vector_metadata))

@@ -20,9 +20,10 @@ from pyarrow import ipc
 from langchain_vq.arrays import bool_mask, int_array
 from langchain_vq.errors import CorruptStoreError
 from langchain_vq.storage.advice import MADV_RANDOM, advise, all_resident, will_need_rows
-from langchain_vq.storage.metadata import decode_metadata, encode_metadata
+from langchain_vq.storage.metadata import decode_metadata, encode_metadata, narrowed
 from langchain_vq.storage.schema import (
     FALLBACK_METADATA,
+    FALLBACK_TYPES,
     METADATA_PREFIX,
     SEGMENT_FORMAT_KEY,
     VECTOR_TYPES,
@@ -242,10 +243,12 @@ def build_segment(
     """
     n = len(ids)
     metadata_fields: list[pa.Field] | None = None
+    fallback_type: pa.DataType | None = None
     if metadatas and not isinstance(metadatas[0], str):
         typed, fallback = encode_metadata(metadatas)  # type: ignore[arg-type]
         metadata_fields = [pa.field(METADATA_PREFIX + key, array.type) for key, array in typed.items()]
         metadata_arrays = [*typed.values(), fallback]
+        fallback_type = fallback.type
     else:
         metadata_arrays = [pa.array(metadatas, type=pa.string())]
     schema = segment_schema(
@@ -254,6 +257,7 @@ def build_segment(
         metadata_fields,
         "none" if vectors is None else _precision_of_dtype(vectors.dtype),
         vector_metadata,
+        fallback_type,
     )
     columns: list[pa.Array] = [
         pa.array(ids, type=pa.string()),
@@ -272,10 +276,12 @@ def build_segment(
 def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -> Segment:
     """One format-2 segment holding the rows of ``parts`` in order (``codes=False`` drops codes).
 
-    Format-2 parts with one schema are concatenated as they are; otherwise (format-1 parts, or
-    keys typed differently) the metadata is read back and encoded again, so a merge also upgrades
-    format-1 rows and re-types keys across the merged rows. Stored vectors are concatenated, so
-    the parts must store them alike (one precision, one set of int8 ranges).
+    Format-2 parts whose columns agree are concatenated: a key's integer columns of different
+    widths are widened to the widest, and the fallback is a string column if any part needs one
+    (``null`` otherwise); the merged integer columns are then narrowed to their values. Otherwise
+    (format-1 parts, or keys typed differently) the metadata is read back and encoded again, so a
+    merge also upgrades format-1 rows and re-types keys across the merged rows. Stored vectors
+    are concatenated, so the parts must store them alike (one precision, one set of int8 ranges).
     """
     fields = {str(p.vector_field) + repr(p.vector_field.metadata if p.vector_field else None) for p in parts}
     if len(fields) > 1:
@@ -283,12 +289,14 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
         raise ValueError(msg)
     tables = [p.table.drop_columns([c for c in ("codes",) if c in p.table.column_names]) if not codes
               else p.table for p in parts]  # fmt: skip
-    if all(p.typed_metadata is not None for p in parts) and _same_types(tables):
+    types = _merged_types(tables) if all(p.typed_metadata is not None for p in parts) else None
+    if types is not None:
         # Keys missing from some parts become nulls (absent), in the column order a reader expects.
+        tables = [_cast_columns(t, types) for t in tables]
         merged = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
         keys = list(dict.fromkeys(n for t in tables for n in t.column_names if n.startswith(METADATA_PREFIX)))
         fixed = [c for c in ("vector", "codes") if c in merged.column_names]
-        merged = merged.select(["id", "text", *keys, FALLBACK_METADATA, *fixed])
+        merged = _narrowed_metadata(merged.select(["id", "text", *keys, FALLBACK_METADATA, *fixed]), keys)
         if "vector" in fixed:  # keep the vector field's own metadata (int8 ranges)
             index = merged.schema.get_field_index("vector")
             merged = merged.set_column(index, parts[0].vector_field, merged.column(index))
@@ -306,14 +314,53 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
     )
 
 
-def _same_types(tables: Sequence[pa.Table]) -> bool:
-    """Whether every column name has one type (and the fixed columns agree) across ``tables``."""
+def _merged_types(tables: Sequence[pa.Table]) -> dict[str, pa.DataType] | None:
+    """Each column's type in a concatenation of format-2 ``tables``; None if they do not agree.
+
+    A column has one type across the tables, except that a metadata key's signed integer
+    columns may differ in width (the widest is taken) and the fallback may be ``null`` in some
+    (string is taken). The fixed columns must be the same in all.
+    """
     seen: dict[str, pa.DataType] = {}
     for table in tables:
         for column in table.schema:
-            if seen.setdefault(column.name, column.type) != column.type:
-                return False
-    return len({tuple(c for c in t.column_names if not c.startswith(METADATA_PREFIX)) for t in tables}) == 1
+            name, kind = column.name, column.type
+            prior = seen.setdefault(name, kind)
+            if prior == kind:
+                continue
+            if name.startswith(METADATA_PREFIX) and all(map(pa.types.is_signed_integer, (prior, kind))):
+                seen[name] = max(prior, kind, key=lambda t: t.bit_width)
+            elif name == FALLBACK_METADATA and {prior, kind} == set(FALLBACK_TYPES):
+                seen[name] = pa.string()
+            else:
+                return None
+    if len({tuple(c for c in t.column_names if not c.startswith(METADATA_PREFIX)) for t in tables}) != 1:
+        return None
+    return seen
+
+
+def _cast_columns(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    """``table`` with each column cast to its type in ``types`` (a widening: values unchanged)."""
+    for index, column in enumerate(table.schema):
+        if column.type != types[column.name]:
+            field = pa.field(column.name, types[column.name], nullable=True)
+            table = table.set_column(index, field, table.column(index).cast(types[column.name]))
+    return table
+
+
+def _narrowed_metadata(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """Integer metadata columns at their values' narrowest width; an all-null fallback ``null``."""
+    for name in keys:
+        index = table.schema.get_field_index(name)
+        array = single_array(table.column(index))
+        narrow = narrowed(array)
+        if narrow.type != array.type:
+            table = table.set_column(index, pa.field(name, narrow.type), narrow)
+    index = table.schema.get_field_index(FALLBACK_METADATA)
+    fallback = table.column(index)
+    if fallback.type != pa.null() and fallback.null_count == len(fallback):
+        table = table.set_column(index, pa.field(FALLBACK_METADATA, pa.null()), pa.nulls(len(fallback)))
+    return table
 
 
 def _precision_of_dtype(dtype: np.dtype[Any]) -> str:
@@ -422,10 +469,6 @@ def file_checksum(path: Path) -> str:
     return f"crc32:{crc:08x}"
 
 
-#: Columns whose offsets are checked on open (out-of-range offsets would read outside the map).
-_STRING_COLUMNS = ("id", "text", "metadata")
-
-
 def check_segment_table(table: pa.Table, path: Path) -> None:
     """Cheap structural checks of a memory-mapped segment, so damage cannot crash a search.
 
@@ -439,10 +482,9 @@ def check_segment_table(table: pa.Table, path: Path) -> None:
     """
     try:
         table.validate()
-        typed = [
-            f.name for f in table.schema if f.name.startswith(METADATA_PREFIX) and pa.types.is_string(f.type)
-        ]
-        for name in (*_STRING_COLUMNS, *typed):
+        # id, text, a string fallback (a null-typed one has no buffers) and string metadata keys
+        strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+        for name in strings:
             for chunk in table.column(name).chunks:
                 _check_offsets(chunk)
     except (pa.ArrowException, ValueError) as exc:

@@ -15,12 +15,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from langchain_vq import InvalidInputError, VQVectorStore
 from langchain_vq.collection import ROW_KEY_SHIFT, Collection, CollectionConfig, Snapshot
+from langchain_vq.storage import segment as segment_module
+from langchain_vq.storage.metadata import encode_metadata
 from tests.conftest import REPO_ROOT, clustered_vectors
 
 DIM = 16
@@ -266,3 +269,93 @@ def test_search_keys_hide_each_querys_own_row_and_sample_rows_skips_deleted(tmp_
         assert not (found == keys[:, None]).any()  # never its own row
         assert set(found.ravel().tolist()) <= set(keys.tolist())  # only live rows
     assert (collection.search_keys(vectors, 1, exact=True)[:, 0] == keys).all()  # without exclude: itself
+
+
+#: Ints at every width's bounds: each add below holds one width, so segments differ in width.
+WIDTH_BATCHES: list[list[int]] = [
+    [0, 127, -128], [-129, 128], [32767, -32768], [32768, -(2**31)], [2**31, -(2**31) - 1],
+    [2**63 - 1, -(2**63)], [1, 2], [-129, 5],
+]  # fmt: skip
+
+
+def _old_style_encoding(metadatas: Any) -> Any:
+    """``encode_metadata`` as written before narrowing: int64 columns, a string fallback."""
+    columns, fallback = encode_metadata(metadatas)
+    widened = {k: a.cast(pa.int64()) if pa.types.is_integer(a.type) else a for k, a in columns.items()}
+    return widened, fallback.cast(pa.string())
+
+
+@pytest.mark.parametrize("old_first", [False, True])
+def test_int_widths_and_fallbacks_differ_across_segments_and_survive_merges(
+    old_first: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path / "s")
+    expected: dict[str, dict[str, Any]] = {}
+    for batch, values in enumerate(WIDTH_BATCHES):
+        with monkeypatch.context() as patch:
+            if old_first and batch < 3:  # segments written before: int64 and a string fallback
+                patch.setattr(segment_module, "encode_metadata", _old_style_encoding)
+            rows = [{"n": v, "b": batch} for v in values] * 5
+            if batch == 4:
+                rows[0] = {"n": None, "b": batch}  # needs the fallback
+            expected.update(zip(_add(store, rows, start=batch * 100), rows, strict=True))
+    assert len(store.collection.snapshot.views) < len(WIDTH_BATCHES)  # the tiered policy merged some
+
+    def check(s: VQVectorStore) -> None:
+        got = {d.id: d.metadata for d in s.get_by_ids(list(expected))}
+        assert {k: canonical(v) for k, v in got.items()} == {k: canonical(v) for k, v in expected.items()}
+        query = clustered_vectors(1, DIM, seed=1)[0]
+        for spec in ({"n": {"$gt": 1000}}, {"n": {"$in": [-129, 2**31, 10**30]}}, {"n": {"$lte": -128.5}}):
+            hits = s.similarity_search_by_vector(query, k=len(expected), filter=spec)
+            want = {k for k, m in expected.items() if m["n"] is not None and _holds(m["n"], spec["n"])}
+            assert {d.id for d in hits} == want, spec
+        assert s.verify() == []
+
+    check(store)
+    check(_store(tmp_path / "s"))
+    store.compact()
+    (view,) = store.collection.snapshot.views
+    schema = view.segment.table.schema
+    assert schema.field("metadata.n").type == pa.int64()  # 2**63 - 1 and -(2**63) need int64
+    assert schema.field("metadata.b").type == pa.int8()  # the batch numbers: narrowed by the merge
+    assert schema.field("metadata").type == pa.string()  # one row needs the fallback
+    check(store)
+    check(_store(tmp_path / "s"))
+    kept = {k: m for k, m in expected.items() if m["n"] is not None and -(2**15) <= m["n"] < 2**15}
+    store.delete([k for k in expected if k not in kept])
+    expected = kept
+    store.compact()
+    (view,) = store.collection.snapshot.views
+    assert view.segment.table.schema.field("metadata.n").type == pa.int16()
+    assert view.segment.table.schema.field("metadata").type == pa.null()
+    check(store)
+    check(_store(tmp_path / "s"))
+
+
+def _holds(value: int, condition: dict[str, Any]) -> bool:
+    ((op, operand),) = condition.items()
+    return value > operand if op == "$gt" else value <= operand if op == "$lte" else value in operand
+
+
+def test_a_segment_written_before_narrowing_still_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [{"n": 1, "s": "a"}, {"n": 300, "s": "b"}, {"n": -5, "s": "c"}]
+    with monkeypatch.context() as patch:
+        patch.setattr(segment_module, "encode_metadata", _old_style_encoding)
+        ids = _add(_store(tmp_path / "s"), rows)
+    store = _store(tmp_path / "s")
+    (view,) = store.collection.snapshot.views
+    assert view.segment.table.schema.field("metadata.n").type == pa.int64()
+    assert view.segment.table.schema.field("metadata").type == pa.string()
+    assert [d.metadata for d in store.get_by_ids(ids)] == rows
+    hits = store.similarity_search_by_vector(
+        clustered_vectors(1, DIM, seed=1)[0], k=3, filter={"n": {"$gt": 0}}
+    )
+    assert sorted(d.id for d in hits) == ["r0", "r1"]
+    assert store.verify() == []
+    store.compact()  # rewritten as written today
+    (view,) = store.collection.snapshot.views
+    assert view.segment.table.schema.field("metadata.n").type == pa.int16()
+    assert view.segment.table.schema.field("metadata").type == pa.null()
+    assert [d.metadata for d in _store(tmp_path / "s").get_by_ids(ids)] == rows

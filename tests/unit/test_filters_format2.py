@@ -33,7 +33,7 @@ def format2_segment(metadatas: list[dict]) -> object:
 def test_format2_segment_keeps_metadata_in_typed_columns() -> None:
     segment = format2_segment([{"year": 2020, "when": DAYS[0]}, {"year": 2021}, {"year": "n/a"}])
     columns, fallback = segment.typed_metadata
-    assert {k: str(v.type) for k, v in columns.items()} == {"year": "int64", "when": "date32[day]"}
+    assert {k: str(v.type) for k, v in columns.items()} == {"year": "int16", "when": "date32[day]"}
     assert fallback.to_pylist() == [None, None, '{"year": "n/a"}']
 
 
@@ -70,3 +70,47 @@ def test_format2_masks_match_the_reference(rows: list[dict], spec: dict) -> None
 def test_date_and_datetime_operators(spec: dict, expected: list[bool]) -> None:
     rows = [{"when": value} for value in [*DAYS, *NAIVE, *AWARE]]
     assert compile_filter(spec).mask(format2_segment(rows)).tolist() == expected
+
+
+# -- integers stored in narrow columns (int8 .. int64) -----------------------------------------
+#: Stored ints at each width's bounds (exact as float64, |v| <= 2**53, see the filters docstring).
+BOUNDS = [-(2**53), -(2**31) - 1, -(2**31), -32769, -32768, -129, -128, -1, 0, 1, 127, 128, 32767, 32768,
+          2**31 - 1, 2**31, 2**53]  # fmt: skip
+#: Comparison values inside and outside every width, floats between them, and beyond float range.
+OPERANDS = [*BOUNDS, 1000, -1000, 2**63, -(2**63) - 1, 2**64, 10**400, -(10**400), 127.5, -128.5, 0.5,
+            1e300, -1e300, 32767.0, 2.0**31]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("stored", "width"),
+    [([0, 5, -7, 127, -128], "int8"), ([-129, 200, 1, 32767], "int16"), ([32768, -5, 9], "int32"),
+     ([2**31, 3, -(2**53)], "int64")],
+)  # fmt: skip
+def test_filters_on_narrow_int_columns_take_any_number(stored: list[int], width: str) -> None:
+    rows = [{"n": v} for v in stored] + [{}, {"n": "127"}, {"n": True}]
+    segment = format2_segment(rows)
+    assert str(segment.typed_metadata[0]["n"].type) == width
+    for operand in OPERANDS:
+        for op in ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte"):
+            spec = {"n": {op: operand}}
+            assert compile_filter(spec).mask(segment).tolist() == [reference_match(r, spec) for r in rows], (
+                spec
+            )
+    for spec in (
+        {"n": {"$in": [1000, -1000, 127, 2**63, 10**400]}},
+        {"n": {"$nin": [128, -129, 2**64, 5.0]}},
+    ):
+        assert compile_filter(spec).mask(segment).tolist() == [reference_match(r, spec) for r in rows], spec
+
+
+@SETTINGS
+@given(
+    stored=st.lists(st.sampled_from([*BOUNDS, None]), min_size=1, max_size=12),
+    op=st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin"]),
+    operands=st.lists(st.sampled_from(OPERANDS), min_size=1, max_size=3),
+)
+def test_narrow_int_masks_match_the_reference(stored: list[int | None], op: str, operands: list) -> None:
+    rows = [{"n": v} for v in stored]
+    spec = {"n": {op: operands if op in ("$in", "$nin") else operands[0]}}
+    mask = compile_filter(spec).mask(format2_segment(rows))
+    assert mask.tolist() == [reference_match(row, spec) for row in rows]

@@ -75,7 +75,7 @@ def test_each_key_becomes_a_column_of_its_most_common_type() -> None:
     ]
     columns, fallback = encode_metadata(rows)
     assert {k: str(v.type) for k, v in columns.items()} == {
-        "year": "int64",
+        "year": "int16",  # the narrowest integer type holding 2020 and 2021
         "lang": "string",
         "tags": "list<item: string>",
         "when": "date32[day]",
@@ -201,3 +201,70 @@ def test_any_supported_metadata_round_trips(rows: list[dict | None]) -> None:
 def test_a_none_beside_an_unstorable_value_does_not_hide_it(bad: object) -> None:
     with pytest.raises(InvalidInputError, match=r"metadatas\[0\]\['m'\]\['0'\]"):
         encode_metadata([{"m": {"": None, "0": bad}}])
+
+
+# -- integer widths and the null fallback ------------------------------------------------------
+_WIDTHS = [
+    ([0, 127, -128], "int8"),
+    ([-129, 0], "int16"),
+    ([128], "int16"),
+    ([32767, -32768], "int16"),
+    ([32768], "int32"),
+    ([-(2**31), 2**31 - 1], "int32"),
+    ([2**31], "int64"),
+    ([-(2**31) - 1], "int64"),
+    ([2**63 - 1, -(2**63)], "int64"),
+]
+
+
+@pytest.mark.parametrize(("values", "width"), _WIDTHS)
+def test_an_int_column_takes_the_narrowest_type_and_reads_back_exact_ints(
+    values: list[int], width: str
+) -> None:
+    rows = [{"n": v} for v in values] + [{}, {"n": None}]
+    columns, fallback = encode_metadata(rows)
+    assert str(columns["n"].type) == width
+    out = decode_metadata(columns, fallback)
+    assert out == rows
+    assert all(type(r["n"]) is int for r in out[: len(values)])
+
+
+def test_an_int_beyond_int64_stays_in_the_fallback_and_the_rest_stay_narrow() -> None:
+    rows = [{"n": 1}, {"n": 2**63}, {"n": -(2**63) - 1}, {"n": 5}]
+    columns, fallback = encode_metadata(rows)
+    assert columns["n"].type == pa.int8()
+    assert fallback.type == pa.string()
+    assert decode_metadata(columns, fallback) == rows
+
+
+def test_the_fallback_is_a_null_typed_column_when_no_row_needs_it() -> None:
+    columns, fallback = encode_metadata([{"a": 1, "b": "x"}, None, {}])
+    assert fallback.type == pa.null()
+    assert len(fallback) == 3
+    assert decode_metadata(columns, fallback) == [{"a": 1, "b": "x"}, {}, {}]
+    _, needed = encode_metadata([{"a": 1}, {"a": None}])
+    assert needed.type == pa.string()
+    assert needed.to_pylist() == [None, '{"a": null}']
+
+
+def test_nested_ints_keep_int64() -> None:
+    columns, _ = encode_metadata([{"s": {"k": 1}, "l": [1, 2]}])
+    assert str(columns["s"].type) == "struct<k: int64>"
+    assert str(columns["l"].type) == "list<item: int64>"
+
+
+@pytest.mark.parametrize(("values", "width"), _WIDTHS)
+def test_narrowed_takes_an_int64_column_to_the_narrowest_type(values: list[int], width: str) -> None:
+    array = pa.array([*values, None], pa.int64())
+    out = metadata_module.narrowed(array)
+    assert str(out.type) == width
+    assert out.to_pylist() == [*values, None]
+    assert metadata_module.narrowed(pa.array([1.5], pa.float64())).type == pa.float64()  # not an int
+    assert metadata_module.narrowed(pa.nulls(2, pa.int64())).type == pa.int64()  # nothing to measure
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.none() | st.integers(min_value=-(1 << 64), max_value=1 << 64), max_size=8))
+def test_any_ints_round_trip(values: list[int | None]) -> None:
+    rows = [{} if v is None else {"n": v} for v in values]
+    assert round_trip(rows) == rows

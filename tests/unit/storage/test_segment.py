@@ -12,7 +12,9 @@ import pytest
 from pyarrow import ipc
 
 from langchain_vq.errors import CorruptStoreError
-from langchain_vq.storage.segment import Segment, build_segment
+from langchain_vq.storage import SegmentEntry, StoreDirectory
+from langchain_vq.storage import segment as segment_module
+from langchain_vq.storage.segment import Segment, build_segment, merge_segments
 
 ROWS = [
     {"year": 2020, "when": dt.date(2020, 5, 1), "tags": ["a"], "deep": {"k": 1}},
@@ -78,7 +80,145 @@ def test_pandas_and_polars_read_the_typed_columns_from_a_segment_file(tmp_path) 
     assert frame["metadata.year"].tolist()[::3] == [2020, 2022]
     assert frame["metadata.deep"].tolist()[0] == {"k": 1}
     polars_frame = pl.read_ipc(path)
-    assert polars_frame.schema["metadata.year"] == pl.Int64
+    assert polars_frame.schema["metadata.year"] == pl.Int16  # narrowest for 2020 and 2022
     assert polars_frame.schema["metadata.when"] == pl.Date
     assert polars_frame["metadata.tags"].to_list() == [["a"], None, None, []]
     assert polars_frame.filter(pl.col("metadata.year") > 2020)["id"].to_list() == ["id3"]
+    # a segment whose fallback is unused (type null) and whose ints are int8 reads as well
+    other = tmp_path / "other"
+    other.mkdir()
+    path = _reopened(_segment([{"year": 1, "ok": True}, {"year": -3}]), other).path
+    assert pd.read_feather(path)["metadata.year"].tolist() == [1, -3]
+    polars_frame = pl.read_ipc(path)
+    assert polars_frame.schema["metadata.year"] == pl.Int8
+    assert polars_frame["metadata"].to_list() == [None, None]
+
+
+# -- narrow integer columns and the null fallback through files and merges ---------------------
+def _int_segment(name: str, values: list, start: int = 0) -> Segment:
+    n = len(values)
+    vectors = np.full((n, 4), start, dtype=np.float32)
+    ids = [f"id{start + i}" for i in range(n)]
+    metadatas = [{"n": v, "s": "x"} if v is not None else {"s": "x"} for v in values]
+    return build_segment(name, ids, ["t"] * n, metadatas, vectors, None)
+
+
+def _no_reencoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a merge that reads metadata back and encodes it again fail the test."""
+
+    def refuse(_metadatas: object) -> None:
+        msg = "the merge re-encoded the metadata instead of concatenating"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(segment_module, "encode_metadata", refuse)
+
+
+def test_a_segment_file_shows_narrow_int_columns_and_a_null_fallback(tmp_path) -> None:
+    segment = _reopened(_int_segment("s", [1, -129, None, 2**31]), tmp_path)
+    table = ipc.open_file(segment.path).read_all()
+    assert table.column_names == ["id", "text", "metadata.n", "metadata.s", "metadata", "vector"]
+    assert table.schema.field("metadata.n").type == pa.int64()  # 2**31 needs int64
+    assert table.column("metadata.n").to_pylist() == [1, -129, None, 2**31]
+    assert table.schema.field("metadata").type == pa.null()
+    assert segment.metadata() == [
+        {"n": 1, "s": "x"},
+        {"n": -129, "s": "x"},
+        {"s": "x"},
+        {"n": 2**31, "s": "x"},
+    ]
+    assert segment.metadata(np.array([1, 2])) == [{"n": -129, "s": "x"}, {"s": "x"}]
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 0, 2)])
+def test_merging_int_columns_of_different_widths_widens_them(
+    order: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = [[1, -128, 127], [300, None, -129], [2**40, 5]]
+    parts = [_int_segment(f"p{i}", values[i], start=10 * i) for i in order]
+    assert [str(p.table.schema.field("metadata.n").type) for p in parts] == [
+        ["int8", "int16", "int64"][i] for i in order
+    ]
+    _no_reencoding(monkeypatch)
+    merged = merge_segments("m", parts)
+    assert merged.table.schema.field("metadata.n").type == pa.int64()
+    assert merged.table.schema.field("metadata").type == pa.null()
+    assert merged.metadata() == [m for p in parts for m in p.metadata()]
+    assert merged.ids.to_pylist() == [i for p in parts for i in p.ids.to_pylist()]
+
+
+def test_a_merge_narrows_to_the_values_it_keeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Written int64 before narrowing, or wider than the merged rows need: narrowed on the way.
+    wide = _int_segment("w", [1, 2])
+    index = wide.table.schema.get_field_index("metadata.n")
+    wide = Segment("w", wide.table.set_column(index, pa.field("metadata.n", pa.int64()),
+                                              wide.table.column(index).cast(pa.int64())))  # fmt: skip
+    narrow = _int_segment("n", [100, -100], start=2)
+    _no_reencoding(monkeypatch)
+    merged = merge_segments("m", [wide, narrow])
+    assert merged.table.schema.field("metadata.n").type == pa.int8()
+    assert [m["n"] for m in merged.metadata()] == [1, 2, 100, -100]
+
+
+def test_merging_with_and_without_a_fallback_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_fallback = build_segment(
+        "f", ["a", "b"], ["t", "t"], [{"n": 1}, {"n": None}], np.zeros((2, 4), np.float32), None
+    )
+    without = _int_segment("w", [1000], start=2)
+    assert with_fallback.table.schema.field("metadata").type == pa.string()
+    _no_reencoding(monkeypatch)
+    merged = merge_segments("m", [without, with_fallback])
+    assert merged.table.schema.field("metadata").type == pa.string()
+    assert merged.table.schema.field("metadata.n").type == pa.int16()
+    assert merged.metadata() == [{"n": 1000, "s": "x"}, {"n": 1}, {"n": None}]
+    # the rows that needed the fallback are gone (as after deletions): the fallback becomes null
+    assert (
+        merge_segments("m2", [Segment("f", with_fallback.table.slice(0, 1)), without])
+        .table.schema.field("metadata")
+        .type
+        == pa.null()
+    )
+
+
+def test_a_string_fallback_with_no_values_from_an_older_segment_merges_to_null(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old = _int_segment("o", [1, 2])
+    index = old.table.schema.get_field_index("metadata")
+    old = Segment(
+        "o", old.table.set_column(index, pa.field("metadata", pa.string()), pa.nulls(2, pa.string()))
+    )
+    assert old.metadata() == [{"n": 1, "s": "x"}, {"n": 2, "s": "x"}]  # an older file still reads
+    new = _int_segment("n", [3], start=2)
+    _no_reencoding(monkeypatch)
+    merged = merge_segments("m", [old, new])
+    assert merged.table.schema.field("metadata").type == pa.null()
+    assert [m["n"] for m in merged.metadata()] == [1, 2, 3]
+
+
+def test_an_int_and_a_float_column_for_one_key_merge_by_reencoding() -> None:
+    ints = _int_segment("i", [1, 2])
+    floats = build_segment("f", ["f0"], ["t"], [{"n": 0.5, "s": "x"}], np.zeros((1, 4), np.float32), None)
+    merged = merge_segments("m", [ints, floats])
+    assert [m["n"] for m in merged.metadata()] == [1, 2, 0.5]
+    assert [type(m["n"]) for m in merged.metadata()] == [int, int, float]
+
+
+@pytest.mark.parametrize(
+    ("fallback", "readable"),
+    [(pa.nulls(2), True), (pa.nulls(2, pa.string()), True), (pa.nulls(2, pa.int8()), False)],
+)
+def test_a_store_reads_a_null_or_string_fallback_and_refuses_another_type(
+    fallback: pa.Array, readable: bool, tmp_path
+) -> None:
+    segment = _int_segment("s", [1, 2])
+    index = segment.table.schema.get_field_index("metadata")
+    table = segment.table.set_column(index, pa.field("metadata", fallback.type), fallback)
+    (tmp_path / "_segments").mkdir()
+    directory = StoreDirectory(tmp_path)
+    entry = SegmentEntry("s", 2, directory.write_segment(Segment("s", table)), has_codes=False)
+    if readable:
+        read = directory.read_segment(entry, 4, None)
+        assert read.metadata() == [{"n": 1, "s": "x"}, {"n": 2, "s": "x"}]
+    else:
+        with pytest.raises(CorruptStoreError, match="metadata: int8"):
+            directory.read_segment(entry, 4, None)
