@@ -12,6 +12,9 @@ $lt $lte $in $nin $exists $contains`` on fields, ``$and $or $not`` to combine fi
 Type semantics (explicit, never a raise at search time):
 - a number never equals or orders against a string, and booleans are not numbers
   (``True`` does not match ``1``); strings order lexicographically;
+- numbers compare as float64, whatever the width of an integer column: exact while the stored
+  and the filter value are within 2**53 in magnitude (so always on int8..int32 columns); an int
+  beyond float range compares as an infinity;
 - dates and datetimes (format-2 stores) compare only with their own kind: a ``date`` with dates,
   a naive ``datetime`` with naive ones, an aware ``datetime`` with aware ones, as instants (12:00
   UTC equals 13:00 in Paris in winter); never with the ISO strings of other rows;
