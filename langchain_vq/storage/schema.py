@@ -5,6 +5,7 @@ A segment is one Arrow IPC file holding one record batch::
     id              string                         not null, unique among live rows of a store
     text            string                         not null
     metadata.<key>  the key's type                 format 2: one typed column per metadata key
+                                                   (integers: the narrowest of int8 .. int64)
     metadata        string                         format 1: JSON object, not null; format 2: the
                     (format 2: string or null)     tagged-JSON fallback, null for most rows; of
                                                    type null when no row of the segment needs it
