@@ -132,13 +132,15 @@ class BareFastScan:
     """FAISS's fast-scan kernel over the packed codes + numpy float rescoring, on one segment."""
 
     def __init__(self, store: Any) -> None:
+        from langchain_vq.code_blocks import StoredCodes
         from langchain_vq.quantization._fast_scan import NibbleFastScan
 
         snapshot = store.collection.snapshot
         (view,) = snapshot.views
         quantizer = snapshot.quantizer
         self.vectors = view.segment.vectors  # [n, dim], the mapped file (float16 by default)
-        self.index = NibbleFastScan(view.segment.codes, quantizer.low_, quantizer.high_, "ip")
+        codes = StoredCodes(view.segment.codes)  # row-major, packed by the kernel's builder
+        self.index = NibbleFastScan(codes, quantizer.low_, quantizer.high_, "ip")
 
     def search(self, query: np.ndarray, multiplier: int) -> np.ndarray:
         """Row ids of the top ``K`` for one normalized query ``[dim]``."""

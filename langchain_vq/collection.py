@@ -839,8 +839,8 @@ class Collection:
         if segment.has_vectors:
             return np.array(float_rows(segment, rows), dtype=np.float32)
         assert snapshot.quantizer is not None  # noqa: S101 - a codes-only segment has codes
-        assert segment.codes is not None  # noqa: S101
-        return snapshot.quantizer.decode(segment.codes[rows])
+        assert segment.stored_codes is not None  # noqa: S101
+        return snapshot.quantizer.decode(segment.stored_codes.take(rows))
 
     @staticmethod
     def _rows_of(snapshot: Snapshot, ids: list[str]) -> dict[int, npt.NDArray[np.int64]]:
@@ -903,7 +903,8 @@ class Collection:
             elif written is not None and view.segment.name in written:
                 data = written[view.segment.name]
             else:
-                data = self.directory.write_segment(view.segment)
+                blocked = quantizer is not None and quantizer.blocked_codes
+                data = self.directory.write_segment(view.segment, blocked_codes=blocked)
             deletions = previous.deletions if previous and previous.deleted == view.deleted.size else None
             if view.deleted.size and deletions is None:
                 deletions = self.directory.write_deletions(view.segment.name, version, view.deleted)
@@ -912,7 +913,7 @@ class Collection:
                     name=view.segment.name,
                     rows=view.segment.rows,
                     data=data,
-                    has_codes=view.segment.codes is not None,
+                    has_codes=view.segment.has_codes,
                     deleted=int(view.deleted.size),
                     deletions=deletions,
                     vectors=view.segment.precision,
@@ -1007,8 +1008,12 @@ def _live_vectors(view: SegmentView) -> npt.NDArray[np.float32]:
 
 
 def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes")) -> pa.Table:
-    """The live rows of a segment, without the ``drop`` columns (re-encoded by the caller)."""
-    table = view.segment.table.drop_columns([c for c in drop if c in view.segment.table.column_names])
+    """The live rows of a segment, without the ``drop`` columns (re-encoded by the caller).
+
+    Codes kept are row-major: a filter of blocked codes would mix the rows of a block.
+    """
+    table = view.segment.row_major_table() if "codes" not in drop else view.segment.table
+    table = table.drop_columns([c for c in drop if c in table.column_names])
     return table if view.live_mask is None else table.filter(bool_array(view.live_mask))
 
 

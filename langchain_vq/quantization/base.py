@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from langchain_vq.code_blocks import StoredCodes
 from langchain_vq.errors import ConfigurationError, DimensionMismatchError, InvalidInputError, NotFittedError
 from langchain_vq.quantization._common import state_array
 from langchain_vq.topk import top_k
@@ -117,10 +118,19 @@ class Quantizer(ABC):
         """Reconstruction of checked codes."""
 
     # -- ranking -----------------------------------------------------------------------------
+    @property
+    def blocked_codes(self) -> bool:
+        """Whether stored codes should be kept in FAISS's fast-scan block layout (``code_blocks``).
+
+        True for quantizers that scan stored codes with the fast-scan kernel, so a segment
+        opened in a new process is searched without repacking its codes.
+        """
+        return False
+
     def search(
         self,
         queries: npt.ArrayLike,
-        codes: npt.ArrayLike,
+        codes: npt.ArrayLike | StoredCodes,
         k: int,
         *,
         reuse: bool = False,
@@ -134,15 +144,19 @@ class Quantizer(ABC):
 
         ``reuse=True`` promises that this same array (a segment's stored codes, never modified)
         will be searched again, so the quantizer may build and keep a faster layout of it.
+        ``codes`` may be a segment's :class:`~langchain_vq.code_blocks.StoredCodes`, row-major or
+        blocked.
         """
-        checked_queries, checked_codes = self._checked(queries, codes)
-        k_out = min(check_k(k), checked_codes.shape[0])
+        self._check_fitted()
+        checked_queries = self._check_vectors(queries, "queries")
+        stored = self._check_stored(codes)
+        k_out = min(check_k(k), stored.shape[0])
         nq = checked_queries.shape[0]
         if nq == 0 or k_out == 0:
             return np.empty((nq, k_out), np.float32), np.empty((nq, k_out), np.int64)
         if reuse:
-            return self._search_stored(checked_queries, checked_codes, k_out)
-        return self._search(checked_queries, checked_codes, k_out)
+            return self._search_stored(checked_queries, stored, k_out)
+        return self._search(checked_queries, stored.row_major, k_out)
 
     @abstractmethod
     def _search(
@@ -151,15 +165,15 @@ class Quantizer(ABC):
         """``search`` on checked, non-empty arrays, with ``1 <= k <= n``."""
 
     def _search_stored(
-        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
+        self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """``search(..., reuse=True)``: by default the same as a search of codes seen once."""
-        return self._search(queries, codes, k)
+        return self._search(queries, codes.row_major, k)
 
     def search_many(
         self,
         queries: npt.ArrayLike,
-        arrays: Sequence[npt.ArrayLike],
+        arrays: Sequence[npt.ArrayLike | StoredCodes],
         k: int,
         *,
         masks: Sequence[npt.NDArray[np.bool_] | None] | None = None,
@@ -186,7 +200,7 @@ class Quantizer(ABC):
         """
         self._check_fitted()
         checked_queries = self._check_vectors(queries, "queries")
-        checked = [self._check_codes(a) for a in arrays]
+        checked = [self._check_stored(a) for a in arrays]
         if masks is not None and len(masks) != len(checked):
             msg = f"search_many got {len(masks)} masks for {len(checked)} code arrays; pass one per array."
             raise InvalidInputError(msg)
@@ -200,7 +214,7 @@ class Quantizer(ABC):
     def _search_many(
         self,
         queries: npt.NDArray[np.float32],
-        arrays: list[npt.NDArray[np.uint8]],
+        arrays: list[StoredCodes],
         k: int,
         masks: list[npt.NDArray[np.bool_] | None],
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -291,6 +305,13 @@ class Quantizer(ABC):
 
     def _check_vectors(self, x: npt.ArrayLike, what: str = "vectors") -> npt.NDArray[np.float32]:
         return as_float_matrix(x, self.dim, what)
+
+    def _check_stored(self, codes: npt.ArrayLike | StoredCodes) -> StoredCodes:
+        """``codes`` as :class:`StoredCodes` (row-major arrays are wrapped, not copied)."""
+        if isinstance(codes, StoredCodes):
+            self._check_codes(codes.stored)
+            return codes
+        return StoredCodes(self._check_codes(codes))
 
     def _check_codes(self, codes: npt.ArrayLike) -> npt.NDArray[np.uint8]:
         arr = np.asarray(codes)

@@ -56,6 +56,8 @@ from langchain_vq.validation import check_flag, check_int, check_k
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+    from langchain_vq.code_blocks import StoredCodes
+
 #: Rows of codes unpacked to float at a time by ``score`` (bounds temporary memory).
 _CHUNK_ROWS = 16_384
 #: Training rows summed at a time by ``fit`` (bounds its float64 temporaries to ~25 MB at 384 dims).
@@ -279,7 +281,7 @@ class BinaryQuantizer(Quantizer):
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _search_stored(
-        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
+        self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Every row scored by the fast-scan kernel when ``fast_scan``, else two stages.
 
@@ -287,9 +289,9 @@ class BinaryQuantizer(Quantizer):
         ``codes`` lives.
         """
         if not self.fast_scan:
-            return self._search(queries, codes, k)
+            return self._search(queries, codes.row_major, k)
         index = self._fast_scans.get(codes, self._build_fast_scan)
-        return fast_scan_top_k(index, queries, k, lambda: self._search(queries, codes, k))
+        return fast_scan_top_k(index, queries, k, lambda: self._search(queries, codes.row_major, k))
 
     def _search(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
@@ -313,7 +315,7 @@ class BinaryQuantizer(Quantizer):
     def _search_many(
         self,
         queries: npt.NDArray[np.float32],
-        arrays: list[npt.NDArray[np.uint8]],
+        arrays: list[StoredCodes],
         k: int,
         masks: list[npt.NDArray[np.bool_] | None],
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -329,7 +331,8 @@ class BinaryQuantizer(Quantizer):
         qcodes = self._encode(queries)
         n_hamming = k * self.hamming_factor
         distances, keys, searched = [], [], []
-        for index, (codes, mask) in enumerate(zip(arrays, masks, strict=True)):
+        for index, (stored, mask) in enumerate(zip(arrays, masks, strict=True)):
+            codes = stored.row_major
             hidden = 0 if mask is None else mask.size - int(np.count_nonzero(mask))
             fetch = min(n_hamming + hidden, codes.shape[0])
             if fetch == 0:
@@ -357,7 +360,7 @@ class BinaryQuantizer(Quantizer):
             cand_codes = np.zeros((*cand_keys.shape, self.bit_bytes), dtype=np.uint8)
             for index in np.unique(cand_arrays).tolist():
                 where = cand_arrays == index
-                cand_codes[where] = arrays[index][cand_rows[where], : self.bit_bytes]
+                cand_codes[where] = arrays[index].row_major[cand_rows[where], : self.bit_bytes]
         tables, offsets = self._byte_tables(queries)  # [nq, bit_bytes * 256], [nq]
         lookup = cand_codes.astype(np.intp) + np.arange(self.bit_bytes, dtype=np.intp) * 256
         scores = np.empty(hamming.shape, dtype=np.float32)
@@ -367,7 +370,12 @@ class BinaryQuantizer(Quantizer):
         scores[~np.isfinite(hamming)] = -np.inf
         return pooled_top_k(scores, cand_keys, k)
 
-    def _build_fast_scan(self, codes: npt.NDArray[np.uint8]) -> NibbleFastScan:
+    @property
+    def blocked_codes(self) -> bool:
+        """With ``fast_scan`` and unpadded codes: segments keep them in the kernel's layout."""
+        return self.fast_scan and self.code_size == self.bit_bytes
+
+    def _build_fast_scan(self, codes: StoredCodes) -> NibbleFastScan:
         return NibbleFastScan(codes, self.low_, self.high_, self.metric)
 
     # -- state -------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import faiss
 import numpy as np
 
+from langchain_vq.code_blocks import StoredCodes
 from langchain_vq.errors import InvalidInputError
 from langchain_vq.quantization._fast_scan import FastScanCache, FastScanIndex, PQFastScan, fast_scan_top_k
 from langchain_vq.quantization.base import Metric, Quantizer
@@ -207,20 +208,25 @@ class ProductQuantizer(Quantizer):
         For ``"l2"`` the scores are negated squared distances.
         """
         if self.nbits == 4:
-            index: FastScanIndex = PQFastScan(self.centroids_, codes, self.metric)
+            index: FastScanIndex = PQFastScan(self.centroids_, StoredCodes(codes), self.metric)
             return fast_scan_top_k(index, queries, k, lambda: self._search_tables(queries, codes, k))
         return self._search_tables(queries, codes, k)
 
     def _search_stored(
-        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
+        self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """4 bits: fast scan of a packed copy of ``codes`` built once and kept while they live."""
         if self.nbits != 4:
-            return self._search_tables(queries, codes, k)
+            return self._search_tables(queries, codes.row_major, k)
         index = self._fast_scans.get(codes, self._build_fast_scan)
-        return fast_scan_top_k(index, queries, k, lambda: self._search_tables(queries, codes, k))
+        return fast_scan_top_k(index, queries, k, lambda: self._search_tables(queries, codes.row_major, k))
 
-    def _build_fast_scan(self, codes: npt.NDArray[np.uint8]) -> PQFastScan:
+    @property
+    def blocked_codes(self) -> bool:
+        """4 bits: segments keep their codes in the fast-scan kernel's layout."""
+        return self.nbits == 4
+
+    def _build_fast_scan(self, codes: StoredCodes) -> PQFastScan:
         return PQFastScan(self.centroids_, codes, self.metric)
 
     def _search_tables(

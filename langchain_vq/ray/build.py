@@ -218,6 +218,7 @@ def build_store(
         text_column=text_column,
         id_column=id_column,
         codecs=[_portable_codec(c, collections[0].kind) for c in codecs],
+        blocked_codes=[q is not None and q.blocked_codes for q in quantizers],
         fs=fs,
     )
     sink.bind(collections, dim, quantizers, codecs, build_id)
@@ -327,9 +328,12 @@ class SegmentDatasink(Datasink):
         text_column: str = "text",
         id_column: str = "id",
         codecs: list[tuple[str, int, str, dict[str, Any]] | None] | None = None,
+        blocked_codes: list[bool] | None = None,
         fs: FileOps | None = None,
     ) -> None:
         self.paths = paths
+        #: Per shard, whether its quantizer keeps codes in the fast-scan block layout.
+        self.blocked_codes = blocked_codes or [False] * len(paths)
         #: Per shard, how its rescoring vectors are stored: (precision, dim, kind, state), or None.
         self.codecs = codecs or [None] * len(paths)
         self.text_column = text_column
@@ -385,13 +389,13 @@ class SegmentDatasink(Datasink):
             for start in range(0, part.num_rows, self.rows_per_segment):
                 piece = part.slice(start, self.rows_per_segment)
                 segment = _segment(piece, self.text_column, self.id_column, codec)
-                entry = directory.write_segment(segment)
+                entry = directory.write_segment(segment, blocked_codes=self.blocked_codes[int(shard)])
                 written.append(
                     {
                         "shard": int(shard),
                         "name": segment.name,
                         "rows": segment.rows,
-                        "has_codes": segment.codes is not None,
+                        "has_codes": segment.has_codes,
                         "vectors": segment.precision,
                         "data": asdict(entry),
                     }

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     import numpy.typing as npt
 
+    from langchain_vq.code_blocks import StoredCodes
     from langchain_vq.quantization.base import Quantizer
     from langchain_vq.storage.segment import Segment
 
@@ -132,7 +133,7 @@ def search_segments(
     n_candidates = k * rescore_multiplier if rescore else k
     parts: list[Hits] = []
     pooled: list[Hits] = []  # code-scan candidates, scored by the quantizer
-    together: list[tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.bool_] | None]] = []
+    together: list[tuple[int, StoredCodes, npt.NDArray[np.bool_] | None]] = []
     with _faiss_threads(1 if n_queries == 1 else None):
         for index, view in enumerate(views):
             mask = view.live_mask
@@ -143,13 +144,14 @@ def search_segments(
             live = segment.rows if mask is None else int(np.count_nonzero(mask))
             if live == 0:
                 continue
-            if quantizer is None or segment.codes is None or (live <= n_candidates and segment.has_vectors):
+            codes = segment.stored_codes
+            if quantizer is None or codes is None or (live <= n_candidates and segment.has_vectors):
                 hits = exact_search(segment.vectors, queries, k, kind, mask, _decoder(segment))
                 parts.append(Hits(hits.scores, np.full_like(hits.rows, index), hits.rows))
             elif mask is None or segment.rows - live <= n_candidates:
-                together.append((index, segment.codes, mask))  # hides few rows: one scan for all
+                together.append((index, codes, mask))  # hides few rows: one scan for all
             else:
-                scores, rows = _code_candidates(quantizer, segment.codes, queries, n_candidates, mask)
+                scores, rows = _code_candidates(quantizer, codes, queries, n_candidates, mask)
                 pooled.append(Hits(scores, np.full_like(rows, index), rows))
         if together:
             assert quantizer is not None  # noqa: S101 - only segments with codes are gathered
@@ -188,8 +190,8 @@ def _rescore(
             _gather_rows(segment, rows, gathered, where)
         else:
             assert quantizer is not None  # noqa: S101
-            assert segment.codes is not None  # noqa: S101
-            gathered[where] = quantizer.decode(segment.codes[rows])
+            assert segment.stored_codes is not None  # noqa: S101
+            gathered[where] = quantizer.decode(segment.stored_codes.take(rows))
     scores = _pairwise_similarity(queries, gathered, kind)
     scores[~valid] = -np.inf
     best_scores, best = top_k(scores, k)
@@ -274,7 +276,7 @@ def exact_search(
 
 def _code_candidates(
     quantizer: Quantizer,
-    codes: npt.NDArray[np.uint8],
+    codes: StoredCodes,
     queries: npt.NDArray[np.float32],
     n: int,
     mask: npt.NDArray[np.bool_] | None,
@@ -301,7 +303,7 @@ def _code_candidates(
             order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
             return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
     live_rows = np.flatnonzero(mask)
-    scores, sub_rows = quantizer.search(queries, codes[live_rows], n)  # a one-off copy: no reuse
+    scores, sub_rows = quantizer.search(queries, codes.take(live_rows), n)  # a one-off copy: no reuse
     return scores, live_rows[sub_rows]
 
 

@@ -291,9 +291,14 @@ class StoreDirectory:
         }
 
     # -- data files --------------------------------------------------------------------------
-    def write_segment(self, segment: Segment) -> FileEntry:
-        """Write ``segment`` durably as ``_segments/<name>.arrow``."""
-        return self._write_table(f"{SEGMENTS}/{segment.name}.arrow", segment.table)
+    def write_segment(self, segment: Segment, *, blocked_codes: bool = False) -> FileEntry:
+        """Write ``segment`` durably as ``_segments/<name>.arrow``.
+
+        ``blocked_codes``: store its codes in the fast-scan block layout (``code_blocks``), for
+        quantizers that scan them with the fast-scan kernel; the file says which layout it holds.
+        """
+        table = segment.blocked_table() if blocked_codes else segment.row_major_table()
+        return self._write_table(f"{SEGMENTS}/{segment.name}.arrow", table)
 
     def write_deletions(self, segment: str, version: int, rows: npt.NDArray[np.int64]) -> FileEntry:
         """Write the cumulative deleted row offsets of ``segment`` as of ``version``."""

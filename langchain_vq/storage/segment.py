@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from pyarrow import ipc
 
 from langchain_vq.arrays import bool_mask, int_array
+from langchain_vq.code_blocks import BLOCKED, LAYOUT_KEY, StoredCodes, to_blocked
 from langchain_vq.errors import CorruptStoreError
 from langchain_vq.storage.advice import MADV_RANDOM, advise, all_resident, will_need_rows
 from langchain_vq.storage.metadata import decode_metadata, encode_metadata, narrowed
@@ -124,16 +125,55 @@ class Segment:
         if not all_resident(self.vectors, rows):
             will_need_rows(self.vectors, rows)
 
+    @property
+    def has_codes(self) -> bool:
+        """Whether the rows are encoded (a segment written before training is not)."""
+        return "codes" in self.table.column_names
+
     @cached_property
-    def codes(self) -> npt.NDArray[np.uint8] | None:
-        """Codes ``uint8[rows, code_size]`` as a zero-copy view, or None if not encoded."""
-        if "codes" not in self.table.column_names:
+    def stored_codes(self) -> StoredCodes | None:
+        """The codes as stored (a zero-copy view; row-major or blocked), or None if not encoded.
+
+        Fast-scan stores keep them in the kernel's block layout (``langchain_vq.code_blocks``),
+        which the search reads as it is; :attr:`codes` gives them row by row.
+        """
+        index = self.table.schema.get_field_index("codes")
+        if index < 0:
             return None
-        column = single_array(self.table.column("codes"))
+        column = single_array(self.table.column(index))
         size = column.type.byte_width
-        buf = column.buffers()[1]
-        flat = np.frombuffer(buf, dtype=np.uint8)
-        return flat[column.offset * size : (column.offset + len(column)) * size].reshape(-1, size)
+        flat = np.frombuffer(column.buffers()[1], dtype=np.uint8)
+        view = flat[column.offset * size : (column.offset + len(column)) * size].reshape(-1, size)
+        metadata = self.table.schema.field(index).metadata or {}
+        return StoredCodes(view, blocked=metadata.get(LAYOUT_KEY) == BLOCKED)
+
+    @property
+    def codes(self) -> npt.NDArray[np.uint8] | None:
+        """Row-major codes ``uint8[rows, code_size]``, or None if not encoded.
+
+        A zero-copy view of row-major stored codes; blocked ones are unpacked on first use
+        (use :attr:`stored_codes` on search paths).
+        """
+        stored = self.stored_codes
+        return None if stored is None else stored.row_major
+
+    def row_major_table(self) -> pa.Table:
+        """The table with its codes (if any) row by row: what row operations (take, concat) need."""
+        stored = self.stored_codes
+        if stored is None or not stored.blocked:
+            return self.table
+        index = self.table.schema.get_field_index("codes")
+        field = self.table.schema.field(index).remove_metadata()
+        return self.table.set_column(index, field, _codes_array(stored.row_major))
+
+    def blocked_table(self) -> pa.Table:
+        """The table with its codes in the fast-scan block layout, as fast-scan stores write it."""
+        stored = self.stored_codes
+        if stored is None or stored.blocked:
+            return self.table
+        index = self.table.schema.get_field_index("codes")
+        field = self.table.schema.field(index).with_metadata({LAYOUT_KEY: BLOCKED})
+        return self.table.set_column(index, field, _codes_array(to_blocked(stored.stored)))
 
     def rows_of_ids(self, ids: pa.Array) -> npt.NDArray[np.int64]:
         """Row offsets whose id is in ``ids`` (vectorized, no per-row Python)."""
@@ -288,7 +328,7 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
         msg = f"Cannot merge segments whose vectors are stored differently: {sorted(fields)}."
         raise ValueError(msg)
     tables = [p.table.drop_columns([c for c in ("codes",) if c in p.table.column_names]) if not codes
-              else p.table for p in parts]  # fmt: skip
+              else p.row_major_table() for p in parts]  # fmt: skip
     types = _merged_types(tables) if all(p.typed_metadata is not None for p in parts) else None
     if types is not None:
         # Keys missing from some parts become nulls (absent), in the column order a reader expects.
@@ -301,7 +341,7 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
             index = merged.schema.get_field_index("vector")
             merged = merged.set_column(index, parts[0].vector_field, merged.column(index))
         return Segment(name, merged.replace_schema_metadata(tables[0].schema.metadata))
-    stacked = [p.codes for p in parts] if codes and all(p.codes is not None for p in parts) else None
+    stacked = [p.codes for p in parts] if codes and all(p.has_codes for p in parts) else None
     first = parts[0].vector_field
     return build_segment(
         name,
