@@ -126,21 +126,32 @@ class StoredCodes:
         out[~tail] = low | (high << 4)
         return out
 
-    def blocks(self, width: int | None = None) -> npt.NDArray[np.uint8]:
-        """The codes in FAISS's block layout (a new array), over their first ``width`` bytes.
+    def block_bytes(self) -> int:
+        """Bytes of the block layout: rows padded to a multiple of 32, times the code bytes."""
+        return -(-self.stored.shape[0] // BLOCK_ROWS) * BLOCK_ROWS * self.stored.shape[1]
 
-        ``width`` below the stored bytes (padding FAISS does not read) is only possible for
-        row-major codes.
+    def blocks(
+        self, width: int | None = None, out: npt.NDArray[np.uint8] | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """The codes in FAISS's block layout, over their first ``width`` bytes.
+
+        Written into ``out`` when given (FAISS's own buffer: one copy of blocked codes, no
+        temporary), else into a new array. ``width`` below the stored bytes (padding FAISS does
+        not read) is only possible for row-major codes.
         """
         stored_width = self.stored.shape[1]
         width = stored_width if width is None else width
         if not self.blocked:
-            return pack_blocks(np.ascontiguousarray(self.stored[:, :width]))
+            packed = pack_blocks(np.ascontiguousarray(self.stored[:, :width]))
+            if out is None:
+                return packed
+            out[:] = packed
+            return out
         if width != stored_width:
             msg = f"Blocked codes hold {stored_width} bytes per row; cannot read {width}."
             raise ValueError(msg)
         full = self._full_rows
-        out = np.empty(-(-self.stored.shape[0] // BLOCK_ROWS) * BLOCK_ROWS * width, np.uint8)
+        out = np.empty(self.block_bytes(), np.uint8) if out is None else out
         out[: full * width] = self.stored[:full].reshape(-1)
         out[full * width :] = pack_blocks(np.ascontiguousarray(self.stored[full:]))
         return out

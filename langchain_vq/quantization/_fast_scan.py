@@ -73,10 +73,10 @@ def pq4_fast_scan_index(
     index = faiss.IndexPQFastScan(n_sub * dsub, n_sub, 4, faiss_metric, BLOCK_ROWS)
     faiss.copy_array_to_vector(np.ascontiguousarray(centroids, np.float32).ravel(), index.pq.centroids)
     index.is_trained = True
-    blocks = codes.blocks(code_bytes)
-    index.codes.resize(blocks.size)
-    if blocks.size:
-        np.copyto(faiss.rev_swig_ptr(index.codes.get(), blocks.size), blocks)
+    size = -(-codes.shape[0] // BLOCK_ROWS) * BLOCK_ROWS * code_bytes
+    index.codes.resize(size)
+    if size:  # straight into FAISS's buffer: blocked codes are copied once, with no temporary
+        codes.blocks(code_bytes, out=faiss.rev_swig_ptr(index.codes.get(), size))
     rows = codes.shape[0]
     index.ntotal = rows
     index.ntotal2 = -(-rows // BLOCK_ROWS) * BLOCK_ROWS  # type: ignore[attr-defined]  # not in the stubs
