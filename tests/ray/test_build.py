@@ -203,7 +203,9 @@ def test_driver_killed_before_the_commit_leaves_the_store_unchanged_and_a_rerun_
     )  # this process
     assert not again.committed
     directory = StoreDirectory(store_path)
-    assert directory.versions() == [0, 1, 2]
+    # One commit: versions 1 and 2 are the last. Version 0 may be gone: the build's commit cleans
+    # up orphans, and on a slow machine version 1 is older than the cleanup's grace by then.
+    assert directory.versions()[-2:] == [1, 2]
     assert sorted(Collection(path=store_path).live_ids()) == sorted(["e0", *(f"d{i}" for i in range(120))])
 
 
