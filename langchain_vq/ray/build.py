@@ -277,7 +277,7 @@ class EmbedQuantize:
         id_column: str,
         threads: int = 1,
     ) -> None:
-        # The tokenizer's Rust pool sizes itself on first use: one pool per actor, not per core.
+        # The tokenizer's Rust pool ignores OMP_NUM_THREADS and takes every core unless capped.
         os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         self.embedding = embedding
         self.checker = Collection(CollectionConfig(metric=metric))
@@ -593,9 +593,10 @@ def worker_threads(num_cpus: float, threads_per_worker: int | None = None) -> in
 def _portable(embedding: Embeddings, threads: int) -> Embeddings:
     """The model as workers should receive it: a project model without its loaded runtime.
 
-    A project model without its own ``num_threads`` gets ``threads``: left to itself, each
-    worker would size its thread pool to every core of the machine, and ``workers`` of them
-    would oversubscribe the cores (docs/architecture.md, "Distributed build").
+    A project model without its own ``num_threads`` gets ``threads``. Left to itself it sizes
+    its pool from ``OMP_NUM_THREADS``, which Ray sets to the actor's CPUs only when the
+    environment does not set it already, so ``workers`` actors could oversubscribe the cores
+    (docs/architecture.md, "Distributed build").
     """
     from langchain_vq.embeddings import SentenceTransformerEmbeddings
 

@@ -22,6 +22,7 @@ and reads do not write, an add is an upsert by id, a delete of deleted ids does 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,10 +164,11 @@ class SearchRequest(NamedTuple):
 class ShardHits(NamedTuple):
     """A shard's answer to a ``SearchRequest``: per-query hit counts and flat columns, best first."""
 
-    #: Hits per query, ``int64[n_queries]``; the columns hold query 0's hits, then query 1's, ...
-    counts: npt.NDArray[np.int64]
-    #: The rescored scores as ``Row.score`` holds them, ``float64[total]``.
-    scores: npt.NDArray[np.float64]
+    #: Hits per query; the columns hold query 0's hits, then query 1's, ... Plain lists, not
+    #: arrays: a NumPy array in a small return costs Ray about 0.3 ms more per call.
+    counts: list[int]
+    #: The rescored scores, as ``Row.score`` holds them.
+    scores: list[float]
     ids: list[str]
     texts: list[str]
     metadatas: list[dict[str, Any]]
@@ -185,8 +187,8 @@ class ShardHits(NamedTuple):
                 else np.empty((0, 0), dtype=np.float32)
             )
         return cls(
-            counts=np.array([len(hits) for hits in found], dtype=np.int64),
-            scores=np.array([r.score for r in rows], dtype=np.float64),
+            counts=[len(hits) for hits in found],
+            scores=[float(r.score) if r.score is not None else -math.inf for r in rows],
             ids=[r.id for r in rows],
             texts=[r.text for r in rows],
             metadatas=[r.metadata for r in rows],
@@ -483,11 +485,12 @@ def merge_hits(per_shard: Sequence[ShardHits], k: int) -> list[list[Row]]:
     """
     if not per_shard:
         return []
-    starts = [np.concatenate([[0], np.cumsum(h.counts)]) for h in per_shard]
+    starts = [np.concatenate([[0], np.cumsum(h.counts, dtype=np.int64)]) for h in per_shard]
+    shard_scores = [np.asarray(h.scores, dtype=np.float64) for h in per_shard]
     out: list[list[Row]] = []
-    for q in range(per_shard[0].counts.shape[0]):
+    for q in range(len(per_shard[0].counts)):
         spans = [(s, int(start[q]), int(start[q + 1])) for s, start in enumerate(starts)]
-        scores = np.concatenate([per_shard[s].scores[a:b] for s, a, b in spans])
+        scores = np.concatenate([shard_scores[s][a:b] for s, a, b in spans])
         owner = np.concatenate([np.full(b - a, s, dtype=np.int64) for s, a, b in spans])
         offset = np.concatenate([np.arange(a, b, dtype=np.int64) for _, a, b in spans])
         best = np.argsort(-scores, kind="stable")[:k]
@@ -495,7 +498,7 @@ def merge_hits(per_shard: Sequence[ShardHits], k: int) -> list[list[Row]]:
         for pick in best.tolist():
             hits, at = per_shard[int(owner[pick])], int(offset[pick])
             vector = hits.vectors[at] if hits.vectors is not None else None
-            rows.append(Row(hits.ids[at], hits.texts[at], hits.metadatas[at], float(hits.scores[at]), vector))
+            rows.append(Row(hits.ids[at], hits.texts[at], hits.metadatas[at], hits.scores[at], vector))
         out.append(rows)
     return out
 
