@@ -40,7 +40,7 @@ against 1, i.e. the scaling with a free core per worker if the driver and the wr
 up (they use little CPU). It is an estimate; the wall-clock ``scaling_2_workers`` is the
 measurement, meaningful on a quiet machine.
 
-Run: ``python benchmarks/bench_ray.py`` (about 6 min) -> ``results/bench_ray.json``; quick look:
+Run: ``python benchmarks/bench_ray.py`` (about 10 min on a quiet machine) -> ``results/bench_ray.json``; quick look:
 ``--chunks 256 --rows 20000 --queries 200 --repeats 1 --out /tmp/bench_ray.json``.
 """
 
