@@ -168,10 +168,23 @@ def _ray_sentence(data: dict[str, Any]) -> str:
         f"Scale-out on Ray (`bench_ray.py`, local 2-CPU cluster on 2 cores shared with other jobs, load average {one['load_before'][0]:.1f}-"
         f"{two['load_after'][0]:.1f}): building {one['rows']:,} chunks with the real model ran at "
         f"{one['rows_per_s']:.1f} rows/s with 1 worker and {two['rows_per_s']:.1f} with 2 "
-        f"({data['estimate']['scaling_2_workers']:.2f}x); a query over {search['shards']} shards of "
+        f"({data['estimate']['scaling_2_workers']:.2f}x"
+        + (
+            f"; per CPU second the workers got, {data['estimate']['cpu_efficiency_2_workers']:.2f}x as many "
+            "rows with 2 as with 1"
+            if "cpu_efficiency_2_workers" in data["estimate"]
+            else ""
+        )
+        + f"); a query over {search['shards']} shards of "
         f"{search['rows']:,} rows took {search['sharded']['p50_ms']:.2f} ms p50 against "
         f"{search['one_store']['p50_ms']:.2f} ms for one store ({search['fanout_overhead_p50_ms']:.2f} ms "
-        "fan-out overhead)."
+        "fan-out overhead"
+        + (
+            f"; a no-op call to every shard actor alone took {search['noop_call_all_shards']['p50_ms']:.2f} ms"
+            if "noop_call_all_shards" in search
+            else ""
+        )
+        + ")."
     )
 
 

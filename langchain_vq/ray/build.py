@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -101,6 +102,7 @@ def build_store(
     build_id: str | None = None,
     workers: int = 2,
     num_cpus: float = 0.5,
+    threads_per_worker: int | None = None,
     batch_size: int = 256,
     rows_per_segment: int = DEFAULT_ROWS_PER_SEGMENT,
     train_sample: int = DEFAULT_TRAIN_SAMPLE,
@@ -133,6 +135,11 @@ def build_store(
         workers: Embedding actors (one model each).
         num_cpus: Logical CPUs reserved per actor; fractional so that write tasks and shard
             actors still fit on a small cluster.
+        threads_per_worker: Threads of each actor's model (ONNX/OpenVINO intra-op threads,
+            torch's thread count, the tokenizer's pool). ``None``: the CPUs the actor reserves,
+            rounded down, at least 1, so ``workers`` actors use about ``workers * num_cpus``
+            cores instead of each one all of them. Applies to ``SentenceTransformerEmbeddings``
+            whose ``num_threads`` is ``None``; a model given its own ``num_threads`` keeps them.
         batch_size: Rows per embedding batch.
         rows_per_segment: Rows a write task gathers per segment file.
         train_sample: Rows the driver embeds to train the quantizer.
@@ -154,6 +161,7 @@ def build_store(
     if not 0 < num_cpus <= 64:
         msg = f"num_cpus must be a positive number of logical CPUs per actor, got {num_cpus!r}."
         raise InvalidInputError(msg)
+    threads = worker_threads(num_cpus, threads_per_worker)
     paths = _target_paths(path)
     embedding = _default_embedding() if embedding is None else embedding
     build_id = build_id or _default_build_id(source, paths)
@@ -225,7 +233,8 @@ def build_store(
     embedded = dataset.map_batches(
         EmbedQuantize,
         fn_constructor_kwargs={
-            "embedding": _portable(embedding),
+            "embedding": _portable(embedding, threads),
+            "threads": threads,
             "metric": collections[0].metric,
             "dim": dim,
             "quantizers": [_portable_quantizer(q) for q in quantizers],
@@ -267,7 +276,10 @@ class EmbedQuantize:
         quantizers: list[tuple[dict[str, Any], dict[str, npt.NDArray[Any]]] | None],
         text_column: str,
         id_column: str,
+        threads: int = 1,
     ) -> None:
+        # The tokenizer's Rust pool ignores OMP_NUM_THREADS and takes every core unless capped.
+        os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         self.embedding = embedding
         self.checker = Collection(CollectionConfig(metric=metric))
         self.dim = dim
@@ -573,8 +585,23 @@ def _portable_quantizer(quantizer: Quantizer | None) -> tuple[dict[str, Any], di
     return None if quantizer is None else (quantizer.get_config(), quantizer.get_state())
 
 
-def _portable(embedding: Embeddings) -> Embeddings:
-    """The model as workers should receive it: a project model without its loaded runtime."""
+def worker_threads(num_cpus: float, threads_per_worker: int | None = None) -> int:
+    """Model threads per build actor: ``threads_per_worker``, else its reserved CPUs rounded down (>= 1)."""
+    if threads_per_worker is not None:
+        return check_int(
+            threads_per_worker, "threads_per_worker", fix="Pass None to use the CPUs each actor reserves."
+        )
+    return max(1, math.floor(num_cpus))
+
+
+def _portable(embedding: Embeddings, threads: int) -> Embeddings:
+    """The model as workers should receive it: a project model without its loaded runtime.
+
+    A project model without its own ``num_threads`` gets ``threads``. Left to itself it sizes
+    its pool from ``OMP_NUM_THREADS``, which Ray sets to the actor's CPUs only when the
+    environment does not set it already, so ``workers`` actors could oversubscribe the cores
+    (docs/architecture.md, "Distributed build").
+    """
     from langchain_vq.embeddings import SentenceTransformerEmbeddings
 
     if isinstance(embedding, SentenceTransformerEmbeddings):
@@ -586,7 +613,7 @@ def _portable(embedding: Embeddings) -> Embeddings:
             query_prompt=embedding.query_prompt,
             document_prompt=embedding.document_prompt,
             device=embedding.device,
-            num_threads=embedding.num_threads,
+            num_threads=embedding.num_threads if embedding.num_threads is not None else threads,
             backend=embedding.backend,
             cache_dir=embedding.cache_dir,
         )

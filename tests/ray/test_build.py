@@ -128,6 +128,61 @@ def test_build_from_a_folder_of_text_files(tmp_path: Path) -> None:
     assert doc.metadata["source"].endswith("a.txt")
 
 
+def test_build_from_a_folder_of_parquet_files_into_shards(tmp_path: Path) -> None:
+    """Parquet input: every file of the folder is read, other columns become metadata (nulls dropped)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from langchain_vq.ray import shard_paths
+
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    for part, start in enumerate((0, 60)):
+        numbers = range(start, start + 60)
+        table = pa.table(
+            {
+                "id": [f"p{i}" for i in numbers],
+                "text": [f"parquet row {i} about codes" for i in numbers],
+                "year": [None if i % 7 == 0 else 2000 + i for i in numbers],
+            }
+        )
+        pq.write_table(table, folder / f"part-{part}.parquet")
+    paths = shard_paths(tmp_path / "sharded", 2)
+    result = build(folder, paths, fake(), quantization="int8")
+    assert result.committed
+    assert result.rows == 120
+    assert result.versions == (1, 1)
+    stores = [VQVectorStore(fake(), path=p) for p in paths]
+    assert sorted(i for s in stores for i in s.collection.live_ids()) == sorted(f"p{i}" for i in range(120))
+    found = {d.id: d for s in stores for d in s.get_by_ids(["p8", "p64", "p70"])}
+    assert found["p8"].page_content == "parquet row 8 about codes"
+    assert found["p8"].metadata == {"year": 2008}
+    assert found["p64"].metadata == {"year": 2064}  # from the second file
+    assert found["p70"].metadata == {}  # a null year is dropped, not stored as None
+    assert build(folder, paths, fake()).committed is False  # same files: the same build id
+
+
+def test_worker_threads_follow_the_reserved_cpus_unless_given(minilm) -> None:
+    """Each build actor's model gets its share of the cores, not every core of the machine."""
+    from langchain_vq.embeddings import SentenceTransformerEmbeddings
+    from langchain_vq.ray.build import _portable, worker_threads
+
+    assert worker_threads(0.5) == 1
+    assert worker_threads(1.0) == 1
+    assert worker_threads(2.5) == 2
+    assert worker_threads(0.5, 3) == 3
+    with pytest.raises(InvalidInputError, match="threads_per_worker"):
+        worker_threads(1.0, 0)
+    assert minilm.num_threads is None
+    sent = _portable(minilm, 2)
+    assert isinstance(sent, SentenceTransformerEmbeddings)
+    assert sent is not minilm
+    assert (sent.num_threads, sent.backend, sent.model_name) == (2, minilm.backend, minilm.model_name)
+    own = SentenceTransformerEmbeddings(num_threads=3, cache_dir=minilm.cache_dir)
+    assert _portable(own, 1).num_threads == 3  # the caller's own choice wins
+    assert _portable(fake(), 2).__class__ is DeterministicFakeEmbedding  # other models travel as given
+
+
 def test_sharded_build_routes_every_row_to_the_shard_of_its_id(tmp_path: Path) -> None:
     from langchain_vq.ray import shard_of, shard_paths
 

@@ -88,6 +88,45 @@ def test_sharded_results_equal_one_store_on_1000_queries(
     assert [[d.id for d, _ in q] for q in filtered] == [[d.id for d, _ in q] for q in expected]
 
 
+def test_flat_shard_hits_merge_like_row_lists_ties_and_vectors_included() -> None:
+    """The compact answers merge to exactly the rows the row-list merge picks (ties: earlier shard)."""
+    from langchain_vq.collection import Row
+    from langchain_vq.ray.sharded import ShardHits, merge_hits, merge_top_k
+
+    rng = np.random.default_rng(7)
+    queries, k = 40, 5
+    per_shard = []
+    for shard in range(3):
+        lists = []
+        for q in range(queries):
+            count = int(rng.integers(0, 8))  # some shards have fewer than k hits, or none
+            scores = np.sort(rng.choice([0.1, 0.25, 0.5, 0.75], size=count))[::-1]  # many ties
+            lists.append(
+                [
+                    Row(
+                        f"s{shard}-q{q}-{j}",
+                        f"text {j}",
+                        {"shard": shard},
+                        float(sc),
+                        rng.random(4).astype(np.float32),
+                    )
+                    for j, sc in enumerate(scores)
+                ]
+            )
+        per_shard.append(lists)
+    merged = merge_hits([ShardHits.of(lists, with_vectors=True) for lists in per_shard], k)
+    assert len(merged) == queries
+    for q in range(queries):
+        want = merge_top_k([lists[q] for lists in per_shard], k)
+        assert [r.id for r in merged[q]] == [r.id for r in want]
+        assert [r.score for r in merged[q]] == [r.score for r in want]
+        assert [r.metadata for r in merged[q]] == [r.metadata for r in want]
+        for got_row, want_row in zip(merged[q], want, strict=True):
+            np.testing.assert_array_equal(got_row.vector, want_row.vector)
+    without = merge_hits([ShardHits.of(lists, with_vectors=False) for lists in per_shard], k)
+    assert all(r.vector is None for rows in without for r in rows)
+
+
 def test_add_delete_and_get_route_by_id(tmp_path: Path, open_stores: list, shard_servers: list) -> None:
     from langchain_vq.ray import shard_of, shard_paths
 
