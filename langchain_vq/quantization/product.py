@@ -34,7 +34,13 @@ import faiss
 import numpy as np
 
 from langchain_vq.errors import InvalidInputError
-from langchain_vq.quantization._fast_scan import FastScanCache, FastScanIndex, PQFastScan, fast_scan_top_k
+from langchain_vq.quantization._fast_scan import (
+    FastScanCache,
+    FastScanIndex,
+    PQFastScan,
+    fast_scan_candidates,
+    fast_scan_top_k,
+)
 from langchain_vq.quantization.base import Metric, Quantizer
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_int
@@ -219,6 +225,15 @@ class ProductQuantizer(Quantizer):
             return self._search_tables(queries, codes, k)
         index = self._fast_scans.get(codes, self._build_fast_scan)
         return fast_scan_top_k(index, queries, k, lambda: self._search_tables(queries, codes, k))
+
+    def _stored_candidates(
+        self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``_search_stored``'s rows in the kernel's order (``search_many`` re-ranks the pool)."""
+        if self.nbits != 4:
+            return self._search_tables(queries, codes, k)
+        index = self._fast_scans.get(codes, self._build_fast_scan)
+        return fast_scan_candidates(index, queries, k, lambda: self._search_tables(queries, codes, k))
 
     def _build_fast_scan(self, codes: npt.NDArray[np.uint8]) -> PQFastScan:
         return PQFastScan(self.centroids_, codes, self.metric)

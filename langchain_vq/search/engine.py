@@ -32,6 +32,8 @@ _EXACT_CHUNK_ROWS = 1 << 16
 _DENSE_MASK_FRACTION = 4
 #: An exact scan gathers the rows a mask keeps when it keeps fewer than 1 in this many.
 _SELECTIVE_FRACTION = 8
+#: Candidate rows probed with ``mincore`` per query before rescoring, across all segments.
+_PREFETCH_PROBES = 8
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ def search_segments(
             parts.append(_rescore(views, candidates, queries, k, kind, quantizer, rescore))
     if not parts:
         return Hits.empty(n_queries, k)
-    return _merge(parts, k)
+    return _merge(parts, k) if len(parts) > 1 else _padded(parts[0], k)
 
 
 def _rescore(
@@ -177,19 +179,42 @@ def _rescore(
     quantizer: Quantizer | None,
     rescore: bool,
 ) -> Hits:
-    """Exact scores of pooled candidates from the float vectors (or the codes' reconstruction)."""
+    """Exact scores of pooled candidates from the float vectors (or the codes' reconstruction).
+
+    Candidates from one segment only (a compacted store), none missing, are gathered in one
+    go; otherwise each segment's rows are gathered into their places. Either way every
+    candidate's vector lands in the same place of the same array, so the scores are the same.
+    """
     valid = candidates.rows >= 0
-    gathered = np.zeros((*candidates.rows.shape, queries.shape[1]), dtype=np.float32)  # [n_queries, c, dim]
-    for index in np.unique(candidates.segments[valid]).tolist():
+    shape = (*candidates.rows.shape, queries.shape[1])  # [n_queries, c, dim]
+    first = int(candidates.segments.flat[0]) if candidates.segments.size else -1
+    if first >= 0 and bool(valid.all()) and bool((candidates.segments == first).all()):
+        groups = [(first, candidates.rows.ravel(), None)]
+    else:
+        groups = [
+            (index, candidates.rows[where], where)
+            for index in np.unique(candidates.segments[valid]).tolist()
+            for where in [valid & (candidates.segments == index)]
+        ]
+    probes = max(1, _PREFETCH_PROBES // max(1, len(groups)))  # a few rows probed per query in all
+    gathered: npt.NDArray[np.float32] | None = None
+    for index, rows, where in groups:
         segment = views[index].segment
-        where = valid & (candidates.segments == index)
-        rows = candidates.rows[where]
         if rescore and segment.has_vectors:
-            _gather_rows(segment, rows, gathered, where)
+            segment.prefetch(rows, probes=probes)
+            part = float_rows(segment, rows)
         else:
             assert quantizer is not None  # noqa: S101
             assert segment.codes is not None  # noqa: S101
-            gathered[where] = quantizer.decode(segment.codes[rows])
+            part = quantizer.decode(segment.codes[rows])
+        if where is None:  # the one group holds every candidate, in order
+            gathered = np.ascontiguousarray(part, dtype=np.float32).reshape(shape)
+            break
+        if gathered is None:
+            gathered = np.zeros(shape, dtype=np.float32)
+        gathered[where] = part
+    if gathered is None:  # no valid candidate at all
+        gathered = np.zeros(shape, dtype=np.float32)
     scores = _pairwise_similarity(queries, gathered, kind)
     scores[~valid] = -np.inf
     best_scores, best = top_k(scores, k)
@@ -198,14 +223,6 @@ def _rescore(
         np.take_along_axis(candidates.segments, best, axis=1),
         np.take_along_axis(candidates.rows, best, axis=1),
     )
-
-
-def _gather_rows(
-    segment: Segment, rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32], where: npt.NDArray[np.bool_]
-) -> None:
-    """Copy the vectors of ``rows`` as float32 into ``out[where]``, prefetched together when cold."""
-    segment.prefetch(rows)
-    out[where] = float_rows(segment, rows)
 
 
 def _decoder(segment: Segment) -> Callable[[npt.NDArray[np.generic]], npt.NDArray[np.float32]] | None:
@@ -303,6 +320,23 @@ def _code_candidates(
     live_rows = np.flatnonzero(mask)
     scores, sub_rows = quantizer.search(queries, codes[live_rows], n)  # a one-off copy: no reuse
     return scores, live_rows[sub_rows]
+
+
+def _padded(part: Hits, k: int) -> Hits:
+    """What :func:`_merge` makes of a single part, already best first: no re-ranking needed.
+
+    Places with no finite score get row and segment -1, and the columns are padded to ``k``.
+    """
+    rows = np.where(np.isfinite(part.scores), part.rows, -1)
+    out = Hits(part.scores.astype(np.float32, copy=False), np.where(rows >= 0, part.segments, -1), rows)
+    if out.scores.shape[1] >= k:
+        return out
+    pad = Hits.empty(rows.shape[0], k - out.scores.shape[1])
+    return Hits(
+        np.concatenate([out.scores, pad.scores], axis=1),
+        np.concatenate([out.segments, pad.segments], axis=1),
+        np.concatenate([out.rows, pad.rows], axis=1),
+    )
 
 
 def _merge(parts: list[Hits], k: int) -> Hits:

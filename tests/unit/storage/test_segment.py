@@ -82,3 +82,22 @@ def test_pandas_and_polars_read_the_typed_columns_from_a_segment_file(tmp_path) 
     assert polars_frame.schema["metadata.when"] == pl.Date
     assert polars_frame["metadata.tags"].to_list() == [["a"], None, None, []]
     assert polars_frame.filter(pl.col("metadata.year") > 2020)["id"].to_list() == ["id3"]
+
+
+def test_records_reads_what_take_and_metadata_read(tmp_path) -> None:
+    """One take of all the row columns (a query's hits) gives the values of the per-column reads."""
+    rows = np.array([3, 1, 1, 0, 2])
+    for segment in (
+        _reopened(_segment(ROWS), tmp_path),
+        _segment([json.dumps(r, default=str) for r in ROWS]),  # format 1
+    ):
+        values = segment.take(rows, ("id", "text"))
+        assert segment.records(rows) == (values["id"], values["text"], segment.metadata(rows))
+    assert _segment(ROWS).records(np.array([], dtype=np.int64)) == ([], [], [])
+
+
+def test_records_of_damaged_format1_metadata_name_the_file() -> None:
+    segment = _segment(['{"a": 1}', "[1, 2]"])
+    assert segment.records(np.array([0]))[2] == [{"a": 1}]
+    with pytest.raises(CorruptStoreError, match="segment s holds metadata that is not a JSON object"):
+        segment.records(np.array([1]))
