@@ -20,6 +20,7 @@ from typing_extensions import override
 from langchain_vq.calibration import (
     DEFAULT_K,
     DEFAULT_MARGIN,
+    DEFAULT_REFINE,
     DEFAULT_TARGET,
     Calibration,
     calibrate_multiplier,
@@ -261,6 +262,7 @@ class VQVectorStore(VectorStore):
             early_stop=True,
             start=start,
             descend=descend,
+            refine=DEFAULT_REFINE,
             snapshot=snapshot,
         )
         if not calibration.met:
