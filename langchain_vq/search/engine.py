@@ -181,48 +181,61 @@ def _rescore(
 ) -> Hits:
     """Exact scores of pooled candidates from the float vectors (or the codes' reconstruction).
 
-    Candidates from one segment only (a compacted store), none missing, are gathered in one
-    go; otherwise each segment's rows are gathered into their places. Either way every
-    candidate's vector lands in the same place of the same array, so the scores are the same.
+    Candidates from one segment only (a compacted store), none missing, are gathered and scored
+    in one go; otherwise each segment's candidates are scored where they are, row by row. Both
+    compute each score with the same einsum inner loop, so a row scores the same bits either way
+    (tests compare one segment with the same rows split in four).
     """
-    valid = candidates.rows >= 0
-    shape = (*candidates.rows.shape, queries.shape[1])  # [n_queries, c, dim]
-    first = int(candidates.segments.flat[0]) if candidates.segments.size else -1
-    if first >= 0 and bool(valid.all()) and bool((candidates.segments == first).all()):
-        groups = [(first, candidates.rows.ravel(), None)]
+    n_queries, n_candidates = candidates.rows.shape
+    segments, rows = candidates.segments.ravel(), candidates.rows.ravel()
+    valid = rows >= 0
+    first = int(segments[0]) if segments.size else -1
+    if first >= 0 and bool(valid.all()) and bool((segments == first).all()):
+        part = _candidate_vectors(views[first].segment, rows, quantizer, rescore, _PREFETCH_PROBES)
+        shape = (n_queries, n_candidates, queries.shape[1])
+        scores = _pairwise_similarity(queries, part.reshape(shape), kind)
     else:
-        groups = [
-            (index, candidates.rows[where], where)
-            for index in np.unique(candidates.segments[valid]).tolist()
-            for where in [valid & (candidates.segments == index)]
-        ]
-    probes = max(1, _PREFETCH_PROBES // max(1, len(groups)))  # a few rows probed per query in all
-    gathered: npt.NDArray[np.float32] | None = None
-    for index, rows, where in groups:
-        segment = views[index].segment
-        if rescore and segment.has_vectors:
-            segment.prefetch(rows, probes=probes)
-            part = float_rows(segment, rows)
-        else:
-            assert quantizer is not None  # noqa: S101
-            assert segment.codes is not None  # noqa: S101
-            part = quantizer.decode(segment.codes[rows])
-        if where is None:  # the one group holds every candidate, in order
-            gathered = np.ascontiguousarray(part, dtype=np.float32).reshape(shape)
-            break
-        if gathered is None:
-            gathered = np.zeros(shape, dtype=np.float32)
-        gathered[where] = part
-    if gathered is None:  # no valid candidate at all
-        gathered = np.zeros(shape, dtype=np.float32)
-    scores = _pairwise_similarity(queries, gathered, kind)
-    scores[~valid] = -np.inf
+        scores = np.full((n_queries, n_candidates), -np.inf, dtype=np.float32)
+        indices = np.unique(segments[valid]).tolist()
+        probes = max(1, _PREFETCH_PROBES // max(1, len(indices)))  # a few rows per query in all
+        flat = scores.reshape(-1)
+        for index in indices:
+            at = np.flatnonzero(segments == index)  # padding has segment -1
+            part = _candidate_vectors(views[index].segment, rows[at], quantizer, rescore, probes)
+            flat[at] = _row_similarity(queries[at // n_candidates], part, kind)
     best_scores, best = top_k(scores, k)
     return Hits(
         best_scores,
         np.take_along_axis(candidates.segments, best, axis=1),
         np.take_along_axis(candidates.rows, best, axis=1),
     )
+
+
+def _candidate_vectors(
+    segment: Segment, rows: npt.NDArray[np.int64], quantizer: Quantizer | None, rescore: bool, probes: int
+) -> npt.NDArray[np.float32]:
+    """Float32 vectors ``[len(rows), dim]`` of candidates: stored (prefetched when cold) or decoded."""
+    if rescore and segment.has_vectors:
+        segment.prefetch(rows, probes=probes)
+        return np.ascontiguousarray(float_rows(segment, rows), dtype=np.float32)
+    assert quantizer is not None  # noqa: S101 - a segment without vectors has codes
+    assert segment.codes is not None  # noqa: S101
+    return quantizer.decode(segment.codes[rows])
+
+
+def _row_similarity(
+    queries: npt.NDArray[np.float32], vectors: npt.NDArray[np.float32], kind: Similarity
+) -> npt.NDArray[np.float32]:
+    """Similarities ``[m]`` of row ``i`` of ``queries`` to row ``i`` of ``vectors`` (both ``[m, d]``).
+
+    The same sums as :func:`_pairwise_similarity`, one candidate at a time.
+    """
+    dots = np.einsum("cd,cd->c", vectors, queries)
+    if kind == "ip":
+        return dots
+    q_norms = np.einsum("cd,cd->c", queries, queries)
+    x_norms = np.einsum("cd,cd->c", vectors, vectors)
+    return -np.maximum(q_norms - 2 * dots + x_norms, 0)
 
 
 def _decoder(segment: Segment) -> Callable[[npt.NDArray[np.generic]], npt.NDArray[np.float32]] | None:

@@ -296,9 +296,10 @@ def test_rescoring_from_one_segment_or_several_gives_the_same_hits(data, coded) 
         assert sorted(with_gaps.rows[q].tolist()) == sorted(r for _, r in expected)
 
 
+@pytest.mark.parametrize("kind", ["ip", "l2"])
 @pytest.mark.parametrize("precision", [np.float32, np.float16])
 @pytest.mark.parametrize("n_queries", [1, 6])
-def test_one_segment_and_its_rows_split_in_four_give_identical_hits(data, precision, n_queries) -> None:
+def test_one_segment_and_its_rows_split_in_four_give_identical_hits(data, precision, n_queries, kind) -> None:
     """Same rows, same codes: one segment (compacted) and four (after adds) answer bit for bit alike.
 
     int8 code scores rank the candidates without ties at the cut, so the only differences could
@@ -308,7 +309,7 @@ def test_one_segment_and_its_rows_split_in_four_give_identical_hits(data, precis
     """
     corpus, queries = data
     x = np.concatenate([corpus[:600], corpus[:200]])  # rows 600-799 repeat rows 0-199
-    qz = ScalarQuantizer(DIM).fit(x)
+    qz = ScalarQuantizer(DIM, metric=kind).fit(x)
     codes = qz.encode(x)
     deleted = np.arange(3, x.shape[0], 11)
     splits = (0, 200, 430, 600, x.shape[0])  # each keeps more live rows than candidates
@@ -323,7 +324,7 @@ def test_one_segment_and_its_rows_split_in_four_give_identical_hits(data, precis
     views = [view(a, b) for a, b in itertools.pairwise(splits)]
     starts = np.asarray(splits[:-1])
     for multiplier in (1, 4, 12):
-        kwargs = {"kind": "ip", "quantizer": qz, "rescore_multiplier": multiplier}
+        kwargs = {"kind": kind, "quantizer": qz, "rescore_multiplier": multiplier}
         one = search_segments(one_view, queries[:n_queries], 10, **kwargs)
         many = search_segments(views, queries[:n_queries], 10, **kwargs)
         assert one.scores.tobytes() == many.scores.tobytes()
