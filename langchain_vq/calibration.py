@@ -180,7 +180,8 @@ def calibrate_multiplier(
             and the chosen one, over the integers between them (1: their midpoint, 2: a quarter
             step, ...); the answer may then lie between ``multipliers``. 0 (the default) chooses
             from ``multipliers`` only; the store uses :data:`DEFAULT_REFINE`. A ``start`` that
-            lies between ``multipliers`` (an earlier refined answer) is walked from as a step.
+            lies between two ``multipliers`` (an earlier refined answer) is walked from as a
+            step; one outside their range is not.
         snapshot: The version to measure (default the current one; a writer passes the version
             it is about to commit).
 
@@ -196,7 +197,7 @@ def calibrate_multiplier(
     check_share(margin, "margin", below=1.0, example="0.003")
     refine = check_int(refine, "refine", minimum=0, fix="Use 0 to choose from multipliers only, or 1-3.")
     steps = check_multipliers(DEFAULT_MULTIPLIERS if multipliers is None else multipliers)
-    if refine and start is not None and start not in steps:
+    if refine and start is not None and start not in steps and steps[0] < start < steps[-1]:
         steps = tuple(sorted({*steps, check_int(start, "start")}))  # an earlier refined answer
     snapshot = collection.snapshot if snapshot is None else snapshot
     check_not_empty(snapshot)

@@ -312,6 +312,11 @@ def test_refined_start_between_steps_is_walked_from(binary_store) -> None:
     assert list(again.recall_by_multiplier) == [fine.multiplier]  # one measurement: still met
     plain = calibrate_multiplier(binary_store, target=0.95, sample=200, start=3)
     assert plain.multiplier in calibration_module.DEFAULT_MULTIPLIERS  # refine=0: steps only
+    outside = calibrate_multiplier(
+        binary_store, target=1.0, sample=100, multipliers=(1, 2), start=16, refine=1
+    )
+    assert sorted(outside.recall_by_multiplier) == [1, 2]  # a start beyond the steps is not one
+    assert (outside.multiplier, outside.met) == (2, False)
 
 
 def test_refine_argument_errors(binary_store) -> None:
