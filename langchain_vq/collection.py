@@ -658,10 +658,8 @@ class Collection:
         snapshot = self._snapshot
         found: dict[str, Row] = {}
         for index, rows in self._rows_of(snapshot, list(ids)).items():
-            segment = snapshot.views[index].segment
-            values = segment.take(rows, ("id", "text"))
-            metadatas = segment.metadata(rows)
-            for id_, text, meta in zip(values["id"], values["text"], metadatas, strict=True):
+            ids_, texts, metadatas = snapshot.views[index].segment.records(rows)
+            for id_, text, meta in zip(ids_, texts, metadatas, strict=True):
                 found[id_] = Row(id_, text, meta)
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
@@ -808,23 +806,23 @@ class Collection:
         return out
 
     def _rows_of_hits(self, snapshot: Snapshot, hits: Hits, *, with_vectors: bool) -> list[list[Row]]:
+        """Rows of the hits, per query best first; ties in score keep segment, then rank, order.
+
+        Each segment's hits (of all queries) are read with one Arrow take.
+        """
         results: list[list[Row]] = [[] for _ in range(hits.rows.shape[0])]
         valid = hits.segments >= 0
-        for seg_index in np.unique(hits.segments[valid]):
-            segment = snapshot.views[int(seg_index)].segment
+        for seg_index in np.unique(hits.segments[valid]).tolist():
+            segment = snapshot.views[seg_index].segment
             where = np.argwhere(hits.segments == seg_index)  # [m, 2] (query, rank)
             rows = hits.rows[where[:, 0], where[:, 1]]
-            values = segment.take(rows, ("id", "text"))
-            metadatas = segment.metadata(rows)
+            ids, texts, metadatas = segment.records(rows)
+            scores = hits.scores[where[:, 0], where[:, 1]].tolist()
             vectors = self._vectors_of(snapshot, segment, rows) if with_vectors else None
-            for j, (q, rank) in enumerate(where):
+            for j, q in enumerate(where[:, 0].tolist()):
                 results[q].append(
                     Row(
-                        values["id"][j],
-                        values["text"][j],
-                        metadatas[j],
-                        float(hits.scores[q, rank]),
-                        vectors[j] if vectors is not None else None,
+                        ids[j], texts[j], metadatas[j], scores[j], vectors[j] if vectors is not None else None
                     )
                 )
         for row_list in results:

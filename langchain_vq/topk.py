@@ -32,32 +32,47 @@ def top_k(
         ``(scores, indices)``, each ``[n_queries, min(k, c)]``.
     """
     n = scores.shape[1]
-    if indices is None:
-        indices = np.broadcast_to(np.arange(n, dtype=np.int64), scores.shape)
     k = max(0, min(k, n))
     if k == 0:
         return np.empty((scores.shape[0], 0), np.float32), np.empty((scores.shape[0], 0), np.int64)
+    if scores.shape[0] == 1:
+        return _top_k_row(scores[0], k, None if indices is None else indices[0])
+    if indices is None:
+        indices = np.broadcast_to(np.arange(n, dtype=np.int64), scores.shape)
     if k < n:
         # Keep every score tied with the k-th best, so the index order decides among them and
         # not argpartition: m is the largest count of scores >= the k-th best over the rows.
         kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # [n_queries, 1]
         m = int((scores >= kth).sum(axis=1).max())
         if m < n:
-            if scores.shape[0] == 1:  # a single query (the common case): plain indexing
-                part = np.argpartition(-scores[0], m - 1)[:m]
-                scores, indices = scores[:, part], indices[:, part]
-            else:
-                part = np.argpartition(-scores, m - 1, axis=1)[:, :m]  # [n_queries, m], unordered
-                scores = np.take_along_axis(scores, part, axis=1)
-                indices = np.take_along_axis(indices, part, axis=1)
-    if scores.shape[0] == 1:
-        order = np.lexsort((indices[0], -scores[0]))[:k]
-        return (
-            scores[:, order].astype(np.float32, copy=False),
-            indices[:, order].astype(np.int64, copy=False),
-        )
+            part = np.argpartition(-scores, m - 1, axis=1)[:, :m]  # [n_queries, m], unordered
+            scores = np.take_along_axis(scores, part, axis=1)
+            indices = np.take_along_axis(indices, part, axis=1)
     order = np.lexsort((indices, -scores), axis=1)[:, :k]  # by score, then by index
     return (
         np.take_along_axis(scores, order, axis=1).astype(np.float32, copy=False),
         np.take_along_axis(indices, order, axis=1).astype(np.int64, copy=False),
+    )
+
+
+def _top_k_row(
+    scores: npt.NDArray[np.floating], k: int, indices: npt.NDArray[np.integer] | None
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """:func:`top_k` of a single query (the common case), ``1 <= k <= len(scores)``, as ``[1, k]``.
+
+    The same selection with one partition and plain indexing: every score tied with the k-th
+    best is kept before the ordering by score, then index.
+    """
+    if k < scores.size:
+        kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        keep = np.flatnonzero(scores >= kth)  # the k best and every score tied with the k-th
+        if keep.size < scores.size:
+            scores = scores[keep]
+            indices = keep if indices is None else indices[keep]
+    if indices is None:
+        indices = np.arange(scores.size, dtype=np.int64)
+    order = np.lexsort((indices, -scores))[:k]
+    return (
+        scores[order][None, :].astype(np.float32, copy=False),
+        indices[order][None, :].astype(np.int64, copy=False),
     )

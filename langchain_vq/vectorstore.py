@@ -20,6 +20,7 @@ from typing_extensions import override
 from langchain_vq.calibration import (
     DEFAULT_K,
     DEFAULT_MARGIN,
+    DEFAULT_REFINE,
     DEFAULT_TARGET,
     Calibration,
     calibrate_multiplier,
@@ -261,6 +262,7 @@ class VQVectorStore(VectorStore):
             early_stop=True,
             start=start,
             descend=descend,
+            refine=DEFAULT_REFINE,
             snapshot=snapshot,
         )
         if not calibration.met:
@@ -420,16 +422,13 @@ class VQVectorStore(VectorStore):
     ) -> list[tuple[Document, float]]:
         """Documents most similar to ``embedding`` with scores in metric units."""
         rows = self._search(np.asarray(embedding, dtype=np.float32).reshape(1, -1), k, **kwargs)[0]
-        return [(_document(r), self._metric_score(r.score)) for r in rows]
+        return self._scored(rows)
 
     def batch_similarity_search_by_vector(
         self, embeddings: npt.ArrayLike, k: int = 4, **kwargs: Any
     ) -> list[list[tuple[Document, float]]]:
         """Search many query vectors (``[n, dim]``) in one pass; scores in metric units."""
-        return [
-            [(_document(r), self._metric_score(r.score)) for r in rows]
-            for rows in self._search(embeddings, k, **kwargs)
-        ]
+        return [self._scored(rows) for rows in self._search(embeddings, k, **kwargs)]
 
     @override
     def similarity_search_by_vector(
@@ -483,10 +482,10 @@ class VQVectorStore(VectorStore):
             return lambda s: 1.0 / (1.0 + math.exp(-s)) if s > -700 else 0.0
         return lambda d: 1.0 / (1.0 + d)
 
-    def _metric_score(self, similarity: float | None) -> float:
-        """Engine similarity -> the score users see (distance for l2)."""
-        s = float(similarity if similarity is not None else -math.inf)
-        return math.sqrt(max(-s, 0.0)) if self._collection.metric == "l2" else s
+    def _scored(self, rows: list[Row]) -> list[tuple[Document, float]]:
+        """Documents with the scores users see: engine similarity, or distance for l2."""
+        l2 = self._collection.metric == "l2"  # once per query, not per row
+        return [(_document(r), _metric_score(r.score, l2=l2)) for r in rows]
 
     # -- MMR ---------------------------------------------------------------------------------
     @override
@@ -637,6 +636,12 @@ def _reject_unknown(kwargs: dict[str, Any]) -> None:
     if kwargs:
         msg = f"Unexpected search arguments {sorted(kwargs)}; supported: k, filter, rescore_multiplier."
         raise InvalidInputError(msg)
+
+
+def _metric_score(similarity: float | None, *, l2: bool) -> float:
+    """Engine similarity -> the score users see (distance for l2)."""
+    s = float(similarity if similarity is not None else -math.inf)
+    return math.sqrt(max(-s, 0.0)) if l2 else s
 
 
 def _document(row: Row) -> Document:

@@ -174,10 +174,24 @@ def fast_scan_top_k(
     scores tie (binary: k = n = 40; PQ with 2 sub-codes: k = n = 100); the caller's exact path
     then scores every row.
     """
+    scores, rows = fast_scan_candidates(index, queries, k, exact)
+    return top_k(scores, k, rows)
+
+
+def fast_scan_candidates(
+    index: FastScanIndex,
+    queries: npt.NDArray[np.float32],
+    k: int,
+    exact: Callable[[], tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """The same ``k`` rows as :func:`fast_scan_top_k`, in the kernel's order (for callers that re-rank).
+
+    Pooling several arrays' candidates re-ranks them anyway, so their own ordering is skipped.
+    """
     scores, rows = index.search(queries, k)
     if (rows < 0).any():
         return exact()
-    return top_k(scores, k, rows)
+    return scores, rows
 
 
 class FastScanCache:

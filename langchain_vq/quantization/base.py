@@ -170,6 +170,12 @@ class Quantizer(ABC):
         """``search(..., reuse=True)``: by default the same as a search of codes seen once."""
         return self._search(queries, codes.row_major, k)
 
+    def _stored_candidates(
+        self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """The rows ``_search_stored`` returns, in any order (``search_many`` re-ranks them all)."""
+        return self._search_stored(queries, codes, k)
+
     def search_many(
         self,
         queries: npt.ArrayLike,
@@ -225,7 +231,7 @@ class Quantizer(ABC):
             fetch = min(k + hidden, codes.shape[0])
             if fetch == 0:
                 continue
-            part_scores, rows = self._search_stored(queries, codes, fetch)
+            part_scores, rows = self._stored_candidates(queries, codes, fetch)
             if mask is not None:
                 part_scores = np.where(mask[rows], part_scores, -np.inf).astype(np.float32)
             scores.append(part_scores)

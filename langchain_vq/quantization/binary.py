@@ -48,7 +48,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import faiss
 import numpy as np
 
-from langchain_vq.quantization._fast_scan import FastScanCache, NibbleFastScan, fast_scan_top_k
+from langchain_vq.quantization._fast_scan import (
+    FastScanCache,
+    NibbleFastScan,
+    fast_scan_candidates,
+    fast_scan_top_k,
+)
 from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k, split_keys
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_flag, check_int, check_k
@@ -292,6 +297,15 @@ class BinaryQuantizer(Quantizer):
             return self._search(queries, codes.row_major, k)
         index = self._fast_scans.get(codes, self._build_fast_scan)
         return fast_scan_top_k(index, queries, k, lambda: self._search(queries, codes.row_major, k))
+
+    def _stored_candidates(
+        self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``_search_stored``'s rows in the kernel's order (``search_many`` re-ranks the pool)."""
+        if not self.fast_scan:
+            return self._search(queries, codes.row_major, k)
+        index = self._fast_scans.get(codes, self._build_fast_scan)
+        return fast_scan_candidates(index, queries, k, lambda: self._search(queries, codes.row_major, k))
 
     def _search(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int

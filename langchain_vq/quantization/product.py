@@ -35,7 +35,13 @@ import numpy as np
 
 from langchain_vq.code_blocks import StoredCodes
 from langchain_vq.errors import InvalidInputError
-from langchain_vq.quantization._fast_scan import FastScanCache, FastScanIndex, PQFastScan, fast_scan_top_k
+from langchain_vq.quantization._fast_scan import (
+    FastScanCache,
+    FastScanIndex,
+    PQFastScan,
+    fast_scan_candidates,
+    fast_scan_top_k,
+)
 from langchain_vq.quantization.base import Metric, Quantizer
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_int
@@ -225,6 +231,17 @@ class ProductQuantizer(Quantizer):
     def blocked_codes(self) -> bool:
         """4 bits: segments keep their codes in the fast-scan kernel's layout."""
         return self.nbits == 4
+
+    def _stored_candidates(
+        self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``_search_stored``'s rows in the kernel's order (``search_many`` re-ranks the pool)."""
+        if self.nbits != 4:
+            return self._search_tables(queries, codes.row_major, k)
+        index = self._fast_scans.get(codes, self._build_fast_scan)
+        return fast_scan_candidates(
+            index, queries, k, lambda: self._search_tables(queries, codes.row_major, k)
+        )
 
     def _build_fast_scan(self, codes: StoredCodes) -> PQFastScan:
         return PQFastScan(self.centroids_, codes, self.metric)

@@ -33,6 +33,8 @@ _EXACT_CHUNK_ROWS = 1 << 16
 _DENSE_MASK_FRACTION = 4
 #: An exact scan gathers the rows a mask keeps when it keeps fewer than 1 in this many.
 _SELECTIVE_FRACTION = 8
+#: Candidate rows probed with ``mincore`` per query before rescoring, across all segments.
+_PREFETCH_PROBES = 8
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ def search_segments(
             parts.append(_rescore(views, candidates, queries, k, kind, quantizer, rescore))
     if not parts:
         return Hits.empty(n_queries, k)
-    return _merge(parts, k)
+    return _merge(parts, k) if len(parts) > 1 else _padded(parts[0], k)
 
 
 def _rescore(
@@ -179,21 +181,30 @@ def _rescore(
     quantizer: Quantizer | None,
     rescore: bool,
 ) -> Hits:
-    """Exact scores of pooled candidates from the float vectors (or the codes' reconstruction)."""
-    valid = candidates.rows >= 0
-    gathered = np.zeros((*candidates.rows.shape, queries.shape[1]), dtype=np.float32)  # [n_queries, c, dim]
-    for index in np.unique(candidates.segments[valid]).tolist():
-        segment = views[index].segment
-        where = valid & (candidates.segments == index)
-        rows = candidates.rows[where]
-        if rescore and segment.has_vectors:
-            _gather_rows(segment, rows, gathered, where)
-        else:
-            assert quantizer is not None  # noqa: S101
-            assert segment.stored_codes is not None  # noqa: S101
-            gathered[where] = quantizer.decode(segment.stored_codes.take(rows))
-    scores = _pairwise_similarity(queries, gathered, kind)
-    scores[~valid] = -np.inf
+    """Exact scores of pooled candidates from the float vectors (or the codes' reconstruction).
+
+    Candidates from one segment only (a compacted store), none missing, are gathered and scored
+    in one go; otherwise each segment's candidates are scored where they are, row by row. Both
+    compute each score with the same einsum inner loop, so a row scores the same bits either way
+    (tests compare one segment with the same rows split in four).
+    """
+    n_queries, n_candidates = candidates.rows.shape
+    segments, rows = candidates.segments.ravel(), candidates.rows.ravel()
+    valid = rows >= 0
+    first = int(segments[0]) if segments.size else -1
+    if first >= 0 and bool(valid.all()) and bool((segments == first).all()):
+        part = _candidate_vectors(views[first].segment, rows, quantizer, rescore, _PREFETCH_PROBES)
+        shape = (n_queries, n_candidates, queries.shape[1])
+        scores = _pairwise_similarity(queries, part.reshape(shape), kind)
+    else:
+        scores = np.full((n_queries, n_candidates), -np.inf, dtype=np.float32)
+        indices = np.unique(segments[valid]).tolist()
+        probes = max(1, _PREFETCH_PROBES // max(1, len(indices)))  # a few rows per query in all
+        flat = scores.reshape(-1)
+        for index in indices:
+            at = np.flatnonzero(segments == index)  # padding has segment -1
+            part = _candidate_vectors(views[index].segment, rows[at], quantizer, rescore, probes)
+            flat[at] = _row_similarity(queries[at // n_candidates], part, kind)
     best_scores, best = top_k(scores, k)
     return Hits(
         best_scores,
@@ -202,12 +213,31 @@ def _rescore(
     )
 
 
-def _gather_rows(
-    segment: Segment, rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32], where: npt.NDArray[np.bool_]
-) -> None:
-    """Copy the vectors of ``rows`` as float32 into ``out[where]``, prefetched together when cold."""
-    segment.prefetch(rows)
-    out[where] = float_rows(segment, rows)
+def _candidate_vectors(
+    segment: Segment, rows: npt.NDArray[np.int64], quantizer: Quantizer | None, rescore: bool, probes: int
+) -> npt.NDArray[np.float32]:
+    """Float32 vectors ``[len(rows), dim]`` of candidates: stored (prefetched when cold) or decoded."""
+    if rescore and segment.has_vectors:
+        segment.prefetch(rows, probes=probes)
+        return np.ascontiguousarray(float_rows(segment, rows), dtype=np.float32)
+    assert quantizer is not None  # noqa: S101 - a segment without vectors has codes
+    assert segment.stored_codes is not None  # noqa: S101
+    return quantizer.decode(segment.stored_codes.take(rows))
+
+
+def _row_similarity(
+    queries: npt.NDArray[np.float32], vectors: npt.NDArray[np.float32], kind: Similarity
+) -> npt.NDArray[np.float32]:
+    """Similarities ``[m]`` of row ``i`` of ``queries`` to row ``i`` of ``vectors`` (both ``[m, d]``).
+
+    The same sums as :func:`_pairwise_similarity`, one candidate at a time.
+    """
+    dots = np.einsum("cd,cd->c", vectors, queries)
+    if kind == "ip":
+        return dots
+    q_norms = np.einsum("cd,cd->c", queries, queries)
+    x_norms = np.einsum("cd,cd->c", vectors, vectors)
+    return -np.maximum(q_norms - 2 * dots + x_norms, 0)
 
 
 def _decoder(segment: Segment) -> Callable[[npt.NDArray[np.generic]], npt.NDArray[np.float32]] | None:
@@ -305,6 +335,23 @@ def _code_candidates(
     live_rows = np.flatnonzero(mask)
     scores, sub_rows = quantizer.search(queries, codes.take(live_rows), n)  # a one-off copy: no reuse
     return scores, live_rows[sub_rows]
+
+
+def _padded(part: Hits, k: int) -> Hits:
+    """What :func:`_merge` makes of a single part, already best first: no re-ranking needed.
+
+    Places with no finite score get row and segment -1, and the columns are padded to ``k``.
+    """
+    rows = np.where(np.isfinite(part.scores), part.rows, -1)
+    out = Hits(part.scores.astype(np.float32, copy=False), np.where(rows >= 0, part.segments, -1), rows)
+    if out.scores.shape[1] >= k:
+        return out
+    pad = Hits.empty(rows.shape[0], k - out.scores.shape[1])
+    return Hits(
+        np.concatenate([out.scores, pad.scores], axis=1),
+        np.concatenate([out.segments, pad.segments], axis=1),
+        np.concatenate([out.rows, pad.rows], axis=1),
+    )
 
 
 def _merge(parts: list[Hits], k: int) -> Hits:

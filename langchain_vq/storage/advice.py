@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,6 +32,7 @@ _mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 _mincore.restype = ctypes.c_int
 _pidfd: dict[int, int] = {}  # pid -> pidfd of this process (reopened after fork)
 _batch_works = True
+_buffers = threading.local()  # .by_pages: page count -> this thread's mincore status buffer
 
 
 def _madvise(address: int, length: int, advice: int) -> None:
@@ -83,7 +85,7 @@ def all_resident(array: npt.NDArray[np.generic], rows: npt.NDArray[np.int64], pr
     picks = rows[:: max(1, rows.size // probes)][:probes].tolist()
     row_bytes = array.strides[0]
     base = array.__array_interface__["data"][0]
-    status = (ctypes.c_ubyte * (row_bytes // _PAGE + 2))()
+    status = _status_buffer(row_bytes // _PAGE + 2)
     for row in picks:
         if row < 0:
             continue
@@ -92,9 +94,21 @@ def all_resident(array: npt.NDArray[np.generic], rows: npt.NDArray[np.int64], pr
         length = address + row_bytes - start
         if _mincore(start, length, status) != 0:
             return True  # not a mapping mincore can answer for (heap memory): nothing to prefetch
-        if not all(byte & 1 for byte in status[: (length + _PAGE - 1) // _PAGE]):
-            return False
+        for page in range((length + _PAGE - 1) // _PAGE):
+            if not status[page] & 1:
+                return False
     return True
+
+
+def _status_buffer(pages: int) -> ctypes.Array[ctypes.c_ubyte]:
+    """A ``mincore`` status buffer of ``pages`` bytes, one per thread and size (made once)."""
+    buffers: dict[int, ctypes.Array[ctypes.c_ubyte]] | None = getattr(_buffers, "by_pages", None)
+    if buffers is None:
+        buffers = _buffers.by_pages = {}
+    buffer = buffers.get(pages)
+    if buffer is None:
+        buffer = buffers[pages] = (ctypes.c_ubyte * pages)()
+    return buffer
 
 
 def _own_pidfd() -> int:

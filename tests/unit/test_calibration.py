@@ -270,3 +270,73 @@ def test_early_stop_measures_a_prefix_and_chooses_like_the_full_measurement(
     assert sum(sizes) < full_queries  # m=1 was decided before all 200 queries
     assert early.multiplier == full.multiplier == 1024
     assert early.recall_by_multiplier[1] < 0.95 <= early.recall_by_multiplier[1024]
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_refine_bisects_between_the_last_miss_and_the_first_hit(binary_store, levels: int) -> None:
+    coarse = calibrate_multiplier(binary_store, target=0.95, sample=200)
+    fine = calibrate_multiplier(binary_store, target=0.95, sample=200, refine=levels)
+    measured = fine.recall_by_multiplier
+    assert fine.met
+    assert measured[fine.multiplier] >= 0.95
+    assert fine.multiplier <= coarse.multiplier
+    below = [m for m in measured if m < coarse.multiplier]
+    assert below, "the walk from the default start crossed the goal between two steps"
+    low = max(m for m in coarse.recall_by_multiplier if m < coarse.multiplier)
+    extra = sorted(set(measured) - set(coarse.recall_by_multiplier))
+    assert 1 <= len(extra) <= levels  # one measurement per bisection step, none repeated
+    assert all(low < m < coarse.multiplier for m in extra)
+    assert extra[0] == (low + coarse.multiplier) // 2 or (low + coarse.multiplier) // 2 in extra
+    # Recall grows with the multiplier (the candidate sets are nested): everything measured
+    # below the answer misses, so it is the smallest on the grid bisected.
+    assert all(r < 0.95 for m, r in measured.items() if m < fine.multiplier)
+    for m in measured:  # the same measurement as without refinement
+        if m in coarse.recall_by_multiplier:
+            assert measured[m] == coarse.recall_by_multiplier[m]
+
+
+def test_refine_without_a_miss_below_keeps_the_answer(binary_store) -> None:
+    up_only = calibrate_multiplier(binary_store, target=0.95, sample=200, start=1024, descend=False, refine=2)
+    assert (up_only.multiplier, list(up_only.recall_by_multiplier)) == (1024, [1024])
+    everything = calibrate_multiplier(binary_store, target=0.3, sample=200, multipliers=(1, 2), refine=2)
+    assert everything.multiplier == 1  # the smallest step met: nothing below to bisect
+    assert list(everything.recall_by_multiplier) == [1]
+
+
+def test_refined_start_between_steps_is_walked_from(binary_store) -> None:
+    fine = calibrate_multiplier(binary_store, target=0.95, sample=200, refine=1)
+    again = calibrate_multiplier(
+        binary_store, target=0.95, sample=200, refine=1, start=fine.multiplier, descend=False
+    )
+    assert again.multiplier == fine.multiplier
+    assert list(again.recall_by_multiplier) == [fine.multiplier]  # one measurement: still met
+    plain = calibrate_multiplier(binary_store, target=0.95, sample=200, start=3)
+    assert plain.multiplier in calibration_module.DEFAULT_MULTIPLIERS  # refine=0: steps only
+    outside = calibrate_multiplier(
+        binary_store, target=1.0, sample=100, multipliers=(1, 2), start=16, refine=1
+    )
+    assert sorted(outside.recall_by_multiplier) == [1, 2]  # a start beyond the steps is not one
+    assert (outside.multiplier, outside.met) == (2, False)
+
+
+def test_refine_argument_errors(binary_store) -> None:
+    for bad in (-1, 1.5, True, "1"):
+        with pytest.raises(InvalidInputError, match="refine"):
+            calibrate_multiplier(binary_store, refine=bad)
+
+
+@pytest.mark.parametrize("quantization", ["binary", "pq"])
+def test_store_calibration_refines_between_powers_of_two(quantization: str) -> None:
+    """The store's own calibration (in the add's commit) bisects once between the walk's steps."""
+    calibration = make_store(3000, quantization=quantization).calibration
+    assert calibration is not None and calibration.met
+    measured, goal = calibration.recall_by_multiplier, calibration.goal
+    steps = calibration_module.DEFAULT_MULTIPLIERS
+    low = max(m for m, r in measured.items() if m in steps and r < goal)
+    high = min(m for m, r in measured.items() if m in steps and r >= goal)
+    middle = (low + high) // 2
+    assert steps.index(high) == steps.index(low) + 1
+    assert middle in measured  # the refinement's one extra measurement
+    assert calibration.multiplier == (middle if measured[middle] >= goal else high)
+    # On this seeded store the midpoint meets the goal: fewer candidates than the walk's step.
+    assert calibration.multiplier not in steps

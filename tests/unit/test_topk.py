@@ -45,3 +45,20 @@ def test_top_k_matches_a_sorted_reference_for_one_and_many_queries(seed: int, k:
         assert _finite(one_s, one_i) == [want_i[q]]
     default_s, default_i = top_k(scores[:1], k)
     assert _finite(default_s, default_i) == _reference(scores[:1], k, np.arange(n)[None, :])[1]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_single_query_path_equals_the_batch_path_exactly(seed: int) -> None:
+    """The one-query fast path picks the same rows in the same order as the batch path, -inf fill included."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    scores = rng.integers(-5, 5, size=(6, n)).astype(np.float32)  # many exact ties
+    scores[rng.random((6, n)) < 0.3] = -np.inf
+    indices = rng.permutation(10_000)[:n][None, :].repeat(6, axis=0).astype(np.int64)
+    for k in (1, 2, n // 2 + 1, n - 1, n, n + 5):
+        for given in (indices, None):
+            batch_s, batch_i = top_k(scores, k, given)
+            for q in range(6):
+                one_s, one_i = top_k(scores[q : q + 1], k, None if given is None else given[q : q + 1])
+                assert one_s.tolist() == batch_s[q : q + 1].tolist()
+                assert one_i.tolist() == batch_i[q : q + 1].tolist()

@@ -222,3 +222,22 @@ def test_a_store_reads_a_null_or_string_fallback_and_refuses_another_type(
     else:
         with pytest.raises(CorruptStoreError, match="metadata: int8"):
             directory.read_segment(entry, 4, None)
+
+
+def test_records_reads_what_take_and_metadata_read(tmp_path) -> None:
+    """One take of all the row columns (a query's hits) gives the values of the per-column reads."""
+    rows = np.array([3, 1, 1, 0, 2])
+    for segment in (
+        _reopened(_segment(ROWS), tmp_path),
+        _segment([json.dumps(r, default=str) for r in ROWS]),  # format 1
+    ):
+        values = segment.take(rows, ("id", "text"))
+        assert segment.records(rows) == (values["id"], values["text"], segment.metadata(rows))
+    assert _segment(ROWS).records(np.array([], dtype=np.int64)) == ([], [], [])
+
+
+def test_records_of_damaged_format1_metadata_name_the_file() -> None:
+    segment = _segment(['{"a": 1}', "[1, 2]"])
+    assert segment.records(np.array([0]))[2] == [{"a": 1}]
+    with pytest.raises(CorruptStoreError, match="segment s holds metadata that is not a JSON object"):
+        segment.records(np.array([1]))
