@@ -78,6 +78,21 @@ def _f(value: float | None, spec: str) -> str:
 
 
 # -- the summary (README and RESULTS.md) ----------------------------------------------------------
+
+
+def _load_words(run: dict[str, Any], cores: int) -> str:
+    """The run's load averages in words, with a warning when the machine was busier than its cores."""
+    highest = max(*run["load_start"], *run["load_end"])
+    words = f"load average {run['load_start'][0]:.1f} at the start, up to {highest:.1f} by the end"
+    if highest > cores:
+        words += (
+            "; the machine was busy with other work during the run, so these times are noisy and "
+            "methods measured at different moments compare only roughly (disk, memory and recall are "
+            "not affected)"
+        )
+    return words
+
+
 def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
     """About five rows at 1M vectors, one thread, plus the conditions they were measured in."""
     syn = peers["datasets"]["synthetic"]
@@ -126,8 +141,8 @@ def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
             f"embeddings, {cfg['queries']:,} queries, k={cfg['k']}, single queries on one thread (process "
             f"pinned to one core). {hw['cpu_model']}, {hw['cores']} shared cores, {hw['ram_gb']} GB RAM; "
             f"Python {hw['python']}, FAISS {hw['faiss']}, pyarrow {hw['pyarrow']}, LanceDB {hw['lancedb']}; "
-            f"run of {peers['date'][:10]} (`bench_peers.py`, load average about "
-            f"{peers['load_start'][0]:.1f}-{peers['load_end'][0]:.1f}). m = `rescore_multiplier`; langchain_vq "
+            f"run of {peers['date'][:10]} (`bench_peers.py`, {_load_words(peers, hw['cores'])}). "
+            "m = `rescore_multiplier`; langchain_vq "
             f"and LanceDB rows: the fastest setting reaching recall@10 {TARGET_RECALL}, after the default. "
             "InMemoryVectorStore: measured on the first rows, its full-scan time scaled linearly. Private MB: "
             "anonymous resident memory after all queries of the process (the mapped float pages a query "
