@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import faiss
 import numpy as np
 import pytest
@@ -55,3 +57,14 @@ def test_row_major_codes_with_padding_pack_their_first_bytes_only() -> None:
     )
     with pytest.raises(ValueError, match="Blocked codes hold 64 bytes per row"):
         StoredCodes(to_blocked(codes), blocked=True).blocks(WIDTH)
+
+
+def test_gathers_from_several_threads_while_the_rows_unpack_agree() -> None:
+    codes = _codes(20_000, seed=7)
+    stored = StoredCodes(to_blocked(codes), blocked=True)
+    picks = [np.random.default_rng(seed).integers(0, 20_000, 500) for seed in range(16)]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # the first take starts the unpacking thread
+        taken = list(pool.map(stored.take, picks))
+    for rows, got in zip(picks, taken, strict=True):
+        assert np.array_equal(got, codes[rows])
+    assert np.array_equal(stored.row_major, codes)
