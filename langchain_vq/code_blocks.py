@@ -110,7 +110,7 @@ class StoredCodes:
             thread = self._unpacking
         if thread is not None:
             thread.join()
-        else:
+        if self._unpacked is None:  # no thread started, or it failed (its error is raised here)
             self._unpack()
         assert self._unpacked is not None  # noqa: S101 - set by _unpack
         return self._unpacked
