@@ -74,7 +74,8 @@ class StoredCodes:
     """A segment's codes as stored, row-major or blocked, read without unpacking where possible.
 
     Rows of blocked codes are gathered from the blocks (a selective filter's rows, codes-only
-    rescoring): about 0.5 us per row, against 0.04 us from row-major codes. So the first
+    rescoring): about 1 us per row, against 0.2 us from row-major codes
+    (``benchmarks/measure_code_blocks.py``). So the first
     gather also starts unpacking all rows in a background thread (0.1 s per 1M rows, then
     48 MB per 1M 384-dim rows of RAM), and later gathers read that copy once it is there. Both
     give the same bytes, so what a search returns never depends on which one served it.

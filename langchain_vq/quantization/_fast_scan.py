@@ -58,8 +58,8 @@ def pq4_fast_scan_index(
     """A FAISS ``IndexPQFastScan`` holding ``codes`` in its 32-row blocks.
 
     The block layout is copied in as it is (blocked stored codes) or packed by numpy
-    (``code_blocks.pack_blocks``, FAISS's own layout byte for byte at a third of the CPU of
-    FAISS's ``IndexPQ`` copy and repacking).
+    (``code_blocks.pack_blocks``, FAISS's own layout byte for byte, with less CPU than FAISS's
+    ``IndexPQ`` copy and repacking: 94 against 128 ms per 1M rows, ``measure_code_blocks.py``).
 
     Args:
         centroids: ``float32[n_sub, 16, dsub]`` codebooks of the 4-bit sub-codes.
