@@ -31,6 +31,7 @@ import faiss
 import numpy as np
 
 from langchain_vq.code_blocks import BLOCK_ROWS, StoredCodes
+from langchain_vq.storage.advice import huge_pages
 from langchain_vq.topk import top_k
 
 if TYPE_CHECKING:
@@ -76,7 +77,9 @@ def pq4_fast_scan_index(
     size = -(-codes.shape[0] // BLOCK_ROWS) * BLOCK_ROWS * code_bytes
     index.codes.resize(size)
     if size:  # straight into FAISS's buffer: blocked codes are copied once, with no temporary
-        codes.blocks(code_bytes, out=faiss.rev_swig_ptr(index.codes.get(), size))
+        buffer = faiss.rev_swig_ptr(index.codes.get(), size)
+        huge_pages(buffer)  # before the first write: most of the copy's time is page faults
+        codes.blocks(code_bytes, out=buffer)
     rows = codes.shape[0]
     index.ntotal = rows
     index.ntotal2 = -(-rows // BLOCK_ROWS) * BLOCK_ROWS  # type: ignore[attr-defined]  # not in the stubs

@@ -156,13 +156,19 @@ class Quantizer(ABC):
             return np.empty((nq, k_out), np.float32), np.empty((nq, k_out), np.int64)
         if reuse:
             return self._search_stored(checked_queries, stored, k_out)
-        return self._search(checked_queries, stored.row_major, k_out)
+        return self._search_once(checked_queries, stored, k_out)
 
     @abstractmethod
     def _search(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """``search`` on checked, non-empty arrays, with ``1 <= k <= n``."""
+
+    def _search_once(
+        self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``search(..., reuse=False)``: codes seen once (e.g. the rows a filter keeps)."""
+        return self._search(queries, codes.row_major, k)
 
     def _search_stored(
         self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int

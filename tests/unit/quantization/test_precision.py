@@ -105,3 +105,16 @@ def test_clip_quantile_is_checked(bad: object) -> None:
 
     with pytest.raises(InvalidInputError, match=r"clip_quantile must be a number in \[0, 0.5\)"):
         ScalarQuantizer(8, clip_quantile=bad)  # type: ignore[arg-type]
+
+
+def test_float16_decodes_to_the_exact_float32_values() -> None:
+    """The F16C path (FAISS) gives numpy's values bit for bit: specials, subnormals, gathered rows."""
+    rng = np.random.default_rng(3)
+    stored = rng.standard_normal((300, 97)).astype(np.float16)
+    stored[0, :5] = [np.inf, -np.inf, np.nan, 6e-8, -0.0]  # specials and a subnormal
+    codec = VectorCodec("float16", 97)
+    for rows in (stored, stored[::3], stored[[5, 1, 5]], stored[:0]):
+        back = codec.decode(rows)
+        assert back.dtype == np.float32
+        assert back.shape == rows.shape
+        np.testing.assert_array_equal(back.view(np.uint32), rows.astype(np.float32).view(np.uint32))

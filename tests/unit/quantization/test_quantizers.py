@@ -361,6 +361,23 @@ def test_binary_fast_scan_finds_the_best_rows_by_asymmetric_score(
     assert sorted(small_idx[0].tolist()) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_binary_codes_searched_once_take_the_kernel_when_hamming_would_keep_many_rows(metric: str) -> None:
+    """A filter's few rows are scored by the fast-scan kernel, as stored codes are; many by two stages."""
+    x = clustered(2600, 97, seed=5)
+    qz = BinaryQuantizer(97, metric=metric).fit(x[:600])
+    two_stages = BinaryQuantizer(97, metric=metric, fast_scan=False, padded=False).fit(x[:600])
+    codes, queries = qz.encode(x[:2500]), x[2500:2520]
+    subset = codes[::5].copy()  # 500 rows; 40 candidates keep 320 Hamming rows: at most 4 rows each
+    once = qz.search(queries, subset, 40)
+    np.testing.assert_array_equal(once[1], qz.search(queries, subset, 40, reuse=True)[1])
+    assert len(qz._fast_scans) == 1  # the reuse=True call's; the search seen once kept nothing
+    many = qz.search(queries, codes, 5)  # 2,500 rows for 40 Hamming rows: two stages
+    np.testing.assert_array_equal(many[1], two_stages.search(queries, codes, 5)[1])
+    with pytest.raises(AssertionError):  # the two ways differ here, so the first check can fail
+        np.testing.assert_array_equal(once[1], two_stages.search(queries, subset, 40)[1])
+
+
 @pytest.mark.parametrize("rows", [3, 40, 100])
 def test_binary_fast_scan_returns_every_row_when_k_is_the_number_of_rows(rows: int) -> None:
     """FAISS's fast scan left places empty (-1) for k = n = 40; the search must not."""
