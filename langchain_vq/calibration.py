@@ -22,7 +22,9 @@ Cost
     measured; the walk from ``start`` measures one to three multipliers, and the store's
     refinement (``refine=1``) one more when the walk crossed the goal between two steps. With
     ``early_stop`` (the store's choice) a multiplier whose recall is clearly above or below the
-    goal after 50 queries is decided there, and the exact search runs only for the queries used.
+    goal after 50 queries is decided there; the exact search runs for those 50 queries first, and
+    for all the others at once when a multiplier needs them (each exact pass decodes every stored
+    row, so the fewer passes the better).
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ def calibrate_multiplier(
 
 
 class _Measurer:
-    """Recall@k per multiplier on one query set; the exact top k computed once, chunk by chunk."""
+    """Recall@k per multiplier on one query set; the exact top k computed once per query, as needed."""
 
     def __init__(
         self,
@@ -259,7 +261,7 @@ class _Measurer:
                 self.qs.source,
             )
             if len(self.truth) <= begin:
-                self.truth += exact_keys(self.collection, chunk, self.k, snapshot=self.snapshot)
+                self.truth += self._exact(begin)
             found = approx_keys(self.collection, chunk, self.k, multiplier=multiplier, snapshot=self.snapshot)
             truth = self.truth[begin : begin + _CHUNK]
             per_query += [recall_at_k([f], [t], self.k) for f, t in zip(found, truth, strict=True) if t]
@@ -267,6 +269,21 @@ class _Measurer:
                 break
         self.recall_by[multiplier] = float(np.mean(per_query)) if per_query else 1.0
         return self.recall_by[multiplier] >= self.goal
+
+    def _exact(self, begin: int) -> list[list[int]]:
+        """Exact top k of the queries from ``begin``: the first chunk alone, then all the rest.
+
+        Each exact pass decodes every stored row (float16, int8) once, whatever the number of
+        queries, so the queries still needed after the first chunk go together (a calibration
+        that is not decided on 50 queries usually needs them all).
+        """
+        end = begin + _CHUNK if begin == 0 else self.qs.vectors.shape[0]
+        part = QuerySet(
+            self.qs.vectors[begin:end],
+            None if self.qs.keys is None else self.qs.keys[begin:end],
+            self.qs.source,
+        )
+        return exact_keys(self.collection, part, self.k, snapshot=self.snapshot)
 
 
 def _walk(

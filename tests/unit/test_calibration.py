@@ -272,6 +272,28 @@ def test_early_stop_measures_a_prefix_and_chooses_like_the_full_measurement(
     assert early.recall_by_multiplier[1] < 0.95 <= early.recall_by_multiplier[1024]
 
 
+def test_exact_truth_takes_a_pass_for_the_first_chunk_and_one_for_the_rest(binary_store, monkeypatch) -> None:
+    """Each exact pass decodes every stored row: the queries past the first chunk go in one pass."""
+    collection = binary_store.collection
+    exact_sizes: list[int] = []
+    real = collection.search_keys
+
+    def spy(queries, k, **kwargs):
+        if kwargs.get("exact"):
+            exact_sizes.append(len(queries))
+        return real(queries, k, **kwargs)
+
+    monkeypatch.setattr(collection, "search_keys", spy)
+    cal = calibrate_multiplier(
+        collection, target=0.95, sample=200, multipliers=(1, 2, 4), stop_at_target=False
+    )
+    assert exact_sizes == [50, 150]  # every query's truth once, in two passes, for three multipliers
+    monkeypatch.undo()
+    expected = calibration_module.exact_keys(collection, query_set(collection, None, 200, 0), 10)
+    approx = approx_keys(collection, query_set(collection, None, 200, 0), 10, multiplier=4)
+    assert cal.recall_by_multiplier[4] == pytest.approx(recall_at_k(approx, expected, 10))
+
+
 @pytest.mark.parametrize("levels", [1, 2, 3])
 def test_refine_bisects_between_the_last_miss_and_the_first_hit(binary_store, levels: int) -> None:
     coarse = calibrate_multiplier(binary_store, target=0.95, sample=200)
