@@ -28,7 +28,10 @@ if TYPE_CHECKING:
     from langchain_vq.storage.segment import Segment
 
 Similarity = Literal["ip", "l2"]
-_EXACT_CHUNK_ROWS = 1 << 16
+#: Rows an exact scan decodes and scores at a time: 16k x 384 float32 is 25 MB, reused from
+#: the allocator; 64k-row blocks (100 MB, fresh pages each) cost 20-30% more CPU (150 queries
+#: over 300k float16 rows: 1.0-1.2 against 1.4-1.8 s).
+_EXACT_CHUNK_ROWS = 1 << 14
 #: A mask keeping at least 1 in this many rows is served by over-fetching from a full code scan.
 _DENSE_MASK_FRACTION = 4
 #: An exact scan gathers the rows a mask keeps when it keeps fewer than 1 in this many.
