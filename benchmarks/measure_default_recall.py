@@ -5,7 +5,9 @@ adds of ``--batch`` rows with ``bench_search.py``'s row metadata, not compacted:
 ``rescore_multiplier=16`` (the former default: no calibration, today's ingest) and once with the
 defaults (calibrated for recall@10 0.99 in the commits of the adds). Reports each build's ingest
 seconds, the calibrations committed (rows, multiplier, measured recall), and recall@10 of both
-stores' default search against exact float search on ``--queries`` synthetic queries (seed 1).
+stores' default search against exact float search on ``--queries`` synthetic queries (seed 1),
+and for the calibrated store also after every add (untimed; "recall that holds at any size"
+means between calibrations too).
 
 One run, one thread (``OMP_NUM_THREADS=1``); the machine is shared, so the load average is
 recorded with the times. Run: ``python benchmarks/measure_default_recall.py``; writes
@@ -26,28 +28,54 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from typing import Any  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
 
 from benchmarks._common import run_record  # noqa: E402
 from benchmarks.bench_search import row_metadata  # noqa: E402
 from langchain_vq.evaluation import exact_top_k, recall_at_k  # noqa: E402
 from langchain_vq.synthetic import synthetic_embeddings  # noqa: E402
 
-if TYPE_CHECKING:
-    import numpy as np
+
+class RunningTruth:
+    """Exact top 10 of the queries over the rows added so far, updated batch by batch."""
+
+    def __init__(self, queries: np.ndarray) -> None:
+        self.queries = queries
+        self.scores = np.full((len(queries), 10), -np.inf, dtype=np.float32)
+        self.rows = np.full((len(queries), 10), -1, dtype=np.int64)
+
+    def add(self, lo: int, batch: np.ndarray) -> list[list[int]]:
+        """Merge the best 10 of ``batch`` (rows ``lo..``); the top 10 so far, best first."""
+        scores = np.concatenate([self.scores, self.queries @ batch.T], axis=1)
+        rows = np.concatenate(
+            [self.rows, np.broadcast_to(np.arange(lo, lo + len(batch)), scores[:, 10:].shape)], axis=1
+        )
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+        self.scores = np.take_along_axis(scores, order, axis=1)
+        self.rows = np.take_along_axis(rows, order, axis=1)
+        return self.rows.tolist()
 
 
-def build(path: Path, vectors: np.ndarray, batch: int, **settings: Any) -> dict[str, Any]:
-    """Add ``vectors`` in batches to a new store at ``path``; ingest seconds and calibrations."""
+def build(
+    path: Path, vectors: np.ndarray, batch: int, queries: np.ndarray | None = None, **settings: Any
+) -> dict[str, Any]:
+    """Add ``vectors`` in batches to a new store at ``path``; ingest seconds and calibrations.
+
+    With ``queries``, recall@10 of the store's default search after every add (not timed).
+    """
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
     from langchain_vq import VQVectorStore
 
     store = VQVectorStore(DeterministicFakeEmbedding(size=vectors.shape[1]), path=path, **settings)
-    adds = []
+    adds: list[float] = []
+    after: list[dict[str, Any]] = []
+    truth = RunningTruth(queries) if queries is not None else None
     start = time.perf_counter()
     for lo in range(0, vectors.shape[0], batch):
         hi = min(lo + batch, vectors.shape[0])
@@ -59,6 +87,10 @@ def build(path: Path, vectors: np.ndarray, batch: int, **settings: Any) -> dict[
             [str(i) for i in range(lo, hi)],
         )
         adds.append(round(time.perf_counter() - t, 2))
+        if queries is not None:
+            paused = time.perf_counter()
+            after.append(_recall_now(store, queries, truth.add(lo, vectors[lo:hi])))
+            start += time.perf_counter() - paused  # the recall check is not ingest
     seconds = time.perf_counter() - start
     directory = store.collection.directory
     assert directory is not None
@@ -77,6 +109,18 @@ def build(path: Path, vectors: np.ndarray, batch: int, **settings: Any) -> dict[
         "multiplier": store.rescore_multiplier,
         "segments": len(store.collection.snapshot.views),
         "load_after": os.getloadavg(),
+        **({"after_each_add": after} if queries is not None else {}),
+    }
+
+
+def _recall_now(store: Any, queries: np.ndarray, truth: list[list[int]]) -> dict[str, Any]:
+    """Rows, multiplier in use, and recall@10 of the store's default search, now."""
+    found = [[int(d.id) for d, _ in r] for r in store.batch_similarity_search_by_vector(queries, k=10)]
+    snapshot = store.collection.snapshot
+    return {
+        "rows": snapshot.live_rows,
+        "multiplier": store.rescore_multiplier,
+        "recall_at_10": recall_at_k(found, truth, 10),
     }
 
 
@@ -95,7 +139,7 @@ def main() -> None:
     try:
         runs = {
             "fixed m=16 (no calibration)": build(root / "fixed", vectors, args.batch, rescore_multiplier=16),
-            "default (calibrated)": build(root / "default", vectors, args.batch),
+            "default (calibrated)": build(root / "default", vectors, args.batch, queries),
         }
         t = time.perf_counter()
         truth = exact_top_k(queries, vectors, 10).tolist()
