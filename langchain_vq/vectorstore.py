@@ -210,9 +210,16 @@ class VQVectorStore(VectorStore):
 
     @property
     def rescore_multiplier(self) -> int:
-        """Candidates per result: the calibrated one under ``recall_target``, else the fixed one."""
+        """Candidates per result: the calibrated one under ``recall_target``, else the fixed one.
+
+        A calibrated multiplier grows with the rows added since it was measured
+        (:meth:`~langchain_vq.calibration.Calibration.multiplier_for`), so recall holds between
+        calibrations too.
+        """
         calibration = self.calibration
-        return calibration.multiplier if calibration is not None else self._fixed_multiplier
+        if calibration is None:
+            return self._fixed_multiplier
+        return calibration.multiplier_for(self._collection.snapshot.live_rows)
 
     @property
     def calibration(self) -> Calibration | None:

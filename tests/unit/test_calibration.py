@@ -236,6 +236,38 @@ def test_store_calibration_adds_the_margin_and_walks_up_only_when_asked(binary_s
     assert (up_only.multiplier, list(up_only.recall_by_multiplier)) == (1024, [1024])
 
 
+def test_multiplier_grows_with_the_rows_added_since_the_calibration() -> None:
+    cal = Calibration(
+        multiplier=24, target=0.99, met=True, k=10, recall_by_multiplier={24: 0.995},
+        queries=200, query_source="stored", quantization="binary", rows=1000, version=1,
+    )  # fmt: skip
+    assert [cal.multiplier_for(rows) for rows in (0, 999, 1000)] == [24, 24, 24]
+    assert cal.multiplier_for(1001) == 25  # ceil(24 * 1.001)
+    assert cal.multiplier_for(1200) == 29  # ceil(28.8)
+    assert cal.multiplier_for(1499) == 36
+    assert cal.multiplier_for(100_000) == 1024  # never beyond the largest default
+    assert replace(cal, multiplier=2048).multiplier_for(5000) == 2048  # nor below the measured one
+
+
+def test_store_searches_with_the_multiplier_grown_since_its_calibration() -> None:
+    store = make_store(0)
+    x = clustered_vectors(3600, DIM, seed=7)
+    store.add_embeddings([f"t{i}" for i in range(3000)], x[:3000], ids=[str(i) for i in range(3000)])
+    calibration = store.calibration
+    assert calibration is not None and calibration.rows == 3000
+    store.add_embeddings(
+        [f"t{i}" for i in range(3000, 3600)], x[3000:], ids=[str(i) for i in range(3000, 3600)]
+    )
+    assert store.calibration == calibration  # 1.2x the rows: not measured again
+    grown = math.ceil(calibration.multiplier * 1.2)
+    assert store.rescore_multiplier == grown > calibration.multiplier
+    query = clustered_vectors(5, DIM, seed=8)
+    for q in query:
+        default = store.similarity_search_with_score_by_vector(q, k=10)
+        explicit = store.similarity_search_with_score_by_vector(q, k=10, rescore_multiplier=grown)
+        assert [(d.id, s) for d, s in default] == [(d.id, s) for d, s in explicit]
+
+
 def test_early_stop_decides_clear_cases_on_fewer_queries() -> None:
     decided = calibration_module._decided
     assert not decided([1.0] * 49, 0.993, 10)  # too few queries to decide anything
