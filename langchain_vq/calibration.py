@@ -90,6 +90,9 @@ class Calibration:
         version: Store version the calibration was measured on (committed with).
         seed: Seed of the query sample.
         margin: Added to ``target`` when choosing, for the sampling error of the measurement.
+        grows: Whether searches grow the multiplier with the rows added since
+            (:meth:`multiplier_for`). Calibrations saved before that rule have False, so a
+            store written then answers as it did until it is calibrated again.
     """
 
     multiplier: int
@@ -104,6 +107,7 @@ class Calibration:
     version: int
     seed: int = 0
     margin: float = 0.0
+    grows: bool = True
 
     @property
     def goal(self) -> float:
@@ -120,7 +124,7 @@ class Calibration:
         at the same m on 800k (``benchmarks/results/default_recall.json``). Never beyond the
         largest default multiplier, nor below the one measured.
         """
-        if rows <= self.rows or self.rows <= 0:
+        if not self.grows or rows <= self.rows or self.rows <= 0:
             return self.multiplier
         grown = math.ceil(self.multiplier * rows / self.rows)
         return max(self.multiplier, min(grown, DEFAULT_MULTIPLIERS[-1]))
@@ -133,8 +137,8 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        """Inverse of :meth:`to_dict` (a calibration saved without ``margin`` has margin 0)."""
-        values = dict(data)
+        """Inverse of :meth:`to_dict` (one saved without ``margin`` has margin 0, without ``grows`` False)."""
+        values = {"grows": False, **data}
         values["recall_by_multiplier"] = {int(m): float(r) for m, r in data["recall_by_multiplier"].items()}
         return cls(**values)
 

@@ -247,6 +247,10 @@ def test_multiplier_grows_with_the_rows_added_since_the_calibration() -> None:
     assert cal.multiplier_for(1499) == 36
     assert cal.multiplier_for(100_000) == 1024  # never beyond the largest default
     assert replace(cal, multiplier=2048).multiplier_for(5000) == 2048  # nor below the measured one
+    saved = cal.to_dict()
+    assert Calibration.from_dict(saved).multiplier_for(1200) == 29
+    del saved["grows"]  # saved before the rule: searches keep the measured multiplier
+    assert Calibration.from_dict(saved).multiplier_for(1200) == 24
 
 
 def test_store_searches_with_the_multiplier_grown_since_its_calibration() -> None:
