@@ -158,10 +158,16 @@ def search_segments(
         if together:
             assert quantizer is not None  # noqa: S101 - only segments with codes are gathered
             # One call for all these segments: the query is prepared once and a candidate stage
-            # is pooled across them (a store of ten segments paid ten Hamming re-ranks).
+            # is pooled across them (a store of ten segments paid ten Hamming re-ranks). Without
+            # a filter the same segments come back on every query: fast scan keeps one index
+            # over all of them (a filter's segments vary, so they are searched one by one).
             indices = np.array([t[0] for t in together], dtype=np.int64)
             scores, arrays, rows = quantizer.search_many(
-                queries, [t[1] for t in together], n_candidates, masks=[t[2] for t in together]
+                queries,
+                [t[1] for t in together],
+                n_candidates,
+                masks=[t[2] for t in together],
+                joined=masks is None,
             )
             pooled.append(Hits(scores, np.where(arrays >= 0, indices[np.maximum(arrays, 0)], -1), rows))
         if pooled:
