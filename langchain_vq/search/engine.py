@@ -189,28 +189,29 @@ def _rescore(
 ) -> Hits:
     """Exact scores of pooled candidates from the float vectors (or the codes' reconstruction).
 
-    Candidates from one segment only (a compacted store), none missing, are gathered and scored
-    in one go; otherwise each segment's candidates are scored where they are, row by row. Both
-    compute each score with the same einsum inner loop, so a row scores the same bits either way
-    (tests compare one segment with the same rows split in four).
+    The candidates' vectors are gathered into one array, segment by segment (one segment: the
+    gather itself), and scored in one einsum call, so a row scores the same bits whichever
+    segment holds it (tests compare one segment with the same rows split in four). Places no
+    candidate fills score ``-inf``.
     """
     n_queries, n_candidates = candidates.rows.shape
     segments, rows = candidates.segments.ravel(), candidates.rows.ravel()
     valid = rows >= 0
+    shape = (n_queries, n_candidates, queries.shape[1])
     first = int(segments[0]) if segments.size else -1
-    if first >= 0 and bool(valid.all()) and bool((segments == first).all()):
+    complete = bool(valid.all())
+    if first >= 0 and complete and bool((segments == first).all()):
         part = _candidate_vectors(views[first].segment, rows, quantizer, rescore, _PREFETCH_PROBES)
-        shape = (n_queries, n_candidates, queries.shape[1])
-        scores = _pairwise_similarity(queries, part.reshape(shape), kind)
     else:
-        scores = np.full((n_queries, n_candidates), -np.inf, dtype=np.float32)
+        part = np.zeros((segments.size, queries.shape[1]), np.float32)
         indices = np.unique(segments[valid]).tolist()
         probes = max(1, _PREFETCH_PROBES // max(1, len(indices)))  # a few rows per query in all
-        flat = scores.reshape(-1)
         for index in indices:
             at = np.flatnonzero(segments == index)  # padding has segment -1
-            part = _candidate_vectors(views[index].segment, rows[at], quantizer, rescore, probes)
-            flat[at] = _row_similarity(queries[at // n_candidates], part, kind)
+            part[at] = _candidate_vectors(views[index].segment, rows[at], quantizer, rescore, probes)
+    scores = _pairwise_similarity(queries, part.reshape(shape), kind)
+    if not complete:
+        scores[~valid.reshape(n_queries, n_candidates)] = -np.inf
     best_scores, best = top_k(scores, k)
     return Hits(
         best_scores,
@@ -229,21 +230,6 @@ def _candidate_vectors(
     assert quantizer is not None  # noqa: S101 - a segment without vectors has codes
     assert segment.stored_codes is not None  # noqa: S101
     return quantizer.decode(segment.stored_codes.take(rows))
-
-
-def _row_similarity(
-    queries: npt.NDArray[np.float32], vectors: npt.NDArray[np.float32], kind: Similarity
-) -> npt.NDArray[np.float32]:
-    """Similarities ``[m]`` of row ``i`` of ``queries`` to row ``i`` of ``vectors`` (both ``[m, d]``).
-
-    The same sums as :func:`_pairwise_similarity`, one candidate at a time.
-    """
-    dots = np.einsum("cd,cd->c", vectors, queries)
-    if kind == "ip":
-        return dots
-    q_norms = np.einsum("cd,cd->c", queries, queries)
-    x_norms = np.einsum("cd,cd->c", vectors, vectors)
-    return -np.maximum(q_norms - 2 * dots + x_norms, 0)
 
 
 def _decoder(segment: Segment) -> Callable[[npt.NDArray[np.generic]], npt.NDArray[np.float32]] | None:
