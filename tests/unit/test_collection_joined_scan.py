@@ -68,13 +68,14 @@ def stores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return several, one
 
 
-def _answers(collection: Collection, queries: np.ndarray, **kwargs) -> list[list[tuple[str, float]]]:
-    return [[(r.id, r.score) for r in rows] for rows in collection.search(queries, 10, **kwargs)]
+def _answers(collection: Collection, queries: np.ndarray, **kwargs) -> list[list[tuple]]:
+    found = collection.search(queries, 10, **kwargs)
+    return [[(r.id, r.score, r.text, r.metadata) for r in rows] for rows in found]
 
 
 def _assert_same(several: Collection, one: Collection, queries: np.ndarray, **kwargs) -> None:
     got, want = _answers(several, queries, **kwargs), _answers(one, queries, **kwargs)
-    assert got == want  # ids and float scores, exactly
+    assert got == want  # ids, float scores (exactly), texts and metadata
 
 
 QUERIES = clustered_vectors(24, DIM, seed=22)
