@@ -203,12 +203,8 @@ def _rescore(
     if first >= 0 and complete and bool((segments == first).all()):
         part = _candidate_vectors(views[first].segment, rows, quantizer, rescore, _PREFETCH_PROBES)
     else:
-        part = np.zeros((segments.size, queries.shape[1]), np.float32)
-        indices = np.unique(segments[valid]).tolist()
-        probes = max(1, _PREFETCH_PROBES // max(1, len(indices)))  # a few rows per query in all
-        for index in indices:
-            at = np.flatnonzero(segments == index)  # padding has segment -1
-            part[at] = _candidate_vectors(views[index].segment, rows[at], quantizer, rescore, probes)
+        indices = np.flatnonzero(np.bincount(segments[valid], minlength=len(views))).tolist()
+        part = _gather_segments(views, indices, segments, rows, quantizer, rescore, queries.shape[1])
     scores = _pairwise_similarity(queries, part.reshape(shape), kind)
     if not complete:
         scores[~valid.reshape(n_queries, n_candidates)] = -np.inf
@@ -218,6 +214,39 @@ def _rescore(
         np.take_along_axis(candidates.segments, best, axis=1),
         np.take_along_axis(candidates.rows, best, axis=1),
     )
+
+
+def _gather_segments(
+    views: list[SegmentView],
+    indices: list[int],
+    segments: npt.NDArray[np.int64],
+    rows: npt.NDArray[np.int64],
+    quantizer: Quantizer | None,
+    rescore: bool,
+    dim: int,
+) -> npt.NDArray[np.float32]:
+    """Float32 vectors ``[len(rows), dim]`` of candidates in several segments (zeros where none).
+
+    Segments storing float32 or float16 alike are gathered as stored and converted once, an
+    exact conversion, so the same bits as converting per segment; a conversion's fixed cost is
+    paid once, not per segment. Others (int8, whose ranges are per segment; codes only) are
+    decoded segment by segment.
+    """
+    probes = max(1, _PREFETCH_PROBES // max(1, len(indices)))  # a few rows per query in all
+    chosen = [views[index].segment for index in indices]
+    precisions = {segment.precision for segment in chosen}
+    if rescore and len(precisions) == 1 and precisions <= {"float32", "float16"}:
+        stored = np.zeros((rows.size, dim), chosen[0].vectors.dtype)
+        for index, segment in zip(indices, chosen, strict=True):
+            at = np.flatnonzero(segments == index)  # padding has segment -1
+            segment.prefetch(rows[at], probes=probes)
+            stored[at] = segment.vectors[rows[at]]
+        return np.asarray(stored, dtype=np.float32)
+    part = np.zeros((rows.size, dim), np.float32)
+    for index, segment in zip(indices, chosen, strict=True):
+        at = np.flatnonzero(segments == index)
+        part[at] = _candidate_vectors(segment, rows[at], quantizer, rescore, probes)
+    return part
 
 
 def _candidate_vectors(
