@@ -334,7 +334,7 @@ class FastScanCache:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and all(ref() is array for ref, array in zip(entry[0], stored, strict=True)):
-                if joined:  # most recently used last
+                if joined and key in self._joined:  # most recently used last
                     self._joined.remove(key)
                     self._joined.append(key)
                 return entry[1]
