@@ -204,7 +204,7 @@ class Quantizer(ABC):
             joined: The same arrays will be searched together again (a store's segments, on
                 every unfiltered query): a fast-scan quantizer keeps one index over all of
                 them and scans it in one kernel call (``_fast_scan.JoinedFastScan``). The
-                same candidates as searching them one by one, up to the order of tied scores.
+                same candidates as searching them one by one (ties ordered by array, then row).
 
         Returns:
             ``(scores, array_indices, rows)``, each ``[n_queries, min(k, total rows)]``, best
