@@ -1,11 +1,13 @@
 """Which segments an add merges: a tiered policy, as Lucene's ``TieredMergePolicy`` or an LSM tree.
 
-Every segment costs each query its own code-scan call and Python work, so a store built by many
-adds is slower than the same rows in one segment; merging everything on every add would rewrite
-the whole store each time. Tiers bound both. Segments are grouped by live rows into tiers a factor
-``segments_per_tier`` apart; a tier holding that many segments is merged into one segment of the
-next tier. So a store of ``n`` live rows holds fewer than ``segments_per_tier`` segments per tier,
-``O(log n)`` segments in all, and each row is rewritten once per tier it climbs, ``O(log n)`` times.
+Every segment costs each query some Python work and row gathers (and, with a filter or without
+fast scan, its own code-scan call: unfiltered fast-scan queries scan all segments in one joined
+index), so a store built by many adds is slower than the same rows in one segment; merging
+everything on every add would rewrite the whole store each time. Tiers bound both. Segments are
+grouped by live rows into tiers a factor ``segments_per_tier`` apart; a tier holding that many
+segments is merged into one segment of the next tier. So a store of ``n`` live rows holds fewer
+than ``segments_per_tier`` segments per tier, ``O(log n)`` segments in all, and each row is
+rewritten once per tier it climbs, ``O(log n)`` times.
 
 Deleted rows count against a segment twice: its tier is decided by its live rows (a segment that
 lost half its rows drops a tier and merges with smaller ones), and a segment whose deleted share

@@ -35,7 +35,7 @@ from langchain_vq.storage.advice import huge_pages
 from langchain_vq.topk import top_k
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import numpy.typing as npt
 
@@ -43,8 +43,17 @@ if TYPE_CHECKING:
 _NIBBLE_BITS = ((np.arange(16)[:, None] >> (3 - np.arange(4))[None, :]) & 1).astype(np.float32)
 
 
+#: Up to this ``k`` FAISS's fast scan keeps its best rows in a heap, which among rows tied at the
+#: k-th place may keep any (measured: 15-37 of 200 queries at k = 5-20 kept a higher row); above
+#: it, a reservoir keeps the lowest rows, as the quantizers promise ("ties are ordered by row").
+_HEAP_MAX_K = 20
+
+
 class FastScanIndex(Protocol):
     """What :class:`FastScanCache` keeps: an index searched by float queries."""
+
+    #: Rows the kernel scans.
+    rows: int
 
     def search(
         self, queries: npt.NDArray[np.float32], k: int
@@ -53,36 +62,54 @@ class FastScanIndex(Protocol):
         ...
 
 
+def padded_rows(rows: int) -> int:
+    """``rows`` rounded up to whole 32-row blocks: the rows a code array takes in the kernel's layout."""
+    return -(-rows // BLOCK_ROWS) * BLOCK_ROWS
+
+
 def pq4_fast_scan_index(
-    centroids: npt.NDArray[np.float32], codes: StoredCodes, code_bytes: int, metric: str
+    centroids: npt.NDArray[np.float32],
+    codes: StoredCodes | Sequence[StoredCodes],
+    code_bytes: int,
+    metric: str,
 ) -> Any:
     """A FAISS ``IndexPQFastScan`` holding ``codes`` in its 32-row blocks.
 
     The block layout is copied in as it is (blocked stored codes) or packed by numpy
     (``code_blocks.pack_blocks``, FAISS's own layout byte for byte, with less CPU than FAISS's
     ``IndexPQ`` copy and repacking: 94 against 128 ms per 1M rows, ``measure_code_blocks.py``).
+    Several arrays (:class:`JoinedFastScan`) are laid end to end, each padded to whole blocks:
+    index row ``starts[i] + r`` is row ``r`` of array ``i``, and the zero rows that pad an
+    array's last block are index rows too (their callers drop them).
 
     Args:
         centroids: ``float32[n_sub, 16, dsub]`` codebooks of the 4-bit sub-codes.
-        codes: Stored codes whose first ``code_bytes`` bytes of a row are FAISS 4-bit PQ codes;
-            further bytes (padding) are ignored.
+        codes: Stored codes (or several arrays of them) whose first ``code_bytes`` bytes of a
+            row are FAISS 4-bit PQ codes; further bytes (padding) are ignored.
         code_bytes: ``ceil(n_sub / 2)``, the bytes that hold sub-codes.
         metric: ``"ip"`` or ``"l2"``.
     """
+    parts = [codes] if isinstance(codes, StoredCodes) else list(codes)
     n_sub, _, dsub = centroids.shape
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
     index = faiss.IndexPQFastScan(n_sub * dsub, n_sub, 4, faiss_metric, BLOCK_ROWS)
     faiss.copy_array_to_vector(np.ascontiguousarray(centroids, np.float32).ravel(), index.pq.centroids)
     index.is_trained = True
-    size = -(-codes.shape[0] // BLOCK_ROWS) * BLOCK_ROWS * code_bytes
+    padded = sum(padded_rows(part.shape[0]) for part in parts)
+    size = padded * code_bytes
     index.codes.resize(size)
     if size:  # straight into FAISS's buffer: blocked codes are copied once, with no temporary
         buffer = faiss.rev_swig_ptr(index.codes.get(), size)
         huge_pages(buffer)  # before the first write: most of the copy's time is page faults
-        codes.blocks(code_bytes, out=buffer)
-    rows = codes.shape[0]
-    index.ntotal = rows
-    index.ntotal2 = -(-rows // BLOCK_ROWS) * BLOCK_ROWS  # type: ignore[attr-defined]  # not in the stubs
+        start = 0
+        for part in parts:
+            stop = start + padded_rows(part.shape[0]) * code_bytes
+            if stop > start:
+                part.blocks(code_bytes, out=buffer[start:stop])
+            start = stop
+    # FAISS skips the rows past ntotal in the last block; padding between arrays is scanned.
+    index.ntotal = padded - padded_rows(parts[-1].shape[0]) + parts[-1].shape[0] if parts else 0
+    index.ntotal2 = padded  # type: ignore[attr-defined]  # not in the stubs
     return index
 
 
@@ -95,10 +122,13 @@ class PQFastScan:
         metric: ``"ip"`` (scores ``q . x_hat``) or ``"l2"`` (scores ``-||q - x_hat||^2``).
     """
 
-    def __init__(self, centroids: npt.NDArray[np.float32], codes: StoredCodes, metric: str) -> None:
+    def __init__(
+        self, centroids: npt.NDArray[np.float32], codes: StoredCodes | Sequence[StoredCodes], metric: str
+    ) -> None:
         self.width = centroids.shape[0] * centroids.shape[2]
         self.metric = metric
         self._index: Any = pq4_fast_scan_index(centroids, codes, (centroids.shape[0] + 1) // 2, metric)
+        self.rows = int(self._index.ntotal)
 
     def search(
         self, queries: npt.NDArray[np.float32], k: int
@@ -136,7 +166,7 @@ class NibbleFastScan:
 
     def __init__(
         self,
-        codes: StoredCodes,
+        codes: StoredCodes | Sequence[StoredCodes],
         low: npt.NDArray[np.float32],
         high: npt.NDArray[np.float32],
         metric: str,
@@ -153,6 +183,7 @@ class NibbleFastScan:
         step_n = (high_padded - low_padded)[self._order].reshape(-1, 1, 4)
         centroids = low_n + _NIBBLE_BITS[None] * step_n  # [2 * bit_bytes, 16, 4]
         self._index: Any = pq4_fast_scan_index(centroids, codes, self.bit_bytes, metric)
+        self.rows = int(self._index.ntotal)
 
     def search(
         self, queries: npt.NDArray[np.float32], k: int
@@ -190,11 +221,73 @@ def fast_scan_candidates(
     """The same ``k`` rows as :func:`fast_scan_top_k`, in the kernel's order (for callers that re-rank).
 
     Pooling several arrays' candidates re-ranks them anyway, so their own ordering is skipped.
+    A ``k`` the kernel would keep in its heap is searched for more rows and cut by score, then
+    row, so tied rows at the k-th place are chosen as a larger ``k`` (or a joined index) would.
     """
-    scores, rows = index.search(queries, k)
+    fetch = min(max(k, _HEAP_MAX_K + 1), index.rows)
+    scores, rows = index.search(queries, fetch)
     if (rows < 0).any():
         return exact()
-    return scores, rows
+    return top_k(scores, k, rows) if fetch > k else (scores, rows)
+
+
+class JoinedFastScan:
+    """One fast-scan index over several stored code arrays (a store's segments), with a row map.
+
+    A store built by several adds kept one index per segment, so each query paid one kernel
+    call per segment, each with its own lookup tables, result heap and Python work, over
+    mostly cold caches. Laid end to end in one index they take one call, as one segment of all
+    their rows would. Each array's last block is padded to 32 rows with zero codes; the kernel
+    scores those padding rows like any other, so a search fetches that many more candidates
+    and drops them: padding is never returned and never takes a real row's place.
+
+    Args:
+        arrays: The stored codes, in the order their candidates are numbered (array index).
+        build: Makes the kernel's index over ``arrays`` (see :func:`pq4_fast_scan_index`).
+    """
+
+    def __init__(
+        self,
+        arrays: Sequence[StoredCodes],
+        build: Callable[[Sequence[StoredCodes]], FastScanIndex],
+    ) -> None:
+        sizes = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+        padded = -(-sizes // BLOCK_ROWS) * BLOCK_ROWS
+        #: Index row of each array's first row.
+        self.starts = np.concatenate([[0], np.cumsum(padded)[:-1]]).astype(np.int64)
+        self.sizes = sizes
+        #: Rows the index scans: every array's, and the padding between arrays.
+        self.rows = int(self.starts[-1] + sizes[-1])
+        self.padding = self.rows - int(sizes.sum())
+        self.index = build(arrays)
+
+    def candidates(
+        self,
+        queries: npt.NDArray[np.float32],
+        k: int,
+        masks: Sequence[npt.NDArray[np.bool_] | None],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+        """Candidates holding the best ``k`` kept rows: ``(scores, array indices, rows)``, any order.
+
+        Rows a mask hides and padding rows have score ``-inf``. ``None`` when the kernel left
+        places empty (see :func:`fast_scan_top_k`): the caller searches the arrays one by one.
+        """
+        hidden = sum(m.size - int(np.count_nonzero(m)) for m in masks if m is not None)
+        fetch = min(max(k + hidden + self.padding, _HEAP_MAX_K + 1), self.rows)
+        scores, ids = self.index.search(queries, fetch)
+        if (ids < 0).any():
+            return None
+        arrays = np.searchsorted(self.starts, ids, side="right") - 1
+        rows = ids - self.starts[arrays]
+        keep = rows < self.sizes[arrays]  # False: a padding row
+        flat_keep, flat_arrays, flat_rows = keep.reshape(-1), arrays.reshape(-1), rows.reshape(-1)
+        for index, mask in enumerate(masks):
+            if mask is not None:
+                at = np.flatnonzero(flat_arrays == index)
+                at = at[flat_keep[at]]
+                flat_keep[at] = mask[flat_rows[at]]
+        scores = np.where(keep, scores, np.float32(-np.inf)).astype(np.float32, copy=False)
+        return scores, arrays, rows
 
 
 class FastScanCache:
@@ -202,13 +295,21 @@ class FastScanCache:
 
     A store's segments keep one code array each for their whole life, so the index is built on
     the first search of a segment and reused until the array is garbage collected (then the
-    entry goes too). Entries are keyed by the identity of the stored array
-    (``StoredCodes.stored``) and hold a weak reference to it, so a new array can never be served
-    an old array's index.
+    entry goes too). Entries are keyed by the identity of the stored arrays
+    (``StoredCodes.stored``) and hold weak references to them, so a new array can never be
+    served an old array's index.
+
+    Joined indexes (:class:`JoinedFastScan`, one over several arrays) are kept the same way,
+    keyed by the tuple of arrays, but at most ``joined_capacity`` of them, the most recently
+    used: each holds a copy of all its arrays' codes, and after an add the previous set of
+    segments stays alive (the unchanged segments are shared), so without a bound every add
+    would leave one more copy of the store's codes in RAM.
     """
 
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[weakref.ref[Any], FastScanIndex]] = {}
+    def __init__(self, joined_capacity: int = 1) -> None:
+        self._entries: dict[tuple[int, ...], tuple[tuple[weakref.ref[Any], ...], Any]] = {}
+        self._joined: list[tuple[int, ...]] = []  # keys of joined entries, least recently used first
+        self._joined_capacity = joined_capacity
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -217,27 +318,52 @@ class FastScanCache:
 
     def get(self, codes: StoredCodes, build: Callable[[StoredCodes], FastScanIndex]) -> FastScanIndex:
         """The index of ``codes``, built with ``build(codes)`` on first use."""
-        array = codes.stored
-        key = id(array)
+        index: FastScanIndex = self._get((codes,), lambda: build(codes), joined=False)
+        return index
+
+    def get_joined(
+        self,
+        arrays: Sequence[StoredCodes],
+        build: Callable[[Sequence[StoredCodes]], FastScanIndex],
+    ) -> JoinedFastScan:
+        """The joined index of ``arrays`` (in this order), built on first use."""
+        joined: JoinedFastScan = self._get(tuple(arrays), lambda: JoinedFastScan(arrays, build), joined=True)
+        return joined
+
+    def _get(self, parts: tuple[StoredCodes, ...], build: Callable[[], Any], *, joined: bool) -> Any:
+        stored = [part.stored for part in parts]
+        key = tuple(id(array) for array in stored)
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry[0]() is array:
+            if entry is not None and all(ref() is array for ref, array in zip(entry[0], stored, strict=True)):
+                if joined and key in self._joined:  # most recently used last
+                    self._joined.remove(key)
+                    self._joined.append(key)
                 return entry[1]
-        index = build(codes)  # outside the lock: a copy (blocked codes) or a packing of 1M rows
+        index = build()  # outside the lock: a copy (blocked codes) or a packing of 1M rows
         entries = self._entries
 
         def forget(ref: weakref.ref[Any]) -> None:
             # No lock: a collection may run this while the same thread holds it. Dict reads and
             # pops are atomic; the identity check leaves a newer entry for a reused id alone.
             entry = entries.get(key)
-            if entry is not None and entry[0] is ref:
+            if entry is not None and any(r is ref for r in entry[0]):
                 entries.pop(key, None)
 
+        refs = tuple(weakref.ref(array, forget) for array in stored)
         with self._lock:
-            self._entries[key] = (weakref.ref(array, forget), index)
+            if joined:
+                if key in self._joined:
+                    self._joined.remove(key)
+                self._joined = [k for k in self._joined if k in self._entries]  # drop forgotten keys
+                while len(self._joined) >= self._joined_capacity:
+                    self._entries.pop(self._joined.pop(0), None)
+                self._joined.append(key)
+            self._entries[key] = (refs, index)
         return index
 
     def clear(self) -> None:
         """Drop every index (the quantizer's state changed, so their centroids are stale)."""
         with self._lock:
             self._entries.clear()
+            self._joined.clear()

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from typing_extensions import Self
 
+    from langchain_vq.quantization._fast_scan import JoinedFastScan
+
 Metric = Literal["ip", "l2"]
 #: Values checked for NaN/infinity at a time (a boolean copy of a 1M x 384 batch was 384 MB).
 _FINITE_CHECK_VALUES = 1 << 22
@@ -189,6 +191,7 @@ class Quantizer(ABC):
         k: int,
         *,
         masks: Sequence[npt.NDArray[np.bool_] | None] | None = None,
+        joined: bool = False,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Top ``k`` rows of several stored code arrays (a store's segments) searched as one.
 
@@ -204,6 +207,10 @@ class Quantizer(ABC):
             masks: Optional ``bool[n_i]`` per array, False for rows never to return. Meant for
                 masks that hide few rows (deletions): each array is searched for ``k`` more
                 candidates than it hides.
+            joined: The same arrays will be searched together again (a store's segments, on
+                every unfiltered query): a fast-scan quantizer keeps one index over all of
+                them and scans it in one kernel call (``_fast_scan.JoinedFastScan``). The
+                same candidates as searching them one by one (ties ordered by array, then row).
 
         Returns:
             ``(scores, array_indices, rows)``, each ``[n_queries, min(k, total rows)]``, best
@@ -221,7 +228,8 @@ class Quantizer(ABC):
         if nq == 0 or k_out == 0:
             empty = np.empty((nq, k_out), np.int64)
             return np.empty((nq, k_out), np.float32), empty, empty.copy()
-        return self._search_many(checked_queries, checked, k_out, list(masks or [None] * len(checked)))
+        masks_list = list(masks or [None] * len(checked))
+        return self._search_many(checked_queries, checked, k_out, masks_list, joined=joined)
 
     def _search_many(
         self,
@@ -229,8 +237,15 @@ class Quantizer(ABC):
         arrays: list[StoredCodes],
         k: int,
         masks: list[npt.NDArray[np.bool_] | None],
+        *,
+        joined: bool = False,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """``search_many`` on checked arrays: each array searched alone, the results pooled."""
+        """``search_many`` on checked arrays: one joined index, or each array alone, pooled."""
+        joined_index = self._joined_fast_scan(arrays) if joined and len(arrays) > 1 else None
+        if joined_index is not None:
+            found = joined_index.candidates(queries, k, masks)
+            if found is not None:
+                return pooled_top_k(found[0], pool_keys(found[1], found[2]), k)
         scores, keys = [], []
         for index, (codes, mask) in enumerate(zip(arrays, masks, strict=True)):
             hidden = 0 if mask is None else mask.size - int(np.count_nonzero(mask))
@@ -243,6 +258,10 @@ class Quantizer(ABC):
             scores.append(part_scores)
             keys.append(pool_keys(index, rows))
         return pooled_top_k(np.concatenate(scores, axis=1), np.concatenate(keys, axis=1), k)
+
+    def _joined_fast_scan(self, arrays: list[StoredCodes]) -> JoinedFastScan | None:  # noqa: ARG002
+        """One fast-scan index over ``arrays``, kept while they live; None: no fast scan."""
+        return None
 
     def score(self, queries: npt.ArrayLike, codes: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Approximate similarities ``[n_queries, n]`` of every query to every code row."""

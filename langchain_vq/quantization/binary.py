@@ -61,9 +61,12 @@ from langchain_vq.topk import top_k
 from langchain_vq.validation import check_flag, check_int, check_k
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy.typing as npt
 
     from langchain_vq.code_blocks import StoredCodes
+    from langchain_vq.quantization._fast_scan import JoinedFastScan
 
 #: Rows of codes unpacked to float at a time by ``score`` (bounds temporary memory).
 _CHUNK_ROWS = 16_384
@@ -351,16 +354,18 @@ class BinaryQuantizer(Quantizer):
         arrays: list[StoredCodes],
         k: int,
         masks: list[npt.NDArray[np.bool_] | None],
+        *,
+        joined: bool = False,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Two stages across arrays: one pooled Hamming top ``k * hamming_factor``, one re-rank.
 
         Hamming distances compare across arrays, so the candidates are the ones a single array
         of all the rows would give, and the query is encoded and its byte tables built once
         (per array, these cost a store of ten segments ten re-ranks). Fast scan scores every
-        row already: its arrays are searched one by one and pooled.
+        row already: its arrays are searched in one joined index (``joined``) or one by one.
         """
         if self.fast_scan:
-            return super()._search_many(queries, arrays, k, masks)
+            return super()._search_many(queries, arrays, k, masks, joined=joined)
         qcodes = self._encode(queries)
         n_hamming = k * self.hamming_factor
         distances, keys, searched = [], [], []
@@ -408,8 +413,13 @@ class BinaryQuantizer(Quantizer):
         """With ``fast_scan`` and unpadded codes: segments keep them in the kernel's layout."""
         return self.fast_scan and self.code_size == self.bit_bytes
 
-    def _build_fast_scan(self, codes: StoredCodes) -> NibbleFastScan:
+    def _build_fast_scan(self, codes: StoredCodes | Sequence[StoredCodes]) -> NibbleFastScan:
         return NibbleFastScan(codes, self.low_, self.high_, self.metric)
+
+    def _joined_fast_scan(self, arrays: list[StoredCodes]) -> JoinedFastScan | None:
+        if not self.fast_scan:
+            return None
+        return self._fast_scans.get_joined(arrays, self._build_fast_scan)
 
     # -- state -------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

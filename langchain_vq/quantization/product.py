@@ -47,7 +47,11 @@ from langchain_vq.topk import top_k
 from langchain_vq.validation import check_int
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy.typing as npt
+
+    from langchain_vq.quantization._fast_scan import JoinedFastScan
 
 #: Rows decoded to float32 at a time by ``score``.
 _CHUNK_ROWS = 16_384
@@ -243,8 +247,13 @@ class ProductQuantizer(Quantizer):
             index, queries, k, lambda: self._search_tables(queries, codes.row_major, k)
         )
 
-    def _build_fast_scan(self, codes: StoredCodes) -> PQFastScan:
+    def _build_fast_scan(self, codes: StoredCodes | Sequence[StoredCodes]) -> PQFastScan:
         return PQFastScan(self.centroids_, codes, self.metric)
+
+    def _joined_fast_scan(self, arrays: list[StoredCodes]) -> JoinedFastScan | None:
+        if self.nbits != 4:
+            return None
+        return self._fast_scans.get_joined(arrays, self._build_fast_scan)
 
     def _search_tables(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int

@@ -161,10 +161,16 @@ def search_segments(
         if together:
             assert quantizer is not None  # noqa: S101 - only segments with codes are gathered
             # One call for all these segments: the query is prepared once and a candidate stage
-            # is pooled across them (a store of ten segments paid ten Hamming re-ranks).
+            # is pooled across them (a store of ten segments paid ten Hamming re-ranks). Without
+            # a filter the same segments come back on every query: fast scan keeps one index
+            # over all of them (a filter's segments vary, so they are searched one by one).
             indices = np.array([t[0] for t in together], dtype=np.int64)
             scores, arrays, rows = quantizer.search_many(
-                queries, [t[1] for t in together], n_candidates, masks=[t[2] for t in together]
+                queries,
+                [t[1] for t in together],
+                n_candidates,
+                masks=[t[2] for t in together],
+                joined=masks is None,
             )
             pooled.append(Hits(scores, np.where(arrays >= 0, indices[np.maximum(arrays, 0)], -1), rows))
         if pooled:
@@ -186,34 +192,64 @@ def _rescore(
 ) -> Hits:
     """Exact scores of pooled candidates from the float vectors (or the codes' reconstruction).
 
-    Candidates from one segment only (a compacted store), none missing, are gathered and scored
-    in one go; otherwise each segment's candidates are scored where they are, row by row. Both
-    compute each score with the same einsum inner loop, so a row scores the same bits either way
-    (tests compare one segment with the same rows split in four).
+    The candidates' vectors are gathered into one array, segment by segment (one segment: the
+    gather itself), and scored in one einsum call, so a row scores the same bits whichever
+    segment holds it (tests compare one segment with the same rows split in four). Places no
+    candidate fills score ``-inf``.
     """
     n_queries, n_candidates = candidates.rows.shape
     segments, rows = candidates.segments.ravel(), candidates.rows.ravel()
     valid = rows >= 0
+    shape = (n_queries, n_candidates, queries.shape[1])
     first = int(segments[0]) if segments.size else -1
-    if first >= 0 and bool(valid.all()) and bool((segments == first).all()):
+    complete = bool(valid.all())
+    if first >= 0 and complete and bool((segments == first).all()):
         part = _candidate_vectors(views[first].segment, rows, quantizer, rescore, _PREFETCH_PROBES)
-        shape = (n_queries, n_candidates, queries.shape[1])
-        scores = _pairwise_similarity(queries, part.reshape(shape), kind)
     else:
-        scores = np.full((n_queries, n_candidates), -np.inf, dtype=np.float32)
-        indices = np.unique(segments[valid]).tolist()
-        probes = max(1, _PREFETCH_PROBES // max(1, len(indices)))  # a few rows per query in all
-        flat = scores.reshape(-1)
-        for index in indices:
-            at = np.flatnonzero(segments == index)  # padding has segment -1
-            part = _candidate_vectors(views[index].segment, rows[at], quantizer, rescore, probes)
-            flat[at] = _row_similarity(queries[at // n_candidates], part, kind)
+        indices = np.flatnonzero(np.bincount(segments[valid], minlength=len(views))).tolist()
+        part = _gather_segments(views, indices, segments, rows, quantizer, rescore, queries.shape[1])
+    scores = _pairwise_similarity(queries, part.reshape(shape), kind)
+    if not complete:
+        scores[~valid.reshape(n_queries, n_candidates)] = -np.inf
     best_scores, best = top_k(scores, k)
     return Hits(
         best_scores,
         np.take_along_axis(candidates.segments, best, axis=1),
         np.take_along_axis(candidates.rows, best, axis=1),
     )
+
+
+def _gather_segments(
+    views: list[SegmentView],
+    indices: list[int],
+    segments: npt.NDArray[np.int64],
+    rows: npt.NDArray[np.int64],
+    quantizer: Quantizer | None,
+    rescore: bool,
+    dim: int,
+) -> npt.NDArray[np.float32]:
+    """Float32 vectors ``[len(rows), dim]`` of candidates in several segments (zeros where none).
+
+    Segments storing float32 or float16 alike are gathered as stored and converted once, an
+    exact conversion, so the same bits as converting per segment; a conversion's fixed cost is
+    paid once, not per segment. Others (int8, whose ranges are per segment; codes only) are
+    decoded segment by segment.
+    """
+    probes = max(1, _PREFETCH_PROBES // max(1, len(indices)))  # a few rows per query in all
+    chosen = [views[index].segment for index in indices]
+    precisions = {segment.precision for segment in chosen}
+    if rescore and len(precisions) == 1 and precisions <= {"float32", "float16"}:
+        stored = np.zeros((rows.size, dim), chosen[0].vectors.dtype)
+        for index, segment in zip(indices, chosen, strict=True):
+            at = np.flatnonzero(segments == index)  # padding has segment -1
+            segment.prefetch(rows[at], probes=probes)
+            stored[at] = segment.vectors[rows[at]]
+        return stored if stored.dtype == np.float32 else codec_of(chosen[0]).decode(stored)
+    part = np.zeros((rows.size, dim), np.float32)
+    for index, segment in zip(indices, chosen, strict=True):
+        at = np.flatnonzero(segments == index)
+        part[at] = _candidate_vectors(segment, rows[at], quantizer, rescore, probes)
+    return part
 
 
 def _candidate_vectors(
@@ -226,21 +262,6 @@ def _candidate_vectors(
     assert quantizer is not None  # noqa: S101 - a segment without vectors has codes
     assert segment.stored_codes is not None  # noqa: S101
     return quantizer.decode(segment.stored_codes.take(rows))
-
-
-def _row_similarity(
-    queries: npt.NDArray[np.float32], vectors: npt.NDArray[np.float32], kind: Similarity
-) -> npt.NDArray[np.float32]:
-    """Similarities ``[m]`` of row ``i`` of ``queries`` to row ``i`` of ``vectors`` (both ``[m, d]``).
-
-    The same sums as :func:`_pairwise_similarity`, one candidate at a time.
-    """
-    dots = np.einsum("cd,cd->c", vectors, queries)
-    if kind == "ip":
-        return dots
-    q_norms = np.einsum("cd,cd->c", queries, queries)
-    x_norms = np.einsum("cd,cd->c", vectors, vectors)
-    return -np.maximum(q_norms - 2 * dots + x_norms, 0)
 
 
 def _decoder(segment: Segment) -> Callable[[npt.NDArray[np.generic]], npt.NDArray[np.float32]] | None:

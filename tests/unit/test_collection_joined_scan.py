@@ -1,0 +1,126 @@
+"""A store of several segments answers as the same rows in one segment: ids and scores, bit for bit.
+
+Both stores take the same adds with the same quantizer (trained by the first add); one keeps a
+segment per add, the other merges every add into one segment (merges concatenate codes, so
+the rows keep their codes and their order). Fast-scan quantizers search the several segments
+through one joined index, so their code scores, ties included, are those of the one segment.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from langchain_vq import collection as collection_module
+from langchain_vq.collection import Collection, CollectionConfig
+from langchain_vq.filters import compile_filter
+from langchain_vq.merge_policy import MergePolicy
+from tests.conftest import clustered_vectors
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy as np
+
+DIM = 40
+#: Sizes of the adds: none a multiple of 32 (padded blocks between segments), each above the
+#: candidates of the largest multiplier below (smaller segments are scanned exactly, with BLAS).
+BATCHES = (700, 333, 517, 290, 611)
+NEVER = MergePolicy(segments_per_tier=1 << 20, floor_rows=1, max_rows=1 << 30, max_deleted_fraction=1.0)
+#: Every add merges everything into one segment.
+ALWAYS = MergePolicy(segments_per_tier=2, floor_rows=1 << 29, max_rows=1 << 30, max_deleted_fraction=1.0)
+
+CASES = [
+    ("binary", {}, "cosine"),  # fast scan, the default
+    ("binary", {}, "l2"),
+    ("pq", {"nbits": 4, "m": 10}, "cosine"),
+]
+
+
+def _build(path: Path, config: CollectionConfig, x: np.ndarray) -> Collection:
+    collection = Collection(config, path)
+    start = 0
+    for batch, rows in enumerate(BATCHES):
+        ids = [f"r{i}" for i in range(start, start + rows)]
+        metadatas = [{"batch": batch, "i": i} for i in range(start, start + rows)]
+        collection.add(ids, ids, metadatas, collection.check_vectors(x[start : start + rows]))
+        start += rows
+    return collection
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[2]}")
+def stores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    quantization, options, metric = request.param
+    x = clustered_vectors(sum(BATCHES), DIM, seed=21)
+    config = CollectionConfig(metric=metric, quantization=quantization, quantizer_options=options)
+    built = {}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, policy in (("several", NEVER), ("one", ALWAYS)):
+            patch.setattr(collection_module, "MERGE_POLICY", policy)
+            built[name] = _build(tmp_path_factory.mktemp(name), config, x)
+    several, one = built["several"], built["one"]
+    assert [v.segment.rows for v in several.snapshot.views] == list(BATCHES)
+    assert [v.segment.rows for v in one.snapshot.views] == [sum(BATCHES)]
+    assert several.snapshot.quantizer.get_state().keys() == one.snapshot.quantizer.get_state().keys()
+    for key, value in several.snapshot.quantizer.get_state().items():
+        assert value.tobytes() == one.snapshot.quantizer.get_state()[key].tobytes()
+    return several, one
+
+
+def _answers(collection: Collection, queries: np.ndarray, **kwargs) -> list[list[tuple]]:
+    found = collection.search(queries, 10, **kwargs)
+    return [[(r.id, r.score, r.text, r.metadata) for r in rows] for rows in found]
+
+
+def _assert_same(several: Collection, one: Collection, queries: np.ndarray, **kwargs) -> None:
+    got, want = _answers(several, queries, **kwargs), _answers(one, queries, **kwargs)
+    assert got == want  # ids, float scores (exactly), texts and metadata
+
+
+QUERIES = clustered_vectors(24, DIM, seed=22)
+
+
+@pytest.mark.parametrize("multiplier", [1, 4, 20])
+def test_several_segments_answer_as_one(stores, multiplier: int) -> None:
+    several, one = stores
+    _assert_same(several, one, QUERIES, rescore_multiplier=multiplier)
+    for query in QUERIES[:6]:  # the single-query path
+        _assert_same(several, one, query[None, :], rescore_multiplier=multiplier)
+    _assert_same(several, one, QUERIES, rescore=False)  # code scores only
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"batch": {"$in": [0, 2, 4]}},  # whole segments out, the others fully kept
+        {"i": {"$gte": 150}},  # a dense mask, cutting into the first segment
+        {"i": {"$lt": 120}},  # a selective mask: only the kept rows' codes are scanned
+    ],
+)
+def test_filters_give_the_same_answers(stores, spec: dict) -> None:
+    several, one = stores
+    where = compile_filter(spec)
+    for multiplier in (1, 8):
+        _assert_same(several, one, QUERIES, rescore_multiplier=multiplier, filter=where)
+
+
+def test_deletes_give_the_same_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = clustered_vectors(sum(BATCHES), DIM, seed=23)
+    config = CollectionConfig(quantization="binary")
+    built = {}
+    for name, policy in (("several", NEVER), ("one", ALWAYS)):
+        monkeypatch.setattr(collection_module, "MERGE_POLICY", policy)
+        built[name] = collection = _build(tmp_path / name, config, x)
+        # A few rows of each segment (joined, over-fetched), and many of the third (searched alone,
+        # keeping more live rows than candidates: fewer are scanned exactly, with BLAS).
+        gone = [f"r{i}" for i in range(0, sum(BATCHES), 97)] + [f"r{i}" for i in range(1033, 1250)]
+        collection.delete(gone)
+    several, one = built["several"], built["one"]
+    assert len(several.snapshot.views) == len(BATCHES)
+    for multiplier in (1, 4, 20):
+        _assert_same(several, one, QUERIES, rescore_multiplier=multiplier)
+    # One joined index over the four segments with few deletions, one of its own for the third.
+    assert len(several.snapshot.quantizer._fast_scans) == 2
+    found = {r.id for rows in several.search(QUERIES, 50, rescore_multiplier=4) for r in rows}
+    assert not found & {f"r{i}" for i in range(1033, 1250)}
