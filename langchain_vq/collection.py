@@ -42,6 +42,7 @@ from langchain_vq.quantization.precision import (
 from langchain_vq.search import Hits, SegmentView, search_segments
 from langchain_vq.storage import Manifest, Segment, SegmentEntry, StoreDirectory, build_segment
 from langchain_vq.storage.metadata import check_metadatas
+from langchain_vq.storage.schema import PARTITION_COLUMN
 from langchain_vq.storage.segment import merge_segments
 from langchain_vq.validation import check_k
 
@@ -1005,7 +1006,7 @@ def _live_vectors(view: SegmentView) -> npt.NDArray[np.float32]:
     return float_rows(view.segment, None if mask is None else np.flatnonzero(mask))
 
 
-def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes")) -> pa.Table:
+def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes", PARTITION_COLUMN)) -> pa.Table:
     """The live rows of a segment, without the ``drop`` columns (re-encoded by the caller).
 
     Codes kept are row-major: a filter of blocked codes would mix the rows of a block.
@@ -1068,8 +1069,9 @@ def _encoded(
     """The segment's rows with vectors and codes as ``quantizer`` and ``codec`` store them.
 
     ``floats`` are its rows as float32 (read back from the segment when not given). Before the
-    quantizer is trained, vectors stay float32 and are searched exactly. The result has a new
-    name: files are immutable.
+    quantizer is trained, vectors stay float32 and are searched exactly. A partitioning quantizer
+    also gives each row its list, stored with the codes, so no search ever reassigns rows. The
+    result has a new name: files are immutable.
     """
     floats = float_rows(segment) if floats is None else floats
     if quantizer is None:
@@ -1077,7 +1079,8 @@ def _encoded(
     else:
         stored = None if codec is None else codec.encode(floats)
         encoded = segment.with_vectors(stored, None if codec is None else codec.field_metadata())
-        encoded = encoded.with_codes(quantizer.encode(floats))
+        lists = quantizer.assign(floats) if quantizer.partitioned else None
+        encoded = encoded.with_codes(quantizer.encode(floats), lists)
     return Segment(uuid.uuid4().hex, encoded.table)
 
 

@@ -256,6 +256,11 @@ class BinaryQuantizer(Quantizer):
         codes[:, : self.bit_bytes] = packed
         return codes
 
+    @property
+    def partitioned(self) -> bool:
+        """With ``partitions``: rows get a list to store with their codes."""
+        return self.partitions > 0
+
     def assign(self, x: npt.ArrayLike) -> npt.NDArray[np.uint16]:
         """``uint16[n]``: the list of each vector of ``x`` (its nearest partition centroid).
 
@@ -265,10 +270,10 @@ class BinaryQuantizer(Quantizer):
         Raises:
             ConfigurationError: The quantizer has no partitions.
         """
-        self._check_fitted()
         if not self.partitions:
             msg = "assign() needs a BinaryQuantizer with partitions > 0; this one has none."
             raise ConfigurationError(msg)
+        self._check_fitted()
         return assign_partitions(self.partition_centroids_, self._check_vectors(x), self.metric)
 
     def _decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
