@@ -451,7 +451,7 @@ class Collection:
                     uuid.uuid4().hex, ids[start:stop], texts[start:stop], metadatas[start:stop], None, None
                 )
                 views.append(SegmentView(_encoded(segment, quantizer, codec, vectors[start:stop])))
-            views = _apply_merge_policy(views)
+            views = _apply_merge_policy(views, quantizer)
             settings = _staged_settings(settings_for, current, dim, views, quantizer, codec)
             self._publish(current, dim, views, quantizer, settings, codec=codec)
 
@@ -1016,13 +1016,15 @@ def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes", P
     return table if view.live_mask is None else table.filter(bool_array(view.live_mask))
 
 
-def _apply_merge_policy(views: list[SegmentView]) -> list[SegmentView]:
+def _apply_merge_policy(views: list[SegmentView], quantizer: Quantizer | None = None) -> list[SegmentView]:
     """The views after the merges ``MERGE_POLICY`` plans, each merged segment where its first part was.
 
     Merges run inside the add's commit: the new version lists the merged segments instead of
     their parts in one manifest switch, so a crash leaves the previous version and readers keep
     searching the one they hold. Parts share one quantizer, so their codes are concatenated,
-    not re-encoded; only live rows are kept. A merge left with no live rows is dropped.
+    not re-encoded; only live rows are kept. A merge left with no live rows is dropped. With a
+    partitioning ``quantizer``, parts whose rows have no lists yet (written by an external build)
+    are assigned from their stored vectors, so the merged segment keeps its lists.
     """
     groups = plan_merges([SegmentSize(v.segment.rows, int(v.deleted.size)) for v in views], MERGE_POLICY)
     if not groups:
@@ -1030,6 +1032,8 @@ def _apply_merge_policy(views: list[SegmentView]) -> list[SegmentView]:
     replaced: dict[int, SegmentView | None] = {}
     for group in groups:
         parts = [Segment(views[i].segment.name, _live_table(views[i], drop=())) for i in group]
+        if quantizer is not None and quantizer.partitioned:
+            parts = [_with_lists(part, quantizer) for part in parts]
         merged = merge_segments(uuid.uuid4().hex, parts)
         replaced.update(dict.fromkeys(group))
         replaced[group[0]] = SegmentView(merged) if merged.rows else None
@@ -1040,6 +1044,13 @@ def _apply_merge_policy(views: list[SegmentView]) -> list[SegmentView]:
         elif (merged_view := replaced[i]) is not None:
             out.append(merged_view)
     return out
+
+
+def _with_lists(part: Segment, quantizer: Quantizer) -> Segment:
+    """``part`` with its rows' lists, assigned from its vectors when it has codes but no lists."""
+    if part.lists is not None or part.codes is None or not part.has_vectors:
+        return part
+    return part.with_codes(part.codes, quantizer.assign(float_rows(part)))
 
 
 def _sample_vectors(

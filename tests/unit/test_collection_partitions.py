@@ -208,3 +208,28 @@ def test_segments_without_lists_are_scanned_in_full(data: tuple[np.ndarray, np.n
     plain = search_segments(stripped, queries, 10, **kw)  # type: ignore[arg-type]
     np.testing.assert_array_equal(plain.rows, full.rows)
     assert (mixed.rows >= 0).all()
+
+
+def test_a_merge_assigns_parts_written_without_lists(
+    monkeypatch: pytest.MonkeyPatch, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, _ = data
+    collection = Collection(_config())
+    _add(collection, x, 0, 6000)
+    _add(collection, x, 6000, 9000)
+    views = list(collection.snapshot.views)
+    assert len(views) == 2
+    stripped = Segment(views[1].segment.name, views[1].segment.table.drop_columns([PARTITION_COLUMN]))
+    monkeypatch.setattr(
+        collection_module, "MERGE_POLICY", MergePolicy(segments_per_tier=2, floor_rows=1 << 20)
+    )
+    quantizer = collection.snapshot.quantizer
+    merged = collection_module._apply_merge_policy([views[0], SegmentView(stripped)], quantizer)
+    assert len(merged) == 1
+    segment = merged[0].segment
+    rows = np.array([int(i[1:]) for i in segment.ids.to_pylist()])
+    assert segment.lists is not None and quantizer is not None
+    agree = np.mean(segment.lists == quantizer.assign(x[rows]))
+    assert agree >= 0.99  # the stripped part is assigned from its float16 vectors: a few ties may differ
+    without = collection_module._apply_merge_policy([views[0], SegmentView(stripped)])
+    assert without[0].segment.lists is None  # no quantizer given: the column is dropped, scanned in full
