@@ -140,6 +140,13 @@ def nibble_centroids(
     return order, low_n + _NIBBLE_BITS[None] * step_n  # [2 * bit_bytes, 16, 4]
 
 
+def nibble_queries(queries: npt.NDArray[np.float32], order: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+    """Queries zero-padded to ``len(order)`` dimensions and laid out in ``order`` (C-contiguous)."""
+    padded = np.zeros((queries.shape[0], order.size), np.float32)
+    padded[:, : queries.shape[1]] = queries
+    return np.ascontiguousarray(padded[:, order])
+
+
 class NibbleFastScan:
     """A FAISS fast-scan index over packed bit codes whose bits reconstruct to ``low``/``high``.
 
@@ -168,10 +175,7 @@ class NibbleFastScan:
         self, queries: npt.NDArray[np.float32], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Top ``k`` rows (``k`` at most the rows indexed) per query by estimated score, best first."""
-        width = 8 * self.bit_bytes
-        padded = np.zeros((queries.shape[0], width), np.float32)
-        padded[:, : self.dim] = queries
-        dist, labels = self._index.search(np.ascontiguousarray(padded[:, self._order]), k)
+        dist, labels = self._index.search(nibble_queries(queries, self._order), k)
         return (dist if self.metric == "ip" else -dist), labels
 
 

@@ -61,6 +61,7 @@ from langchain_vq.quantization._ivf import (
     MIN_ROWS_PER_PARTITION,
     IVFNibbleFastScan,
     assign_partitions,
+    choose_nprobe,
     default_nprobe,
     train_partitions,
 )
@@ -117,8 +118,9 @@ class BinaryQuantizer(Quantizer):
             stored codes that carry their rows' lists (``StoredCodes.lists``) are scanned only
             in the ``nprobe`` lists that score best against the query, with the same fast-scan
             kernel and scores. Needs ``fast_scan`` and ``partitions * 39`` training rows.
-        nprobe: Lists scanned per query with ``partitions`` (default: an eighth of them, see
-            ``_ivf.default_nprobe``); more is better recall and slower.
+        nprobe: Lists scanned per query with ``partitions``; more is better recall and slower.
+            Default: chosen by ``fit``, the fewest lists holding 99.7% of sampled training
+            rows' exact top 10 (``_ivf.choose_nprobe``), then saved with the config.
 
     Attributes:
         thresholds_: ``float32[dim]``, per-dimension mean of the training data.
@@ -176,6 +178,7 @@ class BinaryQuantizer(Quantizer):
         if nprobe is not None and not self.partitions:
             msg = f"nprobe={nprobe!r} was given without partitions; set partitions > 0 or drop nprobe."
             raise InvalidInputError(msg)
+        self._choose_nprobe = nprobe is None
         self.nprobe = (
             check_int(
                 nprobe,
@@ -184,7 +187,7 @@ class BinaryQuantizer(Quantizer):
                 fix=f"Probe between 1 and all {self.partitions} lists.",
             )
             if nprobe is not None
-            else (default_nprobe(self.partitions) if self.partitions else None)
+            else None  # chosen by fit
         )
 
     # -- size and training -------------------------------------------------------------------
@@ -242,6 +245,8 @@ class BinaryQuantizer(Quantizer):
         self.high_ = high.astype(np.float32)
         if self.partitions:
             self.partition_centroids_ = train_partitions(x, self.partitions, self.metric)
+            if self._choose_nprobe:
+                self.nprobe = choose_nprobe(x, self.partition_centroids_, self.metric)
         self._fast_scans.clear()  # built from the old levels
         self._ivf_scans.clear()
 
@@ -397,15 +402,16 @@ class BinaryQuantizer(Quantizer):
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Candidates from the ``nprobe`` best lists, in the kernel's order.
 
-        When those lists hold fewer than ``k`` rows for some query, every list is scanned (the
-        full pass, same kernel); if even that leaves places empty (ties near ``k = n``), the
-        two-stage exact path scores every row.
+        A query whose lists hold fewer than ``k`` rows is scanned again over every list (the
+        full pass, same kernel; the other queries of the batch keep their lists); if even that
+        leaves places empty (ties near ``k = n``), the two-stage exact path scores every row.
         """
         index = self._ivf_scans.get(codes, self._build_ivf)
-        assert self.nprobe is not None  # noqa: S101 - set with partitions
-        scores, rows = index.search(queries, k, self.nprobe)
-        if (rows < 0).any() and self.nprobe < self.partitions:
-            scores, rows = index.search(queries, k, self.partitions)
+        nprobe = self.nprobe or default_nprobe(self.partitions)  # None only in a hand-made config
+        scores, rows = index.search(queries, k, nprobe)
+        short = (rows < 0).any(axis=1)
+        if short.any() and nprobe < self.partitions:
+            scores[short], rows[short] = index.search(queries[short], k, self.partitions)
         if (rows < 0).any():
             return self._search(queries, codes.row_major, k)
         return scores, rows

@@ -11,7 +11,7 @@ from langchain_vq.code_blocks import StoredCodes, to_blocked
 from langchain_vq.errors import ConfigurationError, InvalidInputError
 from langchain_vq.quantization import BinaryQuantizer, quantizer_from_config
 from langchain_vq.quantization._fast_scan import NibbleFastScan
-from langchain_vq.quantization._ivf import IVFNibbleFastScan, default_nprobe
+from langchain_vq.quantization._ivf import IVFNibbleFastScan, choose_nprobe, nprobe_ladder
 from langchain_vq.search.engine import exact_search
 from langchain_vq.synthetic import synthetic_embeddings
 
@@ -65,11 +65,11 @@ def test_a_probe_scans_only_its_lists(
     x, q = data
     lists = partitioned.assign(x)
     codes = StoredCodes(partitioned.encode(x), lists=lists)
-    partitioned.nprobe = 2
+    chosen, partitioned.nprobe = partitioned.nprobe, 2
     try:
         _, rows = partitioned.search(q, codes, 20, reuse=True)
     finally:
-        partitioned.nprobe = default_nprobe(PARTITIONS)
+        partitioned.nprobe = chosen
     cent = partitioned.partition_centroids_
     best_two = np.argsort(-(q @ cent.T), axis=1, kind="stable")[:, :2]
     for i in range(len(q)):
@@ -85,10 +85,11 @@ def test_recall_against_exact_float_search_grows_with_nprobe(
     full = BinaryQuantizer(384).fit(x)  # same bit levels (same data): the unpartitioned scan
     recall_full = rescored_recall(full, x, q, StoredCodes(stored), 24)
     recalls = {}
+    chosen = partitioned.nprobe
     for nprobe in (4, 8, 16, PARTITIONS):
         partitioned.nprobe = nprobe
         recalls[nprobe] = rescored_recall(partitioned, x, q, StoredCodes(stored, lists=lists), 24)
-    partitioned.nprobe = default_nprobe(PARTITIONS)
+    partitioned.nprobe = chosen
     assert recalls[PARTITIONS] == pytest.approx(recall_full, abs=0.005)  # every list: the full scan
     assert recall_full >= 0.98
     assert recalls[4] < recalls[8] <= recalls[16] <= recalls[PARTITIONS]
@@ -122,11 +123,11 @@ def test_probed_lists_short_of_k_fall_back_to_every_list(partitioned: BinaryQuan
     x = synthetic_embeddings(300, seed=5)
     q = synthetic_embeddings(4, seed=6)
     codes = StoredCodes(partitioned.encode(x), lists=partitioned.assign(x))
-    partitioned.nprobe = 1
+    chosen, partitioned.nprobe = partitioned.nprobe, 1
     try:
         scores, rows = partitioned.search(q, codes, 300, reuse=True)  # k = n: every row
     finally:
-        partitioned.nprobe = default_nprobe(PARTITIONS)
+        partitioned.nprobe = chosen
     assert (rows >= 0).all()
     assert all(sorted(r.tolist()) == list(range(300)) for r in rows)
     assert (np.diff(scores, axis=1) <= 0).all()
@@ -153,7 +154,7 @@ def test_state_round_trip_through_json_config(
 ) -> None:
     x, q = data
     config = json.loads(json.dumps(partitioned.get_config()))
-    assert config["partitions"] == PARTITIONS and config["nprobe"] == default_nprobe(PARTITIONS)
+    assert config["partitions"] == PARTITIONS and config["nprobe"] == partitioned.nprobe
     state = partitioned.get_state()
     assert state["partition_centroids"].shape == (PARTITIONS, 384)
     restored = quantizer_from_config(config, state)
@@ -222,3 +223,47 @@ def test_assign_needs_partitions_and_lists_must_fit(partitioned: BinaryQuantizer
     for lists in (np.zeros(199, np.uint16), np.full(200, PARTITIONS, np.uint16)):
         with pytest.raises(InvalidInputError, match="one list in"):
             partitioned.search(x[:2], StoredCodes(codes, lists=lists), 5, reuse=True)
+
+
+def test_nprobe_is_chosen_at_training_by_the_share_of_neighbours_its_lists_hold(
+    partitioned: BinaryQuantizer, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x = data[0]
+    cent = partitioned.partition_centroids_
+    assert partitioned.nprobe == choose_nprobe(x, cent, "ip")  # fit chose it on its training rows
+    assert partitioned.nprobe in nprobe_ladder(PARTITIONS)
+    assert choose_nprobe(x, cent, "ip", coverage=0.0) == 1
+    assert choose_nprobe(x, cent, "ip", coverage=1.01) == PARTITIONS  # never met: every list
+    ladder = [choose_nprobe(x, cent, "ip", coverage=c) for c in (0.5, 0.9, 0.99, 0.999)]
+    assert ladder == sorted(ladder) and ladder[0] < ladder[-1]
+    # Recall against exact float search at the chosen nprobe is that of the full scan, nearly.
+    lists = partitioned.assign(x)
+    q = data[1]
+    codes = partitioned.encode(x)
+    full = rescored_recall(BinaryQuantizer(384).fit(x), x, q, StoredCodes(codes), 24)
+    assert rescored_recall(partitioned, x, q, StoredCodes(codes, lists=lists), 24) >= full - 0.01
+    fixed = BinaryQuantizer(384, partitions=PARTITIONS, nprobe=3).fit(x[:5000])
+    assert fixed.nprobe == 3  # a given nprobe is kept
+    assert nprobe_ladder(12) == [1, 2, 3, 4, 6, 8, 12]
+
+
+def test_a_short_query_falls_back_alone(
+    partitioned: BinaryQuantizer, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, q = data
+    codes = StoredCodes(partitioned.encode(x), lists=partitioned.assign(x))
+    sizes = np.bincount(codes.lists, minlength=PARTITIONS)  # type: ignore[arg-type]
+    k = int(np.median(sizes))  # about half the queries' best list holds fewer rows
+    chosen, partitioned.nprobe = partitioned.nprobe, 1
+    try:
+        batch = partitioned.search(q, codes, k, reuse=True)
+        alone = [partitioned.search(q[i : i + 1], codes, k, reuse=True) for i in range(len(q))]
+    finally:
+        partitioned.nprobe = chosen
+    best = partitioned.partition_centroids_ @ q.T  # [lists, queries]
+    short = sizes[best.argmax(axis=0)] < k
+    assert short.any() and (~short).any()
+    for i in range(len(q)):
+        np.testing.assert_array_equal(batch[1][i], alone[i][1][0])
+        if not short[i]:  # kept its one list
+            assert len(set(codes.lists[batch[1][i]].tolist())) == 1  # type: ignore[index]
