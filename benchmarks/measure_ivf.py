@@ -7,7 +7,8 @@ script measures, in one run on the same data:
 * ``IndexFlatIP`` (exact float search, the baseline);
 * the store's default (``quantization="binary"``: full fast scan, float16 rescoring);
 * the same store with ``quantizer_options={"partitions": P}`` (lists stored at ingest, ``nprobe``
-  lists scanned per query), at several ``nprobe``;
+  lists scanned per query), at several ``nprobe``, the one its quantizer chose at training among
+  them;
 
 each at several rescore multipliers ``m``: recall@10 against exact float search over all queries
 (the store's ``Collection.search``, the full pipeline through rescoring and row reads), and p50
@@ -117,7 +118,8 @@ def main(ns: argparse.Namespace) -> None:
             start = time.perf_counter()
             store.search(queries[:1], K, rescore_multiplier=MULTIPLIERS[0])
             first[name] = time.perf_counter() - start
-        nprobes = sorted({max(1, ns.partitions // d) for d in (16, 8, 4, 2)})
+        chosen = quantizer.nprobe  # chosen at training (_ivf.choose_nprobe): the store's default
+        nprobes = sorted({max(1, ns.partitions // d) for d in (16, 8, 4, 2)} | {chosen or 1})
         configs: list[tuple[str, Collection | None, int, int | None]] = [("IndexFlatIP", None, 0, None)]
         configs += [("full fast scan", full, m, None) for m in MULTIPLIERS]
         configs += [("partitioned", ivf, m, p) for p in nprobes for m in MULTIPLIERS]
@@ -181,6 +183,7 @@ def main(ns: argparse.Namespace) -> None:
             "add_ratio": round(ivf_add_s / full_add_s, 2),
             "first_query_s": {name: round(s, 3) for name, s in first.items()},
         },
+        "chosen_nprobe": chosen,
         "results": results,
         "smallest_multiplier_reaching_target": best,
     }
