@@ -83,11 +83,21 @@ class StoredCodes:
     Args:
         stored: ``uint8[n, B]``, the stored bytes (a zero-copy view of the file).
         blocked: Whether ``stored`` is in the blocked layout (see the module docstring).
+        lists: ``uint16[n]``, each row's partition (inverted-file list) when the quantizer
+            partitions rows and they were assigned (``BinaryQuantizer(partitions=...)``), else
+            None: such codes are scanned in full.
     """
 
-    def __init__(self, stored: npt.NDArray[np.uint8], *, blocked: bool = False) -> None:
+    def __init__(
+        self,
+        stored: npt.NDArray[np.uint8],
+        *,
+        blocked: bool = False,
+        lists: npt.NDArray[np.uint16] | None = None,
+    ) -> None:
         self.stored = stored
         self.blocked = blocked
+        self.lists = lists
         self._unpacked: npt.NDArray[np.uint8] | None = None if blocked else stored
         self._unpacking: threading.Thread | None = None
         self._lock = threading.Lock()

@@ -42,6 +42,7 @@ from langchain_vq.quantization.precision import (
 from langchain_vq.search import Hits, SegmentView, search_segments
 from langchain_vq.storage import Manifest, Segment, SegmentEntry, StoreDirectory, build_segment
 from langchain_vq.storage.metadata import check_metadatas
+from langchain_vq.storage.schema import PARTITION_COLUMN
 from langchain_vq.storage.segment import merge_segments, records_of_rows
 from langchain_vq.validation import check_k
 
@@ -450,7 +451,7 @@ class Collection:
                     uuid.uuid4().hex, ids[start:stop], texts[start:stop], metadatas[start:stop], None, None
                 )
                 views.append(SegmentView(_encoded(segment, quantizer, codec, vectors[start:stop])))
-            views = _apply_merge_policy(views)
+            views = _apply_merge_policy(views, quantizer)
             settings = _staged_settings(settings_for, current, dim, views, quantizer, codec)
             self._publish(current, dim, views, quantizer, settings, codec=codec)
 
@@ -1022,7 +1023,7 @@ def _live_vectors(view: SegmentView) -> npt.NDArray[np.float32]:
     return float_rows(view.segment, None if mask is None else np.flatnonzero(mask))
 
 
-def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes")) -> pa.Table:
+def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes", PARTITION_COLUMN)) -> pa.Table:
     """The live rows of a segment, without the ``drop`` columns (re-encoded by the caller).
 
     Codes kept are row-major: a filter of blocked codes would mix the rows of a block.
@@ -1032,13 +1033,15 @@ def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes")) 
     return table if view.live_mask is None else table.filter(bool_array(view.live_mask))
 
 
-def _apply_merge_policy(views: list[SegmentView]) -> list[SegmentView]:
+def _apply_merge_policy(views: list[SegmentView], quantizer: Quantizer | None = None) -> list[SegmentView]:
     """The views after the merges ``MERGE_POLICY`` plans, each merged segment where its first part was.
 
     Merges run inside the add's commit: the new version lists the merged segments instead of
     their parts in one manifest switch, so a crash leaves the previous version and readers keep
     searching the one they hold. Parts share one quantizer, so their codes are concatenated,
-    not re-encoded; only live rows are kept. A merge left with no live rows is dropped.
+    not re-encoded; only live rows are kept. A merge left with no live rows is dropped. With a
+    partitioning ``quantizer``, parts whose rows have no lists yet (written by an external build)
+    are assigned from their stored vectors, so the merged segment keeps its lists.
     """
     groups = plan_merges([SegmentSize(v.segment.rows, int(v.deleted.size)) for v in views], MERGE_POLICY)
     if not groups:
@@ -1046,6 +1049,8 @@ def _apply_merge_policy(views: list[SegmentView]) -> list[SegmentView]:
     replaced: dict[int, SegmentView | None] = {}
     for group in groups:
         parts = [Segment(views[i].segment.name, _live_table(views[i], drop=())) for i in group]
+        if quantizer is not None and quantizer.partitioned:
+            parts = [_with_lists(part, quantizer) for part in parts]
         merged = merge_segments(uuid.uuid4().hex, parts)
         replaced.update(dict.fromkeys(group))
         replaced[group[0]] = SegmentView(merged) if merged.rows else None
@@ -1056,6 +1061,13 @@ def _apply_merge_policy(views: list[SegmentView]) -> list[SegmentView]:
         elif (merged_view := replaced[i]) is not None:
             out.append(merged_view)
     return out
+
+
+def _with_lists(part: Segment, quantizer: Quantizer) -> Segment:
+    """``part`` with its rows' lists, assigned from its vectors when it has codes but no lists."""
+    if part.lists is not None or part.codes is None or not part.has_vectors:
+        return part
+    return part.with_codes(part.codes, quantizer.assign(float_rows(part)))
 
 
 def _sample_vectors(
@@ -1085,8 +1097,9 @@ def _encoded(
     """The segment's rows with vectors and codes as ``quantizer`` and ``codec`` store them.
 
     ``floats`` are its rows as float32 (read back from the segment when not given). Before the
-    quantizer is trained, vectors stay float32 and are searched exactly. The result has a new
-    name: files are immutable.
+    quantizer is trained, vectors stay float32 and are searched exactly. A partitioning quantizer
+    also gives each row its list, stored with the codes, so no search ever reassigns rows. The
+    result has a new name: files are immutable.
     """
     floats = float_rows(segment) if floats is None else floats
     if quantizer is None:
@@ -1094,7 +1107,8 @@ def _encoded(
     else:
         stored = None if codec is None else codec.encode(floats)
         encoded = segment.with_vectors(stored, None if codec is None else codec.field_metadata())
-        encoded = encoded.with_codes(quantizer.encode(floats))
+        lists = quantizer.assign(floats) if quantizer.partitioned else None
+        encoded = encoded.with_codes(quantizer.encode(floats), lists)
     return Segment(uuid.uuid4().hex, encoded.table)
 
 

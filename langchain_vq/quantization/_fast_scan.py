@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import faiss
 import numpy as np
@@ -153,6 +153,33 @@ def nibble_order(bit_bytes: int) -> npt.NDArray[np.intp]:
     return (starts + np.array([4, 5, 6, 7, 0, 1, 2, 3])).ravel()  # [8 * bit_bytes]
 
 
+def nibble_centroids(
+    low: npt.NDArray[np.float32], high: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """The dimension order of :func:`nibble_order` and the 4-bit codebooks of packed bit codes.
+
+    Returns ``(order, centroids)``: queries are zero-padded to ``8 * bit_bytes`` dimensions and
+    read in ``order``; ``centroids`` is ``float32[2 * bit_bytes, 16, 4]``, the 16 corners
+    ``low + bits * (high - low)`` of each nibble's 4 dimensions (padding bits weigh nothing).
+    """
+    bit_bytes = (low.shape[0] + 7) // 8
+    order = nibble_order(bit_bytes)
+    width = 8 * bit_bytes  # dimensions covered by the packed bits, padding included
+    low_padded = np.zeros(width, np.float32)  # padding bits are always 0 and weigh nothing
+    high_padded = np.zeros(width, np.float32)
+    low_padded[: low.shape[0]], high_padded[: high.shape[0]] = low, high
+    low_n = low_padded[order].reshape(-1, 1, 4)  # [2 * bit_bytes, 1, 4]
+    step_n = (high_padded - low_padded)[order].reshape(-1, 1, 4)
+    return order, low_n + _NIBBLE_BITS[None] * step_n  # [2 * bit_bytes, 16, 4]
+
+
+def nibble_queries(queries: npt.NDArray[np.float32], order: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+    """Queries zero-padded to ``len(order)`` dimensions and laid out in ``order`` (C-contiguous)."""
+    padded = np.zeros((queries.shape[0], order.size), np.float32)
+    padded[:, : queries.shape[1]] = queries
+    return np.ascontiguousarray(padded[:, order])
+
+
 class NibbleFastScan:
     """A FAISS fast-scan index over packed bit codes whose bits reconstruct to ``low``/``high``.
 
@@ -174,14 +201,7 @@ class NibbleFastScan:
         self.dim = low.shape[0]
         self.bit_bytes = (self.dim + 7) // 8
         self.metric = metric
-        self._order = nibble_order(self.bit_bytes)
-        width = 8 * self.bit_bytes  # dimensions covered by the packed bits, padding included
-        low_padded = np.zeros(width, np.float32)  # padding bits are always 0 and weigh nothing
-        high_padded = np.zeros(width, np.float32)
-        low_padded[: self.dim], high_padded[: self.dim] = low, high
-        low_n = low_padded[self._order].reshape(-1, 1, 4)  # [2 * bit_bytes, 1, 4]
-        step_n = (high_padded - low_padded)[self._order].reshape(-1, 1, 4)
-        centroids = low_n + _NIBBLE_BITS[None] * step_n  # [2 * bit_bytes, 16, 4]
+        self._order, centroids = nibble_centroids(low, high)
         self._index: Any = pq4_fast_scan_index(centroids, codes, self.bit_bytes, metric)
         self.rows = int(self._index.ntotal)
 
@@ -189,10 +209,7 @@ class NibbleFastScan:
         self, queries: npt.NDArray[np.float32], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Top ``k`` rows (``k`` at most the rows indexed) per query by estimated score, best first."""
-        width = 8 * self.bit_bytes
-        padded = np.zeros((queries.shape[0], width), np.float32)
-        padded[:, : self.dim] = queries
-        dist, labels = self._index.search(np.ascontiguousarray(padded[:, self._order]), k)
+        dist, labels = self._index.search(nibble_queries(queries, self._order), k)
         return (dist if self.metric == "ip" else -dist), labels
 
 
@@ -290,7 +307,11 @@ class JoinedFastScan:
         return scores, arrays, rows
 
 
-class FastScanCache:
+#: The kind of index a :class:`FastScanCache` keeps.
+IndexT = TypeVar("IndexT")
+
+
+class FastScanCache(Generic[IndexT]):
     """Fast-scan indexes of code arrays that are searched again and again, by array identity.
 
     A store's segments keep one code array each for their whole life, so the index is built on
@@ -316,9 +337,9 @@ class FastScanCache:
         with self._lock:
             return len(self._entries)
 
-    def get(self, codes: StoredCodes, build: Callable[[StoredCodes], FastScanIndex]) -> FastScanIndex:
+    def get(self, codes: StoredCodes, build: Callable[[StoredCodes], IndexT]) -> IndexT:
         """The index of ``codes``, built with ``build(codes)`` on first use."""
-        index: FastScanIndex = self._get((codes,), lambda: build(codes), joined=False)
+        index: IndexT = self._get((codes,), lambda: build(codes), joined=False)
         return index
 
     def get_joined(

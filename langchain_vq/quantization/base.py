@@ -119,6 +119,27 @@ class Quantizer(ABC):
     def _decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Reconstruction of checked codes."""
 
+    # -- partitions --------------------------------------------------------------------------
+    @property
+    def partitioned(self) -> bool:
+        """Whether rows get a list (:meth:`assign`) to store with their codes (an inverted file).
+
+        Stored codes that carry their rows' lists (``StoredCodes.lists``) are then searched in
+        a few lists only; codes without them are scanned in full.
+        """
+        return False
+
+    def assign(self, x: npt.ArrayLike) -> npt.NDArray[np.uint16]:  # noqa: ARG002 - overridden
+        """``uint16[n]``: the list of each vector (only for a :attr:`partitioned` quantizer).
+
+        Raises:
+            ConfigurationError: The quantizer does not partition rows.
+        """
+        msg = (
+            f"{type(self).__name__} does not partition rows; assign() needs BinaryQuantizer(partitions=...)."
+        )
+        raise ConfigurationError(msg)
+
     # -- ranking -----------------------------------------------------------------------------
     @property
     def blocked_codes(self) -> bool:

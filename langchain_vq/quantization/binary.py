@@ -50,11 +50,22 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import faiss
 import numpy as np
 
+from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.quantization._common import state_array
 from langchain_vq.quantization._fast_scan import (
     FastScanCache,
     NibbleFastScan,
     fast_scan_candidates,
     fast_scan_top_k,
+)
+from langchain_vq.quantization._ivf import (
+    MAX_PARTITIONS,
+    MIN_ROWS_PER_PARTITION,
+    IVFNibbleFastScan,
+    assign_partitions,
+    choose_nprobe,
+    default_nprobe,
+    train_partitions,
 )
 from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k, split_keys
 from langchain_vq.topk import top_k
@@ -64,6 +75,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import numpy.typing as npt
+    from typing_extensions import Self
 
     from langchain_vq.code_blocks import StoredCodes
     from langchain_vq.quantization._fast_scan import JoinedFastScan
@@ -109,11 +121,21 @@ class BinaryQuantizer(Quantizer):
             instead of two stages (see the module docstring): faster at every multiplier, at the
             cost of a RAM copy of the codes per segment. ``False`` keeps search memory to the
             memory-mapped files.
+        partitions: Opt-in partitioned first stage (``_ivf``): ``fit`` also trains this many
+            k-means lists (0, the default: none), :meth:`assign` gives each row its list, and
+            stored codes that carry their rows' lists (``StoredCodes.lists``) are scanned only
+            in the ``nprobe`` lists that score best against the query, with the same fast-scan
+            kernel and scores. Needs ``fast_scan`` and ``partitions * 39`` training rows.
+        nprobe: Lists scanned per query with ``partitions``; more is better recall and slower.
+            Default: chosen by ``fit``, the fewest lists holding 99.7% of sampled training
+            rows' exact top 10 (``_ivf.choose_nprobe``), then saved with the config.
 
     Attributes:
         thresholds_: ``float32[dim]``, per-dimension mean of the training data.
         low_: ``float32[dim]``, mean of the training values at or below the threshold.
         high_: ``float32[dim]``, mean of the training values above the threshold.
+        partition_centroids_: ``float32[partitions, dim]``, the lists' k-means centroids (only
+            with ``partitions``; saved with the rest of the state).
     """
 
     name: ClassVar[str] = "binary"
@@ -124,6 +146,7 @@ class BinaryQuantizer(Quantizer):
     thresholds_: npt.NDArray[np.float32]
     low_: npt.NDArray[np.float32]
     high_: npt.NDArray[np.float32]
+    partition_centroids_: npt.NDArray[np.float32]
 
     def __init__(
         self,
@@ -133,6 +156,8 @@ class BinaryQuantizer(Quantizer):
         hamming_factor: int = 8,
         padded: bool | None = None,
         fast_scan: bool = True,
+        partitions: int = 0,
+        nprobe: int | None = None,
     ) -> None:
         """Store the parameters (see the class docstring); ``fit`` learns the state."""
         super().__init__(dim, metric=metric)
@@ -143,7 +168,35 @@ class BinaryQuantizer(Quantizer):
         )
         self.fast_scan = check_flag(fast_scan, "fast_scan")
         self.padded = not self.fast_scan if padded is None else check_flag(padded, "padded")
-        self._fast_scans = FastScanCache()  # per stored code array, see search(reuse=True)
+        self._fast_scans: FastScanCache[NibbleFastScan] = FastScanCache()  # see search(reuse=True)
+        self._ivf_scans: FastScanCache[IVFNibbleFastScan] = FastScanCache()  # codes with lists
+        self.partitions = check_int(
+            partitions,
+            "partitions",
+            minimum=0,
+            maximum=MAX_PARTITIONS,
+            fix="Use 0 to scan every code, or about sqrt(rows), e.g. 1024 for 1M rows.",
+        )
+        if self.partitions and not self.fast_scan:
+            msg = (
+                f"partitions={self.partitions} needs fast_scan=True (the partitioned scan is the "
+                "fast-scan kernel over a few lists); got fast_scan=False. Drop one of the two."
+            )
+            raise InvalidInputError(msg)
+        if nprobe is not None and not self.partitions:
+            msg = f"nprobe={nprobe!r} was given without partitions; set partitions > 0 or drop nprobe."
+            raise InvalidInputError(msg)
+        self._choose_nprobe = nprobe is None
+        self.nprobe = (
+            check_int(
+                nprobe,
+                "nprobe",
+                maximum=self.partitions,
+                fix=f"Probe between 1 and all {self.partitions} lists.",
+            )
+            if nprobe is not None
+            else None  # chosen by fit
+        )
 
     # -- size and training -------------------------------------------------------------------
     @property
@@ -160,12 +213,19 @@ class BinaryQuantizer(Quantizer):
 
     @property
     def min_train_size(self) -> int:
-        """64 vectors.
+        """64 vectors, or 39 per list with ``partitions``.
 
         The state is three per-dimension means; with 64 samples the standard error of a mean is
         an eighth of that dimension's spread, well below the spread that decides the bits.
+        k-means lists need points to settle (FAISS warns below 39 per centroid): until a store
+        has that many rows it searches exactly.
         """
-        return 64
+        return max(64, self.partitions * MIN_ROWS_PER_PARTITION)
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether the bit levels (and, with ``partitions``, the lists' centroids) are learned."""
+        return super().is_fitted and (not self.partitions or hasattr(self, "partition_centroids_"))
 
     def _fit(self, x: npt.NDArray[np.float32]) -> None:
         """Learn thresholds (per-dimension mean) and the two reconstruction levels per dimension."""
@@ -191,7 +251,12 @@ class BinaryQuantizer(Quantizer):
         self.thresholds_ = thresholds.astype(np.float32)
         self.low_ = low.astype(np.float32)
         self.high_ = high.astype(np.float32)
+        if self.partitions:
+            self.partition_centroids_ = train_partitions(x, self.partitions, self.metric)
+            if self._choose_nprobe:
+                self.nprobe = choose_nprobe(x, self.partition_centroids_, self.metric)
         self._fast_scans.clear()  # built from the old levels
+        self._ivf_scans.clear()
 
     # -- codes -------------------------------------------------------------------------------
     def _encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
@@ -203,6 +268,26 @@ class BinaryQuantizer(Quantizer):
         codes = np.zeros((x.shape[0], self.code_size), dtype=np.uint8)  # [n, code_size]
         codes[:, : self.bit_bytes] = packed
         return codes
+
+    @property
+    def partitioned(self) -> bool:
+        """With ``partitions``: rows get a list to store with their codes."""
+        return self.partitions > 0
+
+    def assign(self, x: npt.ArrayLike) -> npt.NDArray[np.uint16]:
+        """``uint16[n]``: the list of each vector of ``x`` (its nearest partition centroid).
+
+        Computed from the float vectors when rows are encoded and stored with their codes
+        (``StoredCodes.lists``), so searches never reassign.
+
+        Raises:
+            ConfigurationError: The quantizer has no partitions.
+        """
+        if not self.partitions:
+            msg = "assign() needs a BinaryQuantizer with partitions > 0; this one has none."
+            raise ConfigurationError(msg)
+        self._check_fitted()
+        return assign_partitions(self.partition_centroids_, self._check_vectors(x), self.metric)
 
     def _decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Reconstruct ``low_[j]`` or ``high_[j]`` per bit: the mean of the training values on that side."""
@@ -303,6 +388,9 @@ class BinaryQuantizer(Quantizer):
         """
         if not self.fast_scan:
             return self._search(queries, codes.row_major, k)
+        if self.partitions and codes.lists is not None:
+            scores, rows = self._partitioned(queries, codes, k)
+            return top_k(scores, k, rows)
         index = self._fast_scans.get(codes, self._build_fast_scan)
         return fast_scan_top_k(index, queries, k, lambda: self._search(queries, codes.row_major, k))
 
@@ -326,8 +414,29 @@ class BinaryQuantizer(Quantizer):
         """``_search_stored``'s rows in the kernel's order (``search_many`` re-ranks the pool)."""
         if not self.fast_scan:
             return self._search(queries, codes.row_major, k)
+        if self.partitions and codes.lists is not None:
+            return self._partitioned(queries, codes, k)
         index = self._fast_scans.get(codes, self._build_fast_scan)
         return fast_scan_candidates(index, queries, k, lambda: self._search(queries, codes.row_major, k))
+
+    def _partitioned(
+        self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Candidates from the ``nprobe`` best lists, in the kernel's order.
+
+        A query whose lists hold fewer than ``k`` rows is scanned again over every list (the
+        full pass, same kernel; the other queries of the batch keep their lists); if even that
+        leaves places empty (ties near ``k = n``), the two-stage exact path scores every row.
+        """
+        index = self._ivf_scans.get(codes, self._build_ivf)
+        nprobe = self.nprobe or default_nprobe(self.partitions)  # None only in a hand-made config
+        scores, rows = index.search(queries, k, nprobe)
+        short = (rows < 0).any(axis=1)
+        if short.any() and nprobe < self.partitions:
+            scores[short], rows[short] = index.search(queries[short], k, self.partitions)
+        if (rows < 0).any():
+            return self._search(queries, codes.row_major, k)
+        return scores, rows
 
     def _search(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
@@ -417,9 +526,22 @@ class BinaryQuantizer(Quantizer):
         return NibbleFastScan(codes, self.low_, self.high_, self.metric)
 
     def _joined_fast_scan(self, arrays: list[StoredCodes]) -> JoinedFastScan | None:
-        if not self.fast_scan:
-            return None
+        if not self.fast_scan or (self.partitions and any(a.lists is not None for a in arrays)):
+            return None  # partitioned segments are scanned list by list, each alone
         return self._fast_scans.get_joined(arrays, self._build_fast_scan)
+
+    def _build_ivf(self, codes: StoredCodes) -> IVFNibbleFastScan:
+        lists = codes.lists
+        assert lists is not None  # noqa: S101 - only codes with lists are searched by partition
+        if lists.shape != (codes.shape[0],) or (lists.size and int(lists.max()) >= self.partitions):
+            top = int(lists.max()) if lists.size else None
+            msg = (
+                f"Stored lists are {lists.dtype}{list(lists.shape)} with largest {top}, expected "
+                f"one list in [0, {self.partitions}) per code row ({codes.shape[0]}). Assign rows with "
+                "this quantizer's assign()."
+            )
+            raise InvalidInputError(msg)
+        return IVFNibbleFastScan(codes, lists, self.partition_centroids_, self.low_, self.high_, self.metric)
 
     # -- state -------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -429,8 +551,33 @@ class BinaryQuantizer(Quantizer):
             "hamming_factor": self.hamming_factor,
             "padded": self.padded,
             "fast_scan": self.fast_scan,
+            "partitions": self.partitions,
+            "nprobe": self.nprobe,
         }
+
+    def get_state(self) -> dict[str, npt.NDArray[Any]]:
+        """The bit levels, and with ``partitions`` the lists' centroids (``partition_centroids``)."""
+        state = super().get_state()
+        if self.partitions:
+            state["partition_centroids"] = self.partition_centroids_.copy()
+        return state
+
+    def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
+        """Restore ``get_state`` output; with ``partitions`` it must hold the lists' centroids.
+
+        Raises:
+            ConfigurationError: An array is missing, of another shape, or not finite.
+        """
+        centroids = None
+        if self.partitions:
+            shape = (self.partitions, self.dim)
+            centroids = state_array(state, "partition_centroids", shape, np.float32, type(self).__name__)
+        super().set_state(state)
+        if centroids is not None:
+            self.partition_centroids_ = centroids
+        return self
 
     def _restore(self, arrays: dict[str, npt.NDArray[np.float32]]) -> None:
         super()._restore(arrays)
         self._fast_scans.clear()  # built from the old levels
+        self._ivf_scans.clear()

@@ -125,7 +125,7 @@ class ProductQuantizer(Quantizer):
         self.seed = check_int(seed, "seed", minimum=0)
         self.dsub = math.ceil(dim / self.m)
         self._pq: Any = None  # faiss.ProductQuantizer holding centroids_
-        self._fast_scans = FastScanCache()  # 4-bit: per stored code array, see search(reuse=True)
+        self._fast_scans: FastScanCache[PQFastScan] = FastScanCache()  # 4-bit, see search(reuse=True)
 
     # -- size and training -------------------------------------------------------------------
     @property

@@ -66,6 +66,7 @@ from langchain_vq.storage.schema import (
     FALLBACK_TYPES,
     FORMAT_NAME,
     METADATA_PREFIX,
+    PARTITION_COLUMN,
     QUANTIZER_STATE_SCHEMA,
     SEGMENT_FORMAT_KEY,
     segment_schema,
@@ -353,13 +354,16 @@ class StoreDirectory:
 
             A format-2 fallback column may be of any of the ``FALLBACK_TYPES``.
             """
+            partitioned = codes is not None and found.get_field_index(PARTITION_COLUMN) >= 0
             if SEGMENT_FORMAT_KEY not in (found.metadata or {}):
-                return segment_schema(dim, codes)
+                return segment_schema(dim, codes, partitioned=partitioned)
             metadata_fields = [f for f in found if f.name.startswith(METADATA_PREFIX)]
             index = found.get_field_index(FALLBACK_METADATA)
             fallback = found.field(index).type if index >= 0 else None
             fallback = fallback if fallback is not None and fallback in FALLBACK_TYPES else None
-            return segment_schema(dim, codes, metadata_fields, entry.vectors, fallback_type=fallback)
+            return segment_schema(
+                dim, codes, metadata_fields, entry.vectors, fallback_type=fallback, partitioned=partitioned
+            )
 
         table = read_arrow_file(path, expected, entry.rows)
         check_segment_table(table, path)

@@ -14,6 +14,9 @@ A segment is one Arrow IPC file holding one record batch::
                                                    the ranges in the field's metadata); absent in
                                                    a codes-only store once its quantizer is fitted
     codes           fixed_size_binary[code_size]   present once the quantizer is fitted
+    partition       uint16                         each row's list, when the quantizer partitions
+                                                   rows (``BinaryQuantizer(partitions=...)``);
+                                                   absent in older segments (scanned in full)
 
 Format-2 segment files carry ``SEGMENT_FORMAT_KEY`` in their schema metadata.
 
@@ -64,6 +67,10 @@ def precision_of(field: pa.Field | None) -> str:
     return next((name for name, t in VECTOR_TYPES.items() if t == value_type), str(value_type))
 
 
+#: The column of each row's partition (inverted-file list), stored beside ``codes``.
+PARTITION_COLUMN = "partition"
+PARTITION_FIELD = pa.field(PARTITION_COLUMN, pa.uint16(), nullable=False)
+
 DELETIONS_SCHEMA = pa.schema([pa.field("row", pa.uint32(), nullable=False)])
 
 QUANTIZER_STATE_SCHEMA = pa.schema(
@@ -83,6 +90,8 @@ def segment_schema(
     precision: str = "float32",
     vector_metadata: dict[bytes, bytes] | None = None,
     fallback_type: pa.DataType | None = None,
+    *,
+    partitioned: bool = False,
 ) -> pa.Schema:
     """Schema of a segment with vectors of ``dim`` values and, if given, codes of ``code_size``.
 
@@ -90,7 +99,8 @@ def segment_schema(
     ``metadata`` column then holds only the fallback and may be null, of ``fallback_type``
     (``FALLBACK_TYPES``; string when not given). Without it: format 1, all metadata as one JSON
     object per row. ``precision`` is the ``vector`` column's (format 1 is
-    always float32); ``"none"`` leaves the column out.
+    always float32); ``"none"`` leaves the column out. ``partitioned`` (with codes): the rows'
+    ``partition`` column follows the codes.
     """
     typed = metadata_fields is not None
     fallback = fallback_type if typed and fallback_type is not None else pa.string()
@@ -104,4 +114,6 @@ def segment_schema(
         fields.append(vector_field(dim, precision, vector_metadata))
     if code_size is not None:
         fields.append(pa.field("codes", pa.binary(code_size), nullable=False))
+        if partitioned:
+            fields.append(PARTITION_FIELD)
     return pa.schema(fields, metadata={SEGMENT_FORMAT_KEY: b"2"} if typed else None)

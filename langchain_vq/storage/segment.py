@@ -26,12 +26,17 @@ from langchain_vq.storage.schema import (
     FALLBACK_METADATA,
     FALLBACK_TYPES,
     METADATA_PREFIX,
+    PARTITION_COLUMN,
+    PARTITION_FIELD,
     SEGMENT_FORMAT_KEY,
     VECTOR_TYPES,
     precision_of,
     segment_schema,
     vector_field,
 )
+
+#: Columns that belong to the codes: dropped, kept and re-encoded with them.
+_CODE_COLUMNS = ("codes", PARTITION_COLUMN)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -146,7 +151,16 @@ class Segment:
         flat = np.frombuffer(column.buffers()[1], dtype=np.uint8)
         view = flat[column.offset * size : (column.offset + len(column)) * size].reshape(-1, size)
         metadata = self.table.schema.field(index).metadata or {}
-        return StoredCodes(view, blocked=metadata.get(LAYOUT_KEY) == BLOCKED)
+        return StoredCodes(view, blocked=metadata.get(LAYOUT_KEY) == BLOCKED, lists=self.lists)
+
+    @property
+    def lists(self) -> npt.NDArray[np.uint16] | None:
+        """Each row's partition (a zero-copy view), or None when the segment has no such column."""
+        if PARTITION_COLUMN not in self.table.column_names:
+            return None
+        column = single_array(self.table.column(PARTITION_COLUMN))
+        flat = np.frombuffer(column.buffers()[1], dtype=np.uint16)
+        return flat[column.offset : column.offset + len(column)]
 
     @property
     def codes(self) -> npt.NDArray[np.uint8] | None:
@@ -252,24 +266,31 @@ class Segment:
             msg = f"Store file {where} cannot be read ({exc}); the file is damaged (run verify())."
             raise CorruptStoreError(msg, self.path) from exc
 
-    def with_codes(self, codes: npt.NDArray[np.uint8] | None) -> Segment:
-        """A new in-memory segment with the same rows and new (or no) codes."""
-        table = self.table.drop_columns([c for c in ("codes",) if c in self.table.column_names])
+    def with_codes(
+        self, codes: npt.NDArray[np.uint8] | None, lists: npt.NDArray[np.uint16] | None = None
+    ) -> Segment:
+        """A new in-memory segment with the same rows and new (or no) codes, and their lists if given."""
+        table = self.table.drop_columns([c for c in _CODE_COLUMNS if c in self.table.column_names])
         if codes is not None:
             table = table.append_column(
                 pa.field("codes", pa.binary(codes.shape[1]), nullable=False), _codes_array(codes)
             )
+            if lists is not None:
+                table = table.append_column(PARTITION_FIELD, _lists_array(lists))
         return Segment(self.name, table)
 
     def with_vectors(
         self, vectors: npt.NDArray[Any] | None, vector_metadata: dict[bytes, bytes] | None = None
     ) -> Segment:
         """A new in-memory segment with the same rows and these stored vectors (None: none)."""
-        table = self.table.drop_columns([c for c in ("vector", "codes") if c in self.table.column_names])
+        table = self.table.drop_columns(
+            [c for c in ("vector", *_CODE_COLUMNS) if c in self.table.column_names]
+        )
         if vectors is not None:
             table = table.append_column(_vector_field(vectors, vector_metadata), _vector_array(vectors))
-        if "codes" in self.table.column_names:
-            table = table.append_column(self.table.schema.field("codes"), self.table.column("codes"))
+        for name in _CODE_COLUMNS:  # codes, then their lists, as they were
+            if name in self.table.column_names:
+                table = table.append_column(self.table.schema.field(name), self.table.column(name))
         return Segment(self.name, table)
 
 
@@ -303,13 +324,14 @@ def build_segment(
     codes: npt.NDArray[np.uint8] | None,
     *,
     vector_metadata: dict[bytes, bytes] | None = None,
+    lists: npt.NDArray[np.uint16] | None = None,
 ) -> Segment:
     """Build an in-memory segment from validated columns.
 
     Metadata given as JSON text makes a format-1 segment; given as dicts, a format-2 segment
     with one typed column per key (``storage.metadata``). ``vectors`` are stored as given:
     float32, float16, or uint8 int8 levels (whose ranges ``vector_metadata`` carries); None
-    makes a codes-only segment.
+    makes a codes-only segment. ``lists`` (with ``codes``): each row's partition.
     """
     n = len(ids)
     metadata_fields: list[pa.Field] | None = None
@@ -340,7 +362,10 @@ def build_segment(
         columns.append(_codes_array(codes))
     batch = pa.RecordBatch.from_arrays(columns, schema=schema)
     assert batch.num_rows == n  # noqa: S101 - internal invariant, inputs are validated upstream
-    return Segment(name, pa.Table.from_batches([batch]))
+    segment = Segment(name, pa.Table.from_batches([batch]))
+    if codes is not None and lists is not None:
+        segment = Segment(name, segment.table.append_column(PARTITION_FIELD, _lists_array(lists)))
+    return segment
 
 
 def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -> Segment:
@@ -352,20 +377,24 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
     (format-1 parts, or keys typed differently) the metadata is read back and encoded again, so a
     merge also upgrades format-1 rows and re-types keys across the merged rows. Stored vectors
     are concatenated, so the parts must store them alike (one precision, one set of int8 ranges).
+    Rows' partitions are carried when every part has them, else dropped (the merged segment is
+    then scanned in full).
     """
     fields = {str(p.vector_field) + repr(p.vector_field.metadata if p.vector_field else None) for p in parts}
     if len(fields) > 1:
         msg = f"Cannot merge segments whose vectors are stored differently: {sorted(fields)}."
         raise ValueError(msg)
-    tables = [p.table.drop_columns([c for c in ("codes",) if c in p.table.column_names]) if not codes
-              else p.row_major_table() for p in parts]  # fmt: skip
+    with_lists = codes and all(PARTITION_COLUMN in p.table.column_names for p in parts)
+    dropped = _CODE_COLUMNS if not codes else () if with_lists else (PARTITION_COLUMN,)
+    tables = [(p.table if not codes else p.row_major_table()) for p in parts]
+    tables = [t.drop_columns([c for c in dropped if c in t.column_names]) for t in tables]
     types = _merged_types(tables) if all(p.typed_metadata is not None for p in parts) else None
     if types is not None:
         # Keys missing from some parts become nulls (absent), in the column order a reader expects.
         tables = [_cast_columns(t, types) for t in tables]
         merged = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
         keys = list(dict.fromkeys(n for t in tables for n in t.column_names if n.startswith(METADATA_PREFIX)))
-        fixed = [c for c in ("vector", "codes") if c in merged.column_names]
+        fixed = [c for c in ("vector", *_CODE_COLUMNS) if c in merged.column_names]
         merged = _narrowed_metadata(merged.select(["id", "text", *keys, FALLBACK_METADATA, *fixed]), keys)
         if "vector" in fixed:  # keep the vector field's own metadata (int8 ranges)
             index = merged.schema.get_field_index("vector")
@@ -381,6 +410,9 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
         np.concatenate([p.vectors for p in parts]) if first is not None else None,
         np.concatenate(stacked) if stacked else None,  # type: ignore[arg-type]
         vector_metadata=None if first is None else first.metadata,
+        lists=np.concatenate([p.lists for p in parts if p.lists is not None])
+        if stacked and with_lists
+        else None,
     )
 
 
@@ -451,6 +483,11 @@ def _vector_array(vectors: npt.NDArray[Any]) -> pa.Array:
     arrow_type = VECTOR_TYPES[_precision_of_dtype(vectors.dtype)]
     values = pa.Array.from_buffers(arrow_type, vectors.size, [None, pa.py_buffer(vectors)])
     return pa.FixedSizeListArray.from_arrays(values, type=_vector_field(vectors, None).type)
+
+
+def _lists_array(lists: npt.NDArray[np.uint16]) -> pa.Array:
+    lists = np.ascontiguousarray(lists, dtype=np.uint16)
+    return pa.Array.from_buffers(pa.uint16(), lists.shape[0], [None, pa.py_buffer(lists)])
 
 
 def _codes_array(codes: npt.NDArray[np.uint8]) -> pa.Array:
