@@ -38,9 +38,9 @@ embeddings) that orders like the inner product. Two ways to compute it:
   at 1M synthetic rows); the price is the RAM copy, on top of the memory-mapped files, and its
   packing on a segment's first search.
   Codes searched once (a filter's subset of rows) take two stages, unless the Hamming stage
-  would keep a quarter of them or more: then packing a throwaway copy for the kernel is cheaper
-  than the re-rank (at 10k rows and 1,120 candidates, 1.4 against 6.4 ms). Stores saved before
-  the option existed reopen with two stages.
+  would keep half of them or more: then packing a throwaway copy for the kernel is cheaper
+  than the re-rank (at 10k rows and 1,120 candidates, 1.75 against 2.93 ms). Stores saved
+  before the option existed reopen with two stages.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ _MC_MIN_K = 128
 _MC_BLOCK_BYTES = 256 << 20
 #: Codes searched once take the fast-scan kernel (with ``fast_scan``) when they have at most this
 #: many rows per Hamming candidate (``_search_once``).
-_ONCE_FAST_SCAN_ROWS_PER_CANDIDATE = 4
+_ONCE_FAST_SCAN_ROWS_PER_CANDIDATE = 2
 #: Code sizes with a specialized FAISS Hamming kernel; other sizes run a generic loop, 2x slower.
 _FAST_CODE_SIZES = (4, 8, 16, 20, 32, 64)
 #: ``float32[256, 8]``: the bits of each byte value, most significant first (``np.packbits`` order).
@@ -399,9 +399,10 @@ class BinaryQuantizer(Quantizer):
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Two stages; with ``fast_scan``, the kernel on a packed copy if Hamming would keep many rows.
 
-        Packing costs about 0.1 us per row and re-ranking a Hamming candidate about 0.5 us, so
-        once the Hamming stage keeps a quarter of the rows or more, packing them all is cheaper
-        (``benchmarks/measure_subset_scan.py``).
+        Packing costs about 0.1 us per row and re-ranking a Hamming candidate about 0.25 us, so
+        once the Hamming stage keeps half of the rows or more, packing them all is cheaper: 10k
+        rows and 1,120 candidates, 1.75 against 2.93 ms; even at 2.6 rows per candidate
+        (``benchmarks/measure_subset_scan.py``, ``results/subset_scan.json``).
         """
         if self.fast_scan and codes.shape[0] <= _ONCE_FAST_SCAN_ROWS_PER_CANDIDATE * k * self.hamming_factor:
             index = self._build_fast_scan(codes)

@@ -55,9 +55,10 @@ def huge_pages(array: npt.NDArray[np.generic]) -> None:
     """Ask for transparent huge pages behind ``array``, a fresh buffer not yet written.
 
     The whole 2 MB pages inside it are faulted in 2 MB at a time on first write. Copying 1M
-    blocked codes (48 MB) into a new FAISS buffer: 36 ms with 4 KB pages, 8.9 ms with huge pages
-    on a quiet machine; at load 3.3, 43 against 7.5 ms (median of 9; worst 53 against 34 ms;
-    ``benchmarks/measure_code_blocks.py``). Ignored where the kernel has no huge pages.
+    blocked codes (48 MB) into a new FAISS buffer: 34.6 ms with 4 KB pages, 8.2 ms with huge
+    pages (worst of 7: 39.9 against 10.9 ms; ``benchmarks/measure_code_blocks.py``); in an
+    ad-hoc run at load 3.3, 43 against 7.5 ms (worst of 9: 53 against 34 ms). Ignored where the
+    kernel has no huge pages.
     """
     if array.nbytes >= 2 * _HUGE_PAGE:
         _madvise(array.ctypes.data, array.nbytes, MADV_HUGEPAGE)
