@@ -1,4 +1,14 @@
-"""langchain_vq: a LangChain vector store with quantized codes in RAM and float vectors on disk."""
+"""langchain_vq: a LangChain vector store with quantized codes in RAM and float vectors on disk.
+
+The LangChain classes are imported on first use: a process that only needs the storage layer
+(a Ray build worker, a shard actor) does not pay for ``langchain_core`` (about 2 s of CPU per
+process; docs/architecture.md, "Distributed build").
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from langchain_vq.errors import (
     CommitConflictError,
@@ -16,9 +26,26 @@ from langchain_vq.errors import (
     UnsupportedFormatError,
     VQError,
 )
-from langchain_vq.retriever import VQRetriever
-from langchain_vq.self_query import VQTranslator
-from langchain_vq.vectorstore import VQVectorStore
+
+if TYPE_CHECKING:
+    from langchain_vq.retriever import VQRetriever
+    from langchain_vq.self_query import VQTranslator
+    from langchain_vq.vectorstore import VQVectorStore
+
+_LAZY = {
+    "VQRetriever": "langchain_vq.retriever",
+    "VQTranslator": "langchain_vq.self_query",
+    "VQVectorStore": "langchain_vq.vectorstore",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the LangChain classes on first use."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
 
 __all__ = [
     "CommitConflictError",
