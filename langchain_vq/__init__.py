@@ -7,9 +7,9 @@ process; docs/architecture.md, "Distributed build").
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from langchain_vq._lazy import lazy_attributes
 from langchain_vq.errors import (
     CommitConflictError,
     ConfigurationError,
@@ -39,12 +39,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the LangChain classes on first use."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_attributes(__name__, _LAZY)  # imports on first use
 
 
 __all__ = [
