@@ -41,7 +41,8 @@ up (they use little CPU). It is an estimate; the wall-clock ``scaling_2_workers`
 measurement, meaningful on a quiet machine.
 
 Run: ``python benchmarks/bench_ray.py`` (about 10 min on a quiet machine) -> ``results/bench_ray.json``; quick look:
-``--chunks 256 --rows 20000 --queries 200 --repeats 1 --out /tmp/bench_ray.json``.
+``--chunks 256 --rows 20000 --queries 200 --repeats 1 --out /tmp/bench_ray.json``; ``--parts build``
+or ``--parts search`` runs one part only (no estimate).
 """
 
 from __future__ import annotations
@@ -323,6 +324,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument(
+        "--parts", choices=["all", "build", "search"], default="all",
+        help="run only the build or the search part (a quick look; the estimate needs both)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_ray.json")
     args = parser.parse_args()
 
@@ -337,23 +342,26 @@ def main() -> None:
         record = run_record(args.rows, 384, args.queries, 10, chunks=args.chunks, chunk_size=args.chunk_size,
                             train_sample=args.train_sample, batch_size=args.batch_size, repeats=args.repeats,
                             ray=ray.__version__, ray_worker_niceness=os.environ[NICENESS])  # fmt: skip
-        rows = chunks(args.chunks, args.chunk_size)
-        from langchain_vq.embeddings import SentenceTransformerEmbeddings
+        if args.parts in ("all", "build"):
+            rows = chunks(args.chunks, args.chunk_size)
+            from langchain_vq.embeddings import SentenceTransformerEmbeddings
 
-        SentenceTransformerEmbeddings(cache_dir=cache).embed_query("export the model once, before timing")
-        build, runs = build_part(rows, args, cache)
-        search = search_part(args)
-        print(json.dumps(search, indent=1))
-        record.update(
-            {"build": build, "build_runs": runs, "search": search, "estimate": estimate(build, search)}
-        )
+            SentenceTransformerEmbeddings(cache_dir=cache).embed_query("export the model once, before timing")
+            build, runs = build_part(rows, args, cache)
+            record.update({"build": build, "build_runs": runs})
+        if args.parts in ("all", "search"):
+            search = search_part(args)
+            print(json.dumps(search, indent=1))
+            record["search"] = search
+        if args.parts == "all":
+            record["estimate"] = estimate(record["build"], record["search"])
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps(record["estimate"], indent=1))
+    print(json.dumps(record.get("estimate", {}), indent=1))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ Ray is imported when one of these names is first used; without it they raise
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from langchain_vq._lazy import lazy_attributes
 from langchain_vq.ray._common import require_ray, shard_of
 
 _LAZY = {
@@ -28,12 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the Ray-backed modules on first use."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_attributes(__name__, _LAZY)  # imports on first use
 
 
 __all__ = ["require_ray", "shard_of", *_LAZY]  # noqa: PLE0604
