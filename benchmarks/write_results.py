@@ -470,6 +470,55 @@ def subset_scan(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def default_recall(data: dict[str, Any]) -> list[str]:
+    """The calibrating default against a fixed multiplier: ingest time and recall after every add."""
+    cfg, runs = data["config"], data["runs"]
+    lines = [
+        f"{cfg['n']:,} x {cfg['dim']} synthetic vectors added by {cfg['batch']:,}, one thread, "
+        f"{cfg['queries']} held-out queries (`measure_default_recall.py`).",
+        "",
+        "| build | ingest s | multiplier at the end | recall@10 at the end |",
+        "|---|---:|---:|---:|",
+    ]
+    lines.extend(
+        f"| {name} | {run['ingest_s']:.1f} | {run['multiplier']} | {run['recall_at_10']:.4f} |"
+        for name, run in runs.items()
+    )
+    lines += ["", f"Ingest with calibration: {data['ingest_ratio']:.2f}x the fixed multiplier's."]
+    after = next((run["after_each_add"] for run in runs.values() if "after_each_add" in run), None)
+    if after:
+        lines += [
+            "",
+            "Recall@10 of the calibrated store after every add:",
+            "",
+            "| rows | multiplier | recall@10 |",
+            "|---:|---:|---:|",
+        ]
+        lines.extend(f"| {a['rows']:,} | {a['multiplier']} | {a['recall_at_10']:.4f} |" for a in after)
+    return lines
+
+
+def ivf(data: dict[str, Any]) -> list[str]:
+    """The opt-in partitioned first stage against the full fast scan and IndexFlatIP."""
+    cfg, build = data["config"], data["build"]
+    lines = [
+        f"{cfg['n']:,} x {cfg['dim']} synthetic vectors, binary, {cfg['partitions']} lists, one thread, "
+        f"{cfg['queries']} queries (`measure_ivf.py`); the smallest multiplier reaching recall@10 0.99 "
+        f"per setting. Add: {build['add_partitioned_s']:.1f} s partitioned against "
+        f"{build['add_full_s']:.1f} s ({build['add_ratio']:.2f}x); nprobe chosen at training: "
+        f"{data['chosen_nprobe']}.",
+        "",
+        "| setting | multiplier | recall@10 | p50 ms | vs IndexFlatIP |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines.extend(
+        f"| {name} | {r['rescore_multiplier']} | {r['recall_at_10']:.4f} | {r['p50_ms']:.2f} | "
+        f"{r['speedup_vs_flat']:.1f}x |"
+        for name, r in data["smallest_multiplier_reaching_target"].items()
+    )
+    return lines
+
+
 def disk(data: dict[str, Any]) -> list[str]:
     """Disk per rescoring precision and row shape, as a ratio to the raw float32 vectors."""
     shapes = list(data["shapes"])
@@ -582,6 +631,9 @@ def results_page() -> str:
         ("The same, two-stage binary", "store_overhead_two_stage.json", store_overhead),
         ("Filters, format 1 against format 2 (`measure_filters.py`)", "filters.json", filters),
         ("A filter's rows: two stages or the kernel (`measure_subset_scan.py`)", "subset_scan.json", subset_scan),
+        ("Default recall and ingest with calibration (`measure_default_recall.py`)", "default_recall.json",
+         default_recall),
+        ("Partitioned first stage, opt-in (`measure_ivf.py`)", "ivf.json", ivf),
         ("Disk per rescoring precision (`measure_disk.py`)", "disk.json", disk),
         ("Durability", "durability.json", durability),
     ):  # fmt: skip
