@@ -190,6 +190,11 @@ def _ray_sentence(data: dict[str, Any]) -> str:
             if "cpu_efficiency_2_workers" in data["estimate"]
             else ""
         )
+        + (
+            f"; each configuration's runs: {_rates(one)} and {_rates(two)} rows/s, the lower one counted"
+            if len(one.get("rows_per_s_all", [])) > 1
+            else ""
+        )
         + f"); a query over {search['shards']} shards of "
         f"{search['rows']:,} rows took {search['sharded']['p50_ms']:.2f} ms p50 against "
         f"{search['one_store']['p50_ms']:.2f} ms for one store ({search['fanout_overhead_p50_ms']:.2f} ms "
@@ -201,6 +206,10 @@ def _ray_sentence(data: dict[str, Any]) -> str:
         )
         + ")."
     )
+
+
+def _rates(run: dict[str, Any]) -> str:
+    return " / ".join(f"{rate:.1f}" for rate in run["rows_per_s_all"])
 
 
 def _embeddings_sentence(data: dict[str, Any]) -> str:
