@@ -158,9 +158,8 @@ def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
         if peers["date"] < search["date"]:
             lines += [
                 "",
-                f"**The table above is from the peers run of {peers['date'][:10]}, before the defaults "
-                "changed** (calibrated `rescore_multiplier`, binary fast scan, 4-bit PQ, float16 "
-                f"rescoring vectors); rerun `bench_peers.py` to refresh it. The default store of "
+                f"**The table above is from the peers run of {peers['date'][:10]}**, older than the "
+                "store's latest changes; rerun `bench_peers.py` to refresh it. The default store of "
                 f"{search['date'][:10]} (`bench_search.py`, {search['config']['n']:,} rows built by "
                 f"ten adds, same kind of data, {search['hardware']['cpu_model']}): "
                 + _default_sentence(search),
