@@ -286,11 +286,17 @@ class JoinedFastScan:
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
         """Candidates holding the best ``k`` kept rows: ``(scores, array indices, rows)``, any order.
 
-        Rows a mask hides and padding rows have score ``-inf``. ``None`` when the kernel left
-        places empty (see :func:`fast_scan_top_k`): the caller searches the arrays one by one.
+        Rows a mask hides and padding rows have score ``-inf``. Masks that hide few rows (up to
+        ``k``, deletions) are covered by fetching that many more; masks that hide more (a dense
+        filter) by fetching the expected need with a 1.5x margin, as a segment's own scan does
+        (``search.engine._code_candidates``). ``None`` when a query is left short of ``k`` kept
+        rows, or the kernel left places empty (see :func:`fast_scan_top_k`): the caller then
+        searches the arrays one by one.
         """
         hidden = sum(m.size - int(np.count_nonzero(m)) for m in masks if m is not None)
-        fetch = min(max(k + hidden + self.padding, _HEAP_MAX_K + 1), self.rows)
+        real = self.rows - self.padding
+        extra = hidden if hidden <= k else min(hidden, int(1.5 * k * real / max(real - hidden, 1)))
+        fetch = min(max(k + extra + self.padding, _HEAP_MAX_K + 1), self.rows)
         scores, ids = self.index.search(queries, fetch)
         if (ids < 0).any():
             return None
@@ -303,6 +309,8 @@ class JoinedFastScan:
                 at = np.flatnonzero(flat_arrays == index)
                 at = at[flat_keep[at]]
                 flat_keep[at] = mask[flat_rows[at]]
+        if hidden > k and bool((keep.sum(axis=1) < min(k, real - hidden)).any()):
+            return None  # the expected over-fetch fell short for some query
         scores = np.where(keep, scores, np.float32(-np.inf)).astype(np.float32, copy=False)
         return scores, arrays, rows
 

@@ -280,6 +280,26 @@ class Quantizer(ABC):
             keys.append(pool_keys(index, rows))
         return pooled_top_k(np.concatenate(scores, axis=1), np.concatenate(keys, axis=1), k)
 
+    def joined_candidates(
+        self,
+        queries: npt.NDArray[np.float32],
+        arrays: Sequence[StoredCodes],
+        k: int,
+        masks: Sequence[npt.NDArray[np.bool_] | None],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+        """The best ``k`` kept rows of all ``arrays`` from their joined index, or None.
+
+        For a dense filter over a store's segments: the same joined index as unfiltered queries
+        (kept, not rebuilt), over-fetching for the rows the masks hide. ``(scores, array
+        indices, rows)`` as :meth:`search_many`; None when this quantizer has no joined index
+        or the over-fetch fell short (the caller searches each array alone).
+        """
+        joined = self._joined_fast_scan(list(arrays)) if len(arrays) > 1 else None
+        found = None if joined is None else joined.candidates(queries, k, masks)
+        if found is None:
+            return None
+        return pooled_top_k(found[0], pool_keys(found[1], found[2]), k)
+
     def _joined_fast_scan(self, arrays: list[StoredCodes]) -> JoinedFastScan | None:  # noqa: ARG002
         """One fast-scan index over ``arrays``, kept while they live; None: no fast scan."""
         return None

@@ -139,6 +139,7 @@ def search_segments(
     parts: list[Hits] = []
     pooled: list[Hits] = []  # code-scan candidates, scored by the quantizer
     together: list[tuple[int, StoredCodes, npt.NDArray[np.bool_] | None]] = []
+    filtered: list[tuple[int, StoredCodes, npt.NDArray[np.bool_]]] = []  # masks hiding many rows
     with _faiss_threads(1 if n_queries == 1 else None):
         for index, view in enumerate(views):
             mask = view.live_mask
@@ -156,8 +157,12 @@ def search_segments(
             elif mask is None or segment.rows - live <= n_candidates:
                 together.append((index, codes, mask))  # hides few rows: one scan for all
             else:
-                scores, rows = _code_candidates(quantizer, codes, queries, n_candidates, mask)
-                pooled.append(Hits(scores, np.full_like(rows, index), rows))
+                filtered.append((index, codes, mask))
+        if filtered or (masks is not None and together):  # a filter: its segments vary
+            assert quantizer is not None  # noqa: S101 - only segments with codes are gathered
+            found, joined = _filtered_candidates(quantizer, views, together, filtered, queries, n_candidates)
+            pooled += found
+            together = [] if joined else together
         if together:
             assert quantizer is not None  # noqa: S101 - only segments with codes are gathered
             # One call for all these segments: the query is prepared once and a candidate stage
@@ -179,6 +184,49 @@ def search_segments(
     if not parts:
         return Hits.empty(n_queries, k)
     return _merge(parts, k) if len(parts) > 1 else _padded(parts[0], k)
+
+
+def _filtered_candidates(
+    quantizer: Quantizer,
+    views: list[SegmentView],
+    together: list[tuple[int, StoredCodes, npt.NDArray[np.bool_] | None]],
+    filtered: list[tuple[int, StoredCodes, npt.NDArray[np.bool_]]],
+    queries: npt.NDArray[np.float32],
+    n: int,
+) -> tuple[list[Hits], bool]:
+    """Candidates of the segments a filter scans; True if ``together``'s came too.
+
+    ``together`` are the segments it hides few rows of, ``filtered`` those it hides many of;
+    when the first value is False the caller searches ``together`` itself.
+
+    A dense filter (keeping at least 1/4 of the rows of all segments with codes) is served by
+    the joined index unfiltered queries keep, over all those segments, over-fetching for the
+    hidden rows: a filter neither builds a second copy of the codes nor scans segment by
+    segment. Otherwise, or when the over-fetch falls short, each segment on its own
+    (:func:`_code_candidates`).
+    """
+    masks = {index: mask for index, _, mask in [*together, *filtered]}
+    # Every segment with codes, in order: the joined index's set. Segments the filter empties, or
+    # leaves so few rows that they are scanned exactly, take part with nothing kept.
+    scanned = [
+        (index, codes, masks.get(index, np.zeros(codes.shape[0], dtype=bool)))
+        for index, codes in ((i, v.segment.stored_codes) for i, v in enumerate(views))
+        if codes is not None
+    ]
+    total = sum(codes.shape[0] for _, codes, _ in scanned)
+    kept = sum(codes.shape[0] if mask is None else int(np.count_nonzero(mask)) for _, codes, mask in scanned)
+    if len(scanned) > 1 and kept * _DENSE_MASK_FRACTION >= total:
+        found = quantizer.joined_candidates(queries, [t[1] for t in scanned], n, [t[2] for t in scanned])
+        if found is not None:
+            scores, arrays, found_rows = found
+            indices = np.array([t[0] for t in scanned], dtype=np.int64)
+            segments = np.where(arrays >= 0, indices[np.maximum(arrays, 0)], -1)
+            return [Hits(scores, segments, found_rows)], True
+    parts = []
+    for index, codes, mask in filtered:
+        scores, rows = _code_candidates(quantizer, codes, queries, n, mask)
+        parts.append(Hits(scores, np.full_like(rows, index), rows))
+    return parts, False
 
 
 def _rescore(

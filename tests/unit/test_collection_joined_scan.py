@@ -112,15 +112,28 @@ def test_deletes_give_the_same_answers(tmp_path: Path, monkeypatch: pytest.Monke
     for name, policy in (("several", NEVER), ("one", ALWAYS)):
         monkeypatch.setattr(collection_module, "MERGE_POLICY", policy)
         built[name] = collection = _build(tmp_path / name, config, x)
-        # A few rows of each segment (joined, over-fetched), and many of the third (searched alone,
-        # keeping more live rows than candidates: fewer are scanned exactly, with BLAS).
+        # A few rows of each segment (joined, over-fetched), and many of the third (still most of
+        # it kept: a dense mask, over-fetched from the same joined index by its expected need).
         gone = [f"r{i}" for i in range(0, sum(BATCHES), 97)] + [f"r{i}" for i in range(1033, 1250)]
         collection.delete(gone)
     several, one = built["several"], built["one"]
     assert len(several.snapshot.views) == len(BATCHES)
     for multiplier in (1, 4, 20):
         _assert_same(several, one, QUERIES, rescore_multiplier=multiplier)
-    # One joined index over the four segments with few deletions, one of its own for the third.
-    assert len(several.snapshot.quantizer._fast_scans) == 2
+    # One joined index over all five segments: the third's many deletions leave a dense mask.
+    assert len(several.snapshot.quantizer._fast_scans) == 1
     found = {r.id for rows in several.search(QUERIES, 50, rescore_multiplier=4) for r in rows}
     assert not found & {f"r{i}" for i in range(1033, 1250)}
+
+
+@pytest.mark.parametrize("spec", [{"i": {"$gte": 150}}, {"batch": {"$ne": 3}}])
+def test_a_dense_filter_reads_the_joined_index_of_unfiltered_queries(stores, spec: dict) -> None:
+    """Part of one segment hidden, or a whole segment: no second copy of the codes."""
+    several, one = stores
+    several.search(QUERIES, 10)  # builds the joined index
+    cache = several.snapshot.quantizer._fast_scans
+    before = len(cache)
+    where = compile_filter(spec)
+    for multiplier in (1, 8):
+        _assert_same(several, one, QUERIES, rescore_multiplier=multiplier, filter=where)
+    assert len(cache) == before  # no per-segment index was built for the filter

@@ -134,3 +134,28 @@ def test_joined_capacity_keeps_the_most_recently_used_sets() -> None:
     single = cache.get(arrays[0], quantizer._build_fast_scan)  # per-array entries are not bounded
     assert cache.get(arrays[0], quantizer._build_fast_scan) is single
     assert len(cache) == 3
+
+
+@pytest.mark.parametrize("name", ["binary", "pq4"])
+def test_dense_masks_are_over_fetched_and_a_short_fetch_gives_none(name: str) -> None:
+    _, quantizer, codes = _setup(name)
+    arrays = _arrays(quantizer, codes)
+    queries = clustered_vectors(4, DIM, seed=13)
+    # Every other row kept: a dense filter; the joined index answers as the arrays one by one.
+    masks = [np.arange(a.shape[0]) % 2 == 0 for a in arrays]
+    got = quantizer.joined_candidates(queries, arrays, 10, masks)
+    assert got is not None
+    kept = [StoredCodes(a.row_major[m]) for a, m in zip(arrays, masks, strict=True)]
+    want = quantizer.search_many(queries, kept, 10)
+    kept_rows = [np.flatnonzero(m) for m in masks]
+    mapped = [[(a, int(kept_rows[a][r])) for a, r in row] for row in _pairs(want[1], want[2])]
+    assert _pairs(got[1], got[2]) == mapped
+    np.testing.assert_array_equal(got[0], want[0])
+    # Hiding the query's best rows defeats the expected over-fetch: None, never too few rows.
+    scores = quantizer.score(queries[:1], codes)[0]
+    best = set(np.argsort(-scores, kind="stable")[:300].tolist())
+    start, masks = 0, []
+    for array in arrays:
+        masks.append(np.array([start + r not in best for r in range(array.shape[0])]))
+        start += array.shape[0]
+    assert quantizer.joined_candidates(queries[:1], arrays, 10, masks) is None
