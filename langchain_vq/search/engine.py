@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 Similarity = Literal["ip", "l2"]
 #: Rows an exact scan decodes and scores at a time: 16k x 384 float32 is 25 MB, reused from
-#: the allocator; 64k-row blocks (100 MB, fresh pages each) cost 20-30% more CPU (150 queries
-#: over 300k float16 rows: 1.0-1.2 against 1.4-1.8 s).
+#: the allocator; 64k-row blocks (100 MB, fresh pages each) cost 18% more CPU (150 queries over
+#: 300k float16 rows: 1.17 against 0.99 s; ``benchmarks/measure_hot_paths.py``).
 _EXACT_CHUNK_ROWS = 1 << 14
 #: A mask keeping at least 1 in this many rows is served by over-fetching from a full code scan.
 _DENSE_MASK_FRACTION = 4
@@ -168,7 +168,8 @@ def search_segments(
             # One call for all these segments: the query is prepared once and a candidate stage
             # is pooled across them (a store of ten segments paid ten Hamming re-ranks). Without
             # a filter the same segments come back on every query: fast scan keeps one index
-            # over all of them (a filter's segments vary, so they are searched one by one).
+            # over all of them (a filter's segments reach it through _filtered_candidates, which
+            # joins every segment with codes; here only when that fell back).
             indices = np.array([t[0] for t in together], dtype=np.int64)
             scores, arrays, rows = quantizer.search_many(
                 queries,
@@ -208,11 +209,12 @@ def _filtered_candidates(
     masks = {index: mask for index, _, mask in [*together, *filtered]}
     # Every segment with codes, in order: the joined index's set. Segments the filter empties, or
     # leaves so few rows that they are scanned exactly, take part with nothing kept.
-    scanned = [
-        (index, codes, masks.get(index, np.zeros(codes.shape[0], dtype=bool)))
-        for index, codes in ((i, v.segment.stored_codes) for i, v in enumerate(views))
-        if codes is not None
-    ]
+    scanned = []
+    for index, view in enumerate(views):
+        codes = view.segment.stored_codes
+        if codes is not None:
+            mask = masks[index] if index in masks else np.zeros(codes.shape[0], dtype=bool)
+            scanned.append((index, codes, mask))
     total = sum(codes.shape[0] for _, codes, _ in scanned)
     kept = sum(codes.shape[0] if mask is None else int(np.count_nonzero(mask)) for _, codes, mask in scanned)
     if len(scanned) > 1 and kept * _DENSE_MASK_FRACTION >= total:
@@ -416,9 +418,14 @@ def _padded(part: Hits, k: int) -> Hits:
     """
     rows = np.where(np.isfinite(part.scores), part.rows, -1)
     out = Hits(part.scores.astype(np.float32, copy=False), np.where(rows >= 0, part.segments, -1), rows)
+    return _pad(out, k)
+
+
+def _pad(out: Hits, k: int) -> Hits:
+    """``out`` with empty places appended up to ``k`` columns."""
     if out.scores.shape[1] >= k:
         return out
-    pad = Hits.empty(rows.shape[0], k - out.scores.shape[1])
+    pad = Hits.empty(out.scores.shape[0], k - out.scores.shape[1])
     return Hits(
         np.concatenate([out.scores, pad.scores], axis=1),
         np.concatenate([out.segments, pad.segments], axis=1),
@@ -438,11 +445,4 @@ def _merge(parts: list[Hits], k: int) -> Hits:
         np.take_along_axis(rows, top, axis=1),
     )
     out.segments[out.rows < 0] = -1
-    if out.scores.shape[1] < k:
-        pad = Hits.empty(scores.shape[0], k - out.scores.shape[1])
-        out = Hits(
-            np.concatenate([out.scores, pad.scores], axis=1),
-            np.concatenate([out.segments, pad.segments], axis=1),
-            np.concatenate([out.rows, pad.rows], axis=1),
-        )
-    return out
+    return _pad(out, k)

@@ -183,7 +183,8 @@ def _value_types_unguarded(
                 _check_unicode(key, f"metadatas[{row}] key {key!r}")
                 by_row = kinds.setdefault(key, {})
             # Plain scalars by their exact type first: the same answers as arrow_type, which
-            # costs a formatted location string per value (a third of an add's metadata time).
+            # formats a location string per value (both passes over 100k rows of two plain
+            # keys: 0.21 s CPU, benchmarks/measure_hot_paths.py).
             kind = _plain_type(value)
             by_row[row] = kind if kind is not _NOT_PLAIN else arrow_type(value, f"metadatas[{row}][{key!r}]")
     return kinds
