@@ -527,6 +527,29 @@ def ivf(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def hot_paths(data: dict[str, Any]) -> list[str]:
+    """Small search and ingest costs, side by side (CPU)."""
+    decode, scan, meta = (
+        data["float16_decode_cpu"],
+        data["exact_scan_cpu_s"],
+        data["metadata_100k_rows_cpu_s"],
+    )
+    return [
+        "One thread, CPU time, side by side in one run (`measure_hot_paths.py`).",
+        "",
+        "| cost | before | now |",
+        "|---|---:|---:|",
+        *(
+            f"| float16 decode, {label.replace('_', ' ')} rows | {d['numpy_cast_ms']:.2f} ms (numpy) | "
+            f"{d['faiss_f16c_ms']:.2f} ms (FAISS F16C) |"
+            for label, d in decode.items()
+        ),
+        f"| exact scan, 150 queries x {data['config']['n']:,} float16 rows | {scan['65536']:.2f} s (64k-row blocks) "
+        f"| {scan['16384']:.2f} s (16k-row blocks) |",
+        f"| metadata typing, 100k rows (check + encode) | | {meta['check_metadatas'] + meta['encode_metadata']:.2f} s |",
+    ]
+
+
 def disk(data: dict[str, Any]) -> list[str]:
     """Disk per rescoring precision and row shape, as a ratio to the raw float32 vectors."""
     shapes = list(data["shapes"])
@@ -642,6 +665,7 @@ def results_page() -> str:
         ("Default recall and ingest with calibration (`measure_default_recall.py`)", "default_recall.json",
          default_recall),
         ("Partitioned first stage, opt-in (`measure_ivf.py`)", "ivf.json", ivf),
+        ("Small costs on the hot paths (`measure_hot_paths.py`)", "hot_paths.json", hot_paths),
         ("Disk per rescoring precision (`measure_disk.py`)", "disk.json", disk),
         ("Durability", "durability.json", durability),
     ):  # fmt: skip
