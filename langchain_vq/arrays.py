@@ -79,6 +79,13 @@ def scalar(value: bool | float | str | dt.date, arrow_type: pa.DataType) -> pa.S
     return array_of([value], arrow_type)[0]
 
 
+def int_scalar(value: int, arrow_type: pa.DataType) -> pa.Scalar:
+    """An integer scalar of ``arrow_type`` (int8 .. uint64; ``value`` must fit), from numpy."""
+    signed = pa.types.is_signed_integer(arrow_type)
+    values = np.array([value], dtype=f"{'int' if signed else 'uint'}{arrow_type.bit_width}")
+    return pa.Array.from_buffers(arrow_type, 1, [None, pa.py_buffer(values)])[0]
+
+
 def array_of(values: Sequence[bool | float | str | dt.date | None], arrow_type: pa.DataType) -> pa.Array:
     """``pa.array(values, arrow_type)``, None as null, built from numpy buffers.
 

@@ -12,9 +12,9 @@ $lt $lte $in $nin $exists $contains`` on fields, ``$and $or $not`` to combine fi
 Type semantics (explicit, never a raise at search time):
 - a number never equals or orders against a string, and booleans are not numbers
   (``True`` does not match ``1``); strings order lexicographically;
-- numbers compare as float64, whatever the width of an integer column: exact while the stored
-  and the filter value are within 2**53 in magnitude (so always on int8..int32 columns); an int
-  beyond float range compares as an infinity;
+- numbers compare by value: an integer column (int8 .. int64) exactly against any int or float
+  (``n > 2.5`` is ``n >= 3``); float columns and keys whose rows mix types as float64, exact
+  while values are within 2**53 in magnitude (an int beyond float range is an infinity there);
 - dates and datetimes (format-2 stores) compare only with their own kind: a ``date`` with dates,
   a naive ``datetime`` with naive ones, an aware ``datetime`` with aware ones, as instants (12:00
   UTC equals 13:00 in Paris in winter); never with the ISO strings of other rows;
@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from langchain_vq.arrays import array_of, bool_mask, int_values, scalar
+from langchain_vq.arrays import array_of, bool_mask, int_scalar, int_values, scalar
 from langchain_vq.errors import CorruptStoreError, InvalidFilterError
 from langchain_vq.storage.metadata import fallback_objects
 from langchain_vq.storage.segment import single_array
@@ -72,7 +72,7 @@ Scalar = str | int | float | bool | dt.date  # dt.datetime is a dt.date
 class TypedColumn:
     """One metadata field across a segment's rows, split by JSON type (null where absent)."""
 
-    number: pa.Array | None = None  # float64
+    number: pa.Array | None = None  # an integer type (as stored) or float64
     string: pa.Array | None = None
     boolean: pa.Array | None = None
     timestamp: pa.Array | None = None  # naive datetimes: timestamp[us]
@@ -99,6 +99,8 @@ class TypedColumn:
         array = self._array_for(value)
         if array is None:
             return np.zeros(rows, dtype=bool)
+        if _kind(value) == "number":
+            return _number_mask("$eq", array, value, rows)  # type: ignore[arg-type]
         return _to_mask(pc.equal(array, _scalar(value)))
 
     def compare(self, op: str, value: str | float | dt.date, rows: int) -> npt.NDArray[np.bool_]:
@@ -106,6 +108,8 @@ class TypedColumn:
         array = self._array_for(value)
         if array is None:
             return np.zeros(rows, dtype=bool)
+        if _kind(value) == "number":
+            return _number_mask(op, array, value, rows)  # type: ignore[arg-type]
         return _to_mask(_ORDERING[op](array, _scalar(value)))
 
     def contains(self, value: Scalar, rows: int) -> npt.NDArray[np.bool_]:
@@ -149,10 +153,53 @@ def _scalar(value: Scalar) -> pa.Scalar:
     return scalar(_as_float(value) if kind == "number" else value, _ARROW_TYPES[kind])  # type: ignore[arg-type]
 
 
+_NUMBER_OPS = {"$eq": pc.equal, **_ORDERING}
+
+
+def _number_mask(op: str, array: pa.Array, value: float, rows: int) -> npt.NDArray[np.bool_]:
+    """Rows whose number is ``op`` ``value``; integer columns are compared as integers.
+
+    Why: casting a stored integer column to float64 once per segment cost the first filtered
+    query on a 1M-row store 20-50 ms (8 MB of fresh memory per column, page faults included).
+    Instead the value becomes the integer bound that selects the same rows (``n > 2.5`` is
+    ``n > 2``, ``n < 2.5`` is ``n < 3``), which is also exact beyond 2**53.
+    """
+    if not pa.types.is_integer(array.type):
+        return _to_mask(_NUMBER_OPS[op](array, scalar(_as_float(value), pa.float64())))
+    bound = _integer_bound(op, value)
+    bits = array.type.bit_width
+    low, high = (
+        (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+        if pa.types.is_signed_integer(array.type)
+        else (0, (1 << bits) - 1)
+    )
+    if (
+        bound is None
+        or (bound > high and op in ("$eq", "$gt", "$gte"))
+        or (bound < low and op in ("$eq", "$lt", "$lte"))
+    ):
+        return np.zeros(rows, dtype=bool)
+    if not low <= bound <= high:  # every stored value is on the matching side
+        return _to_mask(pc.is_valid(array))
+    return _to_mask(_NUMBER_OPS[op](array, int_scalar(bound, array.type)))
+
+
+def _integer_bound(op: str, value: float) -> int | None:
+    """The integer that ``op`` compares integers against to match ``value``; None: no integer does.
+
+    ``value`` is finite: ``compile_filter`` refuses NaN and infinities.
+    """
+    if isinstance(value, int):
+        return value
+    if op == "$eq" and not value.is_integer():
+        return None
+    return math.floor(value) if op in ("$eq", "$gt", "$lte") else math.ceil(value)
+
+
 def _as_float(value: float) -> float:
     """``float(value)``; an int beyond float range is an infinity, which orders the same way.
 
-    Numbers compare as float64 whatever the width of their stored column (int8 .. int64).
+    Numbers compare as float64 on float columns and keys of mixed types.
     """
     try:
         return float(value)
@@ -263,8 +310,10 @@ def _flatten_arrow(path: str, array: pa.Array, out: dict[str, TypedColumn], *, t
 def _scalar_column(array: pa.Array, *, typed: bool) -> TypedColumn | None:  # noqa: PLR0911 - one per kind
     """A scalar Arrow array as the ``TypedColumn`` kind filters compare (None: not mapped)."""
     kind = array.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        return TypedColumn(number=pc.cast(array, pa.float64()))
+    if pa.types.is_integer(kind):
+        return TypedColumn(number=array)  # compared as integers, see _number_mask
+    if pa.types.is_floating(kind):
+        return TypedColumn(number=array if kind == pa.float64() else pc.cast(array, pa.float64()))
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return TypedColumn(string=array.cast(pa.string()))
     if pa.types.is_boolean(kind):

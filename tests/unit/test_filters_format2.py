@@ -6,11 +6,12 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from langchain_vq.filters import compile_filter
+from langchain_vq.filters import compile_filter, metadata_columns
 from langchain_vq.storage.segment import build_segment
 from tests.unit.test_filters import SETTINGS, filters, metadata, reference_match
 
@@ -73,12 +74,12 @@ def test_date_and_datetime_operators(spec: dict, expected: list[bool]) -> None:
 
 
 # -- integers stored in narrow columns (int8 .. int64) -----------------------------------------
-#: Stored ints at each width's bounds (exact as float64, |v| <= 2**53, see the filters docstring).
+#: Stored ints at each width's bounds.
 BOUNDS = [-(2**53), -(2**31) - 1, -(2**31), -32769, -32768, -129, -128, -1, 0, 1, 127, 128, 32767, 32768,
           2**31 - 1, 2**31, 2**53]  # fmt: skip
 #: Comparison values inside and outside every width, floats between them, and beyond float range.
 OPERANDS = [*BOUNDS, 1000, -1000, 2**63, -(2**63) - 1, 2**64, 10**400, -(10**400), 127.5, -128.5, 0.5,
-            1e300, -1e300, 32767.0, 2.0**31]  # fmt: skip
+            1e300, -1e300, 32767.0, 2.0**31, 2**62, 2**62 + 1, 2**62 + 2, 2.0**62]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -101,6 +102,20 @@ def test_filters_on_narrow_int_columns_take_any_number(stored: list[int], width:
         {"n": {"$nin": [128, -129, 2**64, 5.0]}},
     ):
         assert compile_filter(spec).mask(segment).tolist() == [reference_match(r, spec) for r in rows], spec
+
+
+def test_integer_columns_are_compared_as_stored_without_a_float_copy() -> None:
+    # A float64 copy of every integer column cost the first filtered query at 1M rows 20-50 ms.
+    segment = format2_segment([{"n": v} for v in (1, 300, -7)])
+    assert metadata_columns(segment)["n"].number.type == pa.int16()
+    assert compile_filter({"n": {"$gt": 2.5}}).mask(segment).tolist() == [False, True, False]
+    # So ints beyond 2**53 compare exactly, as Python compares them (float64 could not tell these apart).
+    rows = [{"n": v} for v in (2**62, 2**62 + 1, 2**62 + 2)]
+    big = format2_segment(rows)
+    for operand in (2**62, 2**62 + 1, 2.0**62, 2**62 + 0.5):
+        for op in ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte"):
+            spec = {"n": {op: operand}}
+            assert compile_filter(spec).mask(big).tolist() == [reference_match(r, spec) for r in rows], spec
 
 
 @SETTINGS
