@@ -20,7 +20,9 @@ How recall is measured
 Cost
     One exact search per query measured, then one two-stage search per query for each multiplier
     measured; the walk from ``start`` measures one to three multipliers, and the store's
-    refinement (``refine=1``) one more when the walk crossed the goal between two steps. With
+    refinement (``refine=1``) one more when the walk crossed the goal between two steps. The
+    multipliers up to ``2 * start`` come from one code scan per query instead (``_Measurer``),
+    when the quantizer ranks its candidates by one score. With
     ``early_stop`` (the store's choice) a multiplier whose recall is clearly above or below the
     goal after 50 queries is decided there; the exact search runs for those 50 queries first, and
     for all the others at once when a multiplier needs them (each exact pass decodes every stored
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from langchain_vq.collection import Collection
+from langchain_vq.collection import ROW_KEY_SHIFT, Collection
 from langchain_vq.errors import InvalidInputError
 from langchain_vq.evaluation.metrics import recall_at_k
 from langchain_vq.validation import check_fraction, check_int, check_k, check_share
@@ -228,7 +230,9 @@ def calibrate_multiplier(
     if early_stop:  # chunks in random order, so each prefix is itself a uniform sample
         order = np.random.default_rng(seed).permutation(qs.vectors.shape[0])
         qs = QuerySet(qs.vectors[order], None if qs.keys is None else qs.keys[order], qs.source)
-    measured = _Measurer(collection, qs, k, goal, early_stop=early_stop, snapshot=snapshot)
+    # A walk from ``start`` measures it, the next step up and a midpoint: all ranked in one scan.
+    ceiling = 2 * start if stop_at_target and start is not None else None
+    measured = _Measurer(collection, qs, k, goal, early_stop=early_stop, snapshot=snapshot, ceiling=ceiling)
     chosen = _walk(steps, measured.meets, start, descend=descend, sweep=not stop_at_target)
     if chosen is not None and refine:
         chosen = _refine(chosen, measured, refine)
@@ -249,7 +253,16 @@ def calibrate_multiplier(
 
 
 class _Measurer:
-    """Recall@k per multiplier on one query set; the exact top k computed once per query, as needed."""
+    """Recall@k per multiplier on one query set; the exact top k computed once per query, as needed.
+
+    With a ``ceiling``, multipliers up to it are measured from one code scan per query: its best
+    ``k * ceiling`` candidates in code-score order, whose first ``k * m`` are the candidates the
+    search pools at multiplier ``m`` (when the quantizer ``ranks_candidates_by_one_score``). A
+    true neighbour is found at ``m`` exactly when it is among them or in a segment the search
+    scans exactly at ``m``: rescoring keeps every true top-k row it is given, since fewer than
+    ``k`` rows score above it. So recall comes out as a search at ``m`` measures it, and a walk
+    that measures three multipliers costs one scan instead of three searches.
+    """
 
     def __init__(
         self,
@@ -260,11 +273,16 @@ class _Measurer:
         *,
         early_stop: bool,
         snapshot: Snapshot,
+        ceiling: int | None = None,
     ) -> None:
         self.collection, self.qs, self.k, self.goal = collection, qs, k, goal
         self.early_stop, self.snapshot = early_stop, snapshot
         self.truth: list[list[int]] = []  # exact top k of the queries measured so far
         self.recall_by: dict[int, float] = {}
+        quantizer = snapshot.quantizer
+        rankable = quantizer is not None and quantizer.ranks_candidates_by_one_score
+        self.ceiling = ceiling if rankable and ceiling and k * ceiling < snapshot.live_rows else None
+        self.candidates: dict[int, npt.NDArray[np.int64]] = {}  # per chunk, from ``_found_by_rank``
 
     def meets(self, multiplier: int) -> bool:
         """Measure ``multiplier``; whether its recall reaches the goal."""
@@ -282,13 +300,49 @@ class _Measurer:
             )
             if len(self.truth) <= begin:
                 self.truth += self._exact(begin)
-            found = approx_keys(self.collection, chunk, self.k, multiplier=multiplier, snapshot=self.snapshot)
+            if self.ceiling is not None and multiplier <= self.ceiling:
+                found = self._found_by_rank(begin, chunk, multiplier)
+            else:
+                found = approx_keys(
+                    self.collection, chunk, self.k, multiplier=multiplier, snapshot=self.snapshot
+                )
             truth = self.truth[begin : begin + _CHUNK]
             per_query += [recall_at_k([f], [t], self.k) for f, t in zip(found, truth, strict=True) if t]
             if self.early_stop and begin + _CHUNK < n and _decided(per_query, self.goal, self.k):
                 break
         self.recall_by[multiplier] = float(np.mean(per_query)) if per_query else 1.0
         return self.recall_by[multiplier] >= self.goal
+
+    def _found_by_rank(self, begin: int, chunk: QuerySet, multiplier: int) -> list[list[int]]:
+        """The true neighbours of the chunk's queries that a search at ``multiplier`` finds."""
+        views = self.snapshot.views
+        live = np.array([v.live_count for v in views], dtype=np.int64)
+        if begin not in self.candidates:
+            assert self.ceiling is not None  # noqa: S101 - callers check
+            # Rows of segments read exactly at some multiplier up to the ceiling are dropped from
+            # the ranking there: fetch that many more, so k * m others always remain.
+            small = int(live[live <= self.k * self.ceiling].sum())
+            self.candidates[begin] = self.collection.candidate_keys(
+                chunk.vectors, self.k * self.ceiling + small, exclude=chunk.keys, snapshot=self.snapshot
+            )
+        n = self.k * multiplier
+        # Segments the search reads exactly at this multiplier: no codes, or no more live rows
+        # than candidates (engine.search_segments); a query's own row is not live for it.
+        no_codes = np.array([v.segment.stored_codes is None for v in views], dtype=bool)
+        has_vectors = np.array([v.segment.has_vectors for v in views], dtype=bool)
+        found = []
+        for i, candidates in enumerate(self.candidates[begin]):
+            truth = self.truth[begin + i]
+            own = -1 if chunk.keys is None else int(chunk.keys[i])
+            live_here = live.copy()
+            if own >= 0:
+                live_here[own >> ROW_KEY_SHIFT] -= 1
+            exact = no_codes | (has_vectors & (live_here <= n))
+            pooled = candidates[candidates >= 0]
+            pooled = pooled[~exact[pooled >> ROW_KEY_SHIFT]][:n]
+            seen = set(pooled.tolist())
+            found.append([t for t in truth if exact[t >> ROW_KEY_SHIFT] or t in seen])
+        return found
 
     def _exact(self, begin: int) -> list[list[int]]:
         """Exact top k of the queries from ``begin``: the first chunk alone, then all the rest.

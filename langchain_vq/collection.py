@@ -767,12 +767,6 @@ class Collection:
             raise ConfigurationError(msg)
         if exclude is not None and not exact:
             for i, (vector, key) in enumerate(zip(checked, exclude.tolist(), strict=True)):
-                masks: list[npt.NDArray[np.bool_] | None] | None = None
-                if key >= 0:
-                    index = key >> ROW_KEY_SHIFT
-                    masks = [None] * len(views)
-                    masks[index] = np.ones(views[index].segment.rows, dtype=bool)
-                    masks[index][key & _ROW_MASK] = False
                 hits = search_segments(
                     views,
                     vector[None, :],
@@ -781,7 +775,7 @@ class Collection:
                     quantizer=quantizer,
                     rescore=rescore,
                     rescore_multiplier=rescore_multiplier,
-                    masks=masks,
+                    masks=_masks_without(views, key),
                 )
                 out[i] = _row_keys(hits)[0]
             return out
@@ -804,6 +798,40 @@ class Collection:
             for j, row in enumerate(keys):
                 kept = row[row != exclude[start + j]][:k]
                 out[start + j, : kept.size] = kept
+        return out
+
+    def candidate_keys(
+        self,
+        queries: npt.NDArray[np.float32],
+        n: int,
+        *,
+        exclude: npt.NDArray[np.int64] | None = None,
+        snapshot: Snapshot | None = None,
+    ) -> npt.NDArray[np.int64]:
+        """Row keys ``[n_queries, n]`` of the code scan's best candidates, best code score first.
+
+        For calibration: the order in which the two-stage search pools candidates before
+        rescoring, so those of a smaller count are a prefix when the quantizer
+        ``ranks_candidates_by_one_score``. Every segment with codes is scanned, however few its
+        rows (the search itself scans one exactly when it has no more live rows than
+        candidates); rows of segments without codes never appear. ``exclude`` hides a sampled
+        query's own row as in :meth:`search_keys`. -1 marks places no row filled.
+        """
+        snapshot = self._snapshot if snapshot is None else snapshot
+        views = list(snapshot.views)
+        out = np.full((queries.shape[0], n), -1, dtype=np.int64)
+        for i, vector in enumerate(queries):
+            hits = search_segments(
+                views,
+                vector[None, :],
+                n,
+                kind=self.kind,
+                quantizer=snapshot.quantizer,
+                rescore=False,
+                masks=None if exclude is None else _masks_without(views, int(exclude[i])),
+                candidates_only=True,
+            )
+            out[i] = _row_keys(hits)[0]
         return out
 
     def _rows_of_hits(self, snapshot: Snapshot, hits: Hits, *, with_vectors: bool) -> list[list[Row]]:
@@ -998,6 +1026,18 @@ def _staged_settings(
     )
     changes = settings_for(current, staged)
     return {**current.settings, **changes} if changes else None
+
+
+def _masks_without(views: list[SegmentView], key: int) -> list[npt.NDArray[np.bool_] | None] | None:
+    """Engine masks hiding the row ``key`` (a sampled query's own row); None for -1."""
+    if key < 0:
+        return None
+    index = key >> ROW_KEY_SHIFT
+    masks: list[npt.NDArray[np.bool_] | None] = [None] * len(views)
+    mask = np.ones(views[index].segment.rows, dtype=bool)
+    mask[key & _ROW_MASK] = False
+    masks[index] = mask
+    return masks
 
 
 def _row_keys(hits: Hits) -> npt.NDArray[np.int64]:

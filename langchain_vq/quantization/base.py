@@ -142,6 +142,16 @@ class Quantizer(ABC):
 
     # -- ranking -----------------------------------------------------------------------------
     @property
+    def ranks_candidates_by_one_score(self) -> bool:
+        """Whether the candidate stage keeps the rows of best code score, one score per row.
+
+        Then the best ``n`` candidates are the first ``n`` of the best ``n' > n``, which lets
+        calibration measure every multiplier up to ``n' / k`` from one scan. False for a
+        candidate stage of two steps (binary Hamming, then a re-rank of its top).
+        """
+        return True
+
+    @property
     def blocked_codes(self) -> bool:
         """Whether stored codes should be kept in FAISS's fast-scan block layout (``code_blocks``).
 

@@ -519,6 +519,11 @@ class BinaryQuantizer(Quantizer):
         return pooled_top_k(scores, cand_keys, k)
 
     @property
+    def ranks_candidates_by_one_score(self) -> bool:
+        """Fast scan: one score per row; two stages re-rank a Hamming top that grows with ``n``."""
+        return self.fast_scan
+
+    @property
     def blocked_codes(self) -> bool:
         """With ``fast_scan`` and unpadded codes: segments keep them in the kernel's layout."""
         return self.fast_scan and self.code_size == self.bit_bytes

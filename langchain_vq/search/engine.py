@@ -114,6 +114,7 @@ def search_segments(
     rescore: bool = True,
     rescore_multiplier: int = 1,
     masks: list[npt.NDArray[np.bool_] | None] | None = None,
+    candidates_only: bool = False,
 ) -> Hits:
     """The ``k`` best live rows across ``views`` for each query.
 
@@ -133,6 +134,10 @@ def search_segments(
         rescore: Rescore the code candidates with the float vectors.
         rescore_multiplier: Candidates per query from the code scan are ``k * rescore_multiplier``.
         masks: Optional extra row mask per view (e.g. a metadata filter); False rows are skipped.
+        candidates_only: Return the pooled code-scan candidates instead (``k *
+            rescore_multiplier`` per query, best code score first, not rescored), scanning the
+            codes of every segment that has them, however few its rows (segments without codes
+            are left out). Calibration ranks the true neighbours in this order.
     """
     n_queries = queries.shape[0]
     n_candidates = k * rescore_multiplier if rescore else k
@@ -142,16 +147,14 @@ def search_segments(
     filtered: list[tuple[int, StoredCodes, npt.NDArray[np.bool_]]] = []  # masks hiding many rows
     with _faiss_threads(1 if n_queries == 1 else None):
         for index, view in enumerate(views):
-            mask = view.live_mask
-            extra = masks[index] if masks is not None else None
-            if extra is not None:
-                mask = extra if mask is None else mask & extra
+            mask = _view_mask(view, None if masks is None else masks[index])
             segment = view.segment
             live = segment.rows if mask is None else int(np.count_nonzero(mask))
             if live == 0:
                 continue
             codes = segment.stored_codes
-            if quantizer is None or codes is None or (live <= n_candidates and segment.has_vectors):
+            small = live <= n_candidates and segment.has_vectors and not candidates_only
+            if quantizer is None or codes is None or small:
                 hits = exact_search(segment.vectors, queries, k, kind, mask, _decoder(segment))
                 parts.append(Hits(hits.scores, np.full_like(hits.rows, index), hits.rows))
             elif mask is None or segment.rows - live <= n_candidates:
@@ -179,12 +182,22 @@ def search_segments(
                 joined=masks is None,
             )
             pooled.append(Hits(scores, np.where(arrays >= 0, indices[np.maximum(arrays, 0)], -1), rows))
+        if candidates_only:  # in code-score order, whatever order the scans returned
+            return _merge(pooled, n_candidates) if pooled else Hits.empty(n_queries, n_candidates)
         if pooled:
             candidates = pooled[0] if len(pooled) == 1 else _merge(pooled, n_candidates)
             parts.append(_rescore(views, candidates, queries, k, kind, quantizer, rescore))
     if not parts:
         return Hits.empty(n_queries, k)
     return _merge(parts, k) if len(parts) > 1 else _padded(parts[0], k)
+
+
+def _view_mask(view: SegmentView, extra: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.bool_] | None:
+    """The rows of ``view`` to search: live and kept by ``extra`` (None: all of them)."""
+    mask = view.live_mask
+    if extra is None:
+        return mask
+    return extra if mask is None else mask & extra
 
 
 def _filtered_candidates(

@@ -398,3 +398,50 @@ def test_store_calibration_refines_between_powers_of_two(quantization: str) -> N
     assert calibration.multiplier == (middle if measured[middle] >= goal else high)
     # On this seeded store the midpoint meets the goal: fewer candidates than the walk's step.
     assert calibration.multiplier not in steps
+
+
+@pytest.mark.parametrize("quantization", ["binary", "pq", "int8"])
+def test_recall_ranked_from_one_scan_equals_recall_of_searches(quantization: str) -> None:
+    # Three segments, one so small that the search reads it exactly from m=20 (k*m >= its rows).
+    store = VQVectorStore(DeterministicFakeEmbedding(size=DIM), quantization=quantization)
+    x = clustered_vectors(6200, DIM, seed=3)
+    for lo, hi in ((0, 3000), (3000, 6000), (6000, 6200)):
+        store.add_embeddings([f"t{i}" for i in range(lo, hi)], x[lo:hi], ids=[str(i) for i in range(lo, hi)])
+    collection, snapshot = store.collection, store.collection.snapshot
+    assert sorted(v.live_count for v in snapshot.views) == [200, 3000, 3000]
+    assert snapshot.quantizer.ranks_candidates_by_one_score
+    qs = query_set(collection, None, 150, seed=5, snapshot=snapshot)
+    truth = exact_keys(collection, qs, 10, snapshot=snapshot)
+    multipliers = [1, 2, 4, 8, 16, 24, 32]
+
+    def measured(ceiling: int | None) -> dict[int, float]:
+        m = calibration_module._Measurer(
+            collection, qs, 10, 0.99, early_stop=False, snapshot=snapshot, ceiling=ceiling
+        )
+        assert m.ceiling == ceiling
+        for multiplier in multipliers:
+            m.meets(multiplier)
+        return m.recall_by
+
+    ranked, searched = measured(32), measured(None)
+    for multiplier in multipliers:  # the searches themselves, against exact float search
+        found = approx_keys(collection, qs, 10, multiplier=multiplier, snapshot=snapshot)
+        assert searched[multiplier] == pytest.approx(recall_at_k(found, truth, 10))
+    # Equal (here exactly); a tie in code scores at the k*m-th place could swap one neighbour.
+    assert ranked == pytest.approx(searched, abs=1 / (150 * 10))
+    assert ranked[1] <= ranked[8] <= ranked[32]
+    if quantization != "int8":  # int8 codes alone find these neighbours already
+        assert ranked[1] < ranked[32]
+
+
+def test_two_stage_binary_is_not_ranked_from_one_scan(binary_store) -> None:
+    # Its candidates at a larger count come from a larger Hamming top: not a prefix.
+    store = make_store(3000)
+    store.collection.snapshot.quantizer.fast_scan = False
+    assert not store.collection.snapshot.quantizer.ranks_candidates_by_one_score
+    snapshot = store.collection.snapshot
+    qs = query_set(store.collection, None, 50, seed=0, snapshot=snapshot)
+    m = calibration_module._Measurer(
+        store.collection, qs, 10, 0.99, early_stop=False, snapshot=snapshot, ceiling=32
+    )
+    assert m.ceiling is None
