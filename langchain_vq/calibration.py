@@ -64,8 +64,11 @@ DEFAULT_MARGIN = 0.003
 _CHUNK = 50
 EARLY_STOP_MIN = 50
 #: The store measures again once its live rows have grown by this factor since the last
-#: calibration (recall at a fixed multiplier falls as rows are added).
-RECALIBRATE_GROWTH = 1.5
+#: calibration (recall at a fixed multiplier falls as rows are added; between two, the multiplier
+#: grows with the rows, :meth:`Calibration.multiplier_for`). Each measurement scans every row,
+#: so growing a store to n rows costs measurements over about ``n * g / (g - 1)`` rows: 2n at
+#: 2, 3n at 1.5; the price is a multiplier up to 2x the one measured just before the next.
+RECALIBRATE_GROWTH = 2.0
 #: Bisection steps the store's calibration takes between the largest step that misses the goal
 #: and the smallest that meets it: 1 tries the midpoint (96 between 64 and 128, so a grid of
 #: 1.5x steps). PQ at 1M synthetic rows met the goal only at 128 on the power-of-two walk, with

@@ -377,17 +377,18 @@ def test_recalibrates_after_growth_and_compact_but_not_after_small_adds_or_delet
         return result
 
     monkeypatch.setattr("langchain_vq.vectorstore.calibrate_multiplier", spy)
+    assert calibration_module.RECALIBRATE_GROWTH == 2.0
     fill(store, x[:1000])
-    fill(store, x[1000:1400], offset=1000)  # 1.4x: reuses the calibration
+    fill(store, x[1000:1900], offset=1000)  # 1.9x: reuses the calibration
     store.delete([str(i) for i in range(100)])
-    fill(store, x[1400:1600], offset=1400)  # 1500 live rows = 1.5x the 1000 measured on
-    assert measured_on == [1000, 1500]
+    fill(store, x[1900:2100], offset=1900)  # 2000 live rows = 2x the 1000 measured on
+    assert measured_on == [1000, 2000]
     grown = store.calibration
-    assert grown is not None and grown.rows == 1500
+    assert grown is not None and grown.rows == 2000
     # A store that only grew walks up from the last multiplier, never below it.
     assert min(grown.recall_by_multiplier) == calibrations(store)[0][2]
     store.compact()  # new codes: measured again, in the compaction's commit
-    assert measured_on == [1000, 1500, 1500]
+    assert measured_on == [1000, 2000, 2000]
     assert store.calibration is not None
     assert store.calibration.version == store.collection.snapshot.version
 
