@@ -161,27 +161,11 @@ def search_segments(
                 together.append((index, codes, mask))  # hides few rows: one scan for all
             else:
                 filtered.append((index, codes, mask))
-        if filtered or (masks is not None and together):  # a filter: its segments vary
-            assert quantizer is not None  # noqa: S101 - only segments with codes are gathered
-            found, joined = _filtered_candidates(quantizer, views, together, filtered, queries, n_candidates)
-            pooled += found
-            together = [] if joined else together
-        if together:
-            assert quantizer is not None  # noqa: S101 - only segments with codes are gathered
-            # One call for all these segments: the query is prepared once and a candidate stage
-            # is pooled across them (a store of ten segments paid ten Hamming re-ranks). Without
-            # a filter the same segments come back on every query: fast scan keeps one index
-            # over all of them (a filter's segments reach it through _filtered_candidates, which
-            # joins every segment with codes; here only when that fell back).
-            indices = np.array([t[0] for t in together], dtype=np.int64)
-            scores, arrays, rows = quantizer.search_many(
-                queries,
-                [t[1] for t in together],
-                n_candidates,
-                masks=[t[2] for t in together],
-                joined=masks is None,
+        if together or filtered:
+            assert quantizer is not None  # noqa: S101 - only segments with codes are scanned
+            pooled = _code_scan(
+                quantizer, views, together, filtered, queries, n_candidates, masks is not None
             )
-            pooled.append(Hits(scores, np.where(arrays >= 0, indices[np.maximum(arrays, 0)], -1), rows))
         if candidates_only:  # in code-score order, whatever order the scans returned
             return _merge(pooled, n_candidates) if pooled else Hits.empty(n_queries, n_candidates)
         if pooled:
@@ -190,6 +174,53 @@ def search_segments(
     if not parts:
         return Hits.empty(n_queries, k)
     return _merge(parts, k) if len(parts) > 1 else _padded(parts[0], k)
+
+
+def _code_scan(
+    quantizer: Quantizer,
+    views: list[SegmentView],
+    together: list[tuple[int, StoredCodes, npt.NDArray[np.bool_] | None]],
+    filtered: list[tuple[int, StoredCodes, npt.NDArray[np.bool_]]],
+    queries: npt.NDArray[np.float32],
+    n: int,
+    filtering: bool,
+) -> list[Hits]:
+    """Code-scan candidates of the segments scanned (the caller pools them by code score).
+
+    ``together``: segments hiding few rows (deletions) or none; ``filtered``: segments a filter
+    hides many rows of; ``filtering``: the query has a filter.
+    """
+    pooled: list[Hits] = []
+    coded = _segments_with_codes(views)
+    if filtered or (filtering and together):  # a filter: its segments vary
+        found, joined = _filtered_candidates(quantizer, views, together, filtered, queries, n)
+        pooled += found
+        together = [] if joined else together
+    elif together and coded > 1 and len(together) < coded:
+        # Some segments with codes are read exactly at this k (no more live rows than
+        # candidates): searching the rest would join a different set than at another k, and
+        # alternating k (4, then 10) rebuilt the joined index on every query (77 against 5-7
+        # ms at 400k rows). The index of all of them serves, the exact ones hidden.
+        joined_hits = _joined_candidates(quantizer, views, together, queries, n)
+        if joined_hits is not None:
+            pooled.append(joined_hits)
+            together = []
+    if together:
+        # One call for all these segments: the query is prepared once and a candidate stage
+        # is pooled across them (a store of ten segments paid ten Hamming re-ranks). Without
+        # a filter the same segments come back on every query: fast scan keeps one index
+        # over all of them (a filter's segments reach it through _filtered_candidates, which
+        # joins every segment with codes; here only when that fell back).
+        indices = np.array([t[0] for t in together], dtype=np.int64)
+        scores, arrays, rows = quantizer.search_many(
+            queries,
+            [t[1] for t in together],
+            n,
+            masks=[t[2] for t in together],
+            joined=not filtering,
+        )
+        pooled.append(Hits(scores, np.where(arrays >= 0, indices[np.maximum(arrays, 0)], -1), rows))
+    return pooled
 
 
 def _view_mask(view: SegmentView, extra: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.bool_] | None:
@@ -219,29 +250,51 @@ def _filtered_candidates(
     segment. Otherwise, or when the over-fetch falls short, each segment on its own
     (:func:`_code_candidates`).
     """
-    masks = {index: mask for index, _, mask in [*together, *filtered]}
-    # Every segment with codes, in order: the joined index's set. Segments the filter empties, or
-    # leaves so few rows that they are scanned exactly, take part with nothing kept.
-    scanned = []
-    for index, view in enumerate(views):
-        codes = view.segment.stored_codes
-        if codes is not None:
-            mask = masks[index] if index in masks else np.zeros(codes.shape[0], dtype=bool)
-            scanned.append((index, codes, mask))
-    total = sum(codes.shape[0] for _, codes, _ in scanned)
+    scanned = [*together, *filtered]
+    total = sum(view.segment.rows for view in views if view.segment.stored_codes is not None)
     kept = sum(codes.shape[0] if mask is None else int(np.count_nonzero(mask)) for _, codes, mask in scanned)
-    if len(scanned) > 1 and kept * _DENSE_MASK_FRACTION >= total:
-        found = quantizer.joined_candidates(queries, [t[1] for t in scanned], n, [t[2] for t in scanned])
+    if _segments_with_codes(views) > 1 and kept * _DENSE_MASK_FRACTION >= total:
+        found = _joined_candidates(quantizer, views, scanned, queries, n)
         if found is not None:
-            scores, arrays, found_rows = found
-            indices = np.array([t[0] for t in scanned], dtype=np.int64)
-            segments = np.where(arrays >= 0, indices[np.maximum(arrays, 0)], -1)
-            return [Hits(scores, segments, found_rows)], True
+            return [found], True
     parts = []
     for index, codes, mask in filtered:
         scores, rows = _code_candidates(quantizer, codes, queries, n, mask)
         parts.append(Hits(scores, np.full_like(rows, index), rows))
     return parts, False
+
+
+def _segments_with_codes(views: list[SegmentView]) -> int:
+    return sum(view.segment.stored_codes is not None for view in views)
+
+
+def _joined_candidates(
+    quantizer: Quantizer,
+    views: list[SegmentView],
+    scanned: list[tuple[int, StoredCodes, npt.NDArray[np.bool_] | None]],
+    queries: npt.NDArray[np.float32],
+    n: int,
+) -> Hits | None:
+    """The best ``n`` rows of ``scanned`` from the joined index of every segment with codes.
+
+    The index's set is always the same, whatever this query scans: segments missing from
+    ``scanned`` (emptied by a filter, or read exactly) take part with nothing kept. None when
+    the quantizer keeps no joined index or the over-fetch fell short.
+    """
+    masks = {index: mask for index, _, mask in scanned}
+    indices, arrays, kept = [], [], []
+    for index, view in enumerate(views):
+        codes = view.segment.stored_codes
+        if codes is not None:
+            indices.append(index)
+            arrays.append(codes)
+            kept.append(masks[index] if index in masks else np.zeros(codes.shape[0], dtype=bool))
+    found = quantizer.joined_candidates(queries, arrays, n, kept)
+    if found is None:
+        return None
+    scores, found_arrays, rows = found
+    segment_of = np.array(indices, dtype=np.int64)
+    return Hits(scores, np.where(found_arrays >= 0, segment_of[np.maximum(found_arrays, 0)], -1), rows)
 
 
 def _rescore(

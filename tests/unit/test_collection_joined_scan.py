@@ -16,6 +16,7 @@ from langchain_vq import collection as collection_module
 from langchain_vq.collection import Collection, CollectionConfig
 from langchain_vq.filters import compile_filter
 from langchain_vq.merge_policy import MergePolicy
+from langchain_vq.quantization import _fast_scan as fast_scan_module
 from tests.conftest import clustered_vectors
 
 if TYPE_CHECKING:
@@ -137,3 +138,33 @@ def test_a_dense_filter_reads_the_joined_index_of_unfiltered_queries(stores, spe
     for multiplier in (1, 8):
         _assert_same(several, one, QUERIES, rescore_multiplier=multiplier, filter=where)
     assert len(cache) == before  # no per-segment index was built for the filter
+
+
+def test_alternating_k_keeps_one_joined_index_while_small_segments_are_read_exactly(
+    stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At m=30 the 290-row segment is read exactly, at m=1 scanned: one joined index serves both.
+
+    The joined set used to follow the scanned segments, so alternating k (a retriever's 4, then
+    10) rebuilt a copy of every code on each query.
+    """
+    several, _ = stores
+    builds: list[int] = []
+
+    class Counting(fast_scan_module.JoinedFastScan):
+        def __init__(self, *args, **kwargs) -> None:
+            builds.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(fast_scan_module, "JoinedFastScan", Counting)
+    several.snapshot.quantizer._fast_scans.clear()
+    first = {m: _answers(several, QUERIES, rescore_multiplier=m) for m in (1, 30)}
+    single = {m: _answers(several, QUERIES[:1], rescore_multiplier=m) for m in (1, 30)}
+    for _ in range(3):
+        for m in (30, 1):
+            assert _answers(several, QUERIES, rescore_multiplier=m) == first[m]
+            assert _answers(several, QUERIES[:1], rescore_multiplier=m) == single[m]
+    assert len(builds) == 1
+    # The segment read exactly is in the answers at m=30 as its exact scan ranks it.
+    small = next(v.segment for v in several.snapshot.views if v.segment.rows == 290)
+    assert any(r[0] in set(small.table.column("id").to_pylist()) for rows in first[30] for r in rows)
