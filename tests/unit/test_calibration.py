@@ -434,10 +434,13 @@ def test_recall_ranked_from_one_scan_equals_recall_of_searches(quantization: str
         assert ranked[1] < ranked[32]
 
 
-def test_two_stage_binary_is_not_ranked_from_one_scan(binary_store) -> None:
-    # Its candidates at a larger count come from a larger Hamming top: not a prefix.
-    store = make_store(3000)
-    store.collection.snapshot.quantizer.fast_scan = False
+@pytest.mark.parametrize("options", [{"fast_scan": False}, {"partitions": 8, "nprobe": 3}])
+def test_two_stage_and_partitioned_binary_are_not_ranked_from_one_scan(options: dict) -> None:
+    # Two stages: candidates at a larger count come from a larger Hamming top, not a prefix.
+    # Partitioned: ranked recall came out 0.001-0.003 above the searches' at 6,200 rows.
+    store = VQVectorStore(DeterministicFakeEmbedding(size=DIM), quantizer_options=options)
+    x = clustered_vectors(3000, DIM, seed=0)
+    store.add_embeddings([f"t{i}" for i in range(3000)], x, ids=[str(i) for i in range(3000)])
     assert not store.collection.snapshot.quantizer.ranks_candidates_by_one_score
     snapshot = store.collection.snapshot
     qs = query_set(store.collection, None, 50, seed=0, snapshot=snapshot)
