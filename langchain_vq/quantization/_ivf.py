@@ -145,6 +145,29 @@ def assign_partitions(
     return out
 
 
+def padded_counts(counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Rows per list rounded up to whole 32-row blocks (FAISS keeps each list in its own blocks)."""
+    return -(-counts // BLOCK_ROWS) * BLOCK_ROWS
+
+
+def list_blocks(
+    codes: npt.NDArray[np.uint8], lists: npt.NDArray[np.integer[Any]], nlist: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """Row-major ``codes`` grouped by list, in the fast-scan block layout, in one pass.
+
+    Returns ``(rows, counts, blocks)``: ``int64[n]`` the rows in list order (row order within a
+    list), ``int64[nlist]`` rows per list, and the block bytes of list after list, each list
+    padded with zero rows to whole blocks (:func:`padded_counts`).
+    """
+    rows = np.argsort(lists, kind="stable").astype(np.int64)
+    counts = np.bincount(lists, minlength=nlist).astype(np.int64)
+    padded = padded_counts(counts)
+    shift = np.cumsum(padded) - padded - (np.cumsum(counts) - counts)  # padding before each list
+    grouped = np.zeros((int(padded.sum()), codes.shape[1]), np.uint8)
+    grouped[np.arange(rows.size) + np.repeat(shift, counts)] = codes[rows]
+    return rows, counts, pack_blocks(grouped)
+
+
 class IVFNibbleFastScan:
     """FAISS's IVF fast scan over packed bit codes, each row in the list stored for it.
 
@@ -185,16 +208,24 @@ class IVFNibbleFastScan:
         self._index: Any = index
 
     def _fill(self, index: Any, codes: StoredCodes, lists: npt.NDArray[np.integer[Any]]) -> None:
-        """Put every row's code in its list, in FAISS's block layout, labelled by its row."""
-        rows_by_list = np.argsort(lists, kind="stable")  # rows of each list in row order
-        bounds = np.searchsorted(lists[rows_by_list], np.arange(self.nlist + 1))
-        row_major = codes.row_major
+        """Put every row's code in its list, in FAISS's block layout, labelled by its row.
+
+        One gather of all rows into list order (each list padded to whole 32-row blocks) and one
+        vectorised packing, then one copy per list: packing list by list (an argsort slice,
+        a fancy index and a ``pack_blocks`` call each) took 0.61 s for 1M rows in 1024 lists.
+        """
+        rows, counts, blocks = list_blocks(codes.row_major[:, : self.bit_bytes], lists, self.nlist)
+        firsts = np.cumsum(counts) - counts  # each list's first place in ``rows``
+        offsets = (np.cumsum(padded_counts(counts)) - padded_counts(counts)) * self.bit_bytes
         invlists = index.invlists
-        for list_no in np.flatnonzero(np.diff(bounds)).tolist():
-            rows = rows_by_list[bounds[list_no] : bounds[list_no + 1]].astype(np.int64)
+        for list_no in np.flatnonzero(counts).tolist():
             # BlockInvertedLists.add_entries copies whole blocks as given into an empty list.
-            blocks = pack_blocks(np.ascontiguousarray(row_major[rows, : self.bit_bytes]))
-            invlists.add_entries(list_no, rows.size, faiss.swig_ptr(rows), faiss.swig_ptr(blocks))
+            invlists.add_entries(
+                list_no,
+                int(counts[list_no]),
+                faiss.swig_ptr(rows[firsts[list_no] :]),
+                faiss.swig_ptr(blocks[offsets[list_no] :]),
+            )
         index.ntotal = int(lists.size)
 
     def search(

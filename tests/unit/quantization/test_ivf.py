@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from langchain_vq.code_blocks import StoredCodes, to_blocked
+from langchain_vq.code_blocks import StoredCodes, pack_blocks, to_blocked
 from langchain_vq.errors import ConfigurationError, InvalidInputError
 from langchain_vq.quantization import BinaryQuantizer, quantizer_from_config
 from langchain_vq.quantization._fast_scan import NibbleFastScan
-from langchain_vq.quantization._ivf import IVFNibbleFastScan, choose_nprobe, nprobe_ladder
+from langchain_vq.quantization._ivf import IVFNibbleFastScan, choose_nprobe, list_blocks, nprobe_ladder
 from langchain_vq.search.engine import exact_search
 from langchain_vq.synthetic import synthetic_embeddings
 
@@ -267,3 +267,21 @@ def test_a_short_query_falls_back_alone(
         np.testing.assert_array_equal(batch[1][i], alone[i][1][0])
         if not short[i]:  # kept its one list
             assert len(set(codes.lists[batch[1][i]].tolist())) == 1  # type: ignore[index]
+
+
+def test_list_blocks_packs_each_list_as_packing_it_alone() -> None:
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, size=(1000, 6), dtype=np.uint8)
+    lists = rng.integers(0, 9, size=1000).astype(np.uint16)
+    lists[lists == 4] = 5  # an empty list in the middle
+    rows, counts, blocks = list_blocks(codes, lists, 10)
+    assert counts.tolist() == np.bincount(lists, minlength=10).tolist()
+    start = 0
+    for list_no in range(10):
+        want_rows = np.flatnonzero(lists == list_no)  # row order within a list
+        got_rows = rows[counts[:list_no].sum() : counts[: list_no + 1].sum()]
+        np.testing.assert_array_equal(got_rows, want_rows)
+        want = pack_blocks(codes[want_rows]) if want_rows.size else np.empty(0, np.uint8)
+        np.testing.assert_array_equal(blocks[start : start + want.size], want)
+        start += want.size
+    assert start == blocks.size
