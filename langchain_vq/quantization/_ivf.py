@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
-from langchain_vq.code_blocks import BLOCK_ROWS, pack_blocks
+from langchain_vq.code_blocks import BLOCK_ROWS, StoredCodes, pack_blocks
 from langchain_vq.quantization._fast_scan import nibble_centroids, nibble_queries
 
 if TYPE_CHECKING:
-    import numpy.typing as npt
+    from collections.abc import Sequence
 
-    from langchain_vq.code_blocks import StoredCodes
+    import numpy.typing as npt
 
 #: Fewest training rows per list: FAISS's k-means warns below 39 points per centroid.
 MIN_ROWS_PER_PARTITION = 39
@@ -193,6 +193,7 @@ class IVFNibbleFastScan:
         self.bit_bytes = (self.dim + 7) // 8
         self.metric = metric
         self.nlist = centroids.shape[0]
+        self.rows = int(np.asarray(lists).size)
         self._order, fine = nibble_centroids(low, high)
         width = 8 * self.bit_bytes
         coarse = np.zeros((self.nlist, width), np.float32)  # laid out as the queries will be
@@ -236,3 +237,57 @@ class IVFNibbleFastScan:
         params.nprobe = min(nprobe, self.nlist)
         dist, labels = self._index.search(nibble_queries(queries, self._order), k, params=params)
         return (dist if self.metric == "ip" else -dist), labels
+
+
+def probe(
+    scan: IVFNibbleFastScan, queries: npt.NDArray[np.float32], k: int, nprobe: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Top ``k`` of the ``nprobe`` best lists; a query whose lists hold fewer than ``k`` rows gets every list.
+
+    The other queries of the batch keep their lists. Places can still be empty (row -1) when
+    ``k`` is near the rows indexed and scores tie: callers then score exactly.
+    """
+    scores, rows = scan.search(queries, k, nprobe)
+    short = (rows < 0).any(axis=1)
+    if short.any() and nprobe < scan.nlist:
+        scores[short], rows[short] = scan.search(queries[short], k, scan.nlist)
+    return scores, rows
+
+
+class ProbedScan:
+    """A partitioned scan searched at a number of lists its owner sets (``_fast_scan.FastScanIndex``).
+
+    So the full scan's helpers (``fast_scan_candidates``, ``JoinedFastScan``) serve it too. The
+    owner (the quantizer) sets ``nprobe`` before each use: it may change after the scan is built.
+    """
+
+    def __init__(self, scan: IVFNibbleFastScan, nprobe: int = 1) -> None:
+        self.scan = scan
+        self.rows = scan.rows
+        self.nprobe = nprobe
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Top ``k`` rows of the ``nprobe`` best lists (see :func:`probe`)."""
+        return probe(self.scan, queries, k, self.nprobe)
+
+
+def joined_ivf_scan(
+    arrays: Sequence[StoredCodes],
+    centroids: npt.NDArray[np.float32],
+    low: npt.NDArray[np.float32],
+    high: npt.NDArray[np.float32],
+    metric: str,
+) -> ProbedScan:
+    """One partitioned index over several code arrays with lists (a store's segments), for ``JoinedFastScan``.
+
+    A store built by ten adds keeps about four segments; searched one by one, each paid its own
+    coarse search, lookup tables and kernel call. Here their rows share the lists: row ``r`` of
+    array ``i`` is index row ``sum(sizes[:i]) + r`` (no padding between arrays: each list's
+    blocks are padded, not the arrays), probed as one array of all the rows would be.
+    """
+    bit_bytes = (low.shape[0] + 7) // 8
+    lists = np.concatenate([np.asarray(a.lists) for a in arrays])
+    codes = np.concatenate([a.row_major[:, :bit_bytes] for a in arrays])
+    return ProbedScan(IVFNibbleFastScan(StoredCodes(codes), lists, centroids, low, high, metric))

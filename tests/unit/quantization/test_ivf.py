@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -285,3 +286,25 @@ def test_list_blocks_packs_each_list_as_packing_it_alone() -> None:
         np.testing.assert_array_equal(blocks[start : start + want.size], want)
         start += want.size
     assert start == blocks.size
+
+
+def test_arrays_with_lists_are_searched_in_one_joined_index(
+    partitioned: BinaryQuantizer, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, q = data
+    x = x[:9000]
+    lists = partitioned.assign(x)
+    splits = [0, 3001, 8000, 9000]  # none a multiple of 32
+    arrays = [
+        StoredCodes(to_blocked(partitioned.encode(x[a:b])), blocked=True, lists=lists[a:b])
+        for a, b in itertools.pairwise(splits)
+    ]
+    whole = StoredCodes(partitioned.encode(x), lists=lists)
+    partitioned._ivf_scans.clear()
+    for k in (10, 25, 300):
+        scores, where, rows = partitioned.search_many(q, arrays, k, joined=True)
+        assert len(partitioned._ivf_scans) == 1  # the joined index only, no index per array
+        want_scores, want_rows = partitioned.search(q, whole, k, reuse=True)
+        np.testing.assert_array_equal(np.asarray(splits)[where] + rows, want_rows)
+        np.testing.assert_array_equal(scores, want_scores)
+        partitioned._ivf_scans.clear()
