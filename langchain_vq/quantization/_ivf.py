@@ -22,6 +22,7 @@ Three parts, used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import faiss
@@ -42,7 +43,10 @@ MAX_PARTITIONS = 1 << 16
 #: k-means trains on at most this many sampled rows per list (FAISS's own default is 256; 64
 #: held the binary_limits.py numbers and costs a quarter of the time).
 _KMEANS_ROWS_PER_PARTITION = 64
-_KMEANS_ITERATIONS = 10
+#: Half FAISS's default of 10, and half the time: the lists held the neighbours as well
+#: (``measure_ivf.py --lists``, 1024 lists: rows scanned for 0.99 of the neighbours 23.2%
+#: against 23.0% on 200k synthetic rows, 23.0% against 24.8% on 200k real ones).
+_KMEANS_ITERATIONS = 5
 _KMEANS_SEED = 1234
 #: Rows assigned to their nearest centroid at a time (bounds the distance matrix).
 _ASSIGN_BLOCK_ROWS = 16_384
@@ -51,8 +55,9 @@ _ASSIGN_BLOCK_ROWS = 16_384
 #: Share of the exact top 10 of sampled training rows that the lists of the chosen ``nprobe``
 #: must hold: above the store's calibration goal (0.99 + 0.003), so the multiplier can reach it.
 NPROBE_COVERAGE = 0.997
-#: Training rows used as queries by :func:`choose_nprobe`, and their neighbours counted.
-_NPROBE_QUERIES = 200
+#: Training rows used as queries by :func:`choose_nprobe`, and their neighbours counted: 5,000
+#: neighbours, so the 0.3% a choice may miss are 15 of them, not 6.
+_NPROBE_QUERIES = 500
 _NPROBE_K = 10
 
 
@@ -65,12 +70,6 @@ def default_nprobe(partitions: int) -> int:
     return max(1, partitions // 8)
 
 
-def nprobe_ladder(partitions: int) -> list[int]:
-    """Candidate ``nprobe`` values: 1, 2, 3, 4, 6, 8, 12, ... (powers of two and their 1.5x), then all."""
-    steps = sorted({v for p in range(17) for v in (1 << p, 3 << p >> 1) if 1 <= v < partitions})
-    return [*steps, partitions]
-
-
 def choose_nprobe(
     x: npt.NDArray[np.float32],
     centroids: npt.NDArray[np.float32],
@@ -79,11 +78,28 @@ def choose_nprobe(
 ) -> int:
     """The smallest ``nprobe`` whose lists hold ``coverage`` of sampled rows' exact top 10.
 
-    Measured on the training rows ``x``: up to 200 of them (seeded) are queries, each hidden from
-    its own neighbours; a neighbour counts when its list is among the query's ``nprobe`` best.
-    Real sentences need far more lists than synthetic data for the same share (99,000 rows, 256
-    lists: 32 held 94.0%, 128 held 99.45%; 100k synthetic rows, 1024 lists: 128 held 98.7%, 256
-    99.6%), so a fixed fraction would either waste scans or cap recall below the store's goal.
+    Any number of lists, not a ladder of steps: at 1M synthetic rows the ladder's step above
+    128 lists was 256 (``results/ivf.json``: chosen 256, while 128 already gave recall@10
+    0.996), and rows scanned grow with it. Real sentences need far more lists than synthetic
+    data for the same share (200k real rows, 1024 lists: 0.995 of the neighbours in 32% of the
+    rows; 200k synthetic rows: in 23%, ``benchmarks/measure_ivf.py --lists``), so a fixed
+    fraction would either waste scans or cap recall below the store's goal.
+    """
+    ranks = neighbour_list_ranks(x, centroids, metric)
+    if coverage > 1.0 or not ranks.size:
+        return int(centroids.shape[0])
+    needed = max(1, math.ceil(coverage * ranks.size - 1e-9))  # neighbours the lists must hold
+    return int(np.partition(ranks, needed - 1)[needed - 1]) + 1
+
+
+def neighbour_list_ranks(
+    x: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32], metric: str
+) -> npt.NDArray[np.int64]:
+    """Sampled rows of ``x`` as queries: the rank of each exact top-10 neighbour's list among their lists.
+
+    Up to :data:`_NPROBE_QUERIES` rows (seeded) are queries, each hidden from its own
+    neighbours; rank 0 is the query's best list, so ``nprobe`` lists hold the neighbours of
+    rank below ``nprobe``.
     """
     n, nlist = x.shape[0], centroids.shape[0]
     picks = np.random.default_rng(0).choice(n, min(n, _NPROBE_QUERIES), replace=False)
@@ -98,13 +114,8 @@ def choose_nprobe(
     probe_order = centroid_index(centroids, metric).search(queries, nlist)[1]  # [queries, nlist]
     rank = np.empty_like(probe_order)
     rank[np.arange(len(picks))[:, None], probe_order] = np.arange(nlist)[None, :]
-    ranks = np.concatenate(
-        [rank[i, assign_partitions(centroids, x[t], metric)] for i, t in enumerate(truth) if t]
-    )
-    for nprobe in nprobe_ladder(nlist):
-        if float(np.mean(ranks < nprobe)) >= coverage:
-            return nprobe
-    return nlist
+    parts = [rank[i, assign_partitions(centroids, x[t], metric)] for i, t in enumerate(truth) if t]
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
 
 
 def train_partitions(x: npt.NDArray[np.float32], partitions: int, metric: str) -> npt.NDArray[np.float32]:
