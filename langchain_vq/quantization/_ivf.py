@@ -114,8 +114,12 @@ def neighbour_list_ranks(
     probe_order = centroid_index(centroids, metric).search(queries, nlist)[1]  # [queries, nlist]
     rank = np.empty_like(probe_order)
     rank[np.arange(len(picks))[:, None], probe_order] = np.arange(nlist)[None, :]
-    parts = [rank[i, assign_partitions(centroids, x[t], metric)] for i, t in enumerate(truth) if t]
-    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+    queries_of = np.repeat(np.arange(len(picks)), [len(t) for t in truth])
+    neighbours = np.array([j for t in truth for j in t], dtype=np.int64)
+    if not neighbours.size:
+        return np.empty(0, np.int64)
+    unique, at = np.unique(neighbours, return_inverse=True)  # each neighbour assigned once, in one call
+    return rank[queries_of, assign_partitions(centroids, x[unique], metric)[at]].astype(np.int64)
 
 
 def train_partitions(x: npt.NDArray[np.float32], partitions: int, metric: str) -> npt.NDArray[np.float32]:
