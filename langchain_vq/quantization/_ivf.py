@@ -230,7 +230,7 @@ class IVFNibbleFastScan:
         vectorised packing, then one copy per list: packing list by list (an argsort slice,
         a fancy index and a ``pack_blocks`` call each) took 0.61 s for 1M rows in 1024 lists.
         """
-        rows, counts, blocks = list_blocks(codes.row_major[:, : self.bit_bytes], lists, self.nlist)
+        rows, counts, blocks = list_blocks(codes.unpacked()[:, : self.bit_bytes], lists, self.nlist)
         firsts = np.cumsum(counts) - counts  # each list's first place in ``rows``
         offsets = (np.cumsum(padded_counts(counts)) - padded_counts(counts)) * self.bit_bytes
         invlists = index.invlists
@@ -304,5 +304,5 @@ def joined_ivf_scan(
     """
     bit_bytes = (low.shape[0] + 7) // 8
     lists = np.concatenate([np.asarray(a.lists) for a in arrays])
-    codes = np.concatenate([a.row_major[:, :bit_bytes] for a in arrays])
+    codes = np.concatenate([a.unpacked()[:, :bit_bytes] for a in arrays])
     return ProbedScan(IVFNibbleFastScan(StoredCodes(codes), lists, centroids, low, high, metric))
