@@ -15,9 +15,11 @@ Three parts, used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` 
   encoded and stored beside its code, so opening a store never reassigns rows.
 * :class:`IVFNibbleFastScan`: FAISS's ``IndexIVFPQFastScan`` with ``by_residual=False`` and the
   same corner codebooks as :class:`~langchain_vq.quantization._fast_scan.NibbleFastScan`, its
-  lists filled with the stored codes (packed by ``code_blocks.pack_blocks``, FAISS's block
-  layout, so filling a list is one copy). Scores are the ones the full fast scan gives (tested
-  equal with every list probed), so candidates of partitioned and full scans pool together.
+  lists filled with the stored codes (all lists packed at once by :func:`list_blocks`, FAISS's
+  block layout, so filling a list is one copy). Scores are the ones the full fast scan gives
+  (tested equal with every list probed), so candidates of partitioned and full scans pool together.
+* :func:`joined_ivf_scan`: one such index over a store's segments (their rows share the lists),
+  searched through ``_fast_scan.JoinedFastScan`` as the full scan's joined index is.
 """
 
 from __future__ import annotations
