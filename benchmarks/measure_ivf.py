@@ -17,9 +17,22 @@ load changes hit all alike). Also the build: the add's wall time for each store 
 one includes k-means and assigning every row), k-means and assignment alone, and the first
 query's time (building each segment's fast-scan or IVF index).
 
-Stores are built on disk by one add (``--adds`` splits it) in a temporary directory.
+Stores are built on disk by one add (``--adds`` splits it) in a temporary directory. With
+``--adds`` above 1, a third store takes the same adds but merges them into one segment (same
+quantizer, codes and lists): the several segments of the partitioned store, searched through
+one joined index, against the one segment, at its chosen ``nprobe``.
 
-Run: ``python benchmarks/measure_ivf.py [--n 200000] [--partitions 1024]`` ->
+``--data real`` uses the shared sentence embeddings (``sentences/emb`` chunks 00-03, 200,000
+rows, float16 chunks cast to float32): ``--queries`` rows drawn at random (seeded) are the
+held-out queries, the next ``--n`` the corpus.
+
+``--lists 256,512,1024`` adds the lists' quality against their cost, side by side: for each
+list count, k-means on the store's training sample (as ``fit`` runs it), assigning every row,
+and for held-out queries the rows scanned by the fewest lists holding 99% / 99.5% / 99.7% of
+their exact top 10 (``_ivf.choose_nprobe``'s measure, on the queries instead of training rows).
+
+Run: ``python benchmarks/measure_ivf.py [--n 200000] [--partitions 1024] [--adds 10]
+[--data real] [--lists 256,512,1024]`` ->
 ``benchmarks/results/ivf.json`` (``--out`` elsewhere). The committed results are the issue's
 scale, ``--n 1000000`` (about 3 minutes and 6 GB on a quiet machine).
 """
@@ -48,14 +61,77 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._common import run_record  # noqa: E402
+from langchain_vq import collection as collection_module  # noqa: E402
 from langchain_vq.collection import TRAIN_SAMPLE, Collection, CollectionConfig  # noqa: E402
+from langchain_vq.merge_policy import MergePolicy  # noqa: E402
 from langchain_vq.quantization import BinaryQuantizer  # noqa: E402
+from langchain_vq.quantization._ivf import assign_partitions, centroid_index, train_partitions  # noqa: E402
 from langchain_vq.synthetic import synthetic_embeddings  # noqa: E402
 
 K = 10
 TARGET = 0.99
 MULTIPLIERS = (16, 32, 64, 128)
 OUT = REPO / "benchmarks" / "results" / "ivf.json"
+DATA = Path(os.environ.get("LANGCHAIN_VQ_DATA", REPO.parent / "shared" / "data"))
+#: Every add merges everything into one segment (the "merged" store).
+ONE_SEGMENT = MergePolicy(segments_per_tier=2, floor_rows=1 << 29, max_rows=1 << 30, max_deleted_fraction=1.0)
+COVERAGES = (0.99, 0.995, 0.997)
+
+
+def load(data: str, n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm corpus ``[n, 384]`` and queries: synthetic (seeds 0 and 1) or real held-out sentences."""
+    if data == "real":
+        chunks = [np.load(DATA / "sentences" / "emb" / f"chunk_0{i}.npy") for i in range(4)]
+        rows = np.concatenate([c.astype(np.float32) for c in chunks])
+        order = np.random.default_rng(0).permutation(len(rows))
+        if n + n_queries > len(rows):
+            raise SystemExit(f"--data real holds {len(rows)} rows: --n + --queries must not exceed it")
+        corpus, queries = rows[order[n_queries : n_queries + n]], rows[order[:n_queries]]
+    else:
+        corpus, queries = synthetic_embeddings(n, seed=0), synthetic_embeddings(n_queries, seed=1)
+    corpus = np.ascontiguousarray(corpus / np.linalg.norm(corpus, axis=1, keepdims=True), np.float32)
+    queries = np.ascontiguousarray(queries / np.linalg.norm(queries, axis=1, keepdims=True), np.float32)
+    return corpus, queries
+
+
+def scanned(centroids: np.ndarray, sizes: np.ndarray, queries: np.ndarray, nprobe: int) -> float:
+    """Mean share of the rows in the ``nprobe`` lists that score best against each query."""
+    probed = centroid_index(centroids, "ip").search(queries, nprobe)[1]
+    return float(sizes[probed].sum(axis=1).mean() / sizes.sum())
+
+
+def list_quality(
+    corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray, sample: np.ndarray, counts: list[int]
+) -> list[dict[str, Any]]:
+    """Per list count: k-means and assignment cost, and rows scanned for each neighbour coverage."""
+    out = []
+    for count in counts:
+        start = time.perf_counter()
+        centroids = train_partitions(sample, count, "ip")
+        kmeans_s = time.perf_counter() - start
+        start = time.perf_counter()
+        lists = assign_partitions(centroids, corpus, "ip")
+        assign_s = time.perf_counter() - start
+        sizes = np.bincount(lists, minlength=count)
+        order = centroid_index(centroids, "ip").search(queries, count)[1]
+        rank = np.empty_like(order)
+        rank[np.arange(len(queries))[:, None], order] = np.arange(count)[None, :]
+        ranks = np.sort(rank[np.arange(len(queries))[:, None], lists[truth].astype(np.int64)].ravel())
+        entry: dict[str, Any] = {
+            "partitions": count,
+            "kmeans_s": round(kmeans_s, 2),
+            "assign_us_per_row": round(assign_s / len(corpus) * 1e6, 2),
+            "load": os.getloadavg()[0],
+        }
+        for coverage in COVERAGES:
+            nprobe = int(ranks[int(np.ceil(coverage * ranks.size - 1e-9)) - 1]) + 1
+            entry[f"coverage_{coverage}"] = {
+                "nprobe": nprobe,
+                "scanned_fraction": round(scanned(centroids, sizes, queries, nprobe), 3),
+            }
+        print(json.dumps(entry), flush=True)
+        out.append(entry)
+    return out
 
 
 def build(
@@ -82,11 +158,10 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def main(ns: argparse.Namespace) -> None:
-    record = run_record(ns.n, 384, ns.queries, K, partitions=ns.partitions, adds=ns.adds, timed=ns.timed)
-    corpus = synthetic_embeddings(ns.n, seed=0)
-    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)  # as the store keeps cosine vectors
-    queries = synthetic_embeddings(ns.queries, seed=1)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    record = run_record(
+        ns.n, 384, ns.queries, K, partitions=ns.partitions, adds=ns.adds, timed=ns.timed, data=ns.data
+    )
+    corpus, queries = load(ns.data, ns.n, ns.queries)  # unit norm, as the store keeps cosine vectors
     flat = faiss.IndexFlatIP(corpus.shape[1])
     flat.add(corpus)
     truth = flat.search(queries, K)[1]
@@ -104,37 +179,63 @@ def main(ns: argparse.Namespace) -> None:
     assign_s = time.perf_counter() - start
     sizes = np.bincount(lists, minlength=ns.partitions)
     del plain_fit
+    counts = [int(c) for c in ns.lists.split(",")] if ns.lists else []
+    quality = list_quality(corpus, queries, truth, sample, counts) if counts else []
 
     with tempfile.TemporaryDirectory(prefix="measure_ivf_") as tmp:
         full, full_add_s = build(Path(tmp) / "full", corpus, ns.adds, None)
         print(f"full store built in {full_add_s:.1f} s", flush=True)
         ivf, ivf_add_s = build(Path(tmp) / "ivf", corpus, ns.adds, {"partitions": ns.partitions})
         print(f"partitioned store built in {ivf_add_s:.1f} s", flush=True)
+        stores = {"full": full, "ivf": ivf}
+        if ns.adds > 1:  # the same adds merged into one segment: same quantizer, codes and lists
+            default_policy = collection_module.MERGE_POLICY
+            collection_module.MERGE_POLICY = ONE_SEGMENT
+            try:
+                stores["ivf merged"], _ = build(
+                    Path(tmp) / "merged", corpus, ns.adds, {"partitions": ns.partitions}
+                )
+            finally:
+                collection_module.MERGE_POLICY = default_policy
         quantizer = ivf.snapshot.quantizer
         assert isinstance(quantizer, BinaryQuantizer)
         first = {}
-        for name, store in (("full", full), ("ivf", ivf)):
+        for name, store in stores.items():
             start = time.perf_counter()
             store.search(queries[:1], K, rescore_multiplier=MULTIPLIERS[0])
             first[name] = time.perf_counter() - start
         chosen = quantizer.nprobe  # chosen at training (_ivf.choose_nprobe): the store's default
-        nprobes = sorted({max(1, ns.partitions // d) for d in (16, 8, 4, 2)} | {chosen or 1})
+        assert chosen is not None
+        nprobes = sorted({max(1, ns.partitions // d) for d in (16, 8, 4, 2)} | {chosen})
         configs: list[tuple[str, Collection | None, int, int | None]] = [("IndexFlatIP", None, 0, None)]
         configs += [("full fast scan", full, m, None) for m in MULTIPLIERS]
         configs += [("partitioned", ivf, m, p) for p in nprobes for m in MULTIPLIERS]
+        if "ivf merged" in stores:
+            merged = stores["ivf merged"]
+            merged_quantizer = merged.snapshot.quantizer
+            assert isinstance(merged_quantizer, BinaryQuantizer)
+            assert merged_quantizer.nprobe == chosen
+            configs += [("partitioned, one segment", merged, m, chosen) for m in MULTIPLIERS]
+        store_lists = [v.segment.stored_codes.lists for v in ivf.snapshot.views]  # type: ignore[union-attr]
+        store_sizes = np.bincount(np.concatenate(store_lists), minlength=ns.partitions)  # type: ignore[arg-type]
 
         results = []
         for label, store, m, nprobe in configs:
             if store is None:
                 results.append({"method": label, "recall_at_10": 1.0})
                 continue
+            store_quantizer = store.snapshot.quantizer
             if nprobe is not None:
-                quantizer.nprobe = nprobe
+                store_quantizer.nprobe = nprobe  # type: ignore[union-attr]
             found = ids_of(store, queries, m)
             results.append(
                 {
                     "method": label,
+                    "segments": len(store.snapshot.views),
                     "nprobe": nprobe,
+                    "scanned_fraction": None
+                    if nprobe is None
+                    else round(scanned(quantizer.partition_centroids_, store_sizes, queries, nprobe), 3),
                     "rescore_multiplier": m,
                     "recall_at_10": recall(found, truth),
                 }
@@ -145,8 +246,8 @@ def main(ns: argparse.Namespace) -> None:
             q = queries[qi % ns.queries : qi % ns.queries + 1]
             for ci in np.roll(np.arange(len(configs)), qi).tolist():  # rotating order
                 _, store, m, nprobe = configs[ci]
-                if nprobe is not None:
-                    quantizer.nprobe = nprobe
+                if nprobe is not None and store is not None:
+                    store.snapshot.quantizer.nprobe = nprobe  # type: ignore[union-attr]
                 start = time.perf_counter()
                 if store is None:
                     flat.search(q, K)
@@ -161,7 +262,9 @@ def main(ns: argparse.Namespace) -> None:
 
     best = {}
     for result in results[1:]:
-        key = result["method"] if result["nprobe"] is None else f"partitioned nprobe={result['nprobe']}"
+        key = (
+            result["method"] if result["nprobe"] is None else f"{result['method']} nprobe={result['nprobe']}"
+        )
         if result["recall_at_10"] >= TARGET and key not in best:
             best[key] = result
     out = {
@@ -183,6 +286,7 @@ def main(ns: argparse.Namespace) -> None:
             "first_query_s": {name: round(s, 3) for name, s in first.items()},
         },
         "chosen_nprobe": chosen,
+        "list_quality": quality,
         "results": results,
         "smallest_multiplier_reaching_target": best,
     }
@@ -208,5 +312,7 @@ if __name__ == "__main__":
     parser.add_argument("--timed", type=int, default=100, help="single queries timed per configuration")
     parser.add_argument("--partitions", type=int, default=1024)
     parser.add_argument("--adds", type=int, default=1)
+    parser.add_argument("--data", choices=("synthetic", "real"), default="synthetic")
+    parser.add_argument("--lists", default="", help="list counts whose quality to measure, e.g. 256,512,1024")
     parser.add_argument("--out", default=str(OUT))
     main(parser.parse_args())

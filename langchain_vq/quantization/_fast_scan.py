@@ -261,17 +261,21 @@ class JoinedFastScan:
     Args:
         arrays: The stored codes, in the order their candidates are numbered (array index).
         build: Makes the kernel's index over ``arrays`` (see :func:`pq4_fast_scan_index`).
+        padded: Whether ``build`` lays each array out in whole blocks (a partitioned index pads
+            its lists instead, so its arrays follow each other row after row).
     """
 
     def __init__(
         self,
         arrays: Sequence[StoredCodes],
         build: Callable[[Sequence[StoredCodes]], FastScanIndex],
+        *,
+        padded: bool = True,
     ) -> None:
         sizes = np.array([a.shape[0] for a in arrays], dtype=np.int64)
-        padded = -(-sizes // BLOCK_ROWS) * BLOCK_ROWS
+        laid_out = -(-sizes // BLOCK_ROWS) * BLOCK_ROWS if padded else sizes
         #: Index row of each array's first row.
-        self.starts = np.concatenate([[0], np.cumsum(padded)[:-1]]).astype(np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(laid_out)[:-1]]).astype(np.int64)
         self.sizes = sizes
         #: Rows the index scans: every array's, and the padding between arrays.
         self.rows = int(self.starts[-1] + sizes[-1])
@@ -354,9 +358,13 @@ class FastScanCache(Generic[IndexT]):
         self,
         arrays: Sequence[StoredCodes],
         build: Callable[[Sequence[StoredCodes]], FastScanIndex],
+        *,
+        padded: bool = True,
     ) -> JoinedFastScan:
-        """The joined index of ``arrays`` (in this order), built on first use."""
-        joined: JoinedFastScan = self._get(tuple(arrays), lambda: JoinedFastScan(arrays, build), joined=True)
+        """The joined index of ``arrays`` (in this order), built on first use (``padded``: as there)."""
+        joined: JoinedFastScan = self._get(
+            tuple(arrays), lambda: JoinedFastScan(arrays, build, padded=padded), joined=True
+        )
         return joined
 
     def _get(self, parts: tuple[StoredCodes, ...], build: Callable[[], Any], *, joined: bool) -> Any:

@@ -15,25 +15,28 @@ Three parts, used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` 
   encoded and stored beside its code, so opening a store never reassigns rows.
 * :class:`IVFNibbleFastScan`: FAISS's ``IndexIVFPQFastScan`` with ``by_residual=False`` and the
   same corner codebooks as :class:`~langchain_vq.quantization._fast_scan.NibbleFastScan`, its
-  lists filled with the stored codes (packed by ``code_blocks.pack_blocks``, FAISS's block
-  layout, so filling a list is one copy). Scores are the ones the full fast scan gives (tested
-  equal with every list probed), so candidates of partitioned and full scans pool together.
+  lists filled with the stored codes (all lists packed at once by :func:`list_blocks`, FAISS's
+  block layout, so filling a list is one copy). Scores are the ones the full fast scan gives
+  (tested equal with every list probed), so candidates of partitioned and full scans pool together.
+* :func:`joined_ivf_scan`: one such index over a store's segments (their rows share the lists),
+  searched through ``_fast_scan.JoinedFastScan`` as the full scan's joined index is.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
-from langchain_vq.code_blocks import BLOCK_ROWS, pack_blocks
+from langchain_vq.code_blocks import BLOCK_ROWS, StoredCodes, pack_blocks
 from langchain_vq.quantization._fast_scan import nibble_centroids, nibble_queries
 
 if TYPE_CHECKING:
-    import numpy.typing as npt
+    from collections.abc import Sequence
 
-    from langchain_vq.code_blocks import StoredCodes
+    import numpy.typing as npt
 
 #: Fewest training rows per list: FAISS's k-means warns below 39 points per centroid.
 MIN_ROWS_PER_PARTITION = 39
@@ -42,7 +45,10 @@ MAX_PARTITIONS = 1 << 16
 #: k-means trains on at most this many sampled rows per list (FAISS's own default is 256; 64
 #: held the binary_limits.py numbers and costs a quarter of the time).
 _KMEANS_ROWS_PER_PARTITION = 64
-_KMEANS_ITERATIONS = 10
+#: Half FAISS's default of 10, and half the time: the lists held the neighbours as well
+#: (``measure_ivf.py --lists``, 1024 lists: rows scanned for 0.99 of the neighbours 23.2%
+#: against 23.0% on 200k synthetic rows, 23.0% against 24.8% on 200k real ones).
+_KMEANS_ITERATIONS = 5
 _KMEANS_SEED = 1234
 #: Rows assigned to their nearest centroid at a time (bounds the distance matrix).
 _ASSIGN_BLOCK_ROWS = 16_384
@@ -51,8 +57,9 @@ _ASSIGN_BLOCK_ROWS = 16_384
 #: Share of the exact top 10 of sampled training rows that the lists of the chosen ``nprobe``
 #: must hold: above the store's calibration goal (0.99 + 0.003), so the multiplier can reach it.
 NPROBE_COVERAGE = 0.997
-#: Training rows used as queries by :func:`choose_nprobe`, and their neighbours counted.
-_NPROBE_QUERIES = 200
+#: Training rows used as queries by :func:`choose_nprobe`, and their neighbours counted: 5,000
+#: neighbours, so the 0.3% a choice may miss are 15 of them, not 6.
+_NPROBE_QUERIES = 500
 _NPROBE_K = 10
 
 
@@ -65,12 +72,6 @@ def default_nprobe(partitions: int) -> int:
     return max(1, partitions // 8)
 
 
-def nprobe_ladder(partitions: int) -> list[int]:
-    """Candidate ``nprobe`` values: 1, 2, 3, 4, 6, 8, 12, ... (powers of two and their 1.5x), then all."""
-    steps = sorted({v for p in range(17) for v in (1 << p, 3 << p >> 1) if 1 <= v < partitions})
-    return [*steps, partitions]
-
-
 def choose_nprobe(
     x: npt.NDArray[np.float32],
     centroids: npt.NDArray[np.float32],
@@ -79,11 +80,28 @@ def choose_nprobe(
 ) -> int:
     """The smallest ``nprobe`` whose lists hold ``coverage`` of sampled rows' exact top 10.
 
-    Measured on the training rows ``x``: up to 200 of them (seeded) are queries, each hidden from
-    its own neighbours; a neighbour counts when its list is among the query's ``nprobe`` best.
-    Real sentences need far more lists than synthetic data for the same share (99,000 rows, 256
-    lists: 32 held 94.0%, 128 held 99.45%; 100k synthetic rows, 1024 lists: 128 held 98.7%, 256
-    99.6%), so a fixed fraction would either waste scans or cap recall below the store's goal.
+    Any number of lists, not a ladder of steps: at 1M synthetic rows the ladder's step above
+    128 lists was 256 (``results/ivf.json``: chosen 256, while 128 already gave recall@10
+    0.996), and rows scanned grow with it. Real sentences need far more lists than synthetic
+    data for the same share (200k real rows, 1024 lists: 0.995 of the neighbours in 32% of the
+    rows; 200k synthetic rows: in 23%, ``benchmarks/measure_ivf.py --lists``), so a fixed
+    fraction would either waste scans or cap recall below the store's goal.
+    """
+    ranks = neighbour_list_ranks(x, centroids, metric)
+    if coverage > 1.0 or not ranks.size:
+        return int(centroids.shape[0])
+    needed = max(1, math.ceil(coverage * ranks.size - 1e-9))  # neighbours the lists must hold
+    return int(np.partition(ranks, needed - 1)[needed - 1]) + 1
+
+
+def neighbour_list_ranks(
+    x: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32], metric: str
+) -> npt.NDArray[np.int64]:
+    """Sampled rows of ``x`` as queries: the rank of each exact top-10 neighbour's list among their lists.
+
+    Up to :data:`_NPROBE_QUERIES` rows (seeded) are queries, each hidden from its own
+    neighbours; rank 0 is the query's best list, so ``nprobe`` lists hold the neighbours of
+    rank below ``nprobe``.
     """
     n, nlist = x.shape[0], centroids.shape[0]
     picks = np.random.default_rng(0).choice(n, min(n, _NPROBE_QUERIES), replace=False)
@@ -98,13 +116,12 @@ def choose_nprobe(
     probe_order = centroid_index(centroids, metric).search(queries, nlist)[1]  # [queries, nlist]
     rank = np.empty_like(probe_order)
     rank[np.arange(len(picks))[:, None], probe_order] = np.arange(nlist)[None, :]
-    ranks = np.concatenate(
-        [rank[i, assign_partitions(centroids, x[t], metric)] for i, t in enumerate(truth) if t]
-    )
-    for nprobe in nprobe_ladder(nlist):
-        if float(np.mean(ranks < nprobe)) >= coverage:
-            return nprobe
-    return nlist
+    queries_of = np.repeat(np.arange(len(picks)), [len(t) for t in truth])
+    neighbours = np.array([j for t in truth for j in t], dtype=np.int64)
+    if not neighbours.size:
+        return np.empty(0, np.int64)
+    unique, at = np.unique(neighbours, return_inverse=True)  # each neighbour assigned once, in one call
+    return rank[queries_of, assign_partitions(centroids, x[unique], metric)[at]].astype(np.int64)
 
 
 def train_partitions(x: npt.NDArray[np.float32], partitions: int, metric: str) -> npt.NDArray[np.float32]:
@@ -145,6 +162,37 @@ def assign_partitions(
     return out
 
 
+def padded_counts(counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Rows per list rounded up to whole 32-row blocks (FAISS keeps each list in its own blocks)."""
+    return -(-counts // BLOCK_ROWS) * BLOCK_ROWS
+
+
+def list_blocks(
+    codes: npt.NDArray[np.uint8], lists: npt.NDArray[np.integer[Any]], nlist: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """Row-major ``codes`` grouped by list, in the fast-scan block layout, in one pass.
+
+    Returns ``(rows, counts, blocks)``: ``int64[n]`` the rows in list order (row order within a
+    list), ``int64[nlist]`` rows per list, and the block bytes of list after list, each list
+    padded with zero rows to whole blocks (:func:`padded_counts`).
+    """
+    rows = np.argsort(lists, kind="stable").astype(np.int64)
+    counts = np.bincount(lists, minlength=nlist).astype(np.int64)
+    padded = padded_counts(counts)
+    shift = np.cumsum(padded) - padded - (np.cumsum(counts) - counts)  # padding before each list
+    places = np.arange(rows.size) + np.repeat(shift, counts)  # each row's place in list order
+    source = np.zeros(int(padded.sum()), np.int64)
+    source[places] = rows
+    # One gather of whole codes (a row as one opaque item): 2.5x faster than a scatter of uint8 rows.
+    width = codes.shape[1]
+    items = np.ascontiguousarray(codes).view(np.dtype((np.void, width))).reshape(-1)
+    grouped = items[source].view(np.uint8).reshape(-1, width)
+    padding = np.ones(source.size, bool)
+    padding[places] = False
+    grouped[padding] = 0
+    return rows, counts, pack_blocks(grouped)
+
+
 class IVFNibbleFastScan:
     """FAISS's IVF fast scan over packed bit codes, each row in the list stored for it.
 
@@ -170,6 +218,7 @@ class IVFNibbleFastScan:
         self.bit_bytes = (self.dim + 7) // 8
         self.metric = metric
         self.nlist = centroids.shape[0]
+        self.rows = int(np.asarray(lists).size)
         self._order, fine = nibble_centroids(low, high)
         width = 8 * self.bit_bytes
         coarse = np.zeros((self.nlist, width), np.float32)  # laid out as the queries will be
@@ -185,16 +234,24 @@ class IVFNibbleFastScan:
         self._index: Any = index
 
     def _fill(self, index: Any, codes: StoredCodes, lists: npt.NDArray[np.integer[Any]]) -> None:
-        """Put every row's code in its list, in FAISS's block layout, labelled by its row."""
-        rows_by_list = np.argsort(lists, kind="stable")  # rows of each list in row order
-        bounds = np.searchsorted(lists[rows_by_list], np.arange(self.nlist + 1))
-        row_major = codes.row_major
+        """Put every row's code in its list, in FAISS's block layout, labelled by its row.
+
+        One gather of all rows into list order (each list padded to whole 32-row blocks) and one
+        vectorised packing, then one copy per list: packing list by list (an argsort slice,
+        a fancy index and a ``pack_blocks`` call each) took 0.61 s for 1M rows in 1024 lists.
+        """
+        rows, counts, blocks = list_blocks(codes.unpacked()[:, : self.bit_bytes], lists, self.nlist)
+        firsts = np.cumsum(counts) - counts  # each list's first place in ``rows``
+        offsets = (np.cumsum(padded_counts(counts)) - padded_counts(counts)) * self.bit_bytes
         invlists = index.invlists
-        for list_no in np.flatnonzero(np.diff(bounds)).tolist():
-            rows = rows_by_list[bounds[list_no] : bounds[list_no + 1]].astype(np.int64)
+        for list_no in np.flatnonzero(counts).tolist():
             # BlockInvertedLists.add_entries copies whole blocks as given into an empty list.
-            blocks = pack_blocks(np.ascontiguousarray(row_major[rows, : self.bit_bytes]))
-            invlists.add_entries(list_no, rows.size, faiss.swig_ptr(rows), faiss.swig_ptr(blocks))
+            invlists.add_entries(
+                list_no,
+                int(counts[list_no]),
+                faiss.swig_ptr(rows[firsts[list_no] :]),
+                faiss.swig_ptr(blocks[offsets[list_no] :]),
+            )
         index.ntotal = int(lists.size)
 
     def search(
@@ -205,3 +262,57 @@ class IVFNibbleFastScan:
         params.nprobe = min(nprobe, self.nlist)
         dist, labels = self._index.search(nibble_queries(queries, self._order), k, params=params)
         return (dist if self.metric == "ip" else -dist), labels
+
+
+def probe(
+    scan: IVFNibbleFastScan, queries: npt.NDArray[np.float32], k: int, nprobe: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Top ``k`` of the ``nprobe`` best lists; a query whose lists hold fewer than ``k`` rows gets every list.
+
+    The other queries of the batch keep their lists. Places can still be empty (row -1) when
+    ``k`` is near the rows indexed and scores tie: callers then score exactly.
+    """
+    scores, rows = scan.search(queries, k, nprobe)
+    short = (rows < 0).any(axis=1)
+    if short.any() and nprobe < scan.nlist:
+        scores[short], rows[short] = scan.search(queries[short], k, scan.nlist)
+    return scores, rows
+
+
+class ProbedScan:
+    """A partitioned scan searched at a number of lists its owner sets (``_fast_scan.FastScanIndex``).
+
+    So the full scan's helpers (``fast_scan_candidates``, ``JoinedFastScan``) serve it too. The
+    owner (the quantizer) sets ``nprobe`` before each use: it may change after the scan is built.
+    """
+
+    def __init__(self, scan: IVFNibbleFastScan, nprobe: int = 1) -> None:
+        self.scan = scan
+        self.rows = scan.rows
+        self.nprobe = nprobe
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Top ``k`` rows of the ``nprobe`` best lists (see :func:`probe`)."""
+        return probe(self.scan, queries, k, self.nprobe)
+
+
+def joined_ivf_scan(
+    arrays: Sequence[StoredCodes],
+    centroids: npt.NDArray[np.float32],
+    low: npt.NDArray[np.float32],
+    high: npt.NDArray[np.float32],
+    metric: str,
+) -> ProbedScan:
+    """One partitioned index over several code arrays with lists (a store's segments), for ``JoinedFastScan``.
+
+    A store built by ten adds keeps about four segments; searched one by one, each paid its own
+    coarse search, lookup tables and kernel call. Here their rows share the lists: row ``r`` of
+    array ``i`` is index row ``sum(sizes[:i]) + r`` (no padding between arrays: each list's
+    blocks are padded, not the arrays), probed as one array of all the rows would be.
+    """
+    bit_bytes = (low.shape[0] + 7) // 8
+    lists = np.concatenate([np.asarray(a.lists) for a in arrays])
+    codes = np.concatenate([a.unpacked()[:, :bit_bytes] for a in arrays])
+    return ProbedScan(IVFNibbleFastScan(StoredCodes(codes), lists, centroids, low, high, metric))

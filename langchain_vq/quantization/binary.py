@@ -62,9 +62,11 @@ from langchain_vq.quantization._ivf import (
     MAX_PARTITIONS,
     MIN_ROWS_PER_PARTITION,
     IVFNibbleFastScan,
+    ProbedScan,
     assign_partitions,
     choose_nprobe,
     default_nprobe,
+    joined_ivf_scan,
     train_partitions,
 )
 from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k, split_keys
@@ -428,16 +430,15 @@ class BinaryQuantizer(Quantizer):
         A query whose lists hold fewer than ``k`` rows is scanned again over every list (the
         full pass, same kernel; the other queries of the batch keep their lists); if even that
         leaves places empty (ties near ``k = n``), the two-stage exact path scores every row.
+        Small ``k`` fetch more and cut by score, then row, as the full scan does
+        (``fast_scan_candidates``), so one segment and the same rows in several agree on ties.
         """
-        index = self._ivf_scans.get(codes, self._build_ivf)
-        nprobe = self.nprobe or default_nprobe(self.partitions)  # None only in a hand-made config
-        scores, rows = index.search(queries, k, nprobe)
-        short = (rows < 0).any(axis=1)
-        if short.any() and nprobe < self.partitions:
-            scores[short], rows[short] = index.search(queries[short], k, self.partitions)
-        if (rows < 0).any():
-            return self._search(queries, codes.row_major, k)
-        return scores, rows
+        index = ProbedScan(self._ivf_scans.get(codes, self._build_ivf), self._nprobe_now())
+        return fast_scan_candidates(index, queries, k, lambda: self._search(queries, codes.row_major, k))
+
+    def _nprobe_now(self) -> int:
+        """Lists probed per query: ``nprobe``, or a default for a hand-made config without one."""
+        return self.nprobe or default_nprobe(self.partitions)
 
     def _search(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
@@ -537,11 +538,33 @@ class BinaryQuantizer(Quantizer):
         return NibbleFastScan(codes, self.low_, self.high_, self.metric)
 
     def _joined_fast_scan(self, arrays: list[StoredCodes]) -> JoinedFastScan | None:
-        if not self.fast_scan or (self.partitions and any(a.lists is not None for a in arrays)):
-            return None  # partitioned segments are scanned list by list, each alone
-        return self._fast_scans.get_joined(arrays, self._build_fast_scan)
+        """The joined full scan, or with ``partitions`` the joined partitioned scan of arrays with lists.
+
+        Arrays some of which have lists and some not (an external build) are searched one by one.
+        """
+        if not self.fast_scan:
+            return None
+        with_lists = [a.lists is not None for a in arrays]
+        if not (self.partitions and any(with_lists)):
+            return self._fast_scans.get_joined(arrays, self._build_fast_scan)
+        if not all(with_lists):
+            return None
+        joined = self._ivf_scans.get_joined(arrays, self._build_joined_ivf, padded=False)
+        assert isinstance(joined.index, ProbedScan)  # noqa: S101 - built by _build_joined_ivf
+        joined.index.nprobe = self._nprobe_now()
+        return joined
+
+    def _build_joined_ivf(self, arrays: Sequence[StoredCodes]) -> ProbedScan:
+        for codes in arrays:
+            self._check_lists(codes)
+        return joined_ivf_scan(arrays, self.partition_centroids_, self.low_, self.high_, self.metric)
 
     def _build_ivf(self, codes: StoredCodes) -> IVFNibbleFastScan:
+        lists = self._check_lists(codes)
+        return IVFNibbleFastScan(codes, lists, self.partition_centroids_, self.low_, self.high_, self.metric)
+
+    def _check_lists(self, codes: StoredCodes) -> npt.NDArray[np.uint16]:
+        """The stored rows' lists, checked: one per code row, each below ``partitions``."""
         lists = codes.lists
         assert lists is not None  # noqa: S101 - only codes with lists are searched by partition
         if lists.shape != (codes.shape[0],) or (lists.size and int(lists.max()) >= self.partitions):
@@ -552,7 +575,7 @@ class BinaryQuantizer(Quantizer):
                 "this quantizer's assign()."
             )
             raise InvalidInputError(msg)
-        return IVFNibbleFastScan(codes, lists, self.partition_centroids_, self.low_, self.high_, self.metric)
+        return lists
 
     # -- state -------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

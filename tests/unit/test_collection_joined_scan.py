@@ -36,6 +36,7 @@ CASES = [
     ("binary", {}, "cosine"),  # fast scan, the default
     ("binary", {}, "l2"),
     ("pq", {"nbits": 4, "m": 10}, "cosine"),
+    ("binary", {"partitions": 8}, "cosine"),  # partitioned: one joined index of lists
 ]
 
 
@@ -50,7 +51,11 @@ def _build(path: Path, config: CollectionConfig, x: np.ndarray) -> Collection:
     return collection
 
 
-@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[2]}")
+def _case_id(case: tuple) -> str:
+    return f"{case[0]}-{case[2]}" + ("-ivf" if case[1].get("partitions") else "")
+
+
+@pytest.fixture(scope="module", params=CASES, ids=_case_id)
 def stores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     quantization, options, metric = request.param
     x = clustered_vectors(sum(BATCHES), DIM, seed=21)

@@ -68,3 +68,13 @@ def test_gathers_from_several_threads_while_the_rows_unpack_agree() -> None:
     for rows, got in zip(picks, taken, strict=True):
         assert np.array_equal(got, codes[rows])
     assert np.array_equal(stored.row_major, codes)
+
+
+def test_unpacked_for_one_use_is_not_kept() -> None:
+    codes = np.random.default_rng(5).integers(0, 256, size=(100, 6), dtype=np.uint8)
+    stored = StoredCodes(to_blocked(codes), blocked=True)
+    np.testing.assert_array_equal(stored.unpacked(), codes)
+    assert stored._unpacked is None  # not kept: row_major keeps its own copy when asked
+    assert stored.unpacked() is not stored.unpacked()
+    np.testing.assert_array_equal(stored.row_major, codes)
+    assert stored.unpacked() is stored.row_major  # the kept copy, once there is one
