@@ -162,7 +162,9 @@ def test_alternating_k_keeps_one_joined_index_while_small_segments_are_read_exac
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(fast_scan_module, "JoinedFastScan", Counting)
-    several.snapshot.quantizer._fast_scans.clear()
+    for cache in vars(several.snapshot.quantizer).values():  # full scan's, partitioned scan's
+        if isinstance(cache, fast_scan_module.FastScanCache):
+            cache.clear()
     first = {m: _answers(several, QUERIES, rescore_multiplier=m) for m in (1, 30)}
     single = {m: _answers(several, QUERIES[:1], rescore_multiplier=m) for m in (1, 30)}
     for _ in range(3):
