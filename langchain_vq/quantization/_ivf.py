@@ -6,18 +6,20 @@ k-means centroid and scanning only the ``nprobe`` lists whose centroids score be
 query reads a fraction of them: with 1024 lists at 1M synthetic rows, the 128 best lists held
 99.15% of the true top 10 in 16.5% of the rows (``benchmarks/binary_limits.py``).
 
-Three parts, used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` with
-``partitions > 0``:
+Three parts, used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` and
+:class:`~langchain_vq.quantization.product.ProductQuantizer` (4-bit codes) with ``partitions > 0``:
 
 * :func:`train_partitions`: seeded k-means (``faiss.Kmeans``, spherical for inner product) on
   the quantizer's training sample; the centroids are part of the quantizer's saved state.
 * :func:`assign_partitions`: each row's list, computed once from its float vector when it is
   encoded and stored beside its code, so opening a store never reassigns rows.
-* :class:`IVFNibbleFastScan`: FAISS's ``IndexIVFPQFastScan`` with ``by_residual=False`` and the
-  same corner codebooks as :class:`~langchain_vq.quantization._fast_scan.NibbleFastScan`, its
-  lists filled with the stored codes (packed by ``code_blocks.pack_blocks``, FAISS's block
-  layout, so filling a list is one copy). Scores are the ones the full fast scan gives (tested
-  equal with every list probed), so candidates of partitioned and full scans pool together.
+* :class:`IVFFastScan`: FAISS's ``IndexIVFPQFastScan`` with ``by_residual=False`` and the
+  codebooks of the full fast scan (PQ: the learned ones, as
+  :class:`~langchain_vq.quantization._fast_scan.PQFastScan`; binary, :class:`IVFNibbleFastScan`:
+  the corners of :class:`~langchain_vq.quantization._fast_scan.NibbleFastScan`), its lists filled
+  with the stored codes (packed by ``code_blocks.pack_blocks``, FAISS's block layout, so filling
+  a list is one copy). Scores are the ones the full fast scan gives (tested equal with every
+  list probed), so candidates of partitioned and full scans pool together.
 """
 
 from __future__ import annotations
@@ -145,8 +147,73 @@ def assign_partitions(
     return out
 
 
-class IVFNibbleFastScan:
-    """FAISS's IVF fast scan over packed bit codes, each row in the list stored for it.
+class IVFFastScan:
+    """FAISS's IVF fast scan over stored 4-bit PQ codes, each row in the list stored for it.
+
+    Codebook-agnostic: ``fine`` are the 4-bit codebooks the codes index, in the kernel's
+    sub-quantizer order (sub-code ``2j`` in the low nibble of code byte ``j``, FAISS's 4-bit PQ
+    layout), and ``order`` lays queries and centroids out in that order.
+
+    Args:
+        codes: Stored ``uint8[n, >= ceil(n_sub / 2)]`` codes (padding bytes are ignored).
+        lists: ``uint16[n]``, each row's list (from :func:`assign_partitions`).
+        centroids: ``float32[nlist, dim]``, the lists' centroids.
+        fine: ``float32[n_sub, 16, dsub]`` codebooks of the codes' sub-codes.
+        metric: ``"ip"`` (scores ``q . x_hat``) or ``"l2"`` (scores ``-||q - x_hat||^2``).
+        order: Dimension order of the kernel's ``n_sub * dsub`` inputs (queries are zero-padded
+            to that width first); None: the dimensions in their own order.
+    """
+
+    def __init__(
+        self,
+        codes: StoredCodes,
+        lists: npt.NDArray[np.integer[Any]],
+        centroids: npt.NDArray[np.float32],
+        fine: npt.NDArray[np.float32],
+        metric: str,
+        order: npt.NDArray[np.intp] | None = None,
+    ) -> None:
+        n_sub, _, dsub = fine.shape
+        width = n_sub * dsub
+        self.code_bytes = (n_sub + 1) // 2
+        self.metric = metric
+        self.nlist = centroids.shape[0]
+        self._order = np.arange(width) if order is None else order
+        # The coarse centroids laid out as the queries will be.
+        self._coarse = centroid_index(nibble_queries(centroids, self._order), metric)
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+        index = faiss.IndexIVFPQFastScan(self._coarse, width, self.nlist, n_sub, 4, faiss_metric, BLOCK_ROWS)
+        index.by_residual = False  # rows are coded as they are, not relative to their centroid
+        faiss.copy_array_to_vector(np.ascontiguousarray(fine, np.float32).ravel(), index.pq.centroids)
+        index.is_trained = True
+        self._fill(index, codes, np.asarray(lists))
+        self._index: Any = index
+
+    def _fill(self, index: Any, codes: StoredCodes, lists: npt.NDArray[np.integer[Any]]) -> None:
+        """Put every row's code in its list, in FAISS's block layout, labelled by its row."""
+        rows_by_list = np.argsort(lists, kind="stable")  # rows of each list in row order
+        bounds = np.searchsorted(lists[rows_by_list], np.arange(self.nlist + 1))
+        row_major = codes.row_major
+        invlists = index.invlists
+        for list_no in np.flatnonzero(np.diff(bounds)).tolist():
+            rows = rows_by_list[bounds[list_no] : bounds[list_no + 1]].astype(np.int64)
+            # BlockInvertedLists.add_entries copies whole blocks as given into an empty list.
+            blocks = pack_blocks(np.ascontiguousarray(row_major[rows, : self.code_bytes]))
+            invlists.add_entries(list_no, rows.size, faiss.swig_ptr(rows), faiss.swig_ptr(blocks))
+        index.ntotal = int(lists.size)
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int, nprobe: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Top ``k`` rows of the ``nprobe`` best lists per query, best first (row -1: empty place)."""
+        params = faiss.SearchParametersIVF()
+        params.nprobe = min(nprobe, self.nlist)
+        dist, labels = self._index.search(nibble_queries(queries, self._order), k, params=params)
+        return (dist if self.metric == "ip" else -dist), labels
+
+
+class IVFNibbleFastScan(IVFFastScan):
+    """:class:`IVFFastScan` over packed bit codes, with the corner codebooks of their nibbles.
 
     Args:
         codes: Stored ``uint8[n, >= bit_bytes]`` packed bits (padding bytes are ignored).
@@ -166,42 +233,5 @@ class IVFNibbleFastScan:
         high: npt.NDArray[np.float32],
         metric: str,
     ) -> None:
-        self.dim = low.shape[0]
-        self.bit_bytes = (self.dim + 7) // 8
-        self.metric = metric
-        self.nlist = centroids.shape[0]
-        self._order, fine = nibble_centroids(low, high)
-        width = 8 * self.bit_bytes
-        coarse = np.zeros((self.nlist, width), np.float32)  # laid out as the queries will be
-        coarse[:, : self.dim] = centroids
-        self._coarse = centroid_index(np.ascontiguousarray(coarse[:, self._order]), metric)
-        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
-        n_sub = 2 * self.bit_bytes
-        index = faiss.IndexIVFPQFastScan(self._coarse, width, self.nlist, n_sub, 4, faiss_metric, BLOCK_ROWS)
-        index.by_residual = False  # rows are coded as they are, not relative to their centroid
-        faiss.copy_array_to_vector(np.ascontiguousarray(fine, np.float32).ravel(), index.pq.centroids)
-        index.is_trained = True
-        self._fill(index, codes, np.asarray(lists))
-        self._index: Any = index
-
-    def _fill(self, index: Any, codes: StoredCodes, lists: npt.NDArray[np.integer[Any]]) -> None:
-        """Put every row's code in its list, in FAISS's block layout, labelled by its row."""
-        rows_by_list = np.argsort(lists, kind="stable")  # rows of each list in row order
-        bounds = np.searchsorted(lists[rows_by_list], np.arange(self.nlist + 1))
-        row_major = codes.row_major
-        invlists = index.invlists
-        for list_no in np.flatnonzero(np.diff(bounds)).tolist():
-            rows = rows_by_list[bounds[list_no] : bounds[list_no + 1]].astype(np.int64)
-            # BlockInvertedLists.add_entries copies whole blocks as given into an empty list.
-            blocks = pack_blocks(np.ascontiguousarray(row_major[rows, : self.bit_bytes]))
-            invlists.add_entries(list_no, rows.size, faiss.swig_ptr(rows), faiss.swig_ptr(blocks))
-        index.ntotal = int(lists.size)
-
-    def search(
-        self, queries: npt.NDArray[np.float32], k: int, nprobe: int
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """Top ``k`` rows of the ``nprobe`` best lists per query, best first (row -1: empty place)."""
-        params = faiss.SearchParametersIVF()
-        params.nprobe = min(nprobe, self.nlist)
-        dist, labels = self._index.search(nibble_queries(queries, self._order), k, params=params)
-        return (dist if self.metric == "ip" else -dist), labels
+        order, fine = nibble_centroids(low, high)
+        super().__init__(codes, lists, centroids, fine, metric, order)
