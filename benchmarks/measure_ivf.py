@@ -5,7 +5,8 @@ thread, at recall@10 >= 0.99, but a full fast-scan pass over 1M codes alone take
 script measures, in one run on the same data:
 
 * ``IndexFlatIP`` (exact float search, the baseline);
-* the store's default (``quantization="binary"``: full fast scan, float16 rescoring);
+* the store with ``--quantization`` (``binary``, the default, or ``pq``: 4-bit PQ), each a full
+  fast scan with float16 rescoring;
 * the same store with ``quantizer_options={"partitions": P}`` (lists stored at ingest, ``nprobe``
   lists scanned per query), at several ``nprobe``, the one its quantizer chose at training among
   them;
@@ -17,11 +18,16 @@ load changes hit all alike). Also the build: the add's wall time for each store 
 one includes k-means and assigning every row), k-means and assignment alone, and the first
 query's time (building each segment's fast-scan or IVF index).
 
-Stores are built on disk by one add (``--adds`` splits it) in a temporary directory.
+Stores are built on disk by one add (``--adds`` splits it) in a temporary directory. Data: the
+project's synthetic generator (``--data synthetic``, corpus seed 0, queries seed 1), or the shared
+real sentence embeddings (``--data sentences``: ``sentences/emb`` chunks 00-03, float16 chunks
+cast to float32, shuffled with seed 0; the first ``--queries`` rows are held-out queries, the
+next ``--n`` the corpus). ``--timed 0`` measures recall only.
 
-Run: ``python benchmarks/measure_ivf.py [--n 200000] [--partitions 1024]`` ->
-``benchmarks/results/ivf.json`` (``--out`` elsewhere). The committed results are the issue's
-scale, ``--n 1000000`` (about 3 minutes and 6 GB on a quiet machine).
+Run: ``python benchmarks/measure_ivf.py [--n 200000] [--partitions 1024] [--quantization pq]``
+-> ``benchmarks/results/ivf.json`` (``ivf_pq.json`` for PQ, ``*_sentences.json`` for real data;
+``--out`` elsewhere). The committed binary results are the issue's scale, ``--n 1000000`` (about
+3 minutes and 6 GB on a quiet machine).
 """
 
 from __future__ import annotations
@@ -49,20 +55,26 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._common import run_record  # noqa: E402
 from langchain_vq.collection import TRAIN_SAMPLE, Collection, CollectionConfig  # noqa: E402
-from langchain_vq.quantization import BinaryQuantizer  # noqa: E402
+from langchain_vq.quantization import BinaryQuantizer, ProductQuantizer  # noqa: E402
 from langchain_vq.synthetic import synthetic_embeddings  # noqa: E402
 
 K = 10
 TARGET = 0.99
-MULTIPLIERS = (16, 32, 64, 128)
-OUT = REPO / "benchmarks" / "results" / "ivf.json"
+#: Rescore multipliers measured per quantization (PQ reaches 0.99 at fewer candidates).
+MULTIPLIERS = {"binary": (16, 32, 64, 128), "pq": (16, 32, 48, 64, 96)}
+QUANTIZERS: dict[str, type[BinaryQuantizer | ProductQuantizer]] = {
+    "binary": BinaryQuantizer,
+    "pq": ProductQuantizer,
+}
+RESULTS = REPO / "benchmarks" / "results"
+DATA = Path(os.environ.get("LANGCHAIN_VQ_DATA", REPO.parent / "shared" / "data"))
 
 
 def build(
-    path: Path, corpus: np.ndarray, adds: int, options: dict[str, Any] | None
+    path: Path, corpus: np.ndarray, adds: int, quantization: str, options: dict[str, Any] | None
 ) -> tuple[Collection, float]:
-    """A binary store of ``corpus`` (ids ``r<i>``) built by ``adds`` adds, and the seconds they took."""
-    config = CollectionConfig(metric="cosine", quantization="binary", quantizer_options=options)
+    """A store of ``corpus`` (ids ``r<i>``) built by ``adds`` adds, and the seconds they took."""
+    config = CollectionConfig(metric="cosine", quantization=quantization, quantizer_options=options)
     collection = Collection(config, path)
     start = time.perf_counter()
     for part in np.array_split(np.arange(corpus.shape[0]), adds):
@@ -81,12 +93,37 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([np.isin(truth[i], found[i]).mean() for i in range(len(truth))]))
 
 
-def main(ns: argparse.Namespace) -> None:
-    record = run_record(ns.n, 384, ns.queries, K, partitions=ns.partitions, adds=ns.adds, timed=ns.timed)
-    corpus = synthetic_embeddings(ns.n, seed=0)
+def load(data: str, n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm ``(corpus, queries)``: synthetic, or real sentences with held-out queries."""
+    if data == "synthetic":
+        corpus, queries = synthetic_embeddings(n, seed=0), synthetic_embeddings(n_queries, seed=1)
+    else:
+        chunks = sorted((DATA / "sentences" / "emb").glob("chunk_*[0-9].npy"))
+        rows = np.concatenate([np.load(c).astype(np.float32) for c in chunks])
+        if n + n_queries > rows.shape[0]:
+            sys.exit(f"--n {n} + --queries {n_queries} is more than the {rows.shape[0]} real rows")
+        order = np.random.default_rng(0).permutation(rows.shape[0])
+        queries, corpus = rows[order[:n_queries]], rows[order[n_queries : n_queries + n]]
     corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)  # as the store keeps cosine vectors
-    queries = synthetic_embeddings(ns.queries, seed=1)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return np.ascontiguousarray(corpus), np.ascontiguousarray(queries)
+
+
+def main(ns: argparse.Namespace) -> None:
+    record = run_record(
+        ns.n,
+        384,
+        ns.queries,
+        K,
+        quantization=ns.quantization,
+        data=ns.data,
+        partitions=ns.partitions,
+        adds=ns.adds,
+        timed=ns.timed,
+    )
+    multipliers = tuple(ns.multipliers or MULTIPLIERS[ns.quantization])
+    quantizer_type = QUANTIZERS[ns.quantization]
+    corpus, queries = load(ns.data, ns.n, ns.queries)
     flat = faiss.IndexFlatIP(corpus.shape[1])
     flat.add(corpus)
     truth = flat.search(queries, K)[1]
@@ -94,10 +131,10 @@ def main(ns: argparse.Namespace) -> None:
 
     sample = corpus[np.random.default_rng(0).choice(ns.n, min(ns.n, TRAIN_SAMPLE), replace=False)]
     start = time.perf_counter()
-    plain_fit = BinaryQuantizer(384).fit(sample)
+    plain_fit = quantizer_type(384).fit(sample)
     fit_plain_s = time.perf_counter() - start
     start = time.perf_counter()
-    partitioned_fit = BinaryQuantizer(384, partitions=ns.partitions).fit(sample)
+    partitioned_fit = quantizer_type(384, partitions=ns.partitions).fit(sample)
     fit_partitioned_s = time.perf_counter() - start
     start = time.perf_counter()
     lists = partitioned_fit.assign(corpus)
@@ -106,22 +143,24 @@ def main(ns: argparse.Namespace) -> None:
     del plain_fit
 
     with tempfile.TemporaryDirectory(prefix="measure_ivf_") as tmp:
-        full, full_add_s = build(Path(tmp) / "full", corpus, ns.adds, None)
+        full, full_add_s = build(Path(tmp) / "full", corpus, ns.adds, ns.quantization, None)
         print(f"full store built in {full_add_s:.1f} s", flush=True)
-        ivf, ivf_add_s = build(Path(tmp) / "ivf", corpus, ns.adds, {"partitions": ns.partitions})
+        options = {"partitions": ns.partitions}
+        ivf, ivf_add_s = build(Path(tmp) / "ivf", corpus, ns.adds, ns.quantization, options)
         print(f"partitioned store built in {ivf_add_s:.1f} s", flush=True)
         quantizer = ivf.snapshot.quantizer
-        assert isinstance(quantizer, BinaryQuantizer)
+        assert isinstance(quantizer, quantizer_type)
         first = {}
         for name, store in (("full", full), ("ivf", ivf)):
             start = time.perf_counter()
-            store.search(queries[:1], K, rescore_multiplier=MULTIPLIERS[0])
+            store.search(queries[:1], K, rescore_multiplier=multipliers[0])
             first[name] = time.perf_counter() - start
         chosen = quantizer.nprobe  # chosen at training (_ivf.choose_nprobe): the store's default
-        nprobes = sorted({max(1, ns.partitions // d) for d in (16, 8, 4, 2)} | {chosen or 1})
+        fractions = ns.nprobes or [max(1, ns.partitions // d) for d in (16, 8, 4, 2)]
+        nprobes = sorted({*fractions, chosen or 1})
         configs: list[tuple[str, Collection | None, int, int | None]] = [("IndexFlatIP", None, 0, None)]
-        configs += [("full fast scan", full, m, None) for m in MULTIPLIERS]
-        configs += [("partitioned", ivf, m, p) for p in nprobes for m in MULTIPLIERS]
+        configs += [("full fast scan", full, m, None) for m in multipliers]
+        configs += [("partitioned", ivf, m, p) for p in nprobes for m in multipliers]
 
         results = []
         for label, store, m, nprobe in configs:
@@ -153,11 +192,12 @@ def main(ns: argparse.Namespace) -> None:
                 else:
                     store.search(q, K, rescore_multiplier=m)
                 times[ci].append(time.perf_counter() - start)
-        flat_ms = float(np.median(times[0]) * 1e3)
+        flat_ms = float(np.median(times[0]) * 1e3) if ns.timed else None
         for result, spent in zip(results, times, strict=True):
-            result["p50_ms"] = round(float(np.median(spent) * 1e3), 3)
-            result["speedup_vs_flat"] = round(flat_ms / result["p50_ms"], 2)
             result["recall_at_10"] = round(result["recall_at_10"], 4)
+            if flat_ms is not None:
+                result["p50_ms"] = round(float(np.median(spent) * 1e3), 3)
+                result["speedup_vs_flat"] = round(flat_ms / result["p50_ms"], 2)
 
     best = {}
     for result in results[1:]:
@@ -186,7 +226,8 @@ def main(ns: argparse.Namespace) -> None:
         "results": results,
         "smallest_multiplier_reaching_target": best,
     }
-    path = Path(ns.out)
+    suffix = ("_pq" if ns.quantization == "pq" else "") + ("_sentences" if ns.data == "sentences" else "")
+    path = Path(ns.out or RESULTS / f"ivf{suffix}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(
@@ -197,7 +238,8 @@ def main(ns: argparse.Namespace) -> None:
     for result in results:
         print(
             f"{result['method']:>16} nprobe={result.get('nprobe')!s:>5} m={result.get('rescore_multiplier', '-')!s:>4}"
-            f" recall={result['recall_at_10']:.4f} p50={result['p50_ms']:8.3f} ms x{result['speedup_vs_flat']}"
+            f" recall={result['recall_at_10']:.4f} p50={result.get('p50_ms', float('nan')):8.3f} ms"
+            f" x{result.get('speedup_vs_flat')}"
         )
 
 
@@ -208,5 +250,9 @@ if __name__ == "__main__":
     parser.add_argument("--timed", type=int, default=100, help="single queries timed per configuration")
     parser.add_argument("--partitions", type=int, default=1024)
     parser.add_argument("--adds", type=int, default=1)
-    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--quantization", choices=sorted(QUANTIZERS), default="binary")
+    parser.add_argument("--data", choices=("synthetic", "sentences"), default="synthetic")
+    parser.add_argument("--multipliers", type=int, nargs="+", help="default: per quantization")
+    parser.add_argument("--nprobes", type=int, nargs="+", help="default: 1/16, 1/8, 1/4, 1/2 of the lists")
+    parser.add_argument("--out", help="default: results/ivf[_pq][_sentences].json")
     main(parser.parse_args())
