@@ -59,14 +59,13 @@ from langchain_vq.quantization._fast_scan import (
     fast_scan_top_k,
 )
 from langchain_vq.quantization._ivf import (
-    MAX_PARTITIONS,
     MIN_ROWS_PER_PARTITION,
     IVFNibbleFastScan,
     assign_partitions,
     choose_nprobe,
-    default_nprobe,
     train_partitions,
 )
+from langchain_vq.quantization._partitions import check_partition_options, probe, stored_lists
 from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k, split_keys
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_flag, check_int, check_k
@@ -170,33 +169,14 @@ class BinaryQuantizer(Quantizer):
         self.padded = not self.fast_scan if padded is None else check_flag(padded, "padded")
         self._fast_scans: FastScanCache[NibbleFastScan] = FastScanCache()  # see search(reuse=True)
         self._ivf_scans: FastScanCache[IVFNibbleFastScan] = FastScanCache()  # codes with lists
-        self.partitions = check_int(
-            partitions,
-            "partitions",
-            minimum=0,
-            maximum=MAX_PARTITIONS,
-            fix="Use 0 to scan every code, or about sqrt(rows), e.g. 1024 for 1M rows.",
-        )
+        self.partitions, self.nprobe = check_partition_options(partitions, nprobe)
+        self._choose_nprobe = nprobe is None  # chosen by fit
         if self.partitions and not self.fast_scan:
             msg = (
                 f"partitions={self.partitions} needs fast_scan=True (the partitioned scan is the "
                 "fast-scan kernel over a few lists); got fast_scan=False. Drop one of the two."
             )
             raise InvalidInputError(msg)
-        if nprobe is not None and not self.partitions:
-            msg = f"nprobe={nprobe!r} was given without partitions; set partitions > 0 or drop nprobe."
-            raise InvalidInputError(msg)
-        self._choose_nprobe = nprobe is None
-        self.nprobe = (
-            check_int(
-                nprobe,
-                "nprobe",
-                maximum=self.partitions,
-                fix=f"Probe between 1 and all {self.partitions} lists.",
-            )
-            if nprobe is not None
-            else None  # chosen by fit
-        )
 
     # -- size and training -------------------------------------------------------------------
     @property
@@ -423,21 +403,10 @@ class BinaryQuantizer(Quantizer):
     def _partitioned(
         self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """Candidates from the ``nprobe`` best lists, in the kernel's order.
-
-        A query whose lists hold fewer than ``k`` rows is scanned again over every list (the
-        full pass, same kernel; the other queries of the batch keep their lists); if even that
-        leaves places empty (ties near ``k = n``), the two-stage exact path scores every row.
-        """
+        """Candidates from the ``nprobe`` best lists, in the kernel's order (``_partitions.probe``)."""
         index = self._ivf_scans.get(codes, self._build_ivf)
-        nprobe = self.nprobe or default_nprobe(self.partitions)  # None only in a hand-made config
-        scores, rows = index.search(queries, k, nprobe)
-        short = (rows < 0).any(axis=1)
-        if short.any() and nprobe < self.partitions:
-            scores[short], rows[short] = index.search(queries[short], k, self.partitions)
-        if (rows < 0).any():
-            return self._search(queries, codes.row_major, k)
-        return scores, rows
+        exact = lambda: self._search(queries, codes.row_major, k)  # noqa: E731
+        return probe(index, queries, k, self.nprobe, self.partitions, exact)
 
     def _search(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
@@ -532,16 +501,7 @@ class BinaryQuantizer(Quantizer):
         return self._fast_scans.get_joined(arrays, self._build_fast_scan)
 
     def _build_ivf(self, codes: StoredCodes) -> IVFNibbleFastScan:
-        lists = codes.lists
-        assert lists is not None  # noqa: S101 - only codes with lists are searched by partition
-        if lists.shape != (codes.shape[0],) or (lists.size and int(lists.max()) >= self.partitions):
-            top = int(lists.max()) if lists.size else None
-            msg = (
-                f"Stored lists are {lists.dtype}{list(lists.shape)} with largest {top}, expected "
-                f"one list in [0, {self.partitions}) per code row ({codes.shape[0]}). Assign rows with "
-                "this quantizer's assign()."
-            )
-            raise InvalidInputError(msg)
+        lists = stored_lists(codes, self.partitions)
         return IVFNibbleFastScan(codes, lists, self.partition_centroids_, self.low_, self.high_, self.metric)
 
     # -- state -------------------------------------------------------------------------------
