@@ -178,7 +178,6 @@ class IVFFastScan:
         self.code_bytes = (n_sub + 1) // 2
         self.metric = metric
         self.nlist = centroids.shape[0]
-        self.rows = int(np.asarray(lists).size)
         self._order = np.arange(width) if order is None else order
         # The coarse centroids laid out as the queries will be.
         self._coarse = centroid_index(nibble_queries(centroids, self._order), metric)

@@ -88,6 +88,6 @@ def probe(
     short = (rows >= 0).sum(axis=1) < k
     if short.any() and nprobe < partitions:
         scores[short], rows[short] = index.search(queries[short], fetch, partitions)
-    if ((rows >= 0).sum(axis=1) < min(k, index.rows)).any():
+    if ((rows >= 0).sum(axis=1) < k).any():
         return exact()
     return top_k(scores, k, rows) if fetch > k else (scores, rows)
