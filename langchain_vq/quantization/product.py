@@ -55,9 +55,10 @@ from langchain_vq.quantization._ivf import (
     IVFFastScan,
     assign_partitions,
     choose_nprobe,
+    default_nprobe,
     train_partitions,
 )
-from langchain_vq.quantization._partitions import check_partition_options, probe, stored_lists
+from langchain_vq.quantization._partitions import JoinedLists, check_partition_options, probe, stored_lists
 from langchain_vq.quantization.base import Metric, Quantizer
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_int
@@ -330,9 +331,15 @@ class ProductQuantizer(Quantizer):
         return PQFastScan(self.centroids_, codes, self.metric)
 
     def _joined_fast_scan(self, arrays: list[StoredCodes]) -> JoinedFastScan | None:
-        if self.nbits != 4 or (self.partitions and any(a.lists is not None for a in arrays)):
-            return None  # partitioned segments are scanned list by list, each alone
+        if self.nbits != 4:
+            return None
+        with_lists = [a.lists is not None for a in arrays] if self.partitions else []
+        if any(with_lists):  # one IVF index over all the lists, or (mixed) each array alone
+            return self._ivf_scans.get_joined(arrays, self._build_joined_lists) if all(with_lists) else None
         return self._fast_scans.get_joined(arrays, self._build_fast_scan)
+
+    def _build_joined_lists(self, arrays: Sequence[StoredCodes]) -> JoinedLists:
+        return JoinedLists(arrays, self._build_ivf, lambda: self.nprobe or default_nprobe(self.partitions))
 
     def _partitioned(
         self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int

@@ -243,3 +243,36 @@ def test_assign_needs_partitions_and_lists_must_fit(partitioned: ProductQuantize
     for lists in (np.zeros(199, np.uint16), np.full(200, PARTITIONS, np.uint16)):
         with pytest.raises(InvalidInputError, match="one list in"):
             partitioned.search(x[:2], StoredCodes(codes, lists=lists), 5, reuse=True)
+
+
+def test_arrays_with_lists_are_joined_into_one_index(data: tuple[np.ndarray, np.ndarray]) -> None:
+    """Several arrays with lists answer as one array of all their rows (a compacted segment)."""
+    x, q = data
+    quantizer = ProductQuantizer(384, partitions=PARTITIONS).fit(x)
+    bounds = [(0, 9000), (9000, 9100), (9100, 15000), (15000, 20000)]  # one array under a block
+    arrays = [StoredCodes(quantizer.encode(x[a:b]), lists=quantizer.assign(x[a:b])) for a, b in bounds]
+    arrays[2] = StoredCodes(to_blocked(quantizer.encode(x[9100:15000])), blocked=True, lists=arrays[2].lists)
+    merged = StoredCodes(quantizer.encode(x), lists=quantizer.assign(x))
+    starts = np.array([a for a, _ in bounds])
+    masks = [None, None, np.arange(5900) % 3 > 0, None]  # a dense filter on one array
+    merged_mask = np.ones(len(x), bool)
+    merged_mask[9100:15000] = masks[2]  # type: ignore[index]
+    for nprobe, masked in ((4, False), (quantizer.nprobe, True), (PARTITIONS, True)):
+        # One array alone fetches k plus every hidden row, more than 4 lists hold, and then
+        # scans every list: the masks are compared where the lists hold that many rows.
+        quantizer.nprobe = nprobe
+        kept = masks if masked else [None] * 4
+        scores, which, rows = quantizer.search_many(q, arrays, 200, masks=kept, joined=True)
+        if nprobe == 4:
+            assert len(quantizer._ivf_scans) == 1  # one index over every array, not one per array
+        merged_kept = [merged_mask if masked else None]
+        want_scores, _, want_rows = quantizer.search_many(q, [merged], 200, masks=merged_kept)
+        np.testing.assert_array_equal(scores, want_scores)
+        got_rows = starts[which] + rows  # in the merged array's numbering
+        above = scores > scores[:, -1:]  # rows tied at the k-th score may differ
+        np.testing.assert_array_equal(got_rows[above], want_rows[above])
+        assert not masked or merged_mask[got_rows].all()
+    mixed = [*arrays[:3], StoredCodes(quantizer.encode(x[15000:]))]  # one array without lists
+    got = quantizer.search_many(q, mixed, 50, joined=True)
+    want = quantizer.search_many(q, mixed, 50, joined=False)  # mixed arrays are searched alone
+    np.testing.assert_array_equal(got[0], want[0])
