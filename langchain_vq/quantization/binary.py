@@ -63,9 +63,10 @@ from langchain_vq.quantization._ivf import (
     IVFNibbleFastScan,
     assign_partitions,
     choose_nprobe,
+    default_nprobe,
     train_partitions,
 )
-from langchain_vq.quantization._partitions import check_partition_options, probe, stored_lists
+from langchain_vq.quantization._partitions import JoinedLists, check_partition_options, probe, stored_lists
 from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k, split_keys
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_flag, check_int, check_k
@@ -496,9 +497,15 @@ class BinaryQuantizer(Quantizer):
         return NibbleFastScan(codes, self.low_, self.high_, self.metric)
 
     def _joined_fast_scan(self, arrays: list[StoredCodes]) -> JoinedFastScan | None:
-        if not self.fast_scan or (self.partitions and any(a.lists is not None for a in arrays)):
-            return None  # partitioned segments are scanned list by list, each alone
+        if not self.fast_scan:
+            return None
+        with_lists = [a.lists is not None for a in arrays] if self.partitions else []
+        if any(with_lists):  # one IVF index over all the lists, or (mixed) each array alone
+            return self._ivf_scans.get_joined(arrays, self._build_joined_lists) if all(with_lists) else None
         return self._fast_scans.get_joined(arrays, self._build_fast_scan)
+
+    def _build_joined_lists(self, arrays: Sequence[StoredCodes]) -> JoinedLists:
+        return JoinedLists(arrays, self._build_ivf, lambda: self.nprobe or default_nprobe(self.partitions))
 
     def _build_ivf(self, codes: StoredCodes) -> IVFNibbleFastScan:
         lists = stored_lists(codes, self.partitions)

@@ -1,4 +1,7 @@
-"""Unit tests of the partitioned first stage of 4-bit PQ: ``ProductQuantizer(partitions=...)``."""
+"""Unit tests of the partitioned first stage of 4-bit PQ: ``ProductQuantizer(partitions=...)``.
+
+Also the joined index of several arrays with lists, shared with the binary quantizer.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import pytest
 
 from langchain_vq.code_blocks import StoredCodes, to_blocked
 from langchain_vq.errors import ConfigurationError, InvalidInputError
-from langchain_vq.quantization import ProductQuantizer, quantizer_from_config
+from langchain_vq.quantization import BinaryQuantizer, ProductQuantizer, quantizer_from_config
 from langchain_vq.quantization._fast_scan import PQFastScan
 from langchain_vq.quantization._ivf import IVFFastScan, nprobe_ladder
 from langchain_vq.search.engine import exact_search
@@ -245,10 +248,13 @@ def test_assign_needs_partitions_and_lists_must_fit(partitioned: ProductQuantize
             partitioned.search(x[:2], StoredCodes(codes, lists=lists), 5, reuse=True)
 
 
-def test_arrays_with_lists_are_joined_into_one_index(data: tuple[np.ndarray, np.ndarray]) -> None:
+@pytest.mark.parametrize("kind", [ProductQuantizer, BinaryQuantizer])
+def test_arrays_with_lists_are_joined_into_one_index(
+    data: tuple[np.ndarray, np.ndarray], kind: type[ProductQuantizer | BinaryQuantizer]
+) -> None:
     """Several arrays with lists answer as one array of all their rows (a compacted segment)."""
     x, q = data
-    quantizer = ProductQuantizer(384, partitions=PARTITIONS).fit(x)
+    quantizer = kind(384, partitions=PARTITIONS).fit(x)
     bounds = [(0, 9000), (9000, 9100), (9100, 15000), (15000, 20000)]  # one array under a block
     arrays = [StoredCodes(quantizer.encode(x[a:b]), lists=quantizer.assign(x[a:b])) for a, b in bounds]
     arrays[2] = StoredCodes(to_blocked(quantizer.encode(x[9100:15000])), blocked=True, lists=arrays[2].lists)
