@@ -22,7 +22,7 @@ _LAZY = {
     "ShardedCollection": "langchain_vq.ray.sharded",
     "ShardedVQVectorStore": "langchain_vq.ray.sharded",
     "shard_paths": "langchain_vq.ray.sharded",
-    "start_server": "langchain_vq.ray.sharded",
+    "start_server": "langchain_vq.ray.server",
 }
 
 
