@@ -14,6 +14,9 @@ row objects: Ray serializes each argument of a call apart, and a single query's 
 mostly this per-call overhead. Both travel as plain tuples: a named tuple cost about 0.1 ms more
 per call (docs/architecture.md, "Sharded search").
 
+The actor class, ``ShardServer``, lives in ``server``, which imports neither ``ray.data`` nor
+``langchain_core``: each actor start (and restart) imports that module only.
+
 Each actor restarts when its process dies (``max_restarts``) and calls are retried on the
 restarted actor (``max_task_retries``). That is safe because every call is idempotent: searches
 and reads do not write, an add is an upsert by id, a delete of deleted ids does nothing. Every
