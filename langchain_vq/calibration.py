@@ -205,7 +205,8 @@ def calibrate_multiplier(
             fewer candidates than before, so its recalibration walks up only.
         refine: Bisection steps between the largest measured multiplier that misses the goal
             and the chosen one, over the integers between them (1: their midpoint, 2: a quarter
-            step, ...); the answer may then lie between ``multipliers``. 0 (the default) chooses
+            step, ...); the answer may then lie between ``multipliers``. Multipliers measured
+            from one code scan (see ``_Measurer``) bisect down to the integer. 0 (the default) chooses
             from ``multipliers`` only; the store uses :data:`DEFAULT_REFINE`. A ``start`` that
             lies between two ``multipliers`` (an earlier refined answer) is walked from as a
             step; one outside their range is not.
@@ -238,7 +239,9 @@ def calibrate_multiplier(
     measured = _Measurer(collection, qs, k, goal, early_stop=early_stop, snapshot=snapshot, ceiling=ceiling)
     chosen = _walk(steps, measured.meets, start, descend=descend, sweep=not stop_at_target)
     if chosen is not None and refine:
-        chosen = _refine(chosen, measured, refine)
+        # Ranked multipliers cost no search: bisect down to the integer, not one step.
+        ranked = measured.ceiling is not None and chosen <= measured.ceiling
+        chosen = _refine(chosen, measured, chosen.bit_length() if ranked else refine)
     return Calibration(
         multiplier=chosen if chosen is not None else steps[-1],
         target=float(target),

@@ -3,7 +3,8 @@
 * :func:`build_store` (``langchain_vq.ray.build``): Ray Data embeds, quantizes and writes
   segments in parallel; the driver commits each store once.
 * :class:`ShardedVQVectorStore` (``langchain_vq.ray.sharded``): N shards, each a normal store,
-  served by one Ray actor each; the LangChain ``VectorStore`` API on top.
+  served by one Ray actor each (``ShardServer``, ``langchain_vq.ray.server``: light imports, since
+  every actor start pays them); the LangChain ``VectorStore`` API on top.
 
 Ray is imported when one of these names is first used; without it they raise
 ``MissingDependencyError`` naming the extra. ``shard_of`` needs no Ray.
@@ -22,7 +23,7 @@ _LAZY = {
     "ShardedCollection": "langchain_vq.ray.sharded",
     "ShardedVQVectorStore": "langchain_vq.ray.sharded",
     "shard_paths": "langchain_vq.ray.sharded",
-    "start_server": "langchain_vq.ray.sharded",
+    "start_server": "langchain_vq.ray.server",
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from langchain_vq.errors import ConfigurationError, MissingDependencyError
 
@@ -18,17 +18,30 @@ RAY_EXTRA = "ray"
 
 
 def require_ray() -> Any:
-    """The ``ray`` module, or ``MissingDependencyError`` naming the extra that installs it."""
+    """The ``ray`` module with Ray Data, or ``MissingDependencyError`` naming the extra that installs it."""
     try:
         import ray
         import ray.data
     except ImportError as exc:
-        msg = (
-            f"langchain_vq.ray needs Ray Data, which is not installed ({exc}). "
-            f'Install it with: pip install "langchain-vq[{RAY_EXTRA}]"'
-        )
-        raise MissingDependencyError(msg, extra=RAY_EXTRA) from exc
+        _missing(exc)
     return ray
+
+
+def require_ray_core() -> Any:
+    """The ``ray`` module without Ray Data (shard actors need no more; importing it costs seconds)."""
+    try:
+        import ray
+    except ImportError as exc:
+        _missing(exc)
+    return ray
+
+
+def _missing(exc: ImportError) -> NoReturn:
+    msg = (
+        f"langchain_vq.ray needs Ray Data, which is not installed ({exc}). "
+        f'Install it with: pip install "langchain-vq[{RAY_EXTRA}]"'
+    )
+    raise MissingDependencyError(msg, extra=RAY_EXTRA) from exc
 
 
 def shard_of(row_id: str, shards: int) -> int:

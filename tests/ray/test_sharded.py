@@ -71,8 +71,14 @@ def test_sharded_results_equal_one_store_on_1000_queries(
         DeterministicFakeEmbedding(size=DIM), quantization=quantization, rescore_multiplier=multiplier
     )
     one.add_embeddings(texts, vectors, metadatas, ids)
+    # Exact search starts its own actors (and close() stops them); int8 reuses the session's.
+    servers = shard_servers if quantization == "int8" else None
     store = sharded(
-        open_stores, shard_paths(tmp_path, 3), quantization=quantization, rescore_multiplier=multiplier
+        open_stores,
+        shard_paths(tmp_path, 3),
+        quantization=quantization,
+        rescore_multiplier=multiplier,
+        servers=servers,
     )
     store.add_embeddings(texts, vectors, metadatas, ids)
     assert len(store) == ROWS
@@ -86,6 +92,28 @@ def test_sharded_results_equal_one_store_on_1000_queries(
     filtered = store.batch_similarity_search_by_vector(queries[:50], k=5, filter={"even": True})
     expected = one.batch_similarity_search_by_vector(queries[:50], k=5, filter={"even": True})
     assert [[d.id for d, _ in q] for q in filtered] == [[d.id for d, _ in q] for q in expected]
+
+    import ray
+
+    actors = list(store.sharded.actors)
+    store.close()
+    if servers is None:  # the store's own actors stop with it
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(actors[0].pid.remote(), timeout=GET_TIMEOUT)
+    else:  # servers it was given keep running for their owner
+        assert ray.get(actors[0].pid.remote(), timeout=GET_TIMEOUT) > 0
+
+
+def test_shard_actors_import_neither_ray_data_nor_langchain_core(shard_servers: list) -> None:
+    """Each shard actor start pays for its imports: the server module keeps them to Ray's core."""
+    import ray
+
+    def heavy_modules(_server: object) -> list[str]:
+        import sys
+
+        return [m for m in ("ray.data", "langchain_core", "langchain_vq.vectorstore") if m in sys.modules]
+
+    assert ray.get(shard_servers[0].__ray_call__.remote(heavy_modules), timeout=GET_TIMEOUT) == []
 
 
 def test_flat_shard_hits_merge_like_row_lists_ties_and_vectors_included() -> None:

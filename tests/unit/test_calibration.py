@@ -383,10 +383,18 @@ def test_refine_argument_errors(binary_store) -> None:
             calibrate_multiplier(binary_store, refine=bad)
 
 
-@pytest.mark.parametrize("quantization", ["binary", "pq"])
-def test_store_calibration_refines_between_powers_of_two(quantization: str) -> None:
-    """The store's own calibration (in the add's commit) bisects once between the walk's steps."""
-    calibration = make_store(3000, quantization=quantization).calibration
+def _calibrated_store(quantization: str, options: dict) -> VQVectorStore:
+    store = VQVectorStore(
+        DeterministicFakeEmbedding(size=DIM), quantization=quantization, quantizer_options=options
+    )
+    x = clustered_vectors(3000, DIM, seed=0)
+    store.add_embeddings([f"t{i}" for i in range(3000)], x, ids=[str(i) for i in range(3000)])
+    return store
+
+
+def test_store_calibration_refines_once_between_powers_of_two_when_searching() -> None:
+    """Measured by searches (two-stage binary), the store's calibration bisects once between steps."""
+    calibration = _calibrated_store("binary", {"fast_scan": False}).calibration
     assert calibration is not None and calibration.met
     measured, goal = calibration.recall_by_multiplier, calibration.goal
     steps = calibration_module.DEFAULT_MULTIPLIERS
@@ -394,10 +402,21 @@ def test_store_calibration_refines_between_powers_of_two(quantization: str) -> N
     high = min(m for m, r in measured.items() if m in steps and r >= goal)
     middle = (low + high) // 2
     assert steps.index(high) == steps.index(low) + 1
-    assert middle in measured  # the refinement's one extra measurement
+    assert set(measured) - set(steps) == {middle}  # the refinement's one extra measurement
     assert calibration.multiplier == (middle if measured[middle] >= goal else high)
     # On this seeded store the midpoint meets the goal: fewer candidates than the walk's step.
     assert calibration.multiplier not in steps
+
+
+@pytest.mark.parametrize("quantization", ["binary", "pq"])
+def test_store_calibration_ranked_from_one_scan_bisects_to_the_integer(quantization: str) -> None:
+    """Ranked from one scan, bisection costs no search: the smallest integer meeting the goal."""
+    calibration = _calibrated_store(quantization, {}).calibration
+    assert calibration is not None and calibration.met
+    measured, chosen = calibration.recall_by_multiplier, calibration.multiplier
+    assert measured[chosen] >= calibration.goal
+    assert measured[chosen - 1] < calibration.goal  # one candidate per result fewer misses
+    assert chosen not in calibration_module.DEFAULT_MULTIPLIERS  # on these seeded stores
 
 
 @pytest.mark.parametrize("quantization", ["binary", "pq", "int8"])
