@@ -5,7 +5,8 @@ thread, at recall@10 >= 0.99, but a full fast-scan pass over 1M codes alone take
 script measures, in one run on the same data:
 
 * ``IndexFlatIP`` (exact float search, the baseline);
-* the store's default (``quantization="binary"``: full fast scan, float16 rescoring);
+* the store with ``--quantization`` (``binary``, the default, or ``pq``: 4-bit PQ), each a full
+  fast scan with float16 rescoring;
 * the same store with ``quantizer_options={"partitions": P}`` (lists stored at ingest, ``nprobe``
   lists scanned per query), at several ``nprobe``, the one its quantizer chose at training among
   them;
@@ -31,10 +32,12 @@ list count, k-means on the store's training sample (as ``fit`` runs it), assigni
 and for held-out queries the rows scanned by the fewest lists holding 99% / 99.5% / 99.7% of
 their exact top 10 (``_ivf.choose_nprobe``'s measure, on the queries instead of training rows).
 
+``--multipliers`` and ``--nprobes`` replace the default rescore multipliers (per quantization)
+and ``nprobe`` values (1/16, 1/8, 1/4 and 1/2 of the lists; the chosen one is always measured).
+
 Run: ``python benchmarks/measure_ivf.py [--n 200000] [--partitions 1024] [--adds 10]
-[--data real] [--lists 256,512,1024]`` ->
-``benchmarks/results/ivf.json`` (``--out`` elsewhere). The committed results are the issue's
-scale, ``--n 1000000`` (about 3 minutes and 6 GB on a quiet machine).
+[--data real] [--lists 256,512,1024] [--quantization pq]`` -> ``benchmarks/results/ivf.json``
+(``--out`` elsewhere; the PQ runs are committed as ``ivf_pq.json`` and ``ivf_pq_sentences.json``).
 """
 
 from __future__ import annotations
@@ -64,13 +67,18 @@ from benchmarks._common import run_record  # noqa: E402
 from langchain_vq import collection as collection_module  # noqa: E402
 from langchain_vq.collection import TRAIN_SAMPLE, Collection, CollectionConfig  # noqa: E402
 from langchain_vq.merge_policy import MergePolicy  # noqa: E402
-from langchain_vq.quantization import BinaryQuantizer  # noqa: E402
+from langchain_vq.quantization import BinaryQuantizer, ProductQuantizer  # noqa: E402
 from langchain_vq.quantization._ivf import assign_partitions, centroid_index, train_partitions  # noqa: E402
 from langchain_vq.synthetic import synthetic_embeddings  # noqa: E402
 
 K = 10
 TARGET = 0.99
-MULTIPLIERS = (16, 32, 64, 128)
+#: Rescore multipliers measured per quantization (PQ reaches 0.99 at fewer candidates).
+MULTIPLIERS = {"binary": (16, 32, 64, 128), "pq": (16, 32, 48, 64, 96)}
+QUANTIZERS: dict[str, type[BinaryQuantizer | ProductQuantizer]] = {
+    "binary": BinaryQuantizer,
+    "pq": ProductQuantizer,
+}
 OUT = REPO / "benchmarks" / "results" / "ivf.json"
 DATA = Path(os.environ.get("LANGCHAIN_VQ_DATA", REPO.parent / "shared" / "data"))
 #: Every add merges everything into one segment (the "merged" store).
@@ -135,10 +143,10 @@ def list_quality(
 
 
 def build(
-    path: Path, corpus: np.ndarray, adds: int, options: dict[str, Any] | None
+    path: Path, corpus: np.ndarray, adds: int, quantization: str, options: dict[str, Any] | None
 ) -> tuple[Collection, float]:
-    """A binary store of ``corpus`` (ids ``r<i>``) built by ``adds`` adds, and the seconds they took."""
-    config = CollectionConfig(metric="cosine", quantization="binary", quantizer_options=options)
+    """A store of ``corpus`` (ids ``r<i>``) built by ``adds`` adds, and the seconds they took."""
+    config = CollectionConfig(metric="cosine", quantization=quantization, quantizer_options=options)
     collection = Collection(config, path)
     start = time.perf_counter()
     for part in np.array_split(np.arange(corpus.shape[0]), adds):
@@ -159,8 +167,18 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 def main(ns: argparse.Namespace) -> None:
     record = run_record(
-        ns.n, 384, ns.queries, K, partitions=ns.partitions, adds=ns.adds, timed=ns.timed, data=ns.data
+        ns.n,
+        384,
+        ns.queries,
+        K,
+        quantization=ns.quantization,
+        partitions=ns.partitions,
+        adds=ns.adds,
+        timed=ns.timed,
+        data=ns.data,
     )
+    multipliers = tuple(ns.multipliers or MULTIPLIERS[ns.quantization])
+    quantizer_type = QUANTIZERS[ns.quantization]
     corpus, queries = load(ns.data, ns.n, ns.queries)  # unit norm, as the store keeps cosine vectors
     flat = faiss.IndexFlatIP(corpus.shape[1])
     flat.add(corpus)
@@ -169,10 +187,10 @@ def main(ns: argparse.Namespace) -> None:
 
     sample = corpus[np.random.default_rng(0).choice(ns.n, min(ns.n, TRAIN_SAMPLE), replace=False)]
     start = time.perf_counter()
-    plain_fit = BinaryQuantizer(384).fit(sample)
+    plain_fit = quantizer_type(384).fit(sample)
     fit_plain_s = time.perf_counter() - start
     start = time.perf_counter()
-    partitioned_fit = BinaryQuantizer(384, partitions=ns.partitions).fit(sample)
+    partitioned_fit = quantizer_type(384, partitions=ns.partitions).fit(sample)
     fit_partitioned_s = time.perf_counter() - start
     start = time.perf_counter()
     lists = partitioned_fit.assign(corpus)
@@ -183,9 +201,11 @@ def main(ns: argparse.Namespace) -> None:
     quality = list_quality(corpus, queries, truth, sample, counts) if counts else []
 
     with tempfile.TemporaryDirectory(prefix="measure_ivf_") as tmp:
-        full, full_add_s = build(Path(tmp) / "full", corpus, ns.adds, None)
+        full, full_add_s = build(Path(tmp) / "full", corpus, ns.adds, ns.quantization, None)
         print(f"full store built in {full_add_s:.1f} s", flush=True)
-        ivf, ivf_add_s = build(Path(tmp) / "ivf", corpus, ns.adds, {"partitions": ns.partitions})
+        ivf, ivf_add_s = build(
+            Path(tmp) / "ivf", corpus, ns.adds, ns.quantization, {"partitions": ns.partitions}
+        )
         print(f"partitioned store built in {ivf_add_s:.1f} s", flush=True)
         stores = {"full": full, "ivf": ivf}
         if ns.adds > 1:  # the same adds merged into one segment: same quantizer, codes and lists
@@ -193,29 +213,30 @@ def main(ns: argparse.Namespace) -> None:
             collection_module.MERGE_POLICY = ONE_SEGMENT
             try:
                 stores["ivf merged"], _ = build(
-                    Path(tmp) / "merged", corpus, ns.adds, {"partitions": ns.partitions}
+                    Path(tmp) / "merged", corpus, ns.adds, ns.quantization, {"partitions": ns.partitions}
                 )
             finally:
                 collection_module.MERGE_POLICY = default_policy
         quantizer = ivf.snapshot.quantizer
-        assert isinstance(quantizer, BinaryQuantizer)
+        assert isinstance(quantizer, quantizer_type)
         first = {}
         for name, store in stores.items():
             start = time.perf_counter()
-            store.search(queries[:1], K, rescore_multiplier=MULTIPLIERS[0])
+            store.search(queries[:1], K, rescore_multiplier=multipliers[0])
             first[name] = time.perf_counter() - start
         chosen = quantizer.nprobe  # chosen at training (_ivf.choose_nprobe): the store's default
         assert chosen is not None
-        nprobes = sorted({max(1, ns.partitions // d) for d in (16, 8, 4, 2)} | {chosen})
+        fractions = ns.nprobes or [max(1, ns.partitions // d) for d in (16, 8, 4, 2)]
+        nprobes = sorted({*fractions, chosen})
         configs: list[tuple[str, Collection | None, int, int | None]] = [("IndexFlatIP", None, 0, None)]
-        configs += [("full fast scan", full, m, None) for m in MULTIPLIERS]
-        configs += [("partitioned", ivf, m, p) for p in nprobes for m in MULTIPLIERS]
+        configs += [("full fast scan", full, m, None) for m in multipliers]
+        configs += [("partitioned", ivf, m, p) for p in nprobes for m in multipliers]
         if "ivf merged" in stores:
             merged = stores["ivf merged"]
             merged_quantizer = merged.snapshot.quantizer
-            assert isinstance(merged_quantizer, BinaryQuantizer)
+            assert isinstance(merged_quantizer, quantizer_type)
             assert merged_quantizer.nprobe == chosen
-            configs += [("partitioned, one segment", merged, m, chosen) for m in MULTIPLIERS]
+            configs += [("partitioned, one segment", merged, m, chosen) for m in multipliers]
         store_lists = [v.segment.stored_codes.lists for v in ivf.snapshot.views]  # type: ignore[union-attr]
         store_sizes = np.bincount(np.concatenate(store_lists), minlength=ns.partitions)  # type: ignore[arg-type]
 
@@ -314,5 +335,8 @@ if __name__ == "__main__":
     parser.add_argument("--adds", type=int, default=1)
     parser.add_argument("--data", choices=("synthetic", "real"), default="synthetic")
     parser.add_argument("--lists", default="", help="list counts whose quality to measure, e.g. 256,512,1024")
+    parser.add_argument("--quantization", choices=sorted(QUANTIZERS), default="binary")
+    parser.add_argument("--multipliers", type=int, nargs="+", help="default: per quantization")
+    parser.add_argument("--nprobes", type=int, nargs="+", help="default: 1/16, 1/8, 1/4, 1/2 of the lists")
     parser.add_argument("--out", default=str(OUT))
     main(parser.parse_args())

@@ -509,12 +509,12 @@ def default_recall(data: dict[str, Any]) -> list[str]:
 def ivf(data: dict[str, Any]) -> list[str]:
     """The opt-in partitioned first stage against the full fast scan and IndexFlatIP."""
     cfg, build = data["config"], data["build"]
-    kind = "real sentence" if cfg.get("data") == "real" else "synthetic"
+    kind = "real sentence" if cfg.get("data") in ("real", "sentences") else "synthetic"  # two names, one data
     adds = cfg.get("adds", 1)
     built = "one add" if adds == 1 else f"{adds} adds"
     first = ", ".join(f"{name} {s:.3f} s" for name, s in build["first_query_s"].items())
     lines = [
-        f"{cfg['n']:,} x {cfg['dim']} {kind} vectors, binary, {cfg['partitions']} lists, {built}, one "
+        f"{cfg['n']:,} x {cfg['dim']} {kind} vectors, {cfg.get('quantization', 'binary')}, {cfg['partitions']} lists, {built}, one "
         f"thread, {cfg['queries']} queries (`measure_ivf.py`), load {data['load_start'][0]:.1f}-"
         f"{data['load_end'][0]:.1f}; the smallest multiplier reaching recall@10 0.99 per setting. Add: "
         f"{build['add_partitioned_s']:.1f} s partitioned against {build['add_full_s']:.1f} s "
@@ -687,6 +687,8 @@ def results_page() -> str:
         ("Default recall and ingest with calibration (`measure_default_recall.py`)", "default_recall.json",
          default_recall),
         ("Partitioned first stage, opt-in (`measure_ivf.py`)", "ivf.json", ivf),
+        ("Partitioned 4-bit PQ, opt-in (`measure_ivf.py --quantization pq`)", "ivf_pq.json", ivf),
+        ("The same on real sentences (`--data sentences`)", "ivf_pq_sentences.json", ivf),
         ("Partitioned first stage at 200k synthetic rows, ten adds", "ivf_200k_synthetic.json", ivf),
         ("Partitioned first stage at 200k real rows, ten adds", "ivf_200k_real.json", ivf),
         ("Small costs on the hot paths (`measure_hot_paths.py`)", "hot_paths.json", hot_paths),

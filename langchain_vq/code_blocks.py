@@ -84,8 +84,8 @@ class StoredCodes:
         stored: ``uint8[n, B]``, the stored bytes (a zero-copy view of the file).
         blocked: Whether ``stored`` is in the blocked layout (see the module docstring).
         lists: ``uint16[n]``, each row's partition (inverted-file list) when the quantizer
-            partitions rows and they were assigned (``BinaryQuantizer(partitions=...)``), else
-            None: such codes are scanned in full.
+            partitions rows and they were assigned (``partitions=`` of the binary or PQ
+            quantizer), else None: such codes are scanned in full.
     """
 
     def __init__(

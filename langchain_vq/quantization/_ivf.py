@@ -6,18 +6,20 @@ k-means centroid and scanning only the ``nprobe`` lists whose centroids score be
 query reads a fraction of them: with 1024 lists at 1M synthetic rows, the 128 best lists held
 99.15% of the true top 10 in 16.5% of the rows (``benchmarks/binary_limits.py``).
 
-Three parts, used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` with
-``partitions > 0``:
+Used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` and
+:class:`~langchain_vq.quantization.product.ProductQuantizer` (4-bit codes) with ``partitions > 0``:
 
 * :func:`train_partitions`: seeded k-means (``faiss.Kmeans``, spherical for inner product) on
   the quantizer's training sample; the centroids are part of the quantizer's saved state.
 * :func:`assign_partitions`: each row's list, computed once from its float vector when it is
   encoded and stored beside its code, so opening a store never reassigns rows.
-* :class:`IVFNibbleFastScan`: FAISS's ``IndexIVFPQFastScan`` with ``by_residual=False`` and the
-  same corner codebooks as :class:`~langchain_vq.quantization._fast_scan.NibbleFastScan`, its
-  lists filled with the stored codes (all lists packed at once by :func:`list_blocks`, FAISS's
-  block layout, so filling a list is one copy). Scores are the ones the full fast scan gives
-  (tested equal with every list probed), so candidates of partitioned and full scans pool together.
+* :class:`IVFFastScan`: FAISS's ``IndexIVFPQFastScan`` with ``by_residual=False`` and the
+  codebooks of the full fast scan (PQ: the learned ones, as
+  :class:`~langchain_vq.quantization._fast_scan.PQFastScan`; binary, :class:`IVFNibbleFastScan`:
+  the corners of :class:`~langchain_vq.quantization._fast_scan.NibbleFastScan`), its lists
+  filled with the stored codes (all lists packed at once by :func:`list_blocks`, FAISS's block
+  layout, so filling a list is one copy). Scores are the ones the full fast scan gives (tested
+  equal with every list probed), so candidates of partitioned and full scans pool together.
 * :func:`joined_ivf_scan`: one such index over a store's segments (their rows share the lists),
   searched through ``_fast_scan.JoinedFastScan`` as the full scan's joined index is.
 """
@@ -193,16 +195,26 @@ def list_blocks(
     return rows, counts, pack_blocks(grouped)
 
 
-class IVFNibbleFastScan:
-    """FAISS's IVF fast scan over packed bit codes, each row in the list stored for it.
+def code_bytes(fine: npt.NDArray[np.float32]) -> int:
+    """Bytes of a 4-bit code over the ``fine`` codebooks: two sub-codes a byte."""
+    return (fine.shape[0] + 1) // 2
+
+
+class IVFFastScan:
+    """FAISS's IVF fast scan over stored 4-bit PQ codes, each row in the list stored for it.
+
+    Codebook-agnostic: ``fine`` are the 4-bit codebooks the codes index, in the kernel's
+    sub-quantizer order (sub-code ``2j`` in the low nibble of code byte ``j``, FAISS's 4-bit PQ
+    layout), and ``order`` lays queries and centroids out in that order.
 
     Args:
-        codes: Stored ``uint8[n, >= bit_bytes]`` packed bits (padding bytes are ignored).
+        codes: Stored ``uint8[n, >= ceil(n_sub / 2)]`` codes (padding bytes are ignored).
         lists: ``uint16[n]``, each row's list (from :func:`assign_partitions`).
         centroids: ``float32[nlist, dim]``, the lists' centroids.
-        low: ``float32[dim]`` value of a dimension whose bit is 0.
-        high: ``float32[dim]`` value of a dimension whose bit is 1.
+        fine: ``float32[n_sub, 16, dsub]`` codebooks of the codes' sub-codes.
         metric: ``"ip"`` (scores ``q . x_hat``) or ``"l2"`` (scores ``-||q - x_hat||^2``).
+        order: Dimension order of the kernel's ``n_sub * dsub`` inputs (queries are zero-padded
+            to that width first); None: the dimensions in their own order.
     """
 
     def __init__(
@@ -210,22 +222,20 @@ class IVFNibbleFastScan:
         codes: StoredCodes,
         lists: npt.NDArray[np.integer[Any]],
         centroids: npt.NDArray[np.float32],
-        low: npt.NDArray[np.float32],
-        high: npt.NDArray[np.float32],
+        fine: npt.NDArray[np.float32],
         metric: str,
+        order: npt.NDArray[np.intp] | None = None,
     ) -> None:
-        self.dim = low.shape[0]
-        self.bit_bytes = (self.dim + 7) // 8
+        n_sub, _, dsub = fine.shape
+        width = n_sub * dsub
+        self.code_bytes = code_bytes(fine)
         self.metric = metric
         self.nlist = centroids.shape[0]
         self.rows = int(np.asarray(lists).size)
-        self._order, fine = nibble_centroids(low, high)
-        width = 8 * self.bit_bytes
-        coarse = np.zeros((self.nlist, width), np.float32)  # laid out as the queries will be
-        coarse[:, : self.dim] = centroids
-        self._coarse = centroid_index(np.ascontiguousarray(coarse[:, self._order]), metric)
+        self._order = np.arange(width) if order is None else order
+        # The coarse centroids laid out as the queries will be.
+        self._coarse = centroid_index(nibble_queries(centroids, self._order), metric)
         faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
-        n_sub = 2 * self.bit_bytes
         index = faiss.IndexIVFPQFastScan(self._coarse, width, self.nlist, n_sub, 4, faiss_metric, BLOCK_ROWS)
         index.by_residual = False  # rows are coded as they are, not relative to their centroid
         faiss.copy_array_to_vector(np.ascontiguousarray(fine, np.float32).ravel(), index.pq.centroids)
@@ -240,9 +250,9 @@ class IVFNibbleFastScan:
         vectorised packing, then one copy per list: packing list by list (an argsort slice,
         a fancy index and a ``pack_blocks`` call each) took 0.61 s for 1M rows in 1024 lists.
         """
-        rows, counts, blocks = list_blocks(codes.unpacked()[:, : self.bit_bytes], lists, self.nlist)
+        rows, counts, blocks = list_blocks(codes.unpacked()[:, : self.code_bytes], lists, self.nlist)
         firsts = np.cumsum(counts) - counts  # each list's first place in ``rows``
-        offsets = (np.cumsum(padded_counts(counts)) - padded_counts(counts)) * self.bit_bytes
+        offsets = (np.cumsum(padded_counts(counts)) - padded_counts(counts)) * self.code_bytes
         invlists = index.invlists
         for list_no in np.flatnonzero(counts).tolist():
             # BlockInvertedLists.add_entries copies whole blocks as given into an empty list.
@@ -264,8 +274,33 @@ class IVFNibbleFastScan:
         return (dist if self.metric == "ip" else -dist), labels
 
 
+class IVFNibbleFastScan(IVFFastScan):
+    """:class:`IVFFastScan` over packed bit codes, with the corner codebooks of their nibbles.
+
+    Args:
+        codes: Stored ``uint8[n, >= bit_bytes]`` packed bits (padding bytes are ignored).
+        lists: ``uint16[n]``, each row's list (from :func:`assign_partitions`).
+        centroids: ``float32[nlist, dim]``, the lists' centroids.
+        low: ``float32[dim]`` value of a dimension whose bit is 0.
+        high: ``float32[dim]`` value of a dimension whose bit is 1.
+        metric: ``"ip"`` (scores ``q . x_hat``) or ``"l2"`` (scores ``-||q - x_hat||^2``).
+    """
+
+    def __init__(
+        self,
+        codes: StoredCodes,
+        lists: npt.NDArray[np.integer[Any]],
+        centroids: npt.NDArray[np.float32],
+        low: npt.NDArray[np.float32],
+        high: npt.NDArray[np.float32],
+        metric: str,
+    ) -> None:
+        order, fine = nibble_centroids(low, high)
+        super().__init__(codes, lists, centroids, fine, metric, order)
+
+
 def probe(
-    scan: IVFNibbleFastScan, queries: npt.NDArray[np.float32], k: int, nprobe: int
+    scan: IVFFastScan, queries: npt.NDArray[np.float32], k: int, nprobe: int
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Top ``k`` of the ``nprobe`` best lists; a query whose lists hold fewer than ``k`` rows gets every list.
 
@@ -286,7 +321,7 @@ class ProbedScan:
     owner (the quantizer) sets ``nprobe`` before each use: it may change after the scan is built.
     """
 
-    def __init__(self, scan: IVFNibbleFastScan, nprobe: int = 1) -> None:
+    def __init__(self, scan: IVFFastScan, nprobe: int = 1) -> None:
         self.scan = scan
         self.rows = scan.rows
         self.nprobe = nprobe
@@ -301,9 +336,9 @@ class ProbedScan:
 def joined_ivf_scan(
     arrays: Sequence[StoredCodes],
     centroids: npt.NDArray[np.float32],
-    low: npt.NDArray[np.float32],
-    high: npt.NDArray[np.float32],
+    fine: npt.NDArray[np.float32],
     metric: str,
+    order: npt.NDArray[np.intp] | None = None,
 ) -> ProbedScan:
     """One partitioned index over several code arrays with lists (a store's segments), for ``JoinedFastScan``.
 
@@ -311,8 +346,9 @@ def joined_ivf_scan(
     coarse search, lookup tables and kernel call. Here their rows share the lists: row ``r`` of
     array ``i`` is index row ``sum(sizes[:i]) + r`` (no padding between arrays: each list's
     blocks are padded, not the arrays), probed as one array of all the rows would be.
+    ``fine`` and ``order`` as :class:`IVFFastScan`'s (binary: ``_fast_scan.nibble_centroids``).
     """
-    bit_bytes = (low.shape[0] + 7) // 8
+    width = code_bytes(fine)
     lists = np.concatenate([np.asarray(a.lists) for a in arrays])
-    codes = np.concatenate([a.unpacked()[:, :bit_bytes] for a in arrays])
-    return ProbedScan(IVFNibbleFastScan(StoredCodes(codes), lists, centroids, low, high, metric))
+    codes = np.concatenate([a.unpacked()[:, :width] for a in arrays])
+    return ProbedScan(IVFFastScan(StoredCodes(codes), lists, centroids, fine, metric, order))

@@ -136,7 +136,8 @@ class Quantizer(ABC):
             ConfigurationError: The quantizer does not partition rows.
         """
         msg = (
-            f"{type(self).__name__} does not partition rows; assign() needs BinaryQuantizer(partitions=...)."
+            f"{type(self).__name__} does not partition rows; assign() needs BinaryQuantizer(partitions=...) "
+            "or ProductQuantizer(partitions=...)."
         )
         raise ConfigurationError(msg)
 

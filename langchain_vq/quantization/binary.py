@@ -57,9 +57,9 @@ from langchain_vq.quantization._fast_scan import (
     NibbleFastScan,
     fast_scan_candidates,
     fast_scan_top_k,
+    nibble_centroids,
 )
 from langchain_vq.quantization._ivf import (
-    MAX_PARTITIONS,
     MIN_ROWS_PER_PARTITION,
     IVFNibbleFastScan,
     ProbedScan,
@@ -69,6 +69,7 @@ from langchain_vq.quantization._ivf import (
     joined_ivf_scan,
     train_partitions,
 )
+from langchain_vq.quantization._partitions import check_partition_options, stored_lists
 from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k, split_keys
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_flag, check_int, check_k
@@ -172,33 +173,14 @@ class BinaryQuantizer(Quantizer):
         self.padded = not self.fast_scan if padded is None else check_flag(padded, "padded")
         self._fast_scans: FastScanCache[NibbleFastScan] = FastScanCache()  # see search(reuse=True)
         self._ivf_scans: FastScanCache[IVFNibbleFastScan] = FastScanCache()  # codes with lists
-        self.partitions = check_int(
-            partitions,
-            "partitions",
-            minimum=0,
-            maximum=MAX_PARTITIONS,
-            fix="Use 0 to scan every code, or about sqrt(rows), e.g. 1024 for 1M rows.",
-        )
+        self.partitions, self.nprobe = check_partition_options(partitions, nprobe)
+        self._choose_nprobe = nprobe is None  # chosen by fit
         if self.partitions and not self.fast_scan:
             msg = (
                 f"partitions={self.partitions} needs fast_scan=True (the partitioned scan is the "
                 "fast-scan kernel over a few lists); got fast_scan=False. Drop one of the two."
             )
             raise InvalidInputError(msg)
-        if nprobe is not None and not self.partitions:
-            msg = f"nprobe={nprobe!r} was given without partitions; set partitions > 0 or drop nprobe."
-            raise InvalidInputError(msg)
-        self._choose_nprobe = nprobe is None
-        self.nprobe = (
-            check_int(
-                nprobe,
-                "nprobe",
-                maximum=self.partitions,
-                fix=f"Probe between 1 and all {self.partitions} lists.",
-            )
-            if nprobe is not None
-            else None  # chosen by fit
-        )
 
     # -- size and training -------------------------------------------------------------------
     @property
@@ -556,26 +538,13 @@ class BinaryQuantizer(Quantizer):
 
     def _build_joined_ivf(self, arrays: Sequence[StoredCodes]) -> ProbedScan:
         for codes in arrays:
-            self._check_lists(codes)
-        return joined_ivf_scan(arrays, self.partition_centroids_, self.low_, self.high_, self.metric)
+            stored_lists(codes, self.partitions)
+        order, fine = nibble_centroids(self.low_, self.high_)
+        return joined_ivf_scan(arrays, self.partition_centroids_, fine, self.metric, order)
 
     def _build_ivf(self, codes: StoredCodes) -> IVFNibbleFastScan:
-        lists = self._check_lists(codes)
+        lists = stored_lists(codes, self.partitions)
         return IVFNibbleFastScan(codes, lists, self.partition_centroids_, self.low_, self.high_, self.metric)
-
-    def _check_lists(self, codes: StoredCodes) -> npt.NDArray[np.uint16]:
-        """The stored rows' lists, checked: one per code row, each below ``partitions``."""
-        lists = codes.lists
-        assert lists is not None  # noqa: S101 - only codes with lists are searched by partition
-        if lists.shape != (codes.shape[0],) or (lists.size and int(lists.max()) >= self.partitions):
-            top = int(lists.max()) if lists.size else None
-            msg = (
-                f"Stored lists are {lists.dtype}{list(lists.shape)} with largest {top}, expected "
-                f"one list in [0, {self.partitions}) per code row ({codes.shape[0]}). Assign rows with "
-                "this quantizer's assign()."
-            )
-            raise InvalidInputError(msg)
-        return lists
 
     # -- state -------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

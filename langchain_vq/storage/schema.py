@@ -15,8 +15,9 @@ A segment is one Arrow IPC file holding one record batch::
                                                    a codes-only store once its quantizer is fitted
     codes           fixed_size_binary[code_size]   present once the quantizer is fitted
     partition       uint16                         each row's list, when the quantizer partitions
-                                                   rows (``BinaryQuantizer(partitions=...)``);
-                                                   absent in older segments (scanned in full)
+                                                   rows (``partitions=`` of the binary or PQ
+                                                   quantizer); absent in older segments
+                                                   (scanned in full)
 
 Format-2 segment files carry ``SEGMENT_FORMAT_KEY`` in their schema metadata.
 

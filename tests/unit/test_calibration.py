@@ -467,3 +467,21 @@ def test_two_stage_and_partitioned_binary_are_not_ranked_from_one_scan(options: 
         store.collection, qs, 10, 0.99, early_stop=False, snapshot=snapshot, ceiling=32
     )
     assert m.ceiling is None
+
+
+def test_partitioned_pq_is_not_ranked_from_one_scan() -> None:
+    # Same probe as partitioned binary; the unpartitioned PQ store next to it still is.
+    x = clustered_vectors(3000, DIM, seed=0)
+    for options, ranked in (({"partitions": 8, "nprobe": 3}, False), ({}, True)):
+        store = VQVectorStore(
+            DeterministicFakeEmbedding(size=DIM), quantization="pq", quantizer_options=options
+        )
+        store.add_embeddings([f"t{i}" for i in range(3000)], x, ids=[str(i) for i in range(3000)])
+        snapshot = store.collection.snapshot
+        assert snapshot.quantizer.partitions == options.get("partitions", 0)
+        assert snapshot.quantizer.ranks_candidates_by_one_score is ranked
+        qs = query_set(store.collection, None, 50, seed=0, snapshot=snapshot)
+        m = calibration_module._Measurer(
+            store.collection, qs, 10, 0.99, early_stop=False, snapshot=snapshot, ceiling=32
+        )
+        assert m.ceiling == (32 if ranked else None)
