@@ -178,9 +178,11 @@ def _ray_sentence(data: dict[str, Any]) -> str:
     """Distributed build scaling and sharded search overhead, from bench_ray."""
     one, two = data["build"][0], data["build"][1]
     search = data["search"]
+    runs = data.get("build_runs", [one, two])  # per-run loads (older files: on each configuration)
+    loads = [r[key][0] for r in runs for key in ("load_before", "load_after") if key in r]
     return (
-        f"Scale-out on Ray (`bench_ray.py`, local 2-CPU cluster on 2 cores shared with other jobs, load average {one['load_before'][0]:.1f}-"
-        f"{two['load_after'][0]:.1f}): building {one['rows']:,} chunks with the real model ran at "
+        f"Scale-out on Ray (`bench_ray.py`, local 2-CPU cluster on 2 cores shared with other jobs, load average {min(loads):.1f}-"
+        f"{max(loads):.1f}): building {one['rows']:,} chunks with the real model ran at "
         f"{one['rows_per_s']:.1f} rows/s with 1 worker and {two['rows_per_s']:.1f} with 2 "
         f"({data['estimate']['scaling_2_workers']:.2f}x"
         + (
@@ -190,7 +192,12 @@ def _ray_sentence(data: dict[str, Any]) -> str:
             else ""
         )
         + (
-            f"; each configuration's runs: {_rates(one)} and {_rates(two)} rows/s, the lower one counted"
+            f"; each configuration's runs: {_rates(one)} and {_rates(two)} rows/s, their means compared"
+            + (
+                f", worst pairing {data['build_scaling']['scaling_2_workers_worst_pair']:.2f}x"
+                if "build_scaling" in data
+                else ""
+            )
             if len(one.get("rows_per_s_all", [])) > 1
             else ""
         )
