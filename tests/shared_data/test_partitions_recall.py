@@ -1,7 +1,7 @@
 """The partitioned first stage on real sentence embeddings: recall@10 against exact float search.
 
-Data: ``sentences/emb`` chunk 00 (100,000 real all-MiniLM-L6-v2 rows); 1,000 rows drawn at random
-(seeded) are held-out queries, the other 99,000 the corpus. A store with
+Data: ``sentences/emb`` chunk 00 (50,000 real all-MiniLM-L6-v2 rows); 1,000 rows drawn at random
+(seeded) are held-out queries, the other 49,000 the corpus. A store with
 ``quantizer_options={"partitions": 256}`` is built with no search settings: its quantizer chooses
 ``nprobe`` at training (the fewest lists holding 99.7% of sampled rows' exact top 10) and the
 store calibrates its multiplier with the partitioned scan in the add's commit, as a user's store
