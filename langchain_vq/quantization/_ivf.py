@@ -15,8 +15,9 @@ Used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` and
   encoded and stored beside its code, so opening a store never reassigns rows.
 * :class:`IVFFastScan`: FAISS's ``IndexIVFPQFastScan`` with ``by_residual=False`` and the
   codebooks of the full fast scan (PQ: the learned ones, as
-  :class:`~langchain_vq.quantization._fast_scan.PQFastScan`; binary, :class:`IVFNibbleFastScan`:
-  the corners of :class:`~langchain_vq.quantization._fast_scan.NibbleFastScan`), its lists
+  :class:`~langchain_vq.quantization._fast_scan.PQFastScan`; binary, the corners of
+  :class:`~langchain_vq.quantization._fast_scan.NibbleFastScan`; each quantizer names its own,
+  ``_partitions.PartitionedQuantizer._fine_codebooks``), its lists
   filled with the stored codes (all lists packed at once by :func:`list_blocks`, FAISS's block
   layout, so filling a list is one copy). Scores are the ones the full fast scan gives (tested
   equal with every list probed), so candidates of partitioned and full scans pool together.
@@ -33,7 +34,7 @@ import faiss
 import numpy as np
 
 from langchain_vq.code_blocks import BLOCK_ROWS, StoredCodes, pack_blocks
-from langchain_vq.quantization._fast_scan import nibble_centroids, nibble_queries
+from langchain_vq.quantization._fast_scan import nibble_queries
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -272,31 +273,6 @@ class IVFFastScan:
         params.nprobe = min(nprobe, self.nlist)
         dist, labels = self._index.search(nibble_queries(queries, self._order), k, params=params)
         return (dist if self.metric == "ip" else -dist), labels
-
-
-class IVFNibbleFastScan(IVFFastScan):
-    """:class:`IVFFastScan` over packed bit codes, with the corner codebooks of their nibbles.
-
-    Args:
-        codes: Stored ``uint8[n, >= bit_bytes]`` packed bits (padding bytes are ignored).
-        lists: ``uint16[n]``, each row's list (from :func:`assign_partitions`).
-        centroids: ``float32[nlist, dim]``, the lists' centroids.
-        low: ``float32[dim]`` value of a dimension whose bit is 0.
-        high: ``float32[dim]`` value of a dimension whose bit is 1.
-        metric: ``"ip"`` (scores ``q . x_hat``) or ``"l2"`` (scores ``-||q - x_hat||^2``).
-    """
-
-    def __init__(
-        self,
-        codes: StoredCodes,
-        lists: npt.NDArray[np.integer[Any]],
-        centroids: npt.NDArray[np.float32],
-        low: npt.NDArray[np.float32],
-        high: npt.NDArray[np.float32],
-        metric: str,
-    ) -> None:
-        order, fine = nibble_centroids(low, high)
-        super().__init__(codes, lists, centroids, fine, metric, order)
 
 
 def probe(

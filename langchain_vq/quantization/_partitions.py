@@ -1,22 +1,38 @@
-"""The quantizer side of partitioned stores: the ``partitions``/``nprobe`` options and stored lists' checks.
+"""The quantizer side of partitioned stores: options, stored lists' checks, indexes and state.
 
 Shared by the quantizers with a ``partitions`` option (binary and 4-bit PQ; the kernels, k-means
-and the probe are in ``_ivf``), so their options read and fail alike.
+and the probe are in ``_ivf``), so their options read and fail alike and their partitioned scans
+are built one way (:class:`PartitionedQuantizer`).
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import TYPE_CHECKING, Any
 
-from langchain_vq.errors import InvalidInputError
-from langchain_vq.quantization._ivf import MAX_PARTITIONS
+import numpy as np
+
+from langchain_vq.errors import ConfigurationError, InvalidInputError
+from langchain_vq.quantization._common import state_array
+from langchain_vq.quantization._ivf import (
+    MAX_PARTITIONS,
+    IVFFastScan,
+    ProbedScan,
+    assign_partitions,
+    default_nprobe,
+    joined_ivf_scan,
+)
+from langchain_vq.quantization.base import Quantizer
 from langchain_vq.validation import check_int
 
 if TYPE_CHECKING:
-    import numpy as np
+    from collections.abc import Sequence
+
     import numpy.typing as npt
+    from typing_extensions import Self
 
     from langchain_vq.code_blocks import StoredCodes
+    from langchain_vq.quantization._fast_scan import FastScanCache, JoinedFastScan
 
 
 def check_partition_options(partitions: object, nprobe: object) -> tuple[int, int | None]:
@@ -58,3 +74,90 @@ def stored_lists(codes: StoredCodes, partitions: int) -> npt.NDArray[np.integer[
         )
         raise InvalidInputError(msg)
     return lists
+
+
+class PartitionedQuantizer(Quantizer):
+    """A quantizer with a ``partitions`` option: its lists' indexes, ``nprobe`` and saved centroids.
+
+    Subclasses set ``partitions``, ``nprobe`` and an ``_ivf_scans`` cache in ``__init__``,
+    ``partition_centroids_`` when fitted, and say which 4-bit codebooks their codes index
+    (:meth:`_fine_codebooks`).
+    """
+
+    partitions: int
+    nprobe: int | None
+    partition_centroids_: npt.NDArray[np.float32]
+    _ivf_scans: FastScanCache[IVFFastScan]
+
+    @abstractmethod
+    def _fine_codebooks(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp] | None]:
+        """``(codebooks [sub-codes, 16, sub-dim], dimension order or None)`` of the stored codes."""
+
+    @property
+    def partitioned(self) -> bool:
+        """With ``partitions``: rows get a list to store with their codes."""
+        return self.partitions > 0
+
+    def assign(self, x: npt.ArrayLike) -> npt.NDArray[np.uint16]:
+        """``uint16[n]``: the list of each vector of ``x`` (its nearest partition centroid).
+
+        Computed from the float vectors when rows are encoded and stored with their codes
+        (``StoredCodes.lists``), so searches never reassign.
+
+        Raises:
+            ConfigurationError: The quantizer has no partitions.
+        """
+        if not self.partitions:
+            msg = f"assign() needs a {type(self).__name__} with partitions > 0; this one has none."
+            raise ConfigurationError(msg)
+        self._check_fitted()
+        return assign_partitions(self.partition_centroids_, self._check_vectors(x), self.metric)
+
+    def _nprobe_now(self) -> int:
+        """Lists probed per query: ``nprobe``, or a default for a hand-made config without one."""
+        return self.nprobe or default_nprobe(self.partitions)
+
+    def _build_ivf(self, codes: StoredCodes) -> IVFFastScan:
+        lists = stored_lists(codes, self.partitions)
+        fine, order = self._fine_codebooks()
+        return IVFFastScan(codes, lists, self.partition_centroids_, fine, self.metric, order)
+
+    def _build_joined_ivf(self, arrays: Sequence[StoredCodes]) -> ProbedScan:
+        for codes in arrays:
+            stored_lists(codes, self.partitions)
+        fine, order = self._fine_codebooks()
+        return joined_ivf_scan(arrays, self.partition_centroids_, fine, self.metric, order)
+
+    def _joined_partitioned(self, arrays: list[StoredCodes]) -> JoinedFastScan | None:
+        """The joined partitioned scan of arrays that all carry lists; None when some do not.
+
+        Arrays some of which have lists and some not (an external build) are searched one by one.
+        """
+        if not all(a.lists is not None for a in arrays):
+            return None
+        joined = self._ivf_scans.get_joined(arrays, self._build_joined_ivf, padded=False)
+        assert isinstance(joined.index, ProbedScan)  # noqa: S101 - built by _build_joined_ivf
+        joined.index.nprobe = self._nprobe_now()
+        return joined
+
+    def get_state(self) -> dict[str, npt.NDArray[Any]]:
+        """The learned arrays, and with ``partitions`` the lists' centroids (``partition_centroids``)."""
+        state = super().get_state()
+        if self.partitions:
+            state["partition_centroids"] = self.partition_centroids_.copy()
+        return state
+
+    def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
+        """Restore ``get_state`` output; with ``partitions`` it must hold the lists' centroids.
+
+        Raises:
+            ConfigurationError: An array is missing, of another shape, or not finite.
+        """
+        centroids = None
+        if self.partitions:
+            shape = (self.partitions, self.dim)
+            centroids = state_array(state, "partition_centroids", shape, np.float32, type(self).__name__)
+        super().set_state(state)
+        if centroids is not None:
+            self.partition_centroids_ = centroids
+        return self

@@ -50,8 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import faiss
 import numpy as np
 
-from langchain_vq.errors import ConfigurationError, InvalidInputError
-from langchain_vq.quantization._common import state_array
+from langchain_vq.errors import InvalidInputError
 from langchain_vq.quantization._fast_scan import (
     FastScanCache,
     NibbleFastScan,
@@ -61,16 +60,12 @@ from langchain_vq.quantization._fast_scan import (
 )
 from langchain_vq.quantization._ivf import (
     MIN_ROWS_PER_PARTITION,
-    IVFNibbleFastScan,
     ProbedScan,
-    assign_partitions,
     choose_nprobe,
-    default_nprobe,
-    joined_ivf_scan,
     train_partitions,
 )
-from langchain_vq.quantization._partitions import check_partition_options, stored_lists
-from langchain_vq.quantization.base import Metric, Quantizer, pool_keys, pooled_top_k, split_keys
+from langchain_vq.quantization._partitions import PartitionedQuantizer, check_partition_options
+from langchain_vq.quantization.base import Metric, pool_keys, pooled_top_k, split_keys
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_flag, check_int, check_k
 
@@ -78,10 +73,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import numpy.typing as npt
-    from typing_extensions import Self
 
     from langchain_vq.code_blocks import StoredCodes
     from langchain_vq.quantization._fast_scan import JoinedFastScan
+    from langchain_vq.quantization._ivf import IVFFastScan
 
 #: Rows of codes unpacked to float at a time by ``score`` (bounds temporary memory).
 _CHUNK_ROWS = 16_384
@@ -102,7 +97,7 @@ _FAST_CODE_SIZES = (4, 8, 16, 20, 32, 64)
 _BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
 
 
-class BinaryQuantizer(Quantizer):
+class BinaryQuantizer(PartitionedQuantizer):
     """One bit per dimension (``x_j > thresholds_[j]``), 32x smaller than float32.
 
     Args (besides ``dim`` and ``metric``, as for :class:`Quantizer`):
@@ -172,7 +167,7 @@ class BinaryQuantizer(Quantizer):
         self.fast_scan = check_flag(fast_scan, "fast_scan")
         self.padded = not self.fast_scan if padded is None else check_flag(padded, "padded")
         self._fast_scans: FastScanCache[NibbleFastScan] = FastScanCache()  # see search(reuse=True)
-        self._ivf_scans: FastScanCache[IVFNibbleFastScan] = FastScanCache()  # codes with lists
+        self._ivf_scans: FastScanCache[IVFFastScan] = FastScanCache()  # codes with lists
         self.partitions, self.nprobe = check_partition_options(partitions, nprobe)
         self._choose_nprobe = nprobe is None  # chosen by fit
         if self.partitions and not self.fast_scan:
@@ -252,26 +247,6 @@ class BinaryQuantizer(Quantizer):
         codes = np.zeros((x.shape[0], self.code_size), dtype=np.uint8)  # [n, code_size]
         codes[:, : self.bit_bytes] = packed
         return codes
-
-    @property
-    def partitioned(self) -> bool:
-        """With ``partitions``: rows get a list to store with their codes."""
-        return self.partitions > 0
-
-    def assign(self, x: npt.ArrayLike) -> npt.NDArray[np.uint16]:
-        """``uint16[n]``: the list of each vector of ``x`` (its nearest partition centroid).
-
-        Computed from the float vectors when rows are encoded and stored with their codes
-        (``StoredCodes.lists``), so searches never reassign.
-
-        Raises:
-            ConfigurationError: The quantizer has no partitions.
-        """
-        if not self.partitions:
-            msg = "assign() needs a BinaryQuantizer with partitions > 0; this one has none."
-            raise ConfigurationError(msg)
-        self._check_fitted()
-        return assign_partitions(self.partition_centroids_, self._check_vectors(x), self.metric)
 
     def _decode(self, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Reconstruct ``low_[j]`` or ``high_[j]`` per bit: the mean of the training values on that side."""
@@ -418,10 +393,6 @@ class BinaryQuantizer(Quantizer):
         index = ProbedScan(self._ivf_scans.get(codes, self._build_ivf), self._nprobe_now())
         return fast_scan_candidates(index, queries, k, lambda: self._search(queries, codes.row_major, k))
 
-    def _nprobe_now(self) -> int:
-        """Lists probed per query: ``nprobe``, or a default for a hand-made config without one."""
-        return self.nprobe or default_nprobe(self.partitions)
-
     def _search(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
@@ -520,31 +491,17 @@ class BinaryQuantizer(Quantizer):
         return NibbleFastScan(codes, self.low_, self.high_, self.metric)
 
     def _joined_fast_scan(self, arrays: list[StoredCodes]) -> JoinedFastScan | None:
-        """The joined full scan, or with ``partitions`` the joined partitioned scan of arrays with lists.
-
-        Arrays some of which have lists and some not (an external build) are searched one by one.
-        """
+        """The joined full scan, or with ``partitions`` the joined partitioned scan of arrays with lists."""
         if not self.fast_scan:
             return None
-        with_lists = [a.lists is not None for a in arrays]
-        if not (self.partitions and any(with_lists)):
-            return self._fast_scans.get_joined(arrays, self._build_fast_scan)
-        if not all(with_lists):
-            return None
-        joined = self._ivf_scans.get_joined(arrays, self._build_joined_ivf, padded=False)
-        assert isinstance(joined.index, ProbedScan)  # noqa: S101 - built by _build_joined_ivf
-        joined.index.nprobe = self._nprobe_now()
-        return joined
+        if self.partitions and any(a.lists is not None for a in arrays):
+            return self._joined_partitioned(arrays)
+        return self._fast_scans.get_joined(arrays, self._build_fast_scan)
 
-    def _build_joined_ivf(self, arrays: Sequence[StoredCodes]) -> ProbedScan:
-        for codes in arrays:
-            stored_lists(codes, self.partitions)
+    def _fine_codebooks(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp] | None]:
+        """The corners of each nibble's 4 bits, in the nibbles' dimension order."""
         order, fine = nibble_centroids(self.low_, self.high_)
-        return joined_ivf_scan(arrays, self.partition_centroids_, fine, self.metric, order)
-
-    def _build_ivf(self, codes: StoredCodes) -> IVFNibbleFastScan:
-        lists = stored_lists(codes, self.partitions)
-        return IVFNibbleFastScan(codes, lists, self.partition_centroids_, self.low_, self.high_, self.metric)
+        return fine, order
 
     # -- state -------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -557,28 +514,6 @@ class BinaryQuantizer(Quantizer):
             "partitions": self.partitions,
             "nprobe": self.nprobe,
         }
-
-    def get_state(self) -> dict[str, npt.NDArray[Any]]:
-        """The bit levels, and with ``partitions`` the lists' centroids (``partition_centroids``)."""
-        state = super().get_state()
-        if self.partitions:
-            state["partition_centroids"] = self.partition_centroids_.copy()
-        return state
-
-    def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
-        """Restore ``get_state`` output; with ``partitions`` it must hold the lists' centroids.
-
-        Raises:
-            ConfigurationError: An array is missing, of another shape, or not finite.
-        """
-        centroids = None
-        if self.partitions:
-            shape = (self.partitions, self.dim)
-            centroids = state_array(state, "partition_centroids", shape, np.float32, type(self).__name__)
-        super().set_state(state)
-        if centroids is not None:
-            self.partition_centroids_ = centroids
-        return self
 
     def _restore(self, arrays: dict[str, npt.NDArray[np.float32]]) -> None:
         super()._restore(arrays)

@@ -41,8 +41,7 @@ import faiss
 import numpy as np
 
 from langchain_vq.code_blocks import StoredCodes
-from langchain_vq.errors import ConfigurationError, InvalidInputError
-from langchain_vq.quantization._common import state_array
+from langchain_vq.errors import InvalidInputError
 from langchain_vq.quantization._fast_scan import (
     FastScanCache,
     FastScanIndex,
@@ -54,14 +53,10 @@ from langchain_vq.quantization._ivf import (
     MIN_ROWS_PER_PARTITION,
     IVFFastScan,
     ProbedScan,
-    assign_partitions,
     choose_nprobe,
-    default_nprobe,
-    joined_ivf_scan,
     train_partitions,
 )
-from langchain_vq.quantization._partitions import check_partition_options, stored_lists
-from langchain_vq.quantization.base import Metric, Quantizer
+from langchain_vq.quantization._partitions import PartitionedQuantizer, check_partition_options
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_int
 
@@ -69,9 +64,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import numpy.typing as npt
-    from typing_extensions import Self
 
     from langchain_vq.quantization._fast_scan import JoinedFastScan
+    from langchain_vq.quantization.base import Metric
 
 #: Rows decoded to float32 at a time by ``score``.
 _CHUNK_ROWS = 16_384
@@ -81,7 +76,7 @@ _DEFAULT_DSUB = 4
 _SUPPORTED_NBITS = (4, 8)
 
 
-class ProductQuantizer(Quantizer):
+class ProductQuantizer(PartitionedQuantizer):
     """Product quantization with ``m`` sub-codes of ``nbits`` bits per vector.
 
     Args (besides ``dim`` and ``metric``, as for :class:`Quantizer`):
@@ -245,26 +240,6 @@ class ProductQuantizer(Quantizer):
             return np.empty((0, self.dim), np.float32)
         return np.ascontiguousarray(self._pq.decode(codes)[:, : self.dim])
 
-    @property
-    def partitioned(self) -> bool:
-        """With ``partitions``: rows get a list to store with their codes."""
-        return self.partitions > 0
-
-    def assign(self, x: npt.ArrayLike) -> npt.NDArray[np.uint16]:
-        """``uint16[n]``: the list of each vector of ``x`` (its nearest partition centroid).
-
-        Computed from the float vectors when rows are encoded and stored with their codes
-        (``StoredCodes.lists``), so searches never reassign.
-
-        Raises:
-            ConfigurationError: The quantizer has no partitions.
-        """
-        if not self.partitions:
-            msg = "assign() needs a ProductQuantizer with partitions > 0; this one has none."
-            raise ConfigurationError(msg)
-        self._check_fitted()
-        return assign_partitions(self.partition_centroids_, self._check_vectors(x), self.metric)
-
     # -- ranking -----------------------------------------------------------------------------
     def _score(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8]
@@ -342,26 +317,16 @@ class ProductQuantizer(Quantizer):
         return PQFastScan(self.centroids_, codes, self.metric)
 
     def _joined_fast_scan(self, arrays: list[StoredCodes]) -> JoinedFastScan | None:
-        """The joined full scan, or with ``partitions`` the joined partitioned scan of arrays with lists.
-
-        Arrays some of which have lists and some not (an external build) are searched one by one.
-        """
+        """The joined full scan, or with ``partitions`` the joined partitioned scan of arrays with lists."""
         if self.nbits != 4:
             return None
-        with_lists = [a.lists is not None for a in arrays]
-        if not (self.partitions and any(with_lists)):
-            return self._fast_scans.get_joined(arrays, self._build_fast_scan)
-        if not all(with_lists):
-            return None
-        joined = self._ivf_scans.get_joined(arrays, self._build_joined_ivf, padded=False)
-        assert isinstance(joined.index, ProbedScan)  # noqa: S101 - built by _build_joined_ivf
-        joined.index.nprobe = self._nprobe_now()
-        return joined
+        if self.partitions and any(a.lists is not None for a in arrays):
+            return self._joined_partitioned(arrays)
+        return self._fast_scans.get_joined(arrays, self._build_fast_scan)
 
-    def _build_joined_ivf(self, arrays: Sequence[StoredCodes]) -> ProbedScan:
-        for codes in arrays:
-            stored_lists(codes, self.partitions)
-        return joined_ivf_scan(arrays, self.partition_centroids_, self.centroids_, self.metric)
+    def _fine_codebooks(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp] | None]:
+        """The learned 4-bit codebooks, in the stored codes' sub-code order."""
+        return self.centroids_, None
 
     def _partitioned(
         self, queries: npt.NDArray[np.float32], codes: StoredCodes, k: int
@@ -375,14 +340,6 @@ class ProductQuantizer(Quantizer):
         return fast_scan_candidates(
             index, queries, k, lambda: self._search_tables(queries, codes.row_major, k)
         )
-
-    def _nprobe_now(self) -> int:
-        """Lists probed per query: ``nprobe``, or a default for a hand-made config without one."""
-        return self.nprobe or default_nprobe(self.partitions)
-
-    def _build_ivf(self, codes: StoredCodes) -> IVFFastScan:
-        lists = stored_lists(codes, self.partitions)
-        return IVFFastScan(codes, lists, self.partition_centroids_, self.centroids_, self.metric)
 
     def _search_tables(
         self, queries: npt.NDArray[np.float32], codes: npt.NDArray[np.uint8], k: int
@@ -413,28 +370,6 @@ class ProductQuantizer(Quantizer):
             "partitions": self.partitions,
             "nprobe": self.nprobe,
         }
-
-    def get_state(self) -> dict[str, npt.NDArray[Any]]:
-        """The codebooks, and with ``partitions`` the lists' centroids (``partition_centroids``)."""
-        state = super().get_state()
-        if self.partitions:
-            state["partition_centroids"] = self.partition_centroids_.copy()
-        return state
-
-    def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
-        """Restore ``get_state`` output; with ``partitions`` it must hold the lists' centroids.
-
-        Raises:
-            ConfigurationError: An array is missing, of another shape, or not finite.
-        """
-        centroids = None
-        if self.partitions:
-            shape = (self.partitions, self.dim)
-            centroids = state_array(state, "partition_centroids", shape, np.float32, type(self).__name__)
-        super().set_state(state)
-        if centroids is not None:
-            self.partition_centroids_ = centroids
-        return self
 
     def _state_shape(self, attr: str) -> tuple[int, ...]:  # noqa: ARG002 - one learned array
         return (self.m, self.ksub, self.dsub)

@@ -14,7 +14,6 @@ from langchain_vq.quantization import BinaryQuantizer, quantizer_from_config
 from langchain_vq.quantization._fast_scan import NibbleFastScan
 from langchain_vq.quantization._ivf import (
     NPROBE_COVERAGE,
-    IVFNibbleFastScan,
     choose_nprobe,
     list_blocks,
     neighbour_list_ranks,
@@ -54,10 +53,7 @@ def test_every_list_probed_scores_as_the_full_fast_scan(dim: int, metric: str) -
     quantizer = BinaryQuantizer(dim, metric=metric, partitions=16).fit(x)  # type: ignore[arg-type]
     codes = StoredCodes(quantizer.encode(x))
     full = NibbleFastScan(codes, quantizer.low_, quantizer.high_, metric)
-    lists = quantizer.assign(x)
-    ivf = IVFNibbleFastScan(
-        codes, lists, quantizer.partition_centroids_, quantizer.low_, quantizer.high_, metric
-    )
+    ivf = quantizer._build_ivf(StoredCodes(codes.stored, lists=quantizer.assign(x)))  # as a store builds it
     full_scores, _ = full.search(q, 50)
     ivf_scores, ivf_rows = ivf.search(q, 50, nprobe=16)
     np.testing.assert_array_equal(ivf_scores, full_scores)  # same kernel, same 8-bit tables
