@@ -65,7 +65,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._common import MB, dir_bytes, evict, percentiles, run_record  # noqa: E402
-from benchmarks.write_results import write_if_results  # noqa: E402
+from benchmarks.write_results import shown_setting, write_if_results  # noqa: E402
 
 K = 10
 DIM = 384
@@ -178,6 +178,10 @@ class Method:
     def bytes_per_vector(self) -> float | None:
         return None
 
+    def multiplier(self, param: Any) -> int | None:  # noqa: ARG002 - langchain_vq methods only
+        """The ``rescore_multiplier`` a setting searches with, when the method has one."""
+        return None
+
 
 class VQMethod(Method):
     def __init__(self, index_path: Path, data: Path, mode: str) -> None:
@@ -219,21 +223,25 @@ class VQMethod(Method):
 
     def open(self) -> None:
         from langchain_vq import VQVectorStore
-        from langchain_vq.vectorstore import DEFAULT_RESCORE_MULTIPLIER
 
         self.store = VQVectorStore(self._embedding(), path=self.path)
-        self.default = DEFAULT_RESCORE_MULTIPLIER[self.quantization]
+        # What a user gets: the multiplier calibrated at build for recall@10 0.99 (plus margin).
+        self.default = self.store.rescore_multiplier
 
     def settings(self) -> list[tuple[str, Any]]:
+        """The default (no ``rescore_multiplier`` passed), then a sweep of fixed multipliers."""
         if self.store_settings.get("rescore") is False:
             return [("codes only", 0)]
-        return [
-            (f"m={m}" + (" (default)" if m == self.default else ""), m)
-            for m in VQ_MULTIPLIERS[self.quantization]
-        ]
+        sweep = [(f"m={m}", m) for m in VQ_MULTIPLIERS[self.quantization] if m != self.default]
+        return [("default", None), *sweep]
 
-    def _kw(self, m: int) -> dict[str, Any]:
-        return {"rescore_multiplier": m} if m > 0 else {}
+    def multiplier(self, param: Any) -> int | None:
+        if self.store_settings.get("rescore") is False:
+            return None
+        return self.default if param is None else int(param)
+
+    def _kw(self, m: int | None) -> dict[str, Any]:
+        return {"rescore_multiplier": m} if m else {}
 
     def search(self, q: np.ndarray, param: Any) -> list[int]:
         pairs = self.store.similarity_search_with_score_by_vector(q, k=K, **self._kw(param))
@@ -506,6 +514,8 @@ def child_query(ns: argparse.Namespace) -> dict[str, Any]:
         for q in queries[1:4]:
             method.search(q, param)
         run: dict[str, Any] = {"setting": label}
+        if method.multiplier(param) is not None:
+            run["rescore_multiplier"] = method.multiplier(param)
         found: list[list[int]] = []
         # Batches of 32: per-query time, and the results recall is computed on.
         batch_times: list[float] = []
@@ -554,8 +564,13 @@ def child_query(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _brief(run: dict[str, Any]) -> str:
     batch = run.get("batch32_per_query", {}).get("p50_ms", float("nan"))
+    m = (
+        f"m={run['rescore_multiplier']}: "
+        if run["setting"] == "default" and "rescore_multiplier" in run
+        else ""
+    )
     return (
-        f"recall {run['recall_at_10']:.4f} p50 {run['single']['p50_ms']:.2f} ms "
+        f"{m}recall {run['recall_at_10']:.4f} p50 {run['single']['p50_ms']:.2f} ms "
         f"(n={run['single']['n']}) batch {batch:.2f} ms/q"
     )
 
@@ -795,6 +810,7 @@ def rows_of(dataset: dict[str, Any]) -> list[dict[str, Any]]:
                     "method": method,
                     "label": entry["label"],
                     "setting": run["setting"],
+                    "multiplier": run.get("rescore_multiplier"),
                     "recall": run["recall_at_10"],
                     "recall_queries": run["recall_queries"],
                     "ndcg": run.get("ndcg_at_10"),
@@ -951,7 +967,7 @@ def markdown(result: dict[str, Any]) -> str:
             first = r["method"] != last
             last = r["method"]
             lines.append(
-                f"| {r['label'] + note if first else ''} | {r['setting']} | "
+                f"| {r['label'] + note if first else ''} | {shown_setting(r)} | "
                 f"{_f(r['bytes_per_vector'], '.0f') if first else ''} | {r['recall']:.4f} | "
                 f"{r['p50']:.2f} | {r['p95']:.2f} | {_f(r['batch'])} | {_f(r['p50_2t'])} | "
                 f"{_f(r['batch_2t'])} | "
@@ -1004,8 +1020,11 @@ def markdown(result: dict[str, Any]) -> str:
         ]
         for (_, setting), v in by_key.items():
             s, t = v.get("sf"), v.get("st")
+            ms = [
+                f"m={r['multiplier']}" for r in (s, t) if r and r.get("multiplier") and setting == "default"
+            ]
             lines.append(
-                f"| {v['label']} | {setting} | {_f(s and s['ndcg'], '.4f')} | "
+                f"| {v['label']} | {setting}{' (' + ' / '.join(ms) + ')' if ms else ''} | {_f(s and s['ndcg'], '.4f')} | "
                 f"{_f(s and s['recall'], '.4f')} | "
                 f"{_f(t and t['recall'], '.4f')} | {_f(t and t['p50'])} |"
             )

@@ -53,6 +53,7 @@ def _runs(dataset: dict[str, Any], method: str) -> list[dict[str, Any]]:
     return [
         {
             "setting": run["setting"],
+            "multiplier": run.get("rescore_multiplier"),
             "recall": run["recall_at_10"],
             "p50": run["single"]["p50_ms"],
             "ndcg": run.get("ndcg_at_10"),
@@ -61,6 +62,13 @@ def _runs(dataset: dict[str, Any], method: str) -> list[dict[str, Any]]:
         }
         for run in t1["runs"]
     ]
+
+
+def shown_setting(row: dict[str, Any]) -> str:
+    """A row's setting as the tables show it: the default with the multiplier it chose."""
+    if row["setting"] == "default" and row.get("multiplier"):
+        return f"default (m={row['multiplier']})"
+    return row["setting"]
 
 
 def _fastest_at(runs: list[dict[str, Any]], recall: float) -> dict[str, Any] | None:
@@ -119,7 +127,7 @@ def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
             continue
         speedup = f"{flat['p50'] / row['p50']:.1f}x" if flat else ""
         lines.append(
-            f"| {label} | {row['setting']} | {_f(row['bytes'], '.0f')} | {row['recall']:.4f} | "
+            f"| {label} | {shown_setting(row)} | {_f(row['bytes'], '.0f')} | {row['recall']:.4f} | "
             f"{row['p50']:.2f} | {speedup} | {row['anon_mb']:,.0f} | "
             f"{_f(_ndcg(peers, method, row['setting']), '.4f')} |"
         )
