@@ -86,6 +86,14 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return x / np.linalg.norm(x, axis=1, keepdims=True), synthetic_embeddings(60, seed=1)
 
 
+@pytest.fixture
+def filled(partitioned_kind: str, data: tuple[np.ndarray, np.ndarray]) -> Collection:
+    """A new in-memory store of all ``ROWS`` rows, added at once."""
+    collection = Collection(_config(partitioned_kind))
+    _add(collection, data[0], 0, ROWS)
+    return collection
+
+
 def test_lists_are_stored_at_ingest_carried_by_merges_and_survive_reopen(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -142,11 +150,10 @@ def test_reopened_in_a_new_process_answers_the_same(
 
 
 def test_recall_against_exact_float_search(
-    partitioned_kind: str, data: tuple[np.ndarray, np.ndarray]
+    filled: Collection, partitioned_kind: str, data: tuple[np.ndarray, np.ndarray]
 ) -> None:
     x, queries = data
-    partitioned = Collection(_config(partitioned_kind))
-    _add(partitioned, x, 0, ROWS)
+    partitioned = filled
     full = Collection(CollectionConfig(metric="cosine", quantization=partitioned_kind))
     _add(full, x, 0, ROWS)
     truth = _ids(full, queries, m=10_000)  # every row rescored: exact
@@ -166,10 +173,9 @@ def test_recall_against_exact_float_search(
     assert recall[1] < min(recall[8], recall[chosen]) - 0.05  # one list: what is scanned is the lists
 
 
-def test_deletes_and_filters(partitioned_kind: str, data: tuple[np.ndarray, np.ndarray]) -> None:
-    x, queries = data
-    collection = Collection(_config(partitioned_kind))
-    _add(collection, x, 0, ROWS)
+def test_deletes_and_filters(filled: Collection, data: tuple[np.ndarray, np.ndarray]) -> None:
+    queries = data[1]
+    collection = filled
     deleted = [f"r{i}" for i in range(0, ROWS, 3)]
     collection.delete(deleted)
     gone = set(deleted)
@@ -214,11 +220,10 @@ def test_options_apply_at_the_next_training(
 
 
 def test_segments_without_lists_are_scanned_in_full(
-    partitioned_kind: str, data: tuple[np.ndarray, np.ndarray]
+    filled: Collection, partitioned_kind: str, data: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    x, queries = data
-    collection = Collection(_config(partitioned_kind))
-    _add(collection, x, 0, ROWS)
+    queries = data[1]
+    collection = filled
     snapshot = collection.snapshot
     views = list(snapshot.views)
     stripped = [
