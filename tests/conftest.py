@@ -43,6 +43,21 @@ def clustered_vectors(n: int, dim: int, *, seed: int = 0) -> np.ndarray:
     return synthetic_embeddings(n, dim, seed=seed)
 
 
+#: The quantizers with a partitioned first stage (``partitions=``); they share it
+#: (``quantization._partitions``), so its tests run for each.
+PARTITIONED_KINDS = ("binary", "pq")
+
+
+@pytest.fixture(scope="module", params=PARTITIONED_KINDS)
+def partitioned_kind(request: pytest.FixtureRequest) -> str:
+    """``"binary"`` or ``"pq"``: a test that takes it runs once per partitioned quantizer.
+
+    Module scope, so a module's fitted quantizers and stores are built once per kind.
+    """
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture(scope="session")
 def embeddings_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ONNX export cache of this session: each backend is exported once, not in ~/.cache."""
