@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
 
     from langchain_vq.filters import Filter
-    from langchain_vq.tuning import Calibration
+    from langchain_vq.calibration import Calibration
 
 logger = logging.getLogger(__name__)
 
