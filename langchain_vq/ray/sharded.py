@@ -25,6 +25,7 @@ and reads do not write, an add is an upsert by id, a delete of deleted ids does 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from langchain_vq.errors import (
 )
 from langchain_vq.quantization.precision import CODES_ONLY
 from langchain_vq.ray._common import check_shards_agree, require_ray, shard_of
+from langchain_vq.ray.fanout import CompiledFanout
 from langchain_vq.ray.server import SearchRequest, ShardHits, ShardServer, start_server
 from langchain_vq.storage import StoreDirectory
 from langchain_vq.validation import check_int, check_k, check_multiplier
@@ -51,13 +53,13 @@ ray = require_ray()
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import numpy.typing as npt
     from langchain_core.embeddings import Embeddings
 
-    from langchain_vq.filters import Filter
     from langchain_vq.calibration import Calibration
+    from langchain_vq.filters import Filter
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class ShardedCollection:
         max_task_retries: int = 3,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         servers: Sequence[Any] | None = None,
+        compiled_graph: bool = True,
     ) -> None:
         """Open (or create) every shard here, check they agree, then start one actor per shard.
 
@@ -106,11 +109,17 @@ class ShardedCollection:
         per path; starting an actor imports this package, seconds on a busy machine). They are
         switched to these paths and left running by ``close()``.
 
+        ``compiled_graph``: searches go through one Ray compiled graph over the actors (``fanout``:
+        far less per-call overhead), with normal calls whenever the graph cannot answer; False
+        makes normal calls only.
+
         Raises:
             NotAStoreError: A shard path holds something that is not a store.
             ConfigurationError: Shards differ in dimension, metric or quantization.
         """
         self.paths = [Path(p) for p in paths]
+        self._names = [str(p) for p in self.paths]  # as the actors name their shards
+        self._fanout: CompiledFanout | None = None
         if not self.paths:
             msg = "A sharded store needs at least one shard path."
             raise InvalidInputError(msg)
@@ -144,12 +153,13 @@ class ShardedCollection:
                     for a, p in zip(self.actors, self.paths, strict=True)
                 ]
             )
-            return
-        self._owned = True
-        self.actors = [
-            start_server(str(p), self.config, lock_timeout, num_cpus, max_restarts, max_task_retries)
-            for p in self.paths
-        ]
+        else:
+            self._owned = True
+            self.actors = [
+                start_server(str(p), self.config, lock_timeout, num_cpus, max_restarts, max_task_retries)
+                for p in self.paths
+            ]
+        self._fanout = CompiledFanout(self.actors, self.call_timeout) if compiled_graph else None
 
     def _check_agree(self, opened: list[Collection]) -> None:
         check_shards_agree(opened, self.paths)
@@ -174,6 +184,11 @@ class ShardedCollection:
     def directory(self) -> None:
         """No single directory: see ``paths``."""
         return
+
+    @property
+    def compiled(self) -> bool:
+        """Whether searches currently go through a compiled graph (``fanout``), not normal calls."""
+        return self._fanout is not None and self._fanout.compiled
 
     @property
     def snapshot(self) -> ShardedSnapshot:
@@ -284,13 +299,21 @@ class ShardedCollection:
         matrix = self.check_vectors(np.asarray(queries, dtype=np.float32), "query embedding")
         payload = np.ascontiguousarray(matrix, dtype=np.float32).tobytes()
         count = int(matrix.shape[0])
-        per_shard = self._gather(
-            [
-                a.search.remote((p, payload, count, k, rescore, rescore_multiplier, filter, with_vectors))
-                for a, p in self._served()
+        requests = [
+            (p, payload, count, k, rescore, rescore_multiplier, filter, with_vectors) for p in self._names
+        ]
+        per_shard = None
+        if self._fanout is not None:
+            with self._typed_errors():
+                per_shard = self._fanout.search(requests)
+        if per_shard is None:  # no graph (yet), or it failed: normal calls, retried by Ray
+            per_shard = self._gather([a.search.remote(r) for a, r in zip(self.actors, requests, strict=True)])
+        shard_hits = [ShardHits(*hits) for hits in per_shard]
+        if with_vectors:  # a graph's arrays may view its channel's buffer, reused by the next search
+            shard_hits = [
+                h._replace(vectors=None if h.vectors is None else np.array(h.vectors)) for h in shard_hits
             ]
-        )
-        return merge_hits([ShardHits(*hits) for hits in per_shard], k)
+        return merge_hits(shard_hits, k)
 
     # -- plumbing ----------------------------------------------------------------------------
     def _served(self) -> list[tuple[Any, str]]:
@@ -305,8 +328,14 @@ class ShardedCollection:
 
     def _gather(self, calls: list[Any]) -> list[Any]:
         """``ray.get`` with the call timeout; a shard that does not answer is a typed error."""
-        try:
+        with self._typed_errors():
             return ray.get(calls, timeout=self.call_timeout)
+
+    @contextlib.contextmanager
+    def _typed_errors(self) -> Iterator[None]:
+        """Ray's timeout and dead-actor errors as ``ShardUnavailableError``."""
+        try:
+            yield
         except ray.exceptions.GetTimeoutError as exc:
             msg = (
                 f"A shard did not answer within {self.call_timeout:g} s (shards: "
@@ -321,7 +350,10 @@ class ShardedCollection:
             raise ShardUnavailableError(msg) from exc
 
     def close(self) -> None:
-        """Stop the shard actors this object started (the stores stay on disk)."""
+        """Stop the shard actors this object started (the stores stay on disk); end the graph."""
+        if self._fanout is not None:  # first: actors left running can then join another graph
+            self._fanout.close()
+            self._fanout = None
         if self._owned:
             for actor in self.actors:
                 ray.kill(actor)
@@ -411,10 +443,12 @@ class ShardedVQVectorStore(VQVectorStore):
         max_task_retries: int = 3,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         servers: Sequence[Any] | None = None,
+        compiled_graph: bool = True,
     ) -> None:
         """Open or create the shards at ``paths`` (order defines routing) and start their actors.
 
-        ``servers``: running ``ShardServer`` actors to reuse (see ``ShardedCollection``).
+        ``servers``: running ``ShardServer`` actors to reuse; ``compiled_graph``: search through a
+        Ray compiled graph (both: see ``ShardedCollection``).
         """
         self.embedding = embedding
         if rescore is False:  # a codes-only store, as VQVectorStore(rescore=False)
@@ -437,6 +471,7 @@ class ShardedVQVectorStore(VQVectorStore):
             max_task_retries=max_task_retries,
             call_timeout=call_timeout,
             servers=servers,
+            compiled_graph=compiled_graph,
         )
         self._fixed_multiplier = (
             DEFAULT_RESCORE_MULTIPLIER[self._collection.quantization] if fixed is None else fixed

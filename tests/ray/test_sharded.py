@@ -72,7 +72,8 @@ def test_sharded_results_equal_one_store_on_1000_queries(
         DeterministicFakeEmbedding(size=DIM), quantization=quantization, rescore_multiplier=multiplier
     )
     one.add_embeddings(texts, vectors, metadatas, ids)
-    # Exact search starts its own actors (and close() stops them); int8 reuses the session's.
+    # Exact search starts its own actors (and close() stops them) and makes normal calls only;
+    # int8 reuses the session's actors and searches through a compiled graph (the default).
     servers = shard_servers if quantization == "int8" else None
     store = sharded(
         open_stores,
@@ -80,6 +81,7 @@ def test_sharded_results_equal_one_store_on_1000_queries(
         quantization=quantization,
         rescore_multiplier=multiplier,
         servers=servers,
+        compiled_graph=servers is not None,
     )
     store.add_embeddings(texts, vectors, metadatas, ids)
     assert len(store) == ROWS
@@ -93,6 +95,18 @@ def test_sharded_results_equal_one_store_on_1000_queries(
     filtered = store.batch_similarity_search_by_vector(queries[:50], k=5, filter={"even": True})
     expected = one.batch_similarity_search_by_vector(queries[:50], k=5, filter={"even": True})
     assert [[d.id for d, _ in q] for q in filtered] == [[d.id for d, _ in q] for q in expected]
+    for q in queries[:20]:  # single queries, and rows with their vectors
+        assert [d.id for d in store.similarity_search_by_vector(q, k=10)] == [
+            d.id for d in one.similarity_search_by_vector(q, k=10)
+        ]
+    got_rows = store.sharded.search(queries[:5], 3, rescore_multiplier=multiplier or 1, with_vectors=True)
+    want_rows = one.collection.search(queries[:5], 3, rescore_multiplier=multiplier or 1, with_vectors=True)
+    for got_r, want_r in zip(got_rows, want_rows, strict=True):
+        assert [r.id for r in got_r] == [r.id for r in want_r]
+        np.testing.assert_array_equal(
+            np.stack([r.vector for r in got_r]), np.stack([r.vector for r in want_r])
+        )
+    assert store.sharded.compiled == (servers is not None)
 
     import ray
 
@@ -190,10 +204,16 @@ def test_add_delete_and_get_route_by_id(tmp_path: Path, open_stores: list, shard
 
 
 def test_a_shard_actor_killed_mid_query_restarts_and_the_query_returns_the_same_answer(
-    tmp_path: Path, open_stores: list, shard_servers: list
+    tmp_path: Path, open_stores: list, shard_servers: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The killed server was switched to this store (servers=): Ray restarts it on the path it was
-    started with, and the retried call, which names its shard, moves it back to the right one."""
+    started with, and the retried call, which names its shard, moves it back to the right one.
+
+    The query runs through the compiled graph, which the death breaks: the search falls back to
+    normal calls (retried on the restarted actor), and a later search compiles a new graph."""
+    from langchain_vq.ray import fanout
+
+    monkeypatch.setattr(fanout, "RECOMPILE_AFTER", 0.0)  # recompile at the next search
     import ray
 
     from langchain_vq.ray import shard_paths
@@ -203,6 +223,7 @@ def test_a_shard_actor_killed_mid_query_restarts_and_the_query_returns_the_same_
     store.add_embeddings(texts, vectors, metadatas, ids)
     queries = clustered_vectors(3000, DIM, seed=3)  # exact search of 3,000 queries: a call that lasts
     expected = store.batch_similarity_search_by_vector(queries, k=10)
+    assert store.sharded.compiled
     victim = store.sharded.actors[0]
     pid_before = ray.get(victim.pid.remote(), timeout=GET_TIMEOUT)
 
@@ -219,6 +240,9 @@ def test_a_shard_actor_killed_mid_query_restarts_and_the_query_returns_the_same_
     assert [[s for _, s in q] for q in answer[0]] == [[s for _, s in q] for q in expected]
     assert ray.get(victim.pid.remote(), timeout=GET_TIMEOUT) != pid_before  # a new process serves it
     assert len(store) == ROWS
+    again = store.batch_similarity_search_by_vector(queries[:100], k=10)  # a new graph, the same answers
+    assert store.sharded.compiled
+    assert [[d.id for d, _ in q] for q in again] == [[d.id for d, _ in q] for q in expected[:100]]
 
 
 def test_bad_shards_get_typed_errors(tmp_path: Path, open_stores: list) -> None:

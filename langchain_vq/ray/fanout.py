@@ -1,0 +1,149 @@
+"""A search fanned out to every shard actor through one Ray compiled graph, when it can be.
+
+Why: a normal actor call goes through Ray's task machinery (task spec, scheduling, the reply
+through the object store's protocol) at every call; a compiled graph sets that up once and
+then passes each search's request and answers through shared-memory channels read by a loop
+already running in every actor. MEASURED_PLACEHOLDER
+
+What the shard calls guarantee holds here too, because anything the graph cannot do falls back
+to them (``ShardedCollection`` makes the normal calls whenever ``search`` returns None):
+
+- A shard actor that dies: the graph raises (the actor's death, a closed channel) and is
+  dropped; the caller reruns the search with normal calls, which Ray retries on the restarted
+  actor (``max_task_retries``), so the query returns the same answer. A new graph is compiled
+  on a search after ``RECOMPILE_AFTER`` seconds.
+- No hang: requests are submitted and answers awaited with the call timeout; a timeout drops
+  the graph and raises ``GetTimeoutError`` (the caller's ``ShardUnavailableError``).
+- An error raised by a shard's own search (an application error) propagates as from a normal
+  call, and the graph stays: Ray keeps a graph usable after application errors.
+- A graph that cannot be compiled (e.g. the actors serve another store's graph: an actor runs
+  one graph at a time) leaves normal calls, retried after ``RECOMPILE_AFTER`` seconds.
+- Searches from several driver threads: one at a time uses the graph (only the compiling
+  process may call it, one execution in flight), the others make normal calls meanwhile.
+- ``close()`` tears the graph down so that the actors can join another graph (``servers=``).
+
+In the actor the graph's loop runs in a thread of its own, beside the one serving normal calls:
+``ShardServer`` serializes its methods with a lock, so a shard still runs one call at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from langchain_vq.ray._common import require_ray_core
+
+ray = require_ray_core()
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
+
+#: Seconds after a failed or dropped graph before a search compiles a new one.
+RECOMPILE_AFTER = 5.0
+#: Seconds a compile waits for a dropped graph's teardown (milliseconds, measured) before giving up.
+TEARDOWN_BEFORE_COMPILE = 2.0
+#: Seconds ``close()`` waits for a graph's teardown (Ray's own limit is 30 s per actor).
+TEARDOWN_WAIT = 60.0
+
+
+class CompiledFanout:
+    """``search`` of every shard actor through one compiled graph, compiled on first use."""
+
+    def __init__(self, actors: Sequence[Any], timeout: float) -> None:
+        self._actors = list(actors)
+        self._timeout = timeout
+        self._graph: Any = None
+        self._retry_at = 0.0  # time.monotonic() before which no graph is compiled
+        self._lock = threading.Lock()  # one execution at a time, from one thread
+        self._teardowns: list[threading.Thread] = []
+        self._closed = False
+
+    def search(self, requests: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]] | None:
+        """Each actor's ``search(requests[i])`` answer, or None when the graph cannot answer.
+
+        Raises:
+            ray.exceptions.GetTimeoutError: A shard did not answer within the timeout.
+        """
+        if self._closed or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            graph = self._graph if self._graph is not None else self._compile()
+            if graph is None:
+                return None
+            try:
+                answers = graph.execute(*requests)  # one ref per shard
+                deadline = time.monotonic() + self._timeout
+                return [a.get(timeout=max(0.0, deadline - time.monotonic())) for a in answers]
+            except ray.exceptions.RayChannelTimeoutError as exc:
+                self._drop(f"no answer within {self._timeout:g} s")
+                raise ray.exceptions.GetTimeoutError(str(exc)) from exc
+            except ray.exceptions.RayTaskError as exc:
+                if not isinstance(exc.cause, ray.exceptions.RaySystemError):
+                    raise  # the shard's own error, as a normal call raises it; the graph stays
+                # The graph's loop failed in an actor (e.g. Ray retried it on the restarted actor).
+                self._drop(f"{type(exc.cause).__name__}: {exc.cause}")
+                return None
+            except Exception as exc:  # noqa: BLE001 - an actor died, a channel closed: calls take over
+                self._drop(f"{type(exc).__name__}: {exc}")
+                return None
+        finally:
+            self._lock.release()
+
+    @property
+    def compiled(self) -> bool:
+        """Whether a graph is compiled (searches go through it)."""
+        return self._graph is not None
+
+    def _compile(self) -> Any:
+        if time.monotonic() < self._retry_at:
+            return None
+        for thread in self._teardowns:  # an actor joins a new graph once its old one has ended
+            thread.join(TEARDOWN_BEFORE_COMPILE)
+        self._teardowns = [t for t in self._teardowns if t.is_alive()]
+        if self._teardowns:
+            self._retry_at = time.monotonic() + RECOMPILE_AFTER
+            return None
+        from ray.dag import InputNode, MultiOutputNode
+
+        try:
+            with InputNode() as requests:
+                dag = MultiOutputNode([a.search.bind(requests[i]) for i, a in enumerate(self._actors)])
+            self._graph = dag.experimental_compile(_submit_timeout=self._timeout)
+        except Exception as exc:  # noqa: BLE001 - any reason not to compile leaves normal calls
+            logger.info("Sharded search uses normal actor calls: no compiled graph (%s).", exc)
+            self._retry_at = time.monotonic() + RECOMPILE_AFTER
+            return None
+        return self._graph
+
+    def _drop(self, why: str) -> None:
+        """Forget the graph; tear it down in the background (it may wait on a dead actor)."""
+        logger.info("Sharded search's compiled graph dropped (%s); normal calls take over.", why)
+        graph, self._graph = self._graph, None
+        self._retry_at = time.monotonic() + RECOMPILE_AFTER
+        if graph is not None:
+            thread = threading.Thread(target=_teardown, args=(graph,), daemon=True)
+            thread.start()
+            self._teardowns.append(thread)
+
+    def close(self) -> None:
+        """Tear the graph down (and wait for earlier teardowns), so the actors can join another."""
+        with self._lock:
+            self._closed = True
+            graph, self._graph = self._graph, None
+        if graph is not None:
+            _teardown(graph)
+        deadline = time.monotonic() + TEARDOWN_WAIT
+        for thread in self._teardowns:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._teardowns = []
+
+
+def _teardown(graph: Any) -> None:
+    try:
+        graph.teardown()
+    except Exception as exc:  # noqa: BLE001 - a graph whose actor died may fail to tear down cleanly
+        logger.info("Compiled graph teardown: %s", exc)
