@@ -3,7 +3,9 @@
 Why: a normal actor call goes through Ray's task machinery (task spec, scheduling, the reply
 through the object store's protocol) at every call; a compiled graph sets that up once and
 then passes each search's request and answers through shared-memory channels read by a loop
-already running in every actor. MEASURED_PLACEHOLDER
+already running in every actor. Measured side by side (100,000 rows, 2 shards, load 4.5-5.7): a
+sharded search took 3.46 ms p50 through the graph against 6.65 ms through normal calls, one store
+2.53 ms (docs/architecture.md, "Sharded search").
 
 What the shard calls guarantee holds here too, because anything the graph cannot do falls back
 to them (``ShardedCollection`` makes the normal calls whenever ``search`` returns None):

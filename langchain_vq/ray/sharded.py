@@ -13,6 +13,8 @@ bytes) and returns flat columns (the fields of a ``ShardHits``: scores, ids, tex
 row objects: Ray serializes each argument of a call apart, and a single query's fan-out cost is
 mostly this per-call overhead. Both travel as plain tuples: a named tuple cost about 0.1 ms more
 per call (docs/architecture.md, "Sharded search").
+Searches go through a Ray compiled graph over the actors (``fanout``), which cuts that per-call
+overhead to a fraction; normal calls remain whenever the graph cannot answer.
 
 The actor class, ``ShardServer``, lives in ``server``, which imports neither ``ray.data`` nor
 ``langchain_core``: each actor start (and restart) imports that module only.
@@ -293,7 +295,7 @@ class ShardedCollection:
         filter: Filter | None = None,  # noqa: A002 - LangChain's name
         with_vectors: bool = False,
     ) -> list[list[Row]]:
-        """The ``k`` best rows per query over all shards: one call per shard, then a merge."""
+        """The ``k`` best rows per query over all shards: one graph run (or call per shard), a merge."""
         k = check_k(k)
         # Shape and dimension errors before any fan-out; the shards get the checked queries.
         matrix = self.check_vectors(np.asarray(queries, dtype=np.float32), "query embedding")
