@@ -24,6 +24,9 @@ to them (``ShardedCollection`` makes the normal calls whenever ``search`` return
   process may call it, one execution in flight), the others make normal calls meanwhile.
 - ``close()`` tears the graph down so that the actors can join another graph (``servers=``).
 
+The cost: an actor in a graph polls its input channel while idle, about a third of a core each
+here (docs/architecture.md, "Sharded search"); ``compiled_graph=False`` where cores are scarce.
+
 In the actor the graph's loop runs in a thread of its own, beside the one serving normal calls:
 ``ShardServer`` serializes its methods with a lock, so a shard still runs one call at a time.
 """
