@@ -18,8 +18,10 @@ to them (``ShardedCollection`` makes the normal calls whenever ``search`` return
   the graph and raises ``GetTimeoutError`` (the caller's ``ShardUnavailableError``).
 - An error raised by a shard's own search (an application error) propagates as from a normal
   call, and the graph stays: Ray keeps a graph usable after application errors.
-- A graph that cannot be compiled (e.g. the actors serve another store's graph: an actor runs
-  one graph at a time) leaves normal calls, retried after ``RECOMPILE_AFTER`` seconds.
+- A graph that cannot be compiled, or actors already in another store's graph in this process
+  (an actor runs one graph at a time; Ray compiles a second one whose searches then hang),
+  leave normal calls, retried after ``RECOMPILE_AFTER`` seconds. Actors in a graph of another
+  driver process are not seen: give each driver its own actors.
 - Searches from several driver threads: one at a time uses the graph (only the compiling
   process may call it, one execution in flight), the others make normal calls meanwhile.
 - ``close()`` tears the graph down so that the actors can join another graph (``servers=``).
@@ -53,6 +55,12 @@ RECOMPILE_AFTER = 5.0
 TEARDOWN_BEFORE_COMPILE = 2.0
 #: Seconds ``close()`` waits for a graph's teardown (Ray's own limit is 30 s per actor).
 TEARDOWN_WAIT = 60.0
+
+#: Ids of the actors in a graph of this process. Ray lets a second graph compile on an actor
+#: already running one, and that graph's searches then hang until the timeout (an actor runs one
+#: graph at a time): a store compiles only on actors no graph of this process holds.
+_IN_GRAPH: set[str] = set()
+_IN_GRAPH_LOCK = threading.Lock()
 
 
 class CompiledFanout:
@@ -109,7 +117,12 @@ class CompiledFanout:
         for thread in self._teardowns:  # an actor joins a new graph once its old one has ended
             thread.join(TEARDOWN_BEFORE_COMPILE)
         self._teardowns = [t for t in self._teardowns if t.is_alive()]
-        if self._teardowns:
+        keys = _keys(self._actors)
+        with _IN_GRAPH_LOCK:
+            busy = bool(self._teardowns) or not _IN_GRAPH.isdisjoint(keys)
+            if not busy:
+                _IN_GRAPH.update(keys)  # claimed before compiling: another store waits its turn
+        if busy:  # a graph of another store (or our last one) still runs on these actors
             self._retry_at = time.monotonic() + RECOMPILE_AFTER
             return None
         from ray.dag import InputNode, MultiOutputNode
@@ -120,6 +133,7 @@ class CompiledFanout:
             self._graph = dag.experimental_compile(_submit_timeout=self._timeout)
         except Exception as exc:  # noqa: BLE001 - any reason not to compile leaves normal calls
             logger.info("Sharded search uses normal actor calls: no compiled graph (%s).", exc)
+            _release(keys)
             self._retry_at = time.monotonic() + RECOMPILE_AFTER
             return None
         return self._graph
@@ -130,7 +144,7 @@ class CompiledFanout:
         graph, self._graph = self._graph, None
         self._retry_at = time.monotonic() + RECOMPILE_AFTER
         if graph is not None:
-            thread = threading.Thread(target=_teardown, args=(graph,), daemon=True)
+            thread = threading.Thread(target=_teardown, args=(graph, _keys(self._actors)), daemon=True)
             thread.start()
             self._teardowns.append(thread)
 
@@ -140,15 +154,25 @@ class CompiledFanout:
             self._closed = True
             graph, self._graph = self._graph, None
         if graph is not None:
-            _teardown(graph)
+            _teardown(graph, _keys(self._actors))
         deadline = time.monotonic() + TEARDOWN_WAIT
         for thread in self._teardowns:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._teardowns = []
 
 
-def _teardown(graph: Any) -> None:
+def _teardown(graph: Any, keys: set[str]) -> None:
     try:
         graph.teardown()
     except Exception as exc:  # noqa: BLE001 - a graph whose actor died may fail to tear down cleanly
         logger.info("Compiled graph teardown: %s", exc)
+    _release(keys)
+
+
+def _keys(actors: Sequence[Any]) -> set[str]:
+    return {a._actor_id.hex() for a in actors}  # noqa: SLF001 - Ray's id of the actor
+
+
+def _release(keys: set[str]) -> None:
+    with _IN_GRAPH_LOCK:
+        _IN_GRAPH.difference_update(keys)

@@ -262,3 +262,32 @@ def test_bad_shards_get_typed_errors(tmp_path: Path, open_stores: list) -> None:
     with pytest.raises(ConfigurationError, match="metric"):
         sharded(open_stores, [tmp_path / "dim8", tmp_path / "l2"])
     assert open_stores == []  # no actor was started for a bad shard list
+
+
+def test_actors_serve_one_graph_at_a_time_and_a_second_store_on_them_makes_normal_calls(
+    tmp_path: Path, open_stores: list, shard_servers: list
+) -> None:
+    """An actor runs one compiled graph at a time: a second store on the same running actors
+    cannot compile one and searches through normal calls; once the first store is closed (its
+    graph torn down), a store on those actors compiles its own."""
+    from langchain_vq.ray import shard_paths
+
+    def store_of(name: str, texts: list[str]) -> ShardedVQVectorStore:
+        store = sharded(
+            open_stores, shard_paths(tmp_path / name, 2), quantization="none", servers=shard_servers[:2]
+        )
+        store.add_texts(texts, ids=texts)
+        return store
+
+    first = store_of("first", ["alpha", "beta", "gamma"])
+    assert first.similarity_search("alpha", k=1)[0].id == "alpha"
+    assert first.sharded.compiled
+    second = store_of("second", ["delta", "epsilon"])
+    assert second.similarity_search("delta", k=1)[0].id == "delta"
+    assert not second.sharded.compiled
+    assert first.similarity_search("gamma", k=1)[0].id == "gamma"  # the first graph still serves
+    assert first.sharded.compiled
+    first.close()
+    third = store_of("third", ["zeta", "eta"])
+    assert third.similarity_search("eta", k=1)[0].id == "eta"
+    assert third.sharded.compiled
