@@ -55,6 +55,11 @@ RECOMPILE_AFTER = 5.0
 TEARDOWN_BEFORE_COMPILE = 2.0
 #: Seconds ``close()`` waits for a graph's teardown (Ray's own limit is 30 s per actor).
 TEARDOWN_WAIT = 60.0
+#: Seconds without a search after which the graph is torn down, so idle actors stop polling
+#: (a third of a core each). Measured at load 12-13: recompiling on the same actors took 0.4-1.7 s
+#: (the first compile in fresh actors 10-18 s), a teardown 20-80 ms; a minute of idle polling is
+#: 20 CPU seconds per actor, so a rebuild costs a few percent of the idle time it ends.
+IDLE_TEARDOWN = 60.0
 
 #: Ids of the actors in a graph of this process. Ray lets a second graph compile on an actor
 #: already running one, and that graph's searches then hang until the timeout (an actor runs one
@@ -66,14 +71,20 @@ _IN_GRAPH_LOCK = threading.Lock()
 class CompiledFanout:
     """``search`` of every shard actor through one compiled graph, compiled on first use."""
 
-    def __init__(self, actors: Sequence[Any], timeout: float) -> None:
+    def __init__(
+        self, actors: Sequence[Any], timeout: float, idle_timeout: float | None = IDLE_TEARDOWN
+    ) -> None:
         self._actors = list(actors)
         self._timeout = timeout
+        self._idle_timeout = idle_timeout  # None: the graph lives until close()
         self._graph: Any = None
         self._retry_at = 0.0  # time.monotonic() before which no graph is compiled
         self._lock = threading.Lock()  # one execution at a time, from one thread
         self._teardowns: list[threading.Thread] = []
         self._closed = False
+        self._last_used = 0.0  # time.monotonic() of the graph's last search
+        self._reaper: threading.Thread | None = None  # tears the graph down once idle
+        self._wake = threading.Event()  # set: the reaper looks again now (graph dropped, closing)
 
     def search(self, requests: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]] | None:
         """Each actor's ``search(requests[i])`` answer, or None when the graph cannot answer.
@@ -104,6 +115,7 @@ class CompiledFanout:
                 self._drop(f"{type(exc).__name__}: {exc}")
                 return None
         finally:
+            self._last_used = time.monotonic()  # idle from the end of the last search
             self._lock.release()
 
     @property
@@ -136,13 +148,42 @@ class CompiledFanout:
             _release(keys)
             self._retry_at = time.monotonic() + RECOMPILE_AFTER
             return None
+        self._last_used = time.monotonic()
+        if self._idle_timeout is not None:
+            self._wake = threading.Event()  # one per graph: an earlier reaper keeps its own
+            self._reaper = threading.Thread(
+                target=self._reap,
+                args=(self._graph, self._idle_timeout, self._wake),
+                name="langchain_vq-graph-idle",
+                daemon=True,
+            )
+            self._reaper.start()
         return self._graph
+
+    def _reap(self, graph: Any, idle_timeout: float, wake: threading.Event) -> None:
+        """Tear ``graph`` down once no search used it for ``idle_timeout`` seconds (its actors poll).
+
+        The teardown holds the lock: a search meanwhile makes normal calls, and the next one
+        compiles a new graph (no ``RECOMPILE_AFTER`` wait: an idle graph did not fail).
+        """
+        while True:
+            with self._lock:  # a search holds it for at most the call timeout
+                if self._closed or self._graph is not graph:
+                    return  # dropped or closed: torn down elsewhere
+                idle_for = time.monotonic() - self._last_used
+                if idle_for >= idle_timeout:
+                    self._graph = None
+                    logger.info("Sharded search's compiled graph idle %.0f s: torn down.", idle_for)
+                    _teardown(graph, _keys(self._actors))
+                    return
+            wake.wait(idle_timeout - idle_for)
 
     def _drop(self, why: str) -> None:
         """Forget the graph; tear it down in the background (it may wait on a dead actor)."""
         logger.info("Sharded search's compiled graph dropped (%s); normal calls take over.", why)
         graph, self._graph = self._graph, None
         self._retry_at = time.monotonic() + RECOMPILE_AFTER
+        self._wake.set()  # its reaper ends (after the lock's holder, this search, lets go)
         if graph is not None:
             thread = threading.Thread(target=_teardown, args=(graph, _keys(self._actors)), daemon=True)
             thread.start()
@@ -150,9 +191,13 @@ class CompiledFanout:
 
     def close(self) -> None:
         """Tear the graph down (and wait for earlier teardowns), so the actors can join another."""
+        self._closed = True  # no new search or compile; the reaper ends at its next look
+        self._wake.set()
         with self._lock:
-            self._closed = True
             graph, self._graph = self._graph, None
+        if self._reaper is not None:
+            self._reaper.join(TEARDOWN_WAIT)
+            self._reaper = None
         if graph is not None:
             _teardown(graph, _keys(self._actors))
         deadline = time.monotonic() + TEARDOWN_WAIT

@@ -45,7 +45,7 @@ from langchain_vq.errors import (
 )
 from langchain_vq.quantization.precision import CODES_ONLY
 from langchain_vq.ray._common import check_shards_agree, require_ray, shard_of
-from langchain_vq.ray.fanout import CompiledFanout
+from langchain_vq.ray.fanout import IDLE_TEARDOWN, CompiledFanout
 from langchain_vq.ray.server import SearchRequest, ShardHits, ShardServer, start_server
 from langchain_vq.storage import StoreDirectory
 from langchain_vq.validation import check_int, check_k, check_multiplier
@@ -104,6 +104,7 @@ class ShardedCollection:
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         servers: Sequence[Any] | None = None,
         compiled_graph: bool = True,
+        graph_idle_timeout: float | None = IDLE_TEARDOWN,
     ) -> None:
         """Open (or create) every shard here, check they agree, then start one actor per shard.
 
@@ -113,12 +114,20 @@ class ShardedCollection:
 
         ``compiled_graph``: searches go through one Ray compiled graph over the actors (``fanout``:
         far less per-call overhead), with normal calls whenever the graph cannot answer; False
-        makes normal calls only.
+        makes normal calls only. ``graph_idle_timeout``: seconds without a search after which the
+        graph is torn down, since its idle actors poll (about a third of a core each); the next
+        search compiles it again. None keeps it until ``close()``.
 
         Raises:
             NotAStoreError: A shard path holds something that is not a store.
             ConfigurationError: Shards differ in dimension, metric or quantization.
         """
+        if graph_idle_timeout is not None and not graph_idle_timeout > 0:
+            msg = (
+                f"graph_idle_timeout must be a positive number of seconds or None; got "
+                f"{graph_idle_timeout!r}. Pass e.g. {IDLE_TEARDOWN:g}, or None to keep the graph."
+            )
+            raise InvalidInputError(msg)
         self.paths = [Path(p) for p in paths]
         self._names = [str(p) for p in self.paths]  # as the actors name their shards
         self._fanout: CompiledFanout | None = None
@@ -161,7 +170,9 @@ class ShardedCollection:
                 start_server(str(p), self.config, lock_timeout, num_cpus, max_restarts, max_task_retries)
                 for p in self.paths
             ]
-        self._fanout = CompiledFanout(self.actors, self.call_timeout) if compiled_graph else None
+        self._fanout = (
+            CompiledFanout(self.actors, self.call_timeout, graph_idle_timeout) if compiled_graph else None
+        )
 
     def _check_agree(self, opened: list[Collection]) -> None:
         check_shards_agree(opened, self.paths)
@@ -446,11 +457,13 @@ class ShardedVQVectorStore(VQVectorStore):
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         servers: Sequence[Any] | None = None,
         compiled_graph: bool = True,
+        graph_idle_timeout: float | None = IDLE_TEARDOWN,
     ) -> None:
         """Open or create the shards at ``paths`` (order defines routing) and start their actors.
 
         ``servers``: running ``ShardServer`` actors to reuse; ``compiled_graph``: search through a
-        Ray compiled graph (both: see ``ShardedCollection``).
+        Ray compiled graph, torn down after ``graph_idle_timeout`` idle seconds (see
+        ``ShardedCollection``).
         """
         self.embedding = embedding
         if rescore is False:  # a codes-only store, as VQVectorStore(rescore=False)
@@ -474,6 +487,7 @@ class ShardedVQVectorStore(VQVectorStore):
             call_timeout=call_timeout,
             servers=servers,
             compiled_graph=compiled_graph,
+            graph_idle_timeout=graph_idle_timeout,
         )
         self._fixed_multiplier = (
             DEFAULT_RESCORE_MULTIPLIER[self._collection.quantization] if fixed is None else fixed
