@@ -24,10 +24,14 @@ to them (``ShardedCollection`` makes the normal calls whenever ``search`` return
   driver process are not seen: give each driver its own actors.
 - Searches from several driver threads: one at a time uses the graph (only the compiling
   process may call it, one execution in flight), the others make normal calls meanwhile.
-- ``close()`` tears the graph down so that the actors can join another graph (``servers=``).
+- ``close()`` tears the graph down so that the actors can join another graph (``servers=``),
+  and stops the idle-teardown thread.
 
 The cost: an actor in a graph polls its input channel while idle, about a third of a core each
-here (docs/architecture.md, "Sharded search"); ``compiled_graph=False`` where cores are scarce.
+here (docs/architecture.md, "Sharded search"). So a graph unused for ``idle_timeout`` seconds
+(``IDLE_TEARDOWN``) is torn down by a daemon thread, under the lock (a search meanwhile makes
+normal calls), and the next search compiles it again, with no ``RECOMPILE_AFTER`` wait: an idle
+store costs no CPU. ``compiled_graph=False`` where cores are scarce even while searching.
 
 In the actor the graph's loop runs in a thread of its own, beside the one serving normal calls:
 ``ShardServer`` serializes its methods with a lock, so a shard still runs one call at a time.
