@@ -7,6 +7,9 @@ already running in every actor. Measured side by side (100,000 rows, 2 shards, l
 sharded search took 3.46 ms p50 through the graph against 6.65 ms through normal calls, one store
 2.53 ms (docs/architecture.md, "Sharded search").
 
+The graph is compiled in a background thread when a search finds none; until it is up, searches
+make normal calls, so no search waits for a compile (seconds: ``_start_compile``).
+
 What the shard calls guarantee holds here too, because anything the graph cannot do falls back
 to them (``ShardedCollection`` makes the normal calls whenever ``search`` returns None):
 
@@ -30,7 +33,7 @@ to them (``ShardedCollection`` makes the normal calls whenever ``search`` return
 The cost: an actor in a graph polls its input channel while idle, about a third of a core each
 here (docs/architecture.md, "Sharded search"). So a graph unused for ``idle_timeout`` seconds
 (``IDLE_TEARDOWN``) is torn down by a daemon thread, under the lock (a search meanwhile makes
-normal calls), and the next search compiles it again, with no ``RECOMPILE_AFTER`` wait: an idle
+normal calls), and the next search starts compiling it again, with no ``RECOMPILE_AFTER`` wait: an idle
 store costs no CPU. ``compiled_graph=False`` where cores are scarce even while searching.
 
 In the actor the graph's loop runs in a thread of its own, beside the one serving normal calls:
@@ -73,7 +76,7 @@ _IN_GRAPH_LOCK = threading.Lock()
 
 
 class CompiledFanout:
-    """``search`` of every shard actor through one compiled graph, compiled on first use."""
+    """``search`` of every shard actor through one compiled graph, compiled in the background on first use."""
 
     def __init__(
         self, actors: Sequence[Any], timeout: float, idle_timeout: float | None = IDLE_TEARDOWN
@@ -89,6 +92,7 @@ class CompiledFanout:
         self._last_used = 0.0  # time.monotonic() of the graph's last search
         self._reaper: threading.Thread | None = None  # tears the graph down once idle
         self._wake = threading.Event()  # set: the reaper looks again now (graph dropped, closing)
+        self._compiling: threading.Thread | None = None  # compiles while searches make normal calls
 
     def search(self, requests: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]] | None:
         """Each actor's ``search(requests[i])`` answer, or None when the graph cannot answer.
@@ -99,8 +103,9 @@ class CompiledFanout:
         if self._closed or not self._lock.acquire(blocking=False):
             return None
         try:
-            graph = self._graph if self._graph is not None else self._compile()
+            graph = self._graph
             if graph is None:
+                self._start_compile()
                 return None
             try:
                 answers = graph.execute(*requests)  # one ref per shard
@@ -126,6 +131,34 @@ class CompiledFanout:
     def compiled(self) -> bool:
         """Whether a graph is compiled (searches go through it)."""
         return self._graph is not None
+
+    def wait_compiled(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a compile in progress; whether a graph is compiled."""
+        thread = self._compiling
+        if thread is not None:
+            thread.join(timeout)
+        return self.compiled
+
+    def _start_compile(self) -> None:
+        """Compile in the background; searches make normal calls until the graph is up.
+
+        A compile takes seconds (0.4-1.7 s on actors that ran a graph before, 10-18 s on fresh
+        ones at load 12-13): a search that waited for it would be the slowest one by far.
+        """
+        if self._compiling is not None or time.monotonic() < self._retry_at:
+            return
+        self._compiling = threading.Thread(
+            target=self._compile_locked, name="langchain_vq-graph-compile", daemon=True
+        )
+        self._compiling.start()
+
+    def _compile_locked(self) -> None:
+        try:
+            with self._lock:  # searches meanwhile fail to take it and make normal calls
+                if not self._closed and self._graph is None:
+                    self._compile()
+        finally:
+            self._compiling = None
 
     def _compile(self) -> Any:
         if time.monotonic() < self._retry_at:
@@ -197,6 +230,9 @@ class CompiledFanout:
         """Tear the graph down (and wait for earlier teardowns), so the actors can join another."""
         self._closed = True  # no new search or compile; the reaper ends at its next look
         self._wake.set()
+        compiling = self._compiling
+        if compiling is not None:
+            compiling.join(TEARDOWN_WAIT)
         with self._lock:
             graph, self._graph = self._graph, None
         if self._reaper is not None:

@@ -203,6 +203,10 @@ class ShardedCollection:
         """Whether searches currently go through a compiled graph (``fanout``), not normal calls."""
         return self._fanout is not None and self._fanout.compiled
 
+    def wait_compiled(self, timeout: float = DEFAULT_CALL_TIMEOUT) -> bool:
+        """Wait for a compile in progress (a search starts one); whether searches now use the graph."""
+        return self._fanout is not None and self._fanout.wait_compiled(timeout)
+
     @property
     def snapshot(self) -> ShardedSnapshot:
         """Live rows and dimension over all shards (one status call per shard)."""

@@ -87,6 +87,9 @@ def test_sharded_results_equal_one_store_on_1000_queries(
     assert len(store) == ROWS
 
     queries = clustered_vectors(1000, DIM, seed=2)
+    first = store.similarity_search_by_vector(queries[0], k=10)  # normal calls; a graph compiles
+    assert store.sharded.wait_compiled(GET_TIMEOUT) == (servers is not None)
+    assert [d.id for d in first] == [d.id for d in one.similarity_search_by_vector(queries[0], k=10)]
     got = store.batch_similarity_search_by_vector(queries, k=10)
     want = one.batch_similarity_search_by_vector(queries, k=10)
     for got_q, want_q in zip(got, want, strict=True):
@@ -223,7 +226,7 @@ def test_a_shard_actor_killed_mid_query_restarts_and_the_query_returns_the_same_
     store.add_embeddings(texts, vectors, metadatas, ids)
     queries = clustered_vectors(3000, DIM, seed=3)  # exact search of 3,000 queries: a call that lasts
     expected = store.batch_similarity_search_by_vector(queries, k=10)
-    assert store.sharded.compiled
+    assert store.sharded.wait_compiled(GET_TIMEOUT)
     victim = store.sharded.actors[0]
     pid_before = ray.get(victim.pid.remote(), timeout=GET_TIMEOUT)
 
@@ -240,7 +243,9 @@ def test_a_shard_actor_killed_mid_query_restarts_and_the_query_returns_the_same_
     assert [[s for _, s in q] for q in answer[0]] == [[s for _, s in q] for q in expected]
     assert ray.get(victim.pid.remote(), timeout=GET_TIMEOUT) != pid_before  # a new process serves it
     assert len(store) == ROWS
-    again = store.batch_similarity_search_by_vector(queries[:100], k=10)  # a new graph, the same answers
+    store.batch_similarity_search_by_vector(queries[:1], k=10)  # normal calls; a new graph compiles
+    assert store.sharded.wait_compiled(GET_TIMEOUT)
+    again = store.batch_similarity_search_by_vector(queries[:100], k=10)  # through it: the same answers
     assert store.sharded.compiled
     assert [[d.id for d, _ in q] for q in again] == [[d.id for d, _ in q] for q in expected[:100]]
 
@@ -281,16 +286,17 @@ def test_actors_serve_one_graph_at_a_time_and_a_second_store_on_them_makes_norma
 
     first = store_of("first", ["alpha", "beta", "gamma"])
     assert first.similarity_search("alpha", k=1)[0].id == "alpha"
-    assert first.sharded.compiled
+    assert first.sharded.wait_compiled(GET_TIMEOUT)
     second = store_of("second", ["delta", "epsilon"])
     assert second.similarity_search("delta", k=1)[0].id == "delta"
-    assert not second.sharded.compiled
+    assert not second.sharded.wait_compiled(GET_TIMEOUT)
     assert first.similarity_search("gamma", k=1)[0].id == "gamma"  # the first graph still serves
     assert first.sharded.compiled
     first.close()
     third = store_of("third", ["zeta", "eta"])
     assert third.similarity_search("eta", k=1)[0].id == "eta"
-    assert third.sharded.compiled
+    assert third.sharded.wait_compiled(GET_TIMEOUT)
+    assert third.similarity_search("zeta", k=1)[0].id == "zeta"  # through its graph
 
 
 #: The test's idle window: long enough to measure the polling graph for CPU_WINDOW seconds first.
@@ -331,8 +337,8 @@ def test_an_idle_graph_is_torn_down_its_actors_stop_polling_and_the_next_search_
     def idle_threads() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "langchain_vq-graph-idle"]
 
-    expected = store.batch_similarity_search_by_vector(queries, k=10)  # compiles (seconds)
-    assert store.sharded.compiled
+    expected = store.batch_similarity_search_by_vector(queries, k=10)  # normal calls; compiles (seconds)
+    assert store.sharded.wait_compiled(GET_TIMEOUT)
     store.batch_similarity_search_by_vector(queries[:1], k=10)  # the idle window starts here
     polling = cpu_seconds()
     assert store.sharded.compiled, "torn down before the idle window ended"
@@ -346,8 +352,9 @@ def test_an_idle_graph_is_torn_down_its_actors_stop_polling_and_the_next_search_
     # 6); half leaves a wide margin for a loaded machine, where the polling threads get less CPU.
     assert idle < polling / 2, f"actors used {idle:.2f} CPU s idle after teardown, {polling:.2f} polling"
 
+    store.batch_similarity_search_by_vector(queries[:1], k=10)  # normal calls; compiles again
+    assert store.sharded.wait_compiled(GET_TIMEOUT)  # at once: no RECOMPILE_AFTER wait after idling
     again = store.batch_similarity_search_by_vector(queries, k=10)
-    assert store.sharded.compiled  # compiled again at once: no RECOMPILE_AFTER wait after idling
     assert [[(d.id, s) for d, s in q] for q in again] == [[(d.id, s) for d, s in q] for q in expected]
     store.close()
     assert not store.sharded.compiled
