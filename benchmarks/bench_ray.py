@@ -38,7 +38,9 @@
 - **Search**: ``--rows`` synthetic MiniLM-like vectors (binary, default multiplier), one store
   against a ``ShardedVQVectorStore`` of ``--shards`` shards on the same cluster; ``--queries``
   single queries, each run on both (alternately, so both see the same load), p50 and p90. The
-  difference of the p50s is the fan-out overhead. A no-op call to every shard actor is timed
+  difference of the p50s is the fan-out overhead. The sharded store searches through a Ray compiled graph
+  (``ray/fanout.py``); the same shards served by actors making normal calls (``compiled_graph=False``,
+  ``sharded_calls``) are timed in the same rotation. A no-op call to every shard actor is timed
   the same way: the floor of Ray's call overhead that any fan-out pays.
 - **Estimate for N machines**: from the measured per-worker build rate and 2-worker efficiency,
   and from the fan-out overhead plus a shard's scan time at 1/N of the rows. An estimate, not a
@@ -353,12 +355,23 @@ def search_part(args: argparse.Namespace) -> dict:
         one.add_embeddings(texts, vectors, ids=ids)
         sharded = ShardedVQVectorStore(embedding, shard_paths(folder / "sharded", args.shards))
         sharded.add_embeddings(texts, vectors, ids=ids)
-        actors = sharded.sharded.actors
+        # The same shards served by other actors that make normal calls only (no compiled graph).
+        calls = ShardedVQVectorStore(
+            embedding, shard_paths(folder / "sharded", args.shards), compiled_graph=False
+        )
+        actors = calls.sharded.actors
+        # The first search starts compiling the graph in the background (normal calls meanwhile):
+        # wait for it, so the timed searches go through the graph.
+        compile_started = time.perf_counter()
+        sharded.similarity_search_by_vector(queries[0], k=10)
+        sharded.sharded.wait_compiled()
+        compile_s = time.perf_counter() - compile_started
         load = os.getloadavg()
         measured = latencies(
             {
                 "one_store": lambda q: one.similarity_search_by_vector(q, k=10),
                 "sharded": lambda q: sharded.similarity_search_by_vector(q, k=10),
+                "sharded_calls": lambda q: calls.similarity_search_by_vector(q, k=10),
                 "noop_call_all_shards": lambda q: ray.get([a.pid.remote() for a in actors]),  # noqa: ARG005
             },
             queries,
@@ -366,7 +379,9 @@ def search_part(args: argparse.Namespace) -> dict:
         batch_started = time.perf_counter()
         sharded.batch_similarity_search_by_vector(queries, k=10)
         batch_ms = (time.perf_counter() - batch_started) * 1000 / len(queries)
+        compiled = sharded.sharded.compiled
         sharded.close()
+        calls.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     single, fanned = measured["one_store"], measured["sharded"]
@@ -378,9 +393,13 @@ def search_part(args: argparse.Namespace) -> dict:
         "quantization": "binary",
         "one_store": single,
         "sharded": fanned,
+        "sharded_compiled_graph": compiled,
+        "graph_compile_s": round(compile_s, 3),
+        "sharded_calls": measured["sharded_calls"],
         "noop_call_all_shards": measured["noop_call_all_shards"],
         "sharded_batch_ms_per_query": round(batch_ms, 3),
         "fanout_overhead_p50_ms": round(fanned["p50_ms"] - single["p50_ms"], 3),
+        "fanout_overhead_calls_p50_ms": round(measured["sharded_calls"]["p50_ms"] - single["p50_ms"], 3),
         "load_before": load,
         "load_after": os.getloadavg(),
     }

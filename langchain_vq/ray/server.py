@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -31,17 +32,22 @@ class ShardServer:
     Every call names the shard it means (``path``): a server switched to another shard
     (``open``) and then restarted by Ray comes back on the path it was started with, and the
     next call moves it back to the right one instead of answering from the wrong store.
+
+    A compiled graph (``fanout``) runs its searches in a thread of the actor beside the one that
+    serves normal calls: a lock keeps one call at a time, as an actor without a graph does.
     """
 
     def __init__(self, path: str, config: CollectionConfig, lock_timeout: float | None) -> None:
+        self._lock = threading.Lock()
         self.path = path
         self.lock_timeout = lock_timeout
         self.collection = Collection(config, path, lock_timeout=lock_timeout)
 
     def open(self, path: str, config: CollectionConfig, lock_timeout: float | None) -> str:
         """Serve another store from now on (a running server is reused instead of a new process)."""
-        self.collection = Collection(config, path, lock_timeout=lock_timeout)
-        self.path, self.lock_timeout = path, lock_timeout
+        with self._lock:
+            self.collection = Collection(config, path, lock_timeout=lock_timeout)
+            self.path, self.lock_timeout = path, lock_timeout
         return path
 
     def _at(self, path: str) -> Collection:
@@ -58,14 +64,15 @@ class ShardServer:
         """
         request = SearchRequest(*request)
         queries = np.frombuffer(request.queries, dtype=np.float32).reshape(request.n_queries, -1)
-        found = self._at(request.path).search(
-            queries,
-            request.k,
-            rescore=request.rescore,
-            rescore_multiplier=request.rescore_multiplier,
-            filter=request.filter,
-            with_vectors=request.with_vectors,
-        )
+        with self._lock:
+            found = self._at(request.path).search(
+                queries,
+                request.k,
+                rescore=request.rescore,
+                rescore_multiplier=request.rescore_multiplier,
+                filter=request.filter,
+                with_vectors=request.with_vectors,
+            )
         return tuple(ShardHits.of(found, with_vectors=request.with_vectors))
 
     def add(
@@ -77,34 +84,41 @@ class ShardServer:
         vectors: npt.NDArray[np.float32],
     ) -> int:
         """Upsert rows (checked and normalized by the caller); returns the live rows after."""
-        collection = self._at(path)
-        collection.add(ids, texts, metadatas, vectors)
-        return collection.snapshot.live_rows
+        with self._lock:
+            collection = self._at(path)
+            collection.add(ids, texts, metadatas, vectors)
+            return collection.snapshot.live_rows
 
     def delete(self, path: str, ids: list[str] | None, filter: Filter | None) -> int:  # noqa: A002
         """Delete by ids and/or filter; returns how many rows were deleted."""
-        return self._at(path).delete(ids, filter=filter)
+        with self._lock:
+            return self._at(path).delete(ids, filter=filter)
 
     def get(self, path: str, ids: list[str]) -> list[Row]:
         """Rows of these ids that live in this shard."""
-        return self._at(path).get(ids)
+        with self._lock:
+            return self._at(path).get(ids)
 
     def status(self, path: str) -> dict[str, Any]:
         """Version, live rows and dimension of the version this actor reads."""
-        snapshot = self._at(path).snapshot
+        with self._lock:
+            snapshot = self._at(path).snapshot
         return {"version": snapshot.version, "rows": snapshot.live_rows, "dim": snapshot.dim}
 
     def refresh(self, path: str) -> bool:
         """Pick up versions committed by others (a build, another driver)."""
-        return self._at(path).refresh()
+        with self._lock:
+            return self._at(path).refresh()
 
     def compact(self, path: str) -> None:
         """Compact this shard."""
-        self._at(path).compact()
+        with self._lock:
+            self._at(path).compact()
 
     def verify(self, path: str) -> list[str]:
         """Problems found in this shard's files."""
-        return self._at(path).verify()
+        with self._lock:
+            return self._at(path).verify()
 
     def pid(self) -> int:
         """The actor's process id (tests kill it)."""

@@ -13,6 +13,8 @@ bytes) and returns flat columns (the fields of a ``ShardHits``: scores, ids, tex
 row objects: Ray serializes each argument of a call apart, and a single query's fan-out cost is
 mostly this per-call overhead. Both travel as plain tuples: a named tuple cost about 0.1 ms more
 per call (docs/architecture.md, "Sharded search").
+Searches go through a Ray compiled graph over the actors (``fanout``), which cuts that per-call
+overhead to a fraction; normal calls remain whenever the graph cannot answer.
 
 The actor class, ``ShardServer``, lives in ``server``, which imports neither ``ray.data`` nor
 ``langchain_core``: each actor start (and restart) imports that module only.
@@ -25,6 +27,7 @@ and reads do not write, an add is an upsert by id, a delete of deleted ids does 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -42,6 +45,7 @@ from langchain_vq.errors import (
 )
 from langchain_vq.quantization.precision import CODES_ONLY
 from langchain_vq.ray._common import check_shards_agree, require_ray, shard_of
+from langchain_vq.ray.fanout import IDLE_TEARDOWN, CompiledFanout
 from langchain_vq.ray.server import SearchRequest, ShardHits, ShardServer, start_server
 from langchain_vq.storage import StoreDirectory
 from langchain_vq.validation import check_int, check_k, check_multiplier
@@ -51,13 +55,13 @@ ray = require_ray()
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import numpy.typing as npt
     from langchain_core.embeddings import Embeddings
 
+    from langchain_vq.calibration import Calibration
     from langchain_vq.filters import Filter
-    from langchain_vq.tuning import Calibration
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +103,8 @@ class ShardedCollection:
         max_task_retries: int = 3,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         servers: Sequence[Any] | None = None,
+        compiled_graph: bool = True,
+        graph_idle_timeout: float | None = IDLE_TEARDOWN,
     ) -> None:
         """Open (or create) every shard here, check they agree, then start one actor per shard.
 
@@ -106,11 +112,25 @@ class ShardedCollection:
         per path; starting an actor imports this package, seconds on a busy machine). They are
         switched to these paths and left running by ``close()``.
 
+        ``compiled_graph``: searches go through one Ray compiled graph over the actors (``fanout``:
+        far less per-call overhead), with normal calls whenever the graph cannot answer; False
+        makes normal calls only. ``graph_idle_timeout``: seconds without a search after which the
+        graph is torn down, since its idle actors poll (about a third of a core each); the next
+        search compiles it again. None keeps it until ``close()``.
+
         Raises:
             NotAStoreError: A shard path holds something that is not a store.
             ConfigurationError: Shards differ in dimension, metric or quantization.
         """
+        if graph_idle_timeout is not None and not graph_idle_timeout > 0:
+            msg = (
+                f"graph_idle_timeout must be a positive number of seconds or None; got "
+                f"{graph_idle_timeout!r}. Pass e.g. {IDLE_TEARDOWN:g}, or None to keep the graph."
+            )
+            raise InvalidInputError(msg)
         self.paths = [Path(p) for p in paths]
+        self._names = [str(p) for p in self.paths]  # as the actors name their shards
+        self._fanout: CompiledFanout | None = None
         if not self.paths:
             msg = "A sharded store needs at least one shard path."
             raise InvalidInputError(msg)
@@ -144,12 +164,15 @@ class ShardedCollection:
                     for a, p in zip(self.actors, self.paths, strict=True)
                 ]
             )
-            return
-        self._owned = True
-        self.actors = [
-            start_server(str(p), self.config, lock_timeout, num_cpus, max_restarts, max_task_retries)
-            for p in self.paths
-        ]
+        else:
+            self._owned = True
+            self.actors = [
+                start_server(str(p), self.config, lock_timeout, num_cpus, max_restarts, max_task_retries)
+                for p in self.paths
+            ]
+        self._fanout = (
+            CompiledFanout(self.actors, self.call_timeout, graph_idle_timeout) if compiled_graph else None
+        )
 
     def _check_agree(self, opened: list[Collection]) -> None:
         check_shards_agree(opened, self.paths)
@@ -174,6 +197,15 @@ class ShardedCollection:
     def directory(self) -> None:
         """No single directory: see ``paths``."""
         return
+
+    @property
+    def compiled(self) -> bool:
+        """Whether searches currently go through a compiled graph (``fanout``), not normal calls."""
+        return self._fanout is not None and self._fanout.compiled
+
+    def wait_compiled(self, timeout: float = DEFAULT_CALL_TIMEOUT) -> bool:
+        """Wait for a compile in progress (a search starts one); whether searches now use the graph."""
+        return self._fanout is not None and self._fanout.wait_compiled(timeout)
 
     @property
     def snapshot(self) -> ShardedSnapshot:
@@ -278,19 +310,27 @@ class ShardedCollection:
         filter: Filter | None = None,  # noqa: A002 - LangChain's name
         with_vectors: bool = False,
     ) -> list[list[Row]]:
-        """The ``k`` best rows per query over all shards: one call per shard, then a merge."""
+        """The ``k`` best rows per query over all shards: one graph run (or call per shard), a merge."""
         k = check_k(k)
         # Shape and dimension errors before any fan-out; the shards get the checked queries.
         matrix = self.check_vectors(np.asarray(queries, dtype=np.float32), "query embedding")
         payload = np.ascontiguousarray(matrix, dtype=np.float32).tobytes()
         count = int(matrix.shape[0])
-        per_shard = self._gather(
-            [
-                a.search.remote((p, payload, count, k, rescore, rescore_multiplier, filter, with_vectors))
-                for a, p in self._served()
+        requests = [
+            (p, payload, count, k, rescore, rescore_multiplier, filter, with_vectors) for p in self._names
+        ]
+        per_shard = None
+        if self._fanout is not None:
+            with self._typed_errors():
+                per_shard = self._fanout.search(requests)
+        if per_shard is None:  # no graph (yet), or it failed: normal calls, retried by Ray
+            per_shard = self._gather([a.search.remote(r) for a, r in zip(self.actors, requests, strict=True)])
+        shard_hits = [ShardHits(*hits) for hits in per_shard]
+        if with_vectors:  # a graph's arrays may view its channel's buffer, reused by the next search
+            shard_hits = [
+                h._replace(vectors=None if h.vectors is None else np.array(h.vectors)) for h in shard_hits
             ]
-        )
-        return merge_hits([ShardHits(*hits) for hits in per_shard], k)
+        return merge_hits(shard_hits, k)
 
     # -- plumbing ----------------------------------------------------------------------------
     def _served(self) -> list[tuple[Any, str]]:
@@ -305,8 +345,14 @@ class ShardedCollection:
 
     def _gather(self, calls: list[Any]) -> list[Any]:
         """``ray.get`` with the call timeout; a shard that does not answer is a typed error."""
-        try:
+        with self._typed_errors():
             return ray.get(calls, timeout=self.call_timeout)
+
+    @contextlib.contextmanager
+    def _typed_errors(self) -> Iterator[None]:
+        """Ray's timeout and dead-actor errors as ``ShardUnavailableError``."""
+        try:
+            yield
         except ray.exceptions.GetTimeoutError as exc:
             msg = (
                 f"A shard did not answer within {self.call_timeout:g} s (shards: "
@@ -321,7 +367,10 @@ class ShardedCollection:
             raise ShardUnavailableError(msg) from exc
 
     def close(self) -> None:
-        """Stop the shard actors this object started (the stores stay on disk)."""
+        """Stop the shard actors this object started (the stores stay on disk); end the graph."""
+        if self._fanout is not None:  # first: actors left running can then join another graph
+            self._fanout.close()
+            self._fanout = None
         if self._owned:
             for actor in self.actors:
                 ray.kill(actor)
@@ -411,10 +460,14 @@ class ShardedVQVectorStore(VQVectorStore):
         max_task_retries: int = 3,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         servers: Sequence[Any] | None = None,
+        compiled_graph: bool = True,
+        graph_idle_timeout: float | None = IDLE_TEARDOWN,
     ) -> None:
         """Open or create the shards at ``paths`` (order defines routing) and start their actors.
 
-        ``servers``: running ``ShardServer`` actors to reuse (see ``ShardedCollection``).
+        ``servers``: running ``ShardServer`` actors to reuse; ``compiled_graph``: search through a
+        Ray compiled graph, torn down after ``graph_idle_timeout`` idle seconds (see
+        ``ShardedCollection``).
         """
         self.embedding = embedding
         if rescore is False:  # a codes-only store, as VQVectorStore(rescore=False)
@@ -437,6 +490,8 @@ class ShardedVQVectorStore(VQVectorStore):
             max_task_retries=max_task_retries,
             call_timeout=call_timeout,
             servers=servers,
+            compiled_graph=compiled_graph,
+            graph_idle_timeout=graph_idle_timeout,
         )
         self._fixed_multiplier = (
             DEFAULT_RESCORE_MULTIPLIER[self._collection.quantization] if fixed is None else fixed
