@@ -63,11 +63,6 @@ def _top_k_row(
     The same selection with one partition and plain indexing: every score tied with the k-th
     best is kept before the ordering by score, then index.
     """
-    if scores.size > 1 and bool((scores[:-1] > scores[1:]).all()):
-        # Already strictly best first, no ties (a kernel's sorted candidates): the first k, as
-        # below, without the partition and sort.
-        first = np.arange(k, dtype=np.int64) if indices is None else indices[:k]
-        return scores[None, :k].astype(np.float32), first[None, :].astype(np.int64)  # copies
     if k < scores.size:
         kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
         keep = np.flatnonzero(scores >= kth)  # the k best and every score tied with the k-th

@@ -62,26 +62,3 @@ def test_single_query_path_equals_the_batch_path_exactly(seed: int) -> None:
                 one_s, one_i = top_k(scores[q : q + 1], k, None if given is None else given[q : q + 1])
                 assert one_s.tolist() == batch_s[q : q + 1].tolist()
                 assert one_i.tolist() == batch_i[q : q + 1].tolist()
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_sorted_input_keeps_its_prefix_and_returns_copies(seed: int) -> None:
-    """Scores already best first (a kernel's candidates) give their first k, as the batch path does."""
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(2, 200))
-    scores = -np.sort(-rng.standard_normal((1, n)).astype(np.float32), axis=1)
-    indices = rng.permutation(10_000)[:n][None, :].astype(np.int64)
-    for k in (1, n // 2 + 1, n, n + 3):
-        got_s, got_i = top_k(scores, k, indices)
-        want_s, want_i = top_k(np.concatenate([scores, scores]), k, np.concatenate([indices, indices]))
-        assert got_s.tolist() == want_s[:1].tolist()
-        assert got_i.tolist() == want_i[:1].tolist()
-        got_s[:] = 0  # results are the caller's to change
-        got_i[:] = 0
-        assert scores[0, 0] != 0
-        assert indices[0, 0] != 0
-    tied = scores.copy()
-    tied[0, 1] = tied[0, 0]  # a tie: ordered by index, whichever comes first in the input
-    swapped = indices.copy()
-    swapped[0, :2] = [7, 3]
-    assert top_k(tied, 2, swapped)[1].tolist() == [[3, 7]]
