@@ -120,16 +120,18 @@ class Segment:
         }
         return columns, single_array(self.table.column(FALLBACK_METADATA))
 
-    def prefetch(self, rows: npt.NDArray[np.int64], *, probes: int = 8) -> None:
+    def prefetch(self, rows: npt.NDArray[np.int64], *, probes: int = 8) -> bool:
         """Ask the kernel to read these rows' vectors now, together, before they are gathered.
 
         On a cold page cache each scattered row costs one disk read; issued one by one as page
         faults they queue behind each other, issued as ``WILLNEED`` hints they overlap. A few
         rows (``probes``) are probed with ``mincore`` first, so a warm cache costs no hints at
-        all.
+        all. Returns whether the probed rows were resident (no hint given).
         """
-        if not all_resident(self.vectors, rows, probes):
-            will_need_rows(self.vectors, rows)
+        if all_resident(self.vectors, rows, probes):
+            return True
+        will_need_rows(self.vectors, rows)
+        return False
 
     @property
     def has_codes(self) -> bool:

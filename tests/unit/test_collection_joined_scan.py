@@ -96,6 +96,17 @@ def test_several_segments_answer_as_one(stores, multiplier: int) -> None:
     _assert_same(several, one, QUERIES, rescore=False)  # code scores only
 
 
+def test_one_query_reads_the_rows_a_batch_reads(stores) -> None:
+    """A single query's results (read without grouping arrays) equal its rows in a batch."""
+    several, one = stores
+    for collection in (several, one):
+        batch = _answers(collection, QUERIES[:8], rescore_multiplier=4)
+        assert [
+            _answers(collection, query[None, :], rescore_multiplier=4)[0] for query in QUERIES[:8]
+        ] == batch
+        assert collection.search(QUERIES[:1], 10, with_vectors=True)[0][0].vector is not None
+
+
 @pytest.mark.parametrize(
     "spec",
     [

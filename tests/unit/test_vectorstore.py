@@ -565,3 +565,15 @@ def test_calibration_on_stored_precisions_and_none_for_codes_only(precision, tmp
     assert codes_only.recall_target is None  # ranked by the codes: no multiplier to calibrate
     assert codes_only.calibration is None
     assert "calibration" not in codes_only.collection.snapshot.settings
+
+
+def test_found_documents_equal_validated_ones() -> None:
+    """Search results skip pydantic's validation; they are the Documents validation would build."""
+    store = VQVectorStore(DeterministicFakeEmbedding(size=8))
+    store.add_texts(["alpha", "beta"], [{"n": 1, "tags": ["x"]}, {}], ids=["a", "b"])
+    for doc, _ in store.similarity_search_with_score("alpha", k=2):
+        validated = Document(id=doc.id, page_content=doc.page_content, metadata=doc.metadata)
+        assert doc == validated
+        assert doc.model_dump() == validated.model_dump()
+        assert doc.model_fields_set == validated.model_fields_set
+        assert isinstance(doc.id, str)

@@ -331,3 +331,32 @@ def test_one_segment_and_its_rows_split_in_four_give_identical_hits(data, precis
         np.testing.assert_array_equal(
             np.where(many.rows >= 0, starts[many.segments] + many.rows, -1), one.rows
         )
+
+
+def test_a_segment_found_warm_is_probed_with_one_row_until_a_probe_finds_it_cold(data, monkeypatch) -> None:
+    """``mincore`` probes: each segment's share while cold or new, one row once it stayed warm."""
+    corpus, queries = data
+    qz = ScalarQuantizer(DIM).fit(corpus)
+    views = [
+        make_view(corpus[:600], "w1", codes=qz.encode(corpus[:600])),
+        make_view(corpus[600:], "w2", codes=qz.encode(corpus[600:])),
+    ]
+    calls: list[tuple[str, int]] = []
+    resident = {"w1": True, "w2": True}
+
+    def prefetch(self, rows, *, probes):
+        calls.append((self.name, probes))
+        return resident[self.name]
+
+    monkeypatch.setattr(type(views[0].segment), "prefetch", prefetch)
+    monkeypatch.setattr(engine, "_WARM_QUERIES", 3)
+
+    def probes_of_next_query() -> dict[str, int]:
+        calls.clear()
+        search_segments(views, queries[:1], 10, kind="ip", quantizer=qz, rescore=True, rescore_multiplier=8)
+        return dict(calls)
+
+    assert [probes_of_next_query() for _ in range(4)] == [{"w1": 4, "w2": 4}] * 3 + [{"w1": 1, "w2": 1}]
+    resident["w2"] = False  # evicted: w2 is probed in full again, w1 stays at one row
+    assert probes_of_next_query() == {"w1": 1, "w2": 1}
+    assert probes_of_next_query() == {"w1": 1, "w2": 4}
