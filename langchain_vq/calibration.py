@@ -32,7 +32,7 @@ Cost
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,6 +69,15 @@ EARLY_STOP_MIN = 50
 #: so growing a store to n rows costs measurements over about ``n * g / (g - 1)`` rows: 2n at
 #: 2, 3n at 1.5; the price is a multiplier up to 2x the one measured just before the next.
 RECALIBRATE_GROWTH = 2.0
+#: The lowest growth exponent :meth:`Calibration.multiplier_for` uses between calibrations. The
+#: exponent is measured from a store's last two calibrations (the multiplier grows as
+#: ``rows ** exponent``); it is clamped to ``[GROWTH_FLOOR, 1]`` because each multiplier measured
+#: on 200 sampled queries is itself uncertain by about 10% (recall near 0.99 moves little per
+#: step), which over one doubling makes the exponent uncertain by about 0.2.
+GROWTH_FLOOR = 0.5
+#: Two calibrations this close in rows (e.g. ``compact()`` after a few adds) say too little
+#: about growth: the exponent measured before is kept.
+_GROWTH_SPAN = 1.5
 #: Bisection steps the store's calibration takes between the largest step that misses the goal
 #: and the smallest that meets it: 1 tries the midpoint (96 between 64 and 128, so a grid of
 #: 1.5x steps). PQ at 1M synthetic rows met the goal only at 128 on the power-of-two walk, with
@@ -98,6 +107,9 @@ class Calibration:
         grows: Whether searches grow the multiplier with the rows added since
             (:meth:`multiplier_for`). Calibrations saved before that rule have False, so a
             store written then answers as it did until it is calibrated again.
+        growth: The exponent of that growth: the multiplier grows as ``rows ** growth``
+            (:func:`with_growth` measures it from the store's last two calibrations). 1 (linear)
+            until two exist, and for calibrations saved before it was measured.
     """
 
     multiplier: int
@@ -113,6 +125,7 @@ class Calibration:
     seed: int = 0
     margin: float = 0.0
     grows: bool = True
+    growth: float = 1.0
 
     @property
     def goal(self) -> float:
@@ -122,16 +135,20 @@ class Calibration:
     def multiplier_for(self, rows: int) -> int:
         """The multiplier to search ``rows`` live rows with: ``multiplier``, grown with the rows since.
 
-        The code-scan candidates a true neighbour needs to be found grow in proportion to the
-        rows (as many more rows score above it by code), so between two calibrations (up to
-        :data:`RECALIBRATE_GROWTH` times the rows measured) the multiplier grows with them:
-        1M synthetic rows added by 100k measured recall@10 0.9945 at m=64 on 500k rows and 0.976
-        at the same m on 800k (``benchmarks/results/default_recall.json``). Never beyond the
+        Recall at a fixed multiplier falls as rows are added (1M synthetic rows added by 100k:
+        recall@10 0.9945 at m=64 on 500k rows, 0.976 on 800k), so between two calibrations (up
+        to :data:`RECALIBRATE_GROWTH` times the rows measured) the multiplier grows as
+        ``(rows / self.rows) ** growth``. Linear growth (1) is the safe guess; the multiplier
+        the store needs grows more slowly once it is large (binary, the same store: 31, 64, 77,
+        92 at 100k, 200k, 400k, 800k rows), hence the measured :attr:`growth`. Never beyond the
         largest default multiplier, nor below the one measured.
         """
         if not self.grows or rows <= self.rows or self.rows <= 0:
             return self.multiplier
-        grown = math.ceil(self.multiplier * rows / self.rows)
+        if self.growth == 1.0:  # the linear rule as first written: the same rounding
+            grown = math.ceil(self.multiplier * rows / self.rows)
+        else:
+            grown = math.ceil(self.multiplier * (rows / self.rows) ** self.growth)
         return max(self.multiplier, min(grown, DEFAULT_MULTIPLIERS[-1]))
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,10 +159,37 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        """Inverse of :meth:`to_dict` (one saved without ``margin`` has margin 0, without ``grows`` False)."""
+        """Inverse of :meth:`to_dict`.
+
+        One saved without ``margin`` has margin 0, without ``grows`` False, without ``growth``
+        1 (linear): older stores answer as when they were written.
+        """
         values = {"grows": False, **data}
         values["recall_by_multiplier"] = {int(m): float(r) for m, r in data["recall_by_multiplier"].items()}
         return cls(**values)
+
+
+def with_growth(
+    calibration: Calibration, previous: Calibration | None, *, floor: float = GROWTH_FLOOR
+) -> Calibration:
+    """``calibration`` with the growth exponent measured from it and the store's ``previous`` one.
+
+    The exponent is ``log(m2 / m1) / log(r2 / r1)`` between the two (multipliers ``m``, live
+    rows ``r``), clamped to ``[floor, 1]``. Without a previous calibration, or when either did
+    not meet its goal (a multiplier that is only the largest tried says nothing about growth),
+    it is 1 (linear). Two calibrations less than 1.5x apart in rows (``compact()``, a forced
+    recalibration) keep the previous exponent: their ratio is mostly measurement noise.
+    """
+    floor = check_fraction(floor, "floor", example="0.5 (1 keeps the linear rule)")
+    growth = 1.0
+    if previous is not None and previous.met and calibration.met and previous.rows > 0:
+        span = calibration.rows / previous.rows
+        if span >= _GROWTH_SPAN:
+            measured = math.log(calibration.multiplier / previous.multiplier) / math.log(span)
+            growth = min(1.0, max(floor, measured))
+        else:
+            growth = previous.growth
+    return replace(calibration, growth=growth)
 
 
 @dataclass(frozen=True)
@@ -172,6 +216,7 @@ def calibrate_multiplier(
     start: int | None = None,
     descend: bool = True,
     refine: int = 0,
+    expect: int | None = None,
     snapshot: Snapshot | None = None,
 ) -> Calibration:
     """The smallest ``rescore_multiplier`` whose recall@k on the store's data reaches ``target + margin``.
@@ -210,6 +255,10 @@ def calibrate_multiplier(
             from ``multipliers`` only; the store uses :data:`DEFAULT_REFINE`. A ``start`` that
             lies between two ``multipliers`` (an earlier refined answer) is walked from as a
             step; one outside their range is not.
+        expect: With ``start``, the multiplier the answer is expected near (the store passes
+            its last calibration grown to the rows now, :meth:`Calibration.multiplier_for`):
+            multipliers up to twice the larger of it and ``start`` are ranked from one code
+            scan, so a walk that goes past ``2 * start`` still bisects to the integer.
         snapshot: The version to measure (default the current one; a writer passes the version
             it is about to commit).
 
@@ -225,6 +274,8 @@ def calibrate_multiplier(
     check_share(margin, "margin", below=1.0, example="0.003")
     refine = check_int(refine, "refine", minimum=0, fix="Use 0 to choose from multipliers only, or 1-3.")
     steps = check_multipliers(DEFAULT_MULTIPLIERS if multipliers is None else multipliers)
+    if expect is not None:
+        expect = check_int(expect, "expect", fix="It is a rescore_multiplier, e.g. the last calibration's.")
     if refine and start is not None and start not in steps and steps[0] < start < steps[-1]:
         steps = tuple(sorted({*steps, check_int(start, "start")}))  # an earlier refined answer
     snapshot = collection.snapshot if snapshot is None else snapshot
@@ -235,7 +286,7 @@ def calibrate_multiplier(
         order = np.random.default_rng(seed).permutation(qs.vectors.shape[0])
         qs = QuerySet(qs.vectors[order], None if qs.keys is None else qs.keys[order], qs.source)
     # A walk from ``start`` measures it, the next step up and a midpoint: all ranked in one scan.
-    ceiling = 2 * start if stop_at_target and start is not None else None
+    ceiling = 2 * max(start, expect or 0) if stop_at_target and start is not None else None
     measured = _Measurer(collection, qs, k, goal, early_stop=early_stop, snapshot=snapshot, ceiling=ceiling)
     chosen = _walk(steps, measured.meets, start, descend=descend, sweep=not stop_at_target)
     if chosen is not None and refine:
@@ -287,7 +338,9 @@ class _Measurer:
         self.recall_by: dict[int, float] = {}
         quantizer = snapshot.quantizer
         rankable = quantizer is not None and quantizer.ranks_candidates_by_one_score
-        self.ceiling = ceiling if rankable and ceiling and k * ceiling < snapshot.live_rows else None
+        # Multipliers with as many candidates as rows are exact (:meth:`meets`): rank below them.
+        ceiling = min(ceiling or 0, (snapshot.live_rows - 1) // k)
+        self.ceiling = ceiling if rankable and ceiling > 0 else None
         self.candidates: dict[int, npt.NDArray[np.int64]] = {}  # per chunk, from ``_found_by_rank``
 
     def meets(self, multiplier: int) -> bool:

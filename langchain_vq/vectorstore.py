@@ -25,6 +25,7 @@ from langchain_vq.calibration import (
     Calibration,
     calibrate_multiplier,
     needs_calibration,
+    with_growth,
 )
 from langchain_vq.collection import Collection, CollectionConfig, Row, Snapshot
 from langchain_vq.errors import InvalidInputError
@@ -261,6 +262,8 @@ class VQVectorStore(VectorStore):
     def _measure(self, previous: Calibration | None, snapshot: Snapshot, *, descend: bool) -> Calibration:
         assert self.recall_target is not None  # noqa: S101 - callers check
         # Start the walk where the answer probably is: the last calibration, else the default.
+        # Rank up to twice what the last one grown to these rows predicts (``expect``), so the
+        # bisection reaches the integer even when the walk passes twice the start.
         start = previous.multiplier if previous is not None else self._fixed_multiplier
         calibration = calibrate_multiplier(
             self._collection,
@@ -270,8 +273,11 @@ class VQVectorStore(VectorStore):
             start=start,
             descend=descend,
             refine=DEFAULT_REFINE,
+            expect=None if previous is None else previous.multiplier_for(snapshot.live_rows),
             snapshot=snapshot,
         )
+        # The growth exponent served until the next calibration, from this one and the last.
+        calibration = with_growth(calibration, previous)
         if not calibration.met:
             logger.warning(
                 "recall_target=%s is not reached on this store: recall@%d is %.4f at the largest "
