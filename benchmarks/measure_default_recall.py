@@ -98,6 +98,7 @@ def build(
     store = VQVectorStore(DeterministicFakeEmbedding(size=vectors.shape[1]), path=path, **settings)
     adds: list[float] = []
     after: list[dict[str, Any]] = []
+    calibrations: list[dict[str, Any]] = []
     truth = RunningTruth(queries) if queries is not None else None
     start = time.perf_counter()
     for lo in range(0, vectors.shape[0], batch):
@@ -110,6 +111,10 @@ def build(
             [str(i) for i in range(lo, hi)],
         )
         adds.append(round(time.perf_counter() - t, 2))
+        saved = store.collection.snapshot.settings.get("calibration")  # committed with this add?
+        if saved and (not calibrations or saved["version"] != calibrations[-1]["version"]):
+            keys = ("version", "rows", "multiplier", "recall_by_multiplier", "queries", "met", "growth")
+            calibrations.append({k: saved[k] for k in keys if k in saved} | {"saved": saved})
         if queries is not None:
             paused = time.perf_counter()
             now = truth.add(lo, vectors[lo:hi])
@@ -123,15 +128,6 @@ def build(
                 )
             start += time.perf_counter() - paused  # the recall check is not ingest
     seconds = time.perf_counter() - start
-    directory = store.collection.directory
-    assert directory is not None
-    calibrations = []
-    for version in range(1, store.collection.snapshot.version + 1):
-        saved = directory.read_manifest(version).settings.get("calibration")
-        if saved and saved["version"] == version:
-            keys = ("version", "rows", "multiplier", "recall_by_multiplier", "queries", "met", "growth")
-            calibrations.append({k: saved[k] for k in keys if k in saved})
-            calibrations[-1]["saved"] = saved
     return {
         "store": store,
         "ingest_s": seconds,

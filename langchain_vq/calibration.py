@@ -408,9 +408,13 @@ class _Measurer:
 
         Each exact pass decodes every stored row (float16, int8) once, whatever the number of
         queries, so the queries still needed after the first chunk go together (a calibration
-        that is not decided on 50 queries usually needs them all).
+        that is not decided on 50 queries usually needs them all). Ranked from one scan, all of
+        them in one pass: the bisection down to the integer ends on two multipliers next to the
+        goal, which 50 queries do not decide (200k float16 rows: a pass costs about 0.23 s CPU
+        plus 3 ms per query).
         """
-        end = begin + _CHUNK if begin == 0 else self.qs.vectors.shape[0]
+        n = self.qs.vectors.shape[0]
+        end = n if self.ceiling is not None else begin + _CHUNK if begin == 0 else n
         part = QuerySet(
             self.qs.vectors[begin:end],
             None if self.qs.keys is None else self.qs.keys[begin:end],

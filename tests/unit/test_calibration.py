@@ -384,6 +384,23 @@ def test_exact_truth_takes_a_pass_for_the_first_chunk_and_one_for_the_rest(binar
     assert cal.recall_by_multiplier[4] == pytest.approx(recall_at_k(approx, expected, 10))
 
 
+def test_exact_truth_takes_one_pass_when_the_walk_is_ranked_from_one_scan(binary_store, monkeypatch) -> None:
+    """Ranked, the bisection ends next to the goal (all queries needed): one pass, not two."""
+    collection = binary_store.collection
+    exact_sizes: list[int] = []
+    real = collection.search_keys
+
+    def spy(queries, k, **kwargs):
+        if kwargs.get("exact"):
+            exact_sizes.append(len(queries))
+        return real(queries, k, **kwargs)
+
+    monkeypatch.setattr(collection, "search_keys", spy)
+    ranked = calibrate_multiplier(collection, target=0.95, sample=200, start=4, early_stop=True, refine=1)
+    assert exact_sizes == [200]
+    assert ranked.met and len(ranked.recall_by_multiplier) > 1  # several multipliers, one truth
+
+
 @pytest.mark.parametrize("levels", [1, 2, 3])
 def test_refine_bisects_between_the_last_miss_and_the_first_hit(binary_store, levels: int) -> None:
     coarse = calibrate_multiplier(binary_store, target=0.95, sample=200)

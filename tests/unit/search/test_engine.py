@@ -96,6 +96,7 @@ def test_exact_search_across_chunks_equals_one_top_k_over_all_rows_ties_included
         mask = np.zeros(200, dtype=bool)
         mask[14::keep_every] = True
     monkeypatch.setattr(engine, "_EXACT_CHUNK_ROWS", 7)
+    monkeypatch.setattr(engine, "_EXACT_HEAD_ROWS", 3)  # the first selection: max(k, 3) rows
     hits = exact_search(vectors, queries, k, kind, mask)
     scores = similarity(queries, vectors, kind)
     if mask is not None:
