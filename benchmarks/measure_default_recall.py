@@ -47,7 +47,6 @@ from benchmarks.bench_search import row_metadata  # noqa: E402
 from langchain_vq.evaluation import exact_top_k, recall_at_k  # noqa: E402
 from langchain_vq.synthetic import synthetic_embeddings  # noqa: E402
 
-
 try:  # the growth exponent (absent from older versions, measured side by side with this script)
     from langchain_vq.calibration import Calibration, with_growth
 except ImportError:  # pragma: no cover - older versions
@@ -151,7 +150,9 @@ def _recall_now(store: Any, queries: np.ndarray, truth: list[list[int]]) -> dict
     }
 
 
-def ranked_recall(store: Any, queries: np.ndarray, truth: list[list[int]], max_multiplier: int) -> list[float]:
+def ranked_recall(
+    store: Any, queries: np.ndarray, truth: list[list[int]], max_multiplier: int
+) -> list[float]:
     """Held-out recall@10 of the store's search at each multiplier ``1..max_multiplier``, from one scan.
 
     The best candidates by code score, as the search pools them (valid when the quantizer
@@ -168,7 +169,8 @@ def ranked_recall(store: Any, queries: np.ndarray, truth: list[list[int]], max_m
     collection = store.collection
     snapshot = collection.snapshot
     views = snapshot.views
-    assert snapshot.quantizer is not None and snapshot.quantizer.ranks_candidates_by_one_score
+    assert snapshot.quantizer is not None
+    assert snapshot.quantizer.ranks_candidates_by_one_score
     live = np.array([v.live_count for v in views], dtype=np.int64)
     no_codes = np.array([v.segment.stored_codes is None for v in views], dtype=bool)
     small = int(live[live <= 10 * max_multiplier].sum())
@@ -213,7 +215,11 @@ def served_by_floor(run: dict[str, Any], floors: list[float]) -> dict[str, Any]:
             m = last[-1].multiplier_for(add["rows"])
             curve = add["ranked_recall"]
             served.append(
-                {"rows": add["rows"], "multiplier": m, "recall_at_10": curve[m - 1] if m <= len(curve) else None}
+                {
+                    "rows": add["rows"],
+                    "multiplier": m,
+                    "recall_at_10": curve[m - 1] if m <= len(curve) else None,
+                }
             )
         known = [s["recall_at_10"] for s in served if s["recall_at_10"] is not None]
         out[str(floor)] = {

@@ -471,7 +471,9 @@ def _merged_top_k(
     best_scores, best_rows = best
     if best_scores.shape[1] < k:  # fewer than k rows so far: every row can enter
         rows = np.broadcast_to(np.arange(start, start + scores.shape[1], dtype=np.int64), scores.shape)
-        return top_k(np.concatenate([best_scores, scores], axis=1), k, np.concatenate([best_rows, rows], axis=1))
+        return top_k(
+            np.concatenate([best_scores, scores], axis=1), k, np.concatenate([best_rows, rows], axis=1)
+        )
     query, column = np.nonzero(scores >= best_scores[:, -1:])
     if query.size == 0:
         return best

@@ -14,11 +14,11 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_vq import DimensionMismatchError, InvalidInputError, VQVectorStore
 from langchain_vq import calibration as calibration_module
 from langchain_vq.calibration import (
+    GROWTH_FLOOR,
     Calibration,
     approx_keys,
     calibrate_multiplier,
     exact_keys,
-    GROWTH_FLOOR,
     needs_calibration,
     query_set,
     with_growth,
@@ -259,7 +259,9 @@ def test_growth_exponent_comes_from_the_last_two_calibrations_clamped_to_floor_a
     first = replace(calibration_at(1000), multiplier=24)
     assert with_growth(first, None).growth == 1.0  # one calibration: the linear rule
     measured = math.log(32 / 24) / math.log(2)  # 0.415
-    assert with_growth(replace(first, rows=2000, multiplier=32), first, floor=0.25).growth == pytest.approx(measured)
+    assert with_growth(replace(first, rows=2000, multiplier=32), first, floor=0.25).growth == pytest.approx(
+        measured
+    )
     assert with_growth(replace(first, rows=2000, multiplier=32), first, floor=0.5).growth == 0.5
     assert with_growth(replace(first, rows=2000, multiplier=32), first).growth == GROWTH_FLOOR == 0.75
     between = math.log(44 / 24) / math.log(2)  # 0.874: inside [floor, 1], used as measured
@@ -304,8 +306,10 @@ def test_store_serves_the_exponent_of_its_last_two_calibrations() -> None:
     assert second is not None and first is not None and second.rows == 6000  # doubled: measured again
     measured = math.log(second.multiplier / first.multiplier) / math.log(2)
     assert second.growth == pytest.approx(min(1.0, max(GROWTH_FLOOR, measured)))
-    expected = math.ceil(second.multiplier * 1.2**second.growth) if second.growth < 1 else math.ceil(
-        second.multiplier * 1.2
+    expected = (
+        math.ceil(second.multiplier * 1.2**second.growth)
+        if second.growth < 1
+        else math.ceil(second.multiplier * 1.2)
     )
     assert store.rescore_multiplier == max(second.multiplier, expected)
 
@@ -460,7 +464,9 @@ def test_refine_argument_errors(binary_store) -> None:
 def test_expect_ranks_past_twice_the_start_so_the_walk_bisects_to_the_integer(binary_store) -> None:
     """Without ``expect`` a walk past ``2 * start`` is searched and bisected once; with it, ranked."""
     plain = calibrate_multiplier(binary_store, target=0.97, sample=200, start=1, refine=1)
-    ranked = calibrate_multiplier(binary_store, target=0.97, sample=200, start=1, refine=1, expect=plain.multiplier)
+    ranked = calibrate_multiplier(
+        binary_store, target=0.97, sample=200, start=1, refine=1, expect=plain.multiplier
+    )
     steps = calibration_module.DEFAULT_MULTIPLIERS
     assert plain.multiplier > 2 and plain.met and ranked.met  # the walk went past the ceiling of 2
     measured, chosen = ranked.recall_by_multiplier, ranked.multiplier

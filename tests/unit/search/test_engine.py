@@ -79,7 +79,9 @@ def test_exact_search_equals_numpy_in_order_and_score(data, kind, monkeypatch) -
     np.testing.assert_allclose(hits.scores, np.take_along_axis(truth, expected, axis=1), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(("kind", "k", "keep_every"), [("ip", 1, 1), ("ip", 5, 3), ("l2", 5, 1), ("ip", 12, 2)])
+@pytest.mark.parametrize(
+    ("kind", "k", "keep_every"), [("ip", 1, 1), ("ip", 5, 3), ("l2", 5, 1), ("ip", 12, 2)]
+)
 def test_exact_search_across_chunks_equals_one_top_k_over_all_rows_ties_included(
     kind, k, keep_every, monkeypatch
 ) -> None:
