@@ -220,7 +220,6 @@ def calibrate_multiplier(
     start: int | None = None,
     descend: bool = True,
     refine: int = 0,
-    expect: int | None = None,
     snapshot: Snapshot | None = None,
 ) -> Calibration:
     """The smallest ``rescore_multiplier`` whose recall@k on the store's data reaches ``target + margin``.
@@ -259,10 +258,6 @@ def calibrate_multiplier(
             from ``multipliers`` only; the store uses :data:`DEFAULT_REFINE`. A ``start`` that
             lies between two ``multipliers`` (an earlier refined answer) is walked from as a
             step; one outside their range is not.
-        expect: With ``start``, the multiplier the answer is expected near (the store passes
-            its last calibration grown to the rows now, :meth:`Calibration.multiplier_for`):
-            multipliers up to twice the larger of it and ``start`` are ranked from one code
-            scan, so a walk that goes past ``2 * start`` still bisects to the integer.
         snapshot: The version to measure (default the current one; a writer passes the version
             it is about to commit).
 
@@ -278,8 +273,6 @@ def calibrate_multiplier(
     check_share(margin, "margin", below=1.0, example="0.003")
     refine = check_int(refine, "refine", minimum=0, fix="Use 0 to choose from multipliers only, or 1-3.")
     steps = check_multipliers(DEFAULT_MULTIPLIERS if multipliers is None else multipliers)
-    if expect is not None:
-        expect = check_int(expect, "expect", fix="It is a rescore_multiplier, e.g. the last calibration's.")
     if refine and start is not None and start not in steps and steps[0] < start < steps[-1]:
         steps = tuple(sorted({*steps, check_int(start, "start")}))  # an earlier refined answer
     snapshot = collection.snapshot if snapshot is None else snapshot
@@ -290,7 +283,7 @@ def calibrate_multiplier(
         order = np.random.default_rng(seed).permutation(qs.vectors.shape[0])
         qs = QuerySet(qs.vectors[order], None if qs.keys is None else qs.keys[order], qs.source)
     # A walk from ``start`` measures it, the next step up and a midpoint: all ranked in one scan.
-    ceiling = 2 * max(start, expect or 0) if stop_at_target and start is not None else None
+    ceiling = 2 * start if stop_at_target and start is not None else None
     measured = _Measurer(collection, qs, k, goal, early_stop=early_stop, snapshot=snapshot, ceiling=ceiling)
     chosen = _walk(steps, measured.meets, start, descend=descend, sweep=not stop_at_target)
     if chosen is not None and refine:
@@ -342,9 +335,7 @@ class _Measurer:
         self.recall_by: dict[int, float] = {}
         quantizer = snapshot.quantizer
         rankable = quantizer is not None and quantizer.ranks_candidates_by_one_score
-        # Multipliers with as many candidates as rows are exact (:meth:`meets`): rank below them.
-        ceiling = min(ceiling or 0, (snapshot.live_rows - 1) // k)
-        self.ceiling = ceiling if rankable and ceiling > 0 else None
+        self.ceiling = ceiling if rankable and ceiling and k * ceiling < snapshot.live_rows else None
         self.candidates: dict[int, npt.NDArray[np.int64]] = {}  # per chunk, from ``_found_by_rank``
 
     def meets(self, multiplier: int) -> bool:

@@ -262,8 +262,6 @@ class VQVectorStore(VectorStore):
     def _measure(self, previous: Calibration | None, snapshot: Snapshot, *, descend: bool) -> Calibration:
         assert self.recall_target is not None  # noqa: S101 - callers check
         # Start the walk where the answer probably is: the last calibration, else the default.
-        # Rank up to twice what the last one grown to these rows predicts (``expect``), so the
-        # bisection reaches the integer even when the walk passes twice the start.
         start = previous.multiplier if previous is not None else self._fixed_multiplier
         calibration = calibrate_multiplier(
             self._collection,
@@ -273,7 +271,6 @@ class VQVectorStore(VectorStore):
             start=start,
             descend=descend,
             refine=DEFAULT_REFINE,
-            expect=None if previous is None else previous.multiplier_for(snapshot.live_rows),
             snapshot=snapshot,
         )
         # The growth exponent served until the next calibration, from this one and the last.

@@ -461,23 +461,6 @@ def test_refine_argument_errors(binary_store) -> None:
             calibrate_multiplier(binary_store, refine=bad)
 
 
-def test_expect_ranks_past_twice_the_start_so_the_walk_bisects_to_the_integer(binary_store) -> None:
-    """Without ``expect`` a walk past ``2 * start`` is searched and bisected once; with it, ranked."""
-    plain = calibrate_multiplier(binary_store, target=0.97, sample=200, start=1, refine=1)
-    ranked = calibrate_multiplier(
-        binary_store, target=0.97, sample=200, start=1, refine=1, expect=plain.multiplier
-    )
-    steps = calibration_module.DEFAULT_MULTIPLIERS
-    assert plain.multiplier > 2 and plain.met and ranked.met  # the walk went past the ceiling of 2
-    measured, chosen = ranked.recall_by_multiplier, ranked.multiplier
-    assert measured[chosen] >= ranked.goal > measured[chosen - 1]  # the smallest integer meeting it
-    assert chosen <= plain.multiplier
-    assert len(set(plain.recall_by_multiplier) - set(steps)) <= 1  # one bisection step at most
-    for bad in (0, 2.5, True):
-        with pytest.raises(InvalidInputError, match="expect"):
-            calibrate_multiplier(binary_store, start=1, expect=bad)
-
-
 @pytest.mark.parametrize("quantization", ["binary", "pq"])
 def test_recall_after_every_add_holds_against_exact_float_search(quantization: str) -> None:
     """Adds of 1500 rows to 15,000: held-out recall@10 of the default search after each one.
