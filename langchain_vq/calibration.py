@@ -26,7 +26,8 @@ Cost
     ``early_stop`` (the store's choice) a multiplier whose recall is clearly above or below the
     goal after 50 queries is decided there; the exact search runs for those 50 queries first, and
     for all the others at once when a multiplier needs them (each exact pass decodes every stored
-    row, so the fewer passes the better).
+    row, so the fewer passes the better); for all of them in one pass when the walk is ranked
+    from one scan, whose bisection to the integer ends next to the goal, undecided at 50.
 """
 
 from __future__ import annotations
