@@ -7,7 +7,14 @@ defaults (calibrated for recall@10 0.99 in the commits of the adds). Reports eac
 seconds, the calibrations committed (rows, multiplier, measured recall), and recall@10 of both
 stores' default search against exact float search on ``--queries`` synthetic queries (seed 1),
 and for the calibrated store also after every add (untimed; "recall that holds at any size"
-means between calibrations too).
+means between calibrations too). ``--quantization pq`` measures 4-bit PQ instead of binary.
+
+After every add it also ranks each query's candidates from one code scan
+(``Collection.candidate_keys``, as calibration does) to get the held-out recall@10 at every
+multiplier up to ``--max-multiplier`` at once: the smallest multiplier reaching 0.99 then, and,
+for each growth floor of ``--floors``, the multiplier the store would have served between its
+calibrations (``calibration.with_growth``) with the recall it would have had, so the floor is
+chosen from one run. ``--no-fixed`` skips the uncalibrated build (no ingest ratio).
 
 One run, one thread (``OMP_NUM_THREADS=1``); the machine is shared, so the load average is
 recorded with the times. Run: ``python benchmarks/measure_default_recall.py``; writes
@@ -40,6 +47,15 @@ from benchmarks.bench_search import row_metadata  # noqa: E402
 from langchain_vq.evaluation import exact_top_k, recall_at_k  # noqa: E402
 from langchain_vq.synthetic import synthetic_embeddings  # noqa: E402
 
+try:  # the growth exponent (absent from older versions, measured side by side with this script)
+    from langchain_vq.calibration import Calibration, with_growth
+except ImportError:  # pragma: no cover - older versions
+    from langchain_vq.calibration import Calibration
+
+    with_growth = None
+
+TARGET = 0.99
+
 
 class RunningTruth:
     """Exact top 10 of the queries over the rows added so far, updated batch by batch."""
@@ -62,11 +78,17 @@ class RunningTruth:
 
 
 def build(
-    path: Path, vectors: np.ndarray, batch: int, queries: np.ndarray | None = None, **settings: Any
+    path: Path,
+    vectors: np.ndarray,
+    batch: int,
+    queries: np.ndarray | None = None,
+    max_multiplier: int = 0,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Add ``vectors`` in batches to a new store at ``path``; ingest seconds and calibrations.
 
-    With ``queries``, recall@10 of the store's default search after every add (not timed).
+    With ``queries``, recall@10 of the store's default search after every add (not timed), and
+    with ``max_multiplier`` the recall at every multiplier up to it, ranked from one code scan.
     """
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
@@ -75,6 +97,7 @@ def build(
     store = VQVectorStore(DeterministicFakeEmbedding(size=vectors.shape[1]), path=path, **settings)
     adds: list[float] = []
     after: list[dict[str, Any]] = []
+    calibrations: list[dict[str, Any]] = []
     truth = RunningTruth(queries) if queries is not None else None
     start = time.perf_counter()
     for lo in range(0, vectors.shape[0], batch):
@@ -87,20 +110,23 @@ def build(
             [str(i) for i in range(lo, hi)],
         )
         adds.append(round(time.perf_counter() - t, 2))
+        saved = store.collection.snapshot.settings.get("calibration")  # committed with this add?
+        if saved and (not calibrations or saved["version"] != calibrations[-1]["version"]):
+            keys = ("version", "rows", "multiplier", "recall_by_multiplier", "queries", "met", "growth")
+            calibrations.append({k: saved[k] for k in keys if k in saved} | {"saved": saved})
         if queries is not None:
             paused = time.perf_counter()
-            after.append(_recall_now(store, queries, truth.add(lo, vectors[lo:hi])))
+            now = truth.add(lo, vectors[lo:hi])
+            after.append(_recall_now(store, queries, now))
+            if max_multiplier:
+                curve = ranked_recall(store, queries, now, max_multiplier)
+                after[-1]["version"] = store.collection.snapshot.version
+                after[-1]["ranked_recall"] = [round(r, 4) for r in curve]
+                after[-1]["needed_multiplier"] = next(
+                    (m for m, r in enumerate(curve, start=1) if r >= TARGET), None
+                )
             start += time.perf_counter() - paused  # the recall check is not ingest
     seconds = time.perf_counter() - start
-    directory = store.collection.directory
-    assert directory is not None
-    calibrations = []
-    for version in range(1, store.collection.snapshot.version + 1):
-        saved = directory.read_manifest(version).settings.get("calibration")
-        if saved and saved["version"] == version:
-            calibrations.append(
-                {k: saved[k] for k in ("version", "rows", "multiplier", "recall_by_multiplier", "queries")}
-            )
     return {
         "store": store,
         "ingest_s": seconds,
@@ -124,23 +150,113 @@ def _recall_now(store: Any, queries: np.ndarray, truth: list[list[int]]) -> dict
     }
 
 
+def ranked_recall(
+    store: Any, queries: np.ndarray, truth: list[list[int]], max_multiplier: int
+) -> list[float]:
+    """Held-out recall@10 of the store's search at each multiplier ``1..max_multiplier``, from one scan.
+
+    The best candidates by code score, as the search pools them (valid when the quantizer
+    ``ranks_candidates_by_one_score``, as calibration's ``_Measurer`` uses it): a true
+    neighbour is found at ``m`` when it is among the first ``10 * m`` candidates of the
+    segments scanned by code at ``m``, or in a segment read exactly at ``m`` (no codes, or no
+    more live rows than candidates). Ids are the row numbers (``build`` adds ``str(i)``).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from langchain_vq.collection import ROW_KEY_SHIFT
+
+    collection = store.collection
+    snapshot = collection.snapshot
+    views = snapshot.views
+    assert snapshot.quantizer is not None
+    assert snapshot.quantizer.ranks_candidates_by_one_score
+    live = np.array([v.live_count for v in views], dtype=np.int64)
+    no_codes = np.array([v.segment.stored_codes is None for v in views], dtype=bool)
+    small = int(live[live <= 10 * max_multiplier].sum())
+    candidates = collection.candidate_keys(queries, 10 * max_multiplier + small, snapshot=snapshot)
+    key_of_id = np.full(sum(v.segment.rows for v in views) + 1, -1, dtype=np.int64)  # ids are 0..n-1
+    for index, view in enumerate(views):
+        ids = pc.cast(view.segment.ids, pa.int64()).to_numpy()
+        key_of_id[ids] = (np.int64(index) << ROW_KEY_SHIFT) + np.arange(ids.size, dtype=np.int64)
+    wanted = np.array([key_of_id[t] for t in truth], dtype=np.int64)  # [queries, 10]
+    wanted_segment = wanted >> ROW_KEY_SHIFT
+    # Column of each true neighbour among its query's candidates (-1: not among them).
+    column = np.full(wanted.shape, -1, dtype=np.int64)
+    for q in range(wanted.shape[0]):
+        where = {key: c for c, key in enumerate(candidates[q].tolist()) if key >= 0}
+        column[q] = [where.get(key, -1) for key in wanted[q].tolist()]
+    candidate_segment = np.where(candidates >= 0, candidates >> ROW_KEY_SHIFT, 0)
+    curve = []
+    for m in range(1, max_multiplier + 1):
+        exact = no_codes | (live <= 10 * m)
+        scanned = (~exact[candidate_segment]) & (candidates >= 0)
+        rank = np.cumsum(scanned, axis=1) - 1  # place among the candidates scanned by code
+        rank_of = np.take_along_axis(rank, np.maximum(column, 0), axis=1)
+        found = exact[wanted_segment] | ((column >= 0) & (rank_of < 10 * m))
+        curve.append(float(found.mean()))
+    return curve
+
+
+def served_by_floor(run: dict[str, Any], floors: list[float]) -> dict[str, Any]:
+    """Per floor: the multiplier served after each add between calibrations, and its held-out recall."""
+    assert with_growth is not None
+    saved = [Calibration.from_dict(c["saved"]) for c in run["calibrations"]]
+    out: dict[str, Any] = {}
+    for floor in floors:
+        grown: list[Calibration] = []
+        for calibration in saved:  # as the store chains them: each from the last one it kept
+            grown.append(with_growth(calibration, grown[-1] if grown else None, floor=floor))
+        served = []
+        for add in run["after_each_add"]:
+            last = [c for c in grown if c.version <= add["version"]]
+            if not last:
+                continue
+            m = last[-1].multiplier_for(add["rows"])
+            curve = add["ranked_recall"]
+            served.append(
+                {
+                    "rows": add["rows"],
+                    "multiplier": m,
+                    "recall_at_10": curve[m - 1] if m <= len(curve) else None,
+                }
+            )
+        known = [s["recall_at_10"] for s in served if s["recall_at_10"] is not None]
+        out[str(floor)] = {
+            "growth": [round(c.growth, 3) for c in grown],
+            "served": served,
+            "min_recall": min(known) if known else None,
+            "mean_multiplier": float(np.mean([s["multiplier"] for s in served])) if served else None,
+        }
+    return out
+
+
 def main() -> None:
     """Run the comparison and write the JSON result."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--quantization", choices=["binary", "pq"], default="binary")
+    parser.add_argument("--max-multiplier", type=int, default=0, help="held-out recall ranked up to this m")
+    parser.add_argument("--floors", type=float, nargs="*", default=[], help="growth floors to replay")
+    parser.add_argument("--no-fixed", action="store_true", help="skip the uncalibrated build")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "default_recall.json")
     args = parser.parse_args()
-    record = run_record(args.n, 384, args.queries, 10, batch=args.batch)
+    record = run_record(args.n, 384, args.queries, 10, batch=args.batch, quantization=args.quantization)
     vectors = synthetic_embeddings(args.n, 384, seed=0)
     queries = synthetic_embeddings(args.queries, 384, seed=1)
     root = Path(tempfile.mkdtemp(prefix="default-recall-"))
+    q = args.quantization
     try:
-        runs = {
-            "fixed m=16 (no calibration)": build(root / "fixed", vectors, args.batch, rescore_multiplier=16),
-            "default (calibrated)": build(root / "default", vectors, args.batch, queries),
-        }
+        runs = {}
+        if not args.no_fixed:
+            runs["fixed m=16 (no calibration)"] = build(
+                root / "fixed", vectors, args.batch, quantization=q, rescore_multiplier=16
+            )
+        runs["default (calibrated)"] = build(
+            root / "default", vectors, args.batch, queries, args.max_multiplier, quantization=q
+        )
         t = time.perf_counter()
         truth = exact_top_k(queries, vectors, 10).tolist()
         record["exact_truth_s"] = time.perf_counter() - t
@@ -150,15 +266,20 @@ def main() -> None:
                 [int(d.id) for d, _ in r] for r in store.batch_similarity_search_by_vector(queries, k=10)
             ]
             run["recall_at_10"] = recall_at_k(found, truth, 10)
+            if args.floors and "after_each_add" in run:
+                run["served_by_floor"] = served_by_floor(run, args.floors)
+            for calibration in run["calibrations"]:
+                del calibration["saved"]
             print(name, json.dumps(run), flush=True)
         record["runs"] = runs
-        fixed, default = runs.values()
-        record["ingest_ratio"] = default["ingest_s"] / fixed["ingest_s"]
+        if len(runs) == 2:
+            fixed, default = runs.values()
+            record["ingest_ratio"] = default["ingest_s"] / fixed["ingest_s"]
         record["load_end"] = os.getloadavg()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps({k: record[k] for k in ("ingest_ratio", "exact_truth_s", "load_end")}))
+    print(json.dumps({k: record.get(k) for k in ("ingest_ratio", "exact_truth_s", "load_end")}))
 
 
 if __name__ == "__main__":

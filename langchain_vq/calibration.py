@@ -26,13 +26,14 @@ Cost
     ``early_stop`` (the store's choice) a multiplier whose recall is clearly above or below the
     goal after 50 queries is decided there; the exact search runs for those 50 queries first, and
     for all the others at once when a multiplier needs them (each exact pass decodes every stored
-    row, so the fewer passes the better).
+    row, so the fewer passes the better); for all of them in one pass when the walk is ranked
+    from one scan, whose bisection to the integer ends next to the goal, undecided at 50.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,6 +70,19 @@ EARLY_STOP_MIN = 50
 #: so growing a store to n rows costs measurements over about ``n * g / (g - 1)`` rows: 2n at
 #: 2, 3n at 1.5; the price is a multiplier up to 2x the one measured just before the next.
 RECALIBRATE_GROWTH = 2.0
+#: The lowest growth exponent :meth:`Calibration.multiplier_for` uses between calibrations. The
+#: exponent is measured from a store's last two calibrations (the multiplier grows as
+#: ``rows ** exponent``) and clamped to ``[GROWTH_FLOOR, 1]``: each multiplier measured on 200
+#: sampled queries is uncertain by about 10% (recall near 0.99 moves little per step), so over
+#: one doubling the exponent is uncertain by about 0.2 (binary, 400k synthetic rows by 40k: the
+#: same m=34 measured at 80k and 160k rows, exponent 0). Replayed on that store's held-out
+#: recall after every add (``benchmarks/measure_default_recall.py --floors``), 0.75 is the
+#: lowest floor that kept recall@10 >= 0.99 between calibrations for binary and 4-bit PQ
+#: (0.6: 0.9897 binary, 0.9887 PQ); it serves 4-5% fewer candidates than linear growth there.
+GROWTH_FLOOR = 0.75
+#: Two calibrations this close in rows (e.g. ``compact()`` after a few adds) say too little
+#: about growth: the exponent measured before is kept.
+_GROWTH_SPAN = 1.5
 #: Bisection steps the store's calibration takes between the largest step that misses the goal
 #: and the smallest that meets it: 1 tries the midpoint (96 between 64 and 128, so a grid of
 #: 1.5x steps). PQ at 1M synthetic rows met the goal only at 128 on the power-of-two walk, with
@@ -98,6 +112,9 @@ class Calibration:
         grows: Whether searches grow the multiplier with the rows added since
             (:meth:`multiplier_for`). Calibrations saved before that rule have False, so a
             store written then answers as it did until it is calibrated again.
+        growth: The exponent of that growth: the multiplier grows as ``rows ** growth``
+            (:func:`with_growth` measures it from the store's last two calibrations). 1 (linear)
+            until two exist, and for calibrations saved before it was measured.
     """
 
     multiplier: int
@@ -113,6 +130,7 @@ class Calibration:
     seed: int = 0
     margin: float = 0.0
     grows: bool = True
+    growth: float = 1.0
 
     @property
     def goal(self) -> float:
@@ -122,16 +140,20 @@ class Calibration:
     def multiplier_for(self, rows: int) -> int:
         """The multiplier to search ``rows`` live rows with: ``multiplier``, grown with the rows since.
 
-        The code-scan candidates a true neighbour needs to be found grow in proportion to the
-        rows (as many more rows score above it by code), so between two calibrations (up to
-        :data:`RECALIBRATE_GROWTH` times the rows measured) the multiplier grows with them:
-        1M synthetic rows added by 100k measured recall@10 0.9945 at m=64 on 500k rows and 0.976
-        at the same m on 800k (``benchmarks/results/default_recall.json``). Never beyond the
+        Recall at a fixed multiplier falls as rows are added (1M synthetic rows added by 100k:
+        recall@10 0.9945 at m=64 on 500k rows, 0.976 on 800k), so between two calibrations (up
+        to :data:`RECALIBRATE_GROWTH` times the rows measured) the multiplier grows as
+        ``(rows / self.rows) ** growth``. Linear growth (1) is the safe guess; the multiplier
+        the store needs grows more slowly once it is large (binary, the same store: 31, 64, 77,
+        92 at 100k, 200k, 400k, 800k rows), hence the measured :attr:`growth`. Never beyond the
         largest default multiplier, nor below the one measured.
         """
         if not self.grows or rows <= self.rows or self.rows <= 0:
             return self.multiplier
-        grown = math.ceil(self.multiplier * rows / self.rows)
+        if self.growth == 1.0:  # the linear rule as first written: the same rounding
+            grown = math.ceil(self.multiplier * rows / self.rows)
+        else:
+            grown = math.ceil(self.multiplier * (rows / self.rows) ** self.growth)
         return max(self.multiplier, min(grown, DEFAULT_MULTIPLIERS[-1]))
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,10 +164,37 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        """Inverse of :meth:`to_dict` (one saved without ``margin`` has margin 0, without ``grows`` False)."""
+        """Inverse of :meth:`to_dict`.
+
+        One saved without ``margin`` has margin 0, without ``grows`` False, without ``growth``
+        1 (linear): older stores answer as when they were written.
+        """
         values = {"grows": False, **data}
         values["recall_by_multiplier"] = {int(m): float(r) for m, r in data["recall_by_multiplier"].items()}
         return cls(**values)
+
+
+def with_growth(
+    calibration: Calibration, previous: Calibration | None, *, floor: float = GROWTH_FLOOR
+) -> Calibration:
+    """``calibration`` with the growth exponent measured from it and the store's ``previous`` one.
+
+    The exponent is ``log(m2 / m1) / log(r2 / r1)`` between the two (multipliers ``m``, live
+    rows ``r``), clamped to ``[floor, 1]``. Without a previous calibration, or when either did
+    not meet its goal (a multiplier that is only the largest tried says nothing about growth),
+    it is 1 (linear). Two calibrations less than 1.5x apart in rows (``compact()``, a forced
+    recalibration) keep the previous exponent: their ratio is mostly measurement noise.
+    """
+    floor = check_fraction(floor, "floor", example="0.5 (1 keeps the linear rule)")
+    growth = 1.0
+    if previous is not None and previous.met and calibration.met and previous.rows > 0:
+        span = calibration.rows / previous.rows
+        if span >= _GROWTH_SPAN:
+            measured = math.log(calibration.multiplier / previous.multiplier) / math.log(span)
+            growth = min(1.0, max(floor, measured))
+        else:
+            growth = previous.growth
+    return replace(calibration, growth=growth)
 
 
 @dataclass(frozen=True)
@@ -355,9 +404,13 @@ class _Measurer:
 
         Each exact pass decodes every stored row (float16, int8) once, whatever the number of
         queries, so the queries still needed after the first chunk go together (a calibration
-        that is not decided on 50 queries usually needs them all).
+        that is not decided on 50 queries usually needs them all). Ranked from one scan, all of
+        them in one pass: the bisection down to the integer ends on two multipliers next to the
+        goal, which 50 queries do not decide (200k float16 rows: a pass costs about 0.23 s CPU
+        plus 3 ms per query).
         """
-        end = begin + _CHUNK if begin == 0 else self.qs.vectors.shape[0]
+        n = self.qs.vectors.shape[0]
+        end = n if self.ceiling is not None else begin + _CHUNK if begin == 0 else n
         part = QuerySet(
             self.qs.vectors[begin:end],
             None if self.qs.keys is None else self.qs.keys[begin:end],

@@ -25,6 +25,7 @@ from langchain_vq.calibration import (
     Calibration,
     calibrate_multiplier,
     needs_calibration,
+    with_growth,
 )
 from langchain_vq.collection import Collection, CollectionConfig, Row, Snapshot
 from langchain_vq.errors import InvalidInputError
@@ -272,6 +273,8 @@ class VQVectorStore(VectorStore):
             refine=DEFAULT_REFINE,
             snapshot=snapshot,
         )
+        # The growth exponent served until the next calibration, from this one and the last.
+        calibration = with_growth(calibration, previous)
         if not calibration.met:
             logger.warning(
                 "recall_target=%s is not reached on this store: recall@%d is %.4f at the largest "

@@ -32,6 +32,9 @@ Similarity = Literal["ip", "l2"]
 #: the allocator; 64k-row blocks (100 MB, fresh pages each) cost 18% more CPU (150 queries over
 #: 300k float16 rows: 1.17 against 0.99 s; ``benchmarks/measure_hot_paths.py``).
 _EXACT_CHUNK_ROWS = 1 << 14
+#: An exact scan selects its first top k among this many rows (a full selection), then merges
+#: in only the rows scoring at least the k-th best so far (``_merged_top_k``).
+_EXACT_HEAD_ROWS = 1024
 #: A mask keeping at least 1 in this many rows is served by over-fetching from a full code scan.
 _DENSE_MASK_FRACTION = 4
 #: An exact scan gathers the rows a mask keeps when it keeps fewer than 1 in this many.
@@ -441,21 +444,64 @@ def exact_search(
         hits = exact_search(vectors[live_rows], queries, k, kind, None, decode)
         rows = np.where(hits.rows >= 0, live_rows[np.maximum(hits.rows, 0)], -1)
         return Hits(hits.scores, hits.segments, rows)
-    best_scores, best_rows = [], []
+    best: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None  # top k so far
     for start in range(0, vectors.shape[0], _EXACT_CHUNK_ROWS):
         stop = min(start + _EXACT_CHUNK_ROWS, vectors.shape[0])
         block = vectors[start:stop]
         scores = similarity(queries, block if decode is None else decode(block), kind)
         if mask is not None:
             scores[:, ~mask[start:stop]] = -np.inf
-        chunk_scores, chunk_rows = top_k(scores, k)
-        best_scores.append(chunk_scores)
-        best_rows.append(chunk_rows + start)
-    if not best_scores:  # no rows at all
+        offset = start
+        if best is None:  # the best of the first rows, then the rest of the block merged in
+            head = min(scores.shape[1], max(k, _EXACT_HEAD_ROWS))
+            head_scores, head_rows = top_k(scores[:, :head], k)
+            best = head_scores, head_rows + start
+            scores, offset = scores[:, head:], start + head
+        if scores.shape[1]:
+            best = _merged_top_k(best, scores, offset, k)
+    if best is None:  # no rows at all
         return Hits.empty(queries.shape[0], k)
-    scores, rows = top_k(np.concatenate(best_scores, axis=1), k, np.concatenate(best_rows, axis=1))
+    scores, rows = best
     rows[~np.isfinite(scores)] = -1
     return Hits(scores, np.where(rows >= 0, 0, -1), rows)
+
+
+def _merged_top_k(
+    best: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]],
+    scores: npt.NDArray[np.float32],
+    start: int,
+    k: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """The top ``k`` of ``best`` (earlier rows) and ``scores`` (rows from ``start``), as one ``top_k``.
+
+    Only scores at least each query's ``k``-th best so far can enter (ties too: the row order
+    decides among them, and these rows come after the earlier ones), and after the first rows
+    they are a few per query: selecting among them instead of the whole block cut the CPU of
+    an exact pass by 8-18% (50 and 150 queries over 200k float16 rows, 0.46 -> 0.38-0.43 s and
+    0.77-0.83 -> 0.67-0.71 s at load 12; the decode and the product are the rest). The
+    result is that of :func:`top_k` over all rows seen, ties included.
+    """
+    best_scores, best_rows = best
+    if best_scores.shape[1] < k:  # fewer than k rows so far: every row can enter
+        rows = np.broadcast_to(np.arange(start, start + scores.shape[1], dtype=np.int64), scores.shape)
+        return top_k(
+            np.concatenate([best_scores, scores], axis=1), k, np.concatenate([best_rows, rows], axis=1)
+        )
+    query, column = np.nonzero(scores >= best_scores[:, -1:])
+    if query.size == 0:
+        return best
+    counts = np.bincount(query, minlength=scores.shape[0])
+    place = np.arange(query.size) - np.repeat(np.cumsum(counts) - counts, counts)  # within its query
+    width = int(counts.max())
+    entering = np.full((scores.shape[0], width), -np.inf, dtype=np.float32)
+    # Padding gets a row after every real one, so even among -inf scores it is never chosen
+    # while ``best`` still holds k rows.
+    rows = np.full((scores.shape[0], width), np.iinfo(np.int64).max, dtype=np.int64)
+    entering[query, place] = scores[query, column]
+    rows[query, place] = column + start
+    return top_k(
+        np.concatenate([best_scores, entering], axis=1), k, np.concatenate([best_rows, rows], axis=1)
+    )
 
 
 def _code_candidates(

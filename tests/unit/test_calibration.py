@@ -14,12 +14,14 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_vq import DimensionMismatchError, InvalidInputError, VQVectorStore
 from langchain_vq import calibration as calibration_module
 from langchain_vq.calibration import (
+    GROWTH_FLOOR,
     Calibration,
     approx_keys,
     calibrate_multiplier,
     exact_keys,
     needs_calibration,
     query_set,
+    with_growth,
 )
 from langchain_vq.evaluation import exact_top_k, recall_at_k
 from tests.conftest import clustered_vectors
@@ -253,6 +255,65 @@ def test_multiplier_grows_with_the_rows_added_since_the_calibration() -> None:
     assert Calibration.from_dict(saved).multiplier_for(1200) == 24
 
 
+def test_growth_exponent_comes_from_the_last_two_calibrations_clamped_to_floor_and_one() -> None:
+    first = replace(calibration_at(1000), multiplier=24)
+    assert with_growth(first, None).growth == 1.0  # one calibration: the linear rule
+    measured = math.log(32 / 24) / math.log(2)  # 0.415
+    assert with_growth(replace(first, rows=2000, multiplier=32), first, floor=0.25).growth == pytest.approx(
+        measured
+    )
+    assert with_growth(replace(first, rows=2000, multiplier=32), first, floor=0.5).growth == 0.5
+    assert with_growth(replace(first, rows=2000, multiplier=32), first).growth == GROWTH_FLOOR == 0.75
+    between = math.log(44 / 24) / math.log(2)  # 0.874: inside [floor, 1], used as measured
+    assert with_growth(replace(first, rows=2000, multiplier=44), first).growth == pytest.approx(between)
+    assert with_growth(replace(first, rows=2000, multiplier=60), first).growth == 1.0  # 1.32: clamped
+    assert with_growth(replace(first, rows=2000, multiplier=20), first).growth == GROWTH_FLOOR  # fell
+    assert with_growth(replace(first, rows=2000, multiplier=1024, met=False), first).growth == 1.0
+    assert with_growth(replace(first, rows=2000), replace(first, met=False)).growth == 1.0
+    # Closer than 1.5x in rows (compact, a forced recalibration): the previous exponent stays.
+    previous = replace(first, growth=0.7)
+    assert with_growth(replace(first, rows=1400, multiplier=40), previous).growth == 0.7
+    assert with_growth(replace(first, rows=1000, multiplier=16), previous).growth == 0.7
+    for bad in (0, 1.5, -0.1, "0.5", True):
+        with pytest.raises(InvalidInputError, match="floor"):
+            with_growth(first, None, floor=bad)
+
+
+def test_multiplier_grows_with_the_measured_exponent_and_old_calibrations_keep_their_rule() -> None:
+    cal = replace(calibration_at(1000), multiplier=32, growth=0.5)
+    assert cal.multiplier_for(1000) == 32
+    assert cal.multiplier_for(2000) == 46  # ceil(32 * sqrt(2) = 45.25)
+    assert cal.multiplier_for(4000) == 64
+    assert cal.multiplier_for(10**9) == 1024  # never beyond the largest default
+    saved = json.loads(json.dumps(cal.to_dict()))
+    assert Calibration.from_dict(saved) == cal
+    del saved["growth"]  # saved before the exponent was measured: linear, as then
+    assert Calibration.from_dict(saved).growth == 1.0
+    assert Calibration.from_dict(saved).multiplier_for(2000) == 64
+    del saved["grows"]  # saved before any growth: the measured multiplier
+    assert Calibration.from_dict(saved).multiplier_for(2000) == 32
+
+
+def test_store_serves_the_exponent_of_its_last_two_calibrations() -> None:
+    store = make_store(0)
+    x = clustered_vectors(7200, DIM, seed=7)
+    for lo, hi in ((0, 3000), (3000, 6000), (6000, 7200)):
+        store.add_embeddings([f"t{i}" for i in range(lo, hi)], x[lo:hi], ids=[str(i) for i in range(lo, hi)])
+        if hi == 3000:
+            first = store.calibration
+            assert first is not None and first.growth == 1.0
+    second = store.calibration
+    assert second is not None and first is not None and second.rows == 6000  # doubled: measured again
+    measured = math.log(second.multiplier / first.multiplier) / math.log(2)
+    assert second.growth == pytest.approx(min(1.0, max(GROWTH_FLOOR, measured)))
+    expected = (
+        math.ceil(second.multiplier * 1.2**second.growth)
+        if second.growth < 1
+        else math.ceil(second.multiplier * 1.2)
+    )
+    assert store.rescore_multiplier == max(second.multiplier, expected)
+
+
 def test_store_searches_with_the_multiplier_grown_since_its_calibration() -> None:
     store = make_store(0)
     x = clustered_vectors(3600, DIM, seed=7)
@@ -330,6 +391,23 @@ def test_exact_truth_takes_a_pass_for_the_first_chunk_and_one_for_the_rest(binar
     assert cal.recall_by_multiplier[4] == pytest.approx(recall_at_k(approx, expected, 10))
 
 
+def test_exact_truth_takes_one_pass_when_the_walk_is_ranked_from_one_scan(binary_store, monkeypatch) -> None:
+    """Ranked, the bisection ends next to the goal (all queries needed): one pass, not two."""
+    collection = binary_store.collection
+    exact_sizes: list[int] = []
+    real = collection.search_keys
+
+    def spy(queries, k, **kwargs):
+        if kwargs.get("exact"):
+            exact_sizes.append(len(queries))
+        return real(queries, k, **kwargs)
+
+    monkeypatch.setattr(collection, "search_keys", spy)
+    ranked = calibrate_multiplier(collection, target=0.95, sample=200, start=4, early_stop=True, refine=1)
+    assert exact_sizes == [200]
+    assert ranked.met and len(ranked.recall_by_multiplier) > 1  # several multipliers, one truth
+
+
 @pytest.mark.parametrize("levels", [1, 2, 3])
 def test_refine_bisects_between_the_last_miss_and_the_first_hit(binary_store, levels: int) -> None:
     coarse = calibrate_multiplier(binary_store, target=0.95, sample=200)
@@ -381,6 +459,34 @@ def test_refine_argument_errors(binary_store) -> None:
     for bad in (-1, 1.5, True, "1"):
         with pytest.raises(InvalidInputError, match="refine"):
             calibrate_multiplier(binary_store, refine=bad)
+
+
+@pytest.mark.parametrize("quantization", ["binary", "pq"])
+def test_recall_after_every_add_holds_against_exact_float_search(quantization: str) -> None:
+    """Adds of 1500 rows to 15,000: held-out recall@10 of the default search after each one.
+
+    Calibrations at 1500, 3000, 6000 and 12,000 rows; in between, the multiplier grows by the
+    exponent measured from the last two, which must keep recall@10 >= 0.99 against exact float
+    search. At a calibration itself recall is what 200 sampled queries chose: on this seeded
+    binary store 0.988 at 3000 and 12,000 rows, before and after the exponent rule (the
+    sampling error the 0.003 margin covers only in part), so there the bound is 0.985.
+    """
+    store = make_store(0, quantization=quantization)
+    x = clustered_vectors(15_000, DIM, seed=11)
+    queries = clustered_vectors(200, DIM, seed=12)
+    between, at_calibration = [], []
+    for lo in range(0, 15_000, 1500):
+        hi = lo + 1500
+        store.add_embeddings([f"t{i}" for i in range(lo, hi)], x[lo:hi], ids=[str(i) for i in range(lo, hi)])
+        found = [[int(d.id) for d, _ in r] for r in store.batch_similarity_search_by_vector(queries, k=10)]
+        recall = recall_at_k(found, exact_top_k(queries, x[:hi], 10).tolist(), 10)
+        calibration = store.calibration
+        assert calibration is not None
+        (at_calibration if calibration.rows == hi else between).append(recall)
+    assert len(at_calibration) == 4 and len(between) == 6
+    assert store.calibration is not None and store.calibration.growth < 1.0  # measured, not linear
+    assert min(between) >= 0.99, between
+    assert min(at_calibration) >= 0.985, at_calibration
 
 
 def _calibrated_store(quantization: str, options: dict) -> VQVectorStore:

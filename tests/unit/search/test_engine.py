@@ -79,6 +79,50 @@ def test_exact_search_equals_numpy_in_order_and_score(data, kind, monkeypatch) -
     np.testing.assert_allclose(hits.scores, np.take_along_axis(truth, expected, axis=1), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("kind", "k", "keep_every"), [("ip", 1, 1), ("ip", 5, 3), ("l2", 5, 1), ("ip", 12, 2)]
+)
+def test_exact_search_across_chunks_equals_one_top_k_over_all_rows_ties_included(
+    kind, k, keep_every, monkeypatch
+) -> None:
+    """Chunks merged by threshold give the one top k of all rows: same rows, same ties, same padding.
+
+    Small integer vectors score exactly in float32 whatever the chunking, and tie often; k=12
+    is wider than a chunk (7 rows), so the first merges see fewer than k rows.
+    """
+    rng = np.random.default_rng(5)
+    vectors = rng.integers(-1, 2, size=(200, 6)).astype(np.float32)
+    queries = rng.integers(-1, 2, size=(9, 6)).astype(np.float32)
+    mask = None
+    if keep_every > 1:  # dense: scanned whole, masked rows scored -inf; chunk 0 keeps none
+        mask = np.zeros(200, dtype=bool)
+        mask[14::keep_every] = True
+    monkeypatch.setattr(engine, "_EXACT_CHUNK_ROWS", 7)
+    monkeypatch.setattr(engine, "_EXACT_HEAD_ROWS", 3)  # the first selection: max(k, 3) rows
+    hits = exact_search(vectors, queries, k, kind, mask)
+    scores = similarity(queries, vectors, kind)
+    if mask is not None:
+        scores[:, ~mask] = -np.inf
+    expected_scores, expected_rows = engine.top_k(scores, k)
+    expected_rows[~np.isfinite(expected_scores)] = -1
+    np.testing.assert_array_equal(hits.rows, expected_rows)
+    np.testing.assert_array_equal(hits.scores, expected_scores)
+    np.testing.assert_array_equal(hits.segments, np.where(expected_rows >= 0, 0, -1))
+    # The k-th place is tied in some query: the row order decides which rows are returned.
+    assert ((scores == expected_scores[:, -1:]).sum(axis=1) > 1).any()
+
+
+def test_exact_search_pads_places_no_kept_row_fills_across_chunks(monkeypatch) -> None:
+    monkeypatch.setattr(engine, "_EXACT_CHUNK_ROWS", 4)
+    vectors = np.arange(40, dtype=np.float32).reshape(10, 4)
+    mask = np.zeros(10, dtype=bool)
+    mask[[1, 9]] = True  # 2 of 10: scanned whole, the rest -inf in every chunk
+    hits = exact_search(vectors, np.ones((2, 4), np.float32), 5, "ip", mask)
+    assert hits.rows.tolist() == [[9, 1, -1, -1, -1]] * 2
+    assert hits.segments.tolist() == [[0, 0, -1, -1, -1]] * 2
+    assert np.isneginf(hits.scores[:, 2:]).all()
+
+
 def test_exact_search_orders_tied_scores_by_row() -> None:
     vectors = np.ones((6, 4), np.float32)  # every row scores the same
     hits = exact_search(vectors, np.ones((2, 4), np.float32), 4)
