@@ -518,8 +518,9 @@ def default_recall(data: dict[str, Any]) -> list[str]:
     """The calibrating default against a fixed multiplier: ingest time and recall after every add."""
     cfg, runs = data["config"], data["runs"]
     lines = [
-        f"{cfg['n']:,} x {cfg['dim']} synthetic vectors added by {cfg['batch']:,}, one thread, "
-        f"{cfg['queries']} held-out queries (`measure_default_recall.py`).",
+        f"{cfg['n']:,} x {cfg['dim']} synthetic vectors added by {cfg['batch']:,}, "
+        f"{cfg.get('quantization', 'binary')}, one thread, {cfg['queries']} held-out queries "
+        f"(`measure_default_recall.py`), load {data['load_start'][0]:.1f}-{data['load_end'][0]:.1f}.",
         "",
         "| build | ingest s | multiplier at the end | recall@10 at the end |",
         "|---|---:|---:|---:|",
@@ -722,6 +723,7 @@ def results_page() -> str:
         ("A filter's rows: two stages or the kernel (`measure_subset_scan.py`)", "subset_scan.json", subset_scan),
         ("Default recall and ingest with calibration (`measure_default_recall.py`)", "default_recall.json",
          default_recall),
+        ("The same, PQ (`--quantization pq`)", "default_recall_pq.json", default_recall),
         ("Partitioned first stage, opt-in (`measure_ivf.py`)", "ivf.json", ivf),
         ("Partitioned 4-bit PQ, opt-in (`measure_ivf.py --quantization pq`)", "ivf_pq.json", ivf),
         ("The same on real sentences (`--data sentences`)", "ivf_pq_sentences.json", ivf),
