@@ -235,7 +235,13 @@ def _ray_sentence(data: dict[str, Any]) -> str:
         f"{search['one_store']['p50_ms']:.2f} ms for one store ({search['fanout_overhead_p50_ms']:.2f} ms "
         "fan-out overhead"
         + (
-            f"; a no-op call to every shard actor alone took {search['noop_call_all_shards']['p50_ms']:.2f} ms"
+            f", through a Ray compiled graph compiled in {search['graph_compile_s']:.2f} s; with normal actor "
+            f"calls {search['fanout_overhead_calls_p50_ms']:.2f} ms"
+            if search.get("sharded_compiled_graph") and "fanout_overhead_calls_p50_ms" in search
+            else ""
+        )
+        + (
+            f"; a no-op normal call to every shard actor alone took {search['noop_call_all_shards']['p50_ms']:.2f} ms"
             if "noop_call_all_shards" in search
             else ""
         )
