@@ -19,8 +19,9 @@ to them (``ShardedCollection`` makes the normal calls whenever ``search`` return
   on a search after ``RECOMPILE_AFTER`` seconds.
 - No hang: requests are submitted and answers awaited with the call timeout; a timeout drops
   the graph and raises ``GetTimeoutError`` (the caller's ``ShardUnavailableError``).
-- An error raised by a shard's own search (an application error) propagates as from a normal
-  call, and the graph stays: Ray keeps a graph usable after application errors.
+- A typed error raised by a shard's own search (a ``VQError``) propagates as from a normal call,
+  and the graph stays: Ray keeps a graph usable after application errors. Any other error from
+  the graph drops it and the search reruns as normal calls, which raise the error if it is real.
 - A graph that cannot be compiled, or actors already in another store's graph in this process
   (an actor runs one graph at a time; Ray compiles a second one whose searches then hang),
   leave normal calls, retried after ``RECOMPILE_AFTER`` seconds. Actors in a graph of another
@@ -47,6 +48,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from langchain_vq.errors import VQError
 from langchain_vq.ray._common import require_ray_core
 
 ray = require_ray_core()
@@ -115,9 +117,12 @@ class CompiledFanout:
                 self._drop(f"no answer within {self._timeout:g} s")
                 raise ray.exceptions.GetTimeoutError(str(exc)) from exc
             except ray.exceptions.RayTaskError as exc:
-                if not isinstance(exc.cause, ray.exceptions.RaySystemError):
-                    raise  # the shard's own error, as a normal call raises it; the graph stays
-                # The graph's loop failed in an actor (e.g. Ray retried it on the restarted actor).
+                if isinstance(exc.cause, VQError):
+                    raise  # the shard's own typed error, as a normal call raises it; the graph stays
+                # The graph's loop failed in an actor: Ray retried it on the restarted actor (a
+                # RaySystemError), or a channel of the dead one was gone (a ValueError from Ray's
+                # channel layer, seen in tests/ray). Normal calls rerun the search; an error of
+                # the shard's own that is not typed then comes back from them.
                 self._drop(f"{type(exc.cause).__name__}: {exc.cause}")
                 return None
             except Exception as exc:  # noqa: BLE001 - an actor died, a channel closed: calls take over
