@@ -369,18 +369,24 @@ def test_early_stop_measures_a_prefix_and_chooses_like_the_full_measurement(
     assert early.recall_by_multiplier[1] < 0.95 <= early.recall_by_multiplier[1024]
 
 
-def test_exact_truth_takes_a_pass_for_the_first_chunk_and_one_for_the_rest(binary_store, monkeypatch) -> None:
-    """Each exact pass decodes every stored row: the queries past the first chunk go in one pass."""
-    collection = binary_store.collection
-    exact_sizes: list[int] = []
+def _count_exact_queries(collection, monkeypatch) -> list[int]:
+    """The query count of each exact search the collection runs from now on (filled as they run)."""
+    sizes: list[int] = []
     real = collection.search_keys
 
     def spy(queries, k, **kwargs):
         if kwargs.get("exact"):
-            exact_sizes.append(len(queries))
+            sizes.append(len(queries))
         return real(queries, k, **kwargs)
 
     monkeypatch.setattr(collection, "search_keys", spy)
+    return sizes
+
+
+def test_exact_truth_takes_a_pass_for_the_first_chunk_and_one_for_the_rest(binary_store, monkeypatch) -> None:
+    """Each exact pass decodes every stored row: the queries past the first chunk go in one pass."""
+    collection = binary_store.collection
+    exact_sizes = _count_exact_queries(collection, monkeypatch)
     cal = calibrate_multiplier(
         collection, target=0.95, sample=200, multipliers=(1, 2, 4), stop_at_target=False
     )
@@ -394,15 +400,7 @@ def test_exact_truth_takes_a_pass_for_the_first_chunk_and_one_for_the_rest(binar
 def test_exact_truth_takes_one_pass_when_the_walk_is_ranked_from_one_scan(binary_store, monkeypatch) -> None:
     """Ranked, the bisection ends next to the goal (all queries needed): one pass, not two."""
     collection = binary_store.collection
-    exact_sizes: list[int] = []
-    real = collection.search_keys
-
-    def spy(queries, k, **kwargs):
-        if kwargs.get("exact"):
-            exact_sizes.append(len(queries))
-        return real(queries, k, **kwargs)
-
-    monkeypatch.setattr(collection, "search_keys", spy)
+    exact_sizes = _count_exact_queries(collection, monkeypatch)
     ranked = calibrate_multiplier(collection, target=0.95, sample=200, start=4, early_stop=True, refine=1)
     assert exact_sizes == [200]
     assert ranked.met and len(ranked.recall_by_multiplier) > 1  # several multipliers, one truth
