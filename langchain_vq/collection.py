@@ -9,10 +9,8 @@ store with the settings it was created with, and turns search hits back into row
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-import operator
 import threading
 import uuid
 from collections.abc import Callable
@@ -842,8 +840,6 @@ class Collection:
         Each segment's hits (of all queries) are read with one Arrow take; a few hits in several
         segments alike are read together (``records_of_rows``), as from one segment.
         """
-        if hits.rows.shape[0] == 1 and not with_vectors:
-            return [self._rows_of_query(snapshot, hits)]
         results: list[list[Row]] = [[] for _ in range(hits.rows.shape[0])]
         valid = hits.segments >= 0
         indices = np.unique(hits.segments[valid]).tolist()
@@ -878,36 +874,6 @@ class Collection:
         for row_list in results:
             row_list.sort(key=lambda r: -r.score if r.score is not None else math.inf)
         return results
-
-    @staticmethod
-    def _rows_of_query(snapshot: Snapshot, hits: Hits) -> list[Row]:
-        """:meth:`_rows_of_hits` of one query without vectors, in Python lists (no grouping arrays).
-
-        The same rows in the same order: read grouped by segment, then rank; ordered by score.
-        """
-        segments, rows, scores = hits.segments[0].tolist(), hits.rows[0].tolist(), hits.scores[0].tolist()
-        places = sorted((segment, rank) for rank, segment in enumerate(segments) if segment >= 0)
-        if not places:
-            return []
-        views = snapshot.views
-        records = None
-        if places[0][0] != places[-1][0]:  # several segments
-            records = records_of_rows([(views[s].segment, rows[r]) for s, r in places])
-        if records is None:
-            ids: list[str] = []
-            texts: list[str] = []
-            metadatas: list[dict[str, Any]] = []
-            for index, group in itertools.groupby(places, key=operator.itemgetter(0)):
-                wanted = np.array([rows[r] for _, r in group], dtype=np.int64)
-                part = views[index].segment.records(wanted)
-                ids += part[0]
-                texts += part[1]
-                metadatas += part[2]
-            records = ids, texts, metadatas
-        ids, texts, metadatas = records
-        found = [Row(ids[j], texts[j], metadatas[j], scores[r]) for j, (_, r) in enumerate(places)]
-        found.sort(key=lambda row: -row.score if row.score is not None else math.inf)
-        return found
 
     @staticmethod
     def _vectors_of(
