@@ -163,7 +163,12 @@ def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
             f"embeddings, {cfg['queries']:,} queries, k={cfg['k']}, single queries on one thread (process "
             f"pinned to one core). {hw['cpu_model']}, {hw['cores']} shared cores, {hw['ram_gb']} GB RAM; "
             f"Python {hw['python']}, FAISS {hw['faiss']}, pyarrow {hw['pyarrow']}, LanceDB {hw['lancedb']}; "
-            f"run of {peers['date'][:10]} (`bench_peers.py`, {_load_words(peers, hw['cores'])}). "
+            f"run of {peers['date'][:10]} (`bench_peers.py`, {_load_words(peers, hw['cores'])})"
+            + "".join(
+                f"; {', '.join(u['methods'])} measured again on {u['date'][:10]} (`--update`)"
+                for u in peers.get("updates", [])
+            )
+            + ". "
             "m = `rescore_multiplier`; langchain_vq "
             f"and LanceDB rows: the fastest setting reaching recall@10 {TARGET_RECALL}, after the default. "
             "InMemoryVectorStore: measured on the first rows, its full-scan time scaled linearly. Private MB: "
@@ -180,7 +185,7 @@ def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
         ),
     ]
     if search is not None:
-        older = peers["date"] < search["date"]
+        older = max([peers["date"], *(u["date"] for u in peers.get("updates", []))]) < search["date"]
         lines += [
             "",
             (
