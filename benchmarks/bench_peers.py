@@ -708,6 +708,8 @@ def main(ns: argparse.Namespace) -> None:
         "lancedb": lance,
         "datasets": {},
     }
+    if ns.update:
+        check_same_setup(json.loads((out_dir / "peers.json").read_text()), result["config"])
     try:
         t = time.perf_counter()
         corpus = synthetic_embeddings(ns.n, DIM, seed=0)
@@ -774,6 +776,17 @@ def main(ns: argparse.Namespace) -> None:
     write_if_results(out_dir)  # one command: results, tables, plot, RESULTS.md and the README summary
 
 
+def check_same_setup(earlier: dict[str, Any], config: dict[str, Any]) -> None:
+    """Stop before measuring when ``--update`` would mix runs of other sizes or budgets."""
+    for key in ("n", "queries", "k", "quick"):
+        if earlier["config"].get(key) != config.get(key):
+            msg = (
+                f"--update: this run has {key}={config.get(key)!r}, the peers.json it would update "
+                f"has {earlier['config'].get(key)!r}. Rerun with the same --n/--queries/--quick."
+            )
+            raise SystemExit(msg)
+
+
 def merged_update(earlier: dict[str, Any], run: dict[str, Any], methods: list[str]) -> dict[str, Any]:
     """``earlier`` with the entries of ``methods`` replaced by this ``run``'s, the run listed in ``updates``.
 
@@ -781,13 +794,7 @@ def merged_update(earlier: dict[str, Any], run: dict[str, Any], methods: list[st
     of every speed ratio, when named) are measured again; the peers keep their earlier run,
     which the report says.
     """
-    for key in ("n", "queries", "k", "quick"):
-        if earlier["config"].get(key) != run["config"].get(key):
-            msg = (
-                f"--update: this run has {key}={run['config'].get(key)!r}, the peers.json it would "
-                f"update has {earlier['config'].get(key)!r}. Rerun with the same --n/--queries/--quick."
-            )
-            raise SystemExit(msg)
+    check_same_setup(earlier, run["config"])
     for name, dataset in run["datasets"].items():
         if "methods" not in dataset:
             continue
