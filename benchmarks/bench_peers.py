@@ -679,6 +679,9 @@ def main(ns: argparse.Namespace) -> None:
 
     out_dir = Path(ns.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if ns.update:
+        setup = {"n": ns.n, "queries": ns.queries, "k": K, "quick": ns.quick}
+        check_same_setup(json.loads((out_dir / "peers.json").read_text()), setup)
     work = Path(tempfile.mkdtemp(prefix="bench_peers-", dir=ns.tmp))
     log = (out_dir / "peers.log").open("w")
     print(f"work dir {work}; child logs in {out_dir / 'peers.log'}", flush=True)
@@ -708,8 +711,6 @@ def main(ns: argparse.Namespace) -> None:
         "lancedb": lance,
         "datasets": {},
     }
-    if ns.update:
-        check_same_setup(json.loads((out_dir / "peers.json").read_text()), result["config"])
     try:
         t = time.perf_counter()
         corpus = synthetic_embeddings(ns.n, DIM, seed=0)
