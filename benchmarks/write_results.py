@@ -286,19 +286,27 @@ def _embeddings_sentence(data: dict[str, Any]) -> str:
     )
 
 
+def _first_stage(ingest: dict[str, Any]) -> str:
+    """How the store's first stage scanned: ", nprobe X of N lists" when it had lists, else nothing."""
+    if not ingest.get("partitions"):
+        return ""
+    return f", nprobe {ingest['nprobe']} of {ingest['partitions']} lists"
+
+
 def _default_sentence(search: dict[str, Any]) -> str:
     """The default binary and PQ stores against IndexFlatIP, from bench_search."""
     v = search["verdicts"]
     flat = search["peers"]["flat_ip"]["p50_ms"]
     default = next(r for r in search["modes"]["binary"]["warm"]["runs"] if r["default"])
     out = (
-        f"binary at the calibrated m={default['rescore_multiplier']}: recall@10 {default['recall_at_10']:.4f}, "
+        f"binary at the calibrated m={default['rescore_multiplier']}"
+        f"{_first_stage(search['modes']['binary']['ingest'])}: recall@10 {default['recall_at_10']:.4f}, "
         f"p50 {default['p50_ms']:.1f} ms against {flat:.1f} ms for IndexFlatIP ({flat / default['p50_ms']:.1f}x)"
     )
     if "pq_speedup_vs_flat_ip" in v:
         pq = next(r for r in search["modes"]["pq"]["warm"]["runs"] if r["default"])
         out += (
-            f"; PQ at m={pq['rescore_multiplier']}: recall@10 {pq['recall_at_10']:.4f}, p50 {pq['p50_ms']:.1f} ms "
+            f"; PQ at m={pq['rescore_multiplier']}{_first_stage(search['modes']['pq']['ingest'])}: recall@10 {pq['recall_at_10']:.4f}, p50 {pq['p50_ms']:.1f} ms "
             f"({v['pq_speedup_vs_flat_ip']:.1f}x)"
         )
     return out + "."
