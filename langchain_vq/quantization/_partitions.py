@@ -81,8 +81,9 @@ def check_partition_options(partitions: object, nprobe: object) -> tuple[int, in
     if is_auto(partitions):
         if nprobe is not None:
             msg = (
-                f"nprobe={nprobe!r} was given with partitions={partitions!r} (the store chooses "
-                "lists and nprobe once it is large); give partitions a number too, or drop nprobe."
+                f"nprobe={nprobe!r} was given without a number of partitions (partitions={partitions!r}: "
+                "the store chooses lists and nprobe once it is large); give partitions a number "
+                "too, or drop nprobe."
             )
             raise InvalidInputError(msg)
         return 0, None, True
