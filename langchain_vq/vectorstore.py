@@ -170,7 +170,7 @@ class VQVectorStore(VectorStore):
                 rows into k-means lists once the store holds 200,000 live rows, in the add or
                 ``compact()`` that gets there, so a query scans a few lists instead of every
                 code; ``0`` always scans every code; a number trains that many lists from the
-                start. Read from the store when reopening.
+                start. Left unset when reopening, the store's own apply.
         """
         self.embedding = embedding
         if rescore is not None and check_flag(rescore, "rescore") is False:
