@@ -35,7 +35,7 @@ from langchain_vq.quantization import (
     normalize_quantization,
     quantizer_from_config,
 )
-from langchain_vq.quantization._partitions import PartitionedQuantizer, is_auto
+from langchain_vq.quantization._partitions import PartitionedQuantizer, check_partition_options, is_auto
 from langchain_vq.quantization.base import as_float_matrix
 from langchain_vq.quantization.precision import (
     CODES_ONLY,
@@ -208,6 +208,7 @@ class Collection:
             or (LEGACY_PRECISION if quantization == "none" else DEFAULT_PRECISION),
         )
         _check_precision(self.config)
+        _check_partition_options(self._requested)
         self.lock_timeout = lock_timeout
         self._mutex = threading.RLock()
         self._segments: dict[str, Segment] = {}  # open segments by name, reused across versions
@@ -1223,6 +1224,17 @@ def _encoded(
         lists = quantizer.assign(floats) if quantizer.partitioned else None
         encoded = encoded.with_codes(quantizer.encode(floats), lists)
     return Segment(uuid.uuid4().hex, encoded.table)
+
+
+def _check_partition_options(requested: CollectionConfig) -> None:
+    """Requested ``partitions`` / ``nprobe`` options, checked when the store opens, not when trained.
+
+    So a bad value fails before an application embeds its first batch (the other quantizer
+    options are checked when the quantizer is built).
+    """
+    options = requested.quantizer_options or {}
+    if requested.quantization in (None, "binary", "pq") and ("partitions" in options or "nprobe" in options):
+        check_partition_options(options.get("partitions"), options.get("nprobe"))
 
 
 def _check_precision(config: CollectionConfig) -> None:

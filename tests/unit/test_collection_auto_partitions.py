@@ -310,13 +310,21 @@ def test_auto_is_spelled_auto_or_none(partitioned_kind: str) -> None:
         assert quantizer.get_config()["partitions"] == "auto"
 
 
-def test_a_bad_option_fails_the_training_add_and_writes_nothing(
-    tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"partitions": "lots"}, "'lots' is not a partition option"),
+        ({"nprobe": 3}, "without a number of partitions"),
+    ],
+)
+def test_a_bad_option_fails_when_the_store_is_opened(
+    tmp_path: Path, options: dict[str, object], match: str
 ) -> None:
-    collection = Collection(CollectionConfig(quantizer_options={"partitions": "lots"}), tmp_path / "s")
-    with pytest.raises(InvalidInputError, match="'lots'"):
-        _add(collection, data[0], 0, 100)
-    assert collection.snapshot.live_rows == 0
+    with pytest.raises(InvalidInputError, match=match):
+        Collection(CollectionConfig(quantizer_options=options), tmp_path / "s")
+    with pytest.raises(InvalidInputError, match=match):
+        VQVectorStore(DeterministicFakeEmbedding(size=DIM), quantization="pq", quantizer_options=options)
+    assert not (tmp_path / "s").exists()  # nothing written
 
 
 def test_with_partitions_refuses_what_it_cannot_do(data: tuple[np.ndarray, np.ndarray]) -> None:
