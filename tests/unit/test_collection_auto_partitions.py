@@ -208,16 +208,24 @@ def test_a_codes_only_store_keeps_the_full_scan(data: tuple[np.ndarray, np.ndarr
     assert not collection.snapshot.quantizer.partitioned  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("saved", ["without the keys", "partitions 0"])
 def test_an_old_store_opens_as_before_and_becomes_auto_on_its_next_add(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: tuple[np.ndarray, np.ndarray]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: tuple[np.ndarray, np.ndarray], saved: str
 ) -> None:
-    """A store saved before the option: its quantizer config has no ``partitions`` (nor ``nprobe``)."""
+    """A store saved before "auto" answers as before, and its next add at the size lists it.
+
+    Its quantizer config has no ``partitions`` (saved before partitions existed) or
+    ``partitions: 0`` (the old default); its options in the manifest name none.
+    """
     x, queries = data
     legacy = BinaryQuantizer.get_config
 
     def old_config(self: BinaryQuantizer) -> dict[str, object]:
         config = legacy(self)
-        del config["partitions"], config["nprobe"]
+        if saved == "partitions 0":
+            config.update(partitions=0, nprobe=None)
+        else:
+            del config["partitions"], config["nprobe"]
         return config
 
     with monkeypatch.context() as patch:
@@ -228,7 +236,7 @@ def test_an_old_store_opens_as_before_and_becomes_auto_on_its_next_add(
         answers = _ids(old, queries)
         state = old.snapshot.manifest.quantizer_state  # type: ignore[union-attr]
     config, _ = StoreDirectory(tmp_path / "old").read_quantizer_state(state)  # type: ignore[arg-type]
-    assert "partitions" not in config
+    assert config.get("partitions", "absent") == ("absent" if saved == "without the keys" else 0)
 
     reopened = Collection(CollectionConfig(), tmp_path / "old")
     assert not reopened.snapshot.quantizer.partitioned  # type: ignore[union-attr]
