@@ -372,10 +372,11 @@ def test_too_few_training_rows_for_the_lists(partitioned_kind: str) -> None:
 #: Bad partition options, the same error from both quantizers (``check_partition_options``).
 _BAD_PARTITION_OPTIONS = [
     ({"partitions": -1}, "partitions must be"),
-    ({"partitions": "8"}, "partitions must be"),
+    ({"partitions": "8"}, "'8' is not a partition option; expected 'auto'"),
     ({"partitions": True}, "partitions must be"),
     ({"partitions": 70_000}, "partitions must be"),
-    ({"nprobe": 4}, "without partitions"),
+    ({"nprobe": 4}, "without a number of partitions"),
+    ({"partitions": 0, "nprobe": 4}, "without partitions"),
     ({"partitions": 8, "nprobe": 9}, "nprobe must be"),
     ({"partitions": 8, "nprobe": 0}, "nprobe must be"),
 ]
