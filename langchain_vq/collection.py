@@ -43,7 +43,7 @@ from langchain_vq.search import Hits, SegmentView, search_segments
 from langchain_vq.storage import Manifest, Segment, SegmentEntry, StoreDirectory, build_segment
 from langchain_vq.storage.metadata import check_metadatas
 from langchain_vq.storage.schema import PARTITION_COLUMN
-from langchain_vq.storage.segment import merge_segments, records_of_rows
+from langchain_vq.storage.segment import merge_segments
 from langchain_vq.validation import check_k
 
 if TYPE_CHECKING:
@@ -837,32 +837,16 @@ class Collection:
     def _rows_of_hits(self, snapshot: Snapshot, hits: Hits, *, with_vectors: bool) -> list[list[Row]]:
         """Rows of the hits, per query best first; ties in score keep segment, then rank, order.
 
-        Each segment's hits (of all queries) are read with one Arrow take; a few hits in several
-        segments alike are read together (``records_of_rows``), as from one segment.
+        Each segment's hits (of all queries) are read in one ``Segment.records`` call.
         """
         results: list[list[Row]] = [[] for _ in range(hits.rows.shape[0])]
         valid = hits.segments >= 0
         indices = np.unique(hits.segments[valid]).tolist()
-        wheres = [np.argwhere(hits.segments == index) for index in indices]  # [m, 2] (query, rank)
-        rows_of = [hits.rows[where[:, 0], where[:, 1]] for where in wheres]
-        together = None
-        if len(indices) > 1:
-            together = records_of_rows(
-                [
-                    (snapshot.views[index].segment, row)
-                    for index, rows in zip(indices, rows_of, strict=True)
-                    for row in rows.tolist()
-                ]
-            )
-        start = 0
-        for index, where, rows in zip(indices, wheres, rows_of, strict=True):
+        for index in indices:
+            where = np.argwhere(hits.segments == index)  # [m, 2] (query, rank)
+            rows = hits.rows[where[:, 0], where[:, 1]]
             segment = snapshot.views[index].segment
-            if together is None:
-                ids, texts, metadatas = segment.records(rows)
-            else:
-                stop = start + rows.size
-                ids, texts, metadatas = (values[start:stop] for values in together)
-                start = stop
+            ids, texts, metadatas = segment.records(rows)
             scores = hits.scores[where[:, 0], where[:, 1]].tolist()
             vectors = self._vectors_of(snapshot, segment, rows) if with_vectors else None
             for j, q in enumerate(where[:, 0].tolist()):

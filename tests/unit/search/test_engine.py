@@ -424,4 +424,5 @@ def test_a_slow_gather_has_the_next_query_probe_a_warm_segment(data, monkeypatch
     monkeypatch.setattr(engine, "_SLOW_GATHER_SECONDS_PER_ROW", -1.0)  # every gather is slow
     assert [probes_of_next_query() for _ in range(3)] == [{}] + [{"w1": 1, "w2": 1}] * 2
     monkeypatch.setattr(engine, "_SLOW_GATHER_SECONDS_PER_ROW", 1.0)
-    assert [probes_of_next_query() for _ in range(6)] == [{"w1": 1, "w2": 1}] + [{}] * 4 + [{"w1": 1, "w2": 1}]
+    both = {"w1": 1, "w2": 1}
+    assert [probes_of_next_query() for _ in range(6)] == [both] + [{}] * 4 + [both]
