@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -127,9 +128,9 @@ class Snapshot:
     #: How segments encoded by ``quantizer`` store their rescoring vectors (None: codes only).
     codec: VectorCodec | None = None
 
-    @property
+    @cached_property
     def live_rows(self) -> int:
-        """Rows not deleted."""
+        """Rows not deleted (a version never changes: counted once)."""
         return sum(v.live_count for v in self.views)
 
 
