@@ -567,6 +567,8 @@ def _padded(part: Hits, k: int) -> Hits:
 
     Places with no finite score get row and segment -1, and the columns are padded to ``k``.
     """
+    if part.scores.dtype == np.float32 and bool(np.isfinite(part.scores).all()):
+        return _pad(part, k)  # every place filled (the usual case): nothing to mark
     rows = np.where(np.isfinite(part.scores), part.rows, -1)
     out = Hits(part.scores.astype(np.float32, copy=False), np.where(rows >= 0, part.segments, -1), rows)
     return _pad(out, k)
