@@ -839,8 +839,9 @@ class Collection:
         """Rows of the hits, per query best first; ties in score keep segment, then rank, order.
 
         Each segment's hits (of all queries) are read in one ``Segment.records`` call. The hits
-        are grouped in Python: a query's ten took fewer numpy calls' worth of time (each one
-        slow on caches the code scan has just flushed), and a batch of 1,000 queries about 3 ms.
+        are grouped in Python, not by numpy calls, each slow on the caches a query's code scan
+        has just flushed: one query's hits in 4 segments took 186 against 332 us (load 7); a
+        batch of 1,000 queries 46 against 30 ms.
         """
         segments, rows, scores = hits.segments.tolist(), hits.rows.tolist(), hits.scores.tolist()
         places: dict[int, list[tuple[int, int]]] = {}  # segment index -> (query, rank), in order

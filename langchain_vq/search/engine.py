@@ -436,10 +436,10 @@ def _faiss_threads(threads: int | None) -> Iterator[None]:
     A single query is faster on one thread: with 2 threads and the default OpenMP wait policy a
     binary query took 57 ms instead of 3 ms on a busy machine (docs/architecture.md, Decisions).
     """
-    if threads is None:
+    previous = None if threads is None else faiss.omp_get_max_threads()
+    if threads is None or previous is None or previous == threads:  # nothing to set
         yield
         return
-    previous = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
     try:
         yield

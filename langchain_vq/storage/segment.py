@@ -214,7 +214,7 @@ class Segment:
         where = self.path or f"segment {self.name}"
         typed = self.typed_metadata
         if typed is not None and rows.size * (len(typed[0]) + 1) <= RECORDS_BY_VALUE_MAX:
-            return self._read(lambda: self._records_by_value(rows.tolist(), where))
+            return self._read(lambda: self._records_by_value(rows.tolist(), typed, where))
 
         def read() -> tuple[list[str], list[str], list[dict[str, Any]]]:
             taken = self.records_batch.take(int_array(rows))
@@ -228,11 +228,13 @@ class Segment:
         return self._read(read)
 
     def _records_by_value(
-        self, rows: list[int], where: str
+        self, rows: list[int], typed: tuple[dict[str, pa.Array], pa.Array], where: str
     ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-        """:meth:`records` of a format-2 segment, one value at a time."""
+        """:meth:`records` of a format-2 segment (``typed``: its metadata columns), one value at a time."""
+        if not rows:
+            return [], [], []
         ids, texts = self._record_strings
-        columns, fallback = self.typed_metadata  # type: ignore[misc]  # format 2: the caller checked
+        columns, fallback = typed
         values = {key: [array[row].as_py() for row in rows] for key, array in columns.items()}
         if fallback.null_count == len(fallback):  # no row has one (a ``null`` column)
             texts_of_fallback: list[str | None] = [None] * len(rows)
@@ -685,7 +687,8 @@ class _Strings:
     def __init__(self, array: pa.Array) -> None:
         _, offsets, data = array.buffers()
         start, stop = array.offset, array.offset + len(array) + 1
-        self._offsets = memoryview(offsets)[start * 4 : stop * 4].cast("i")  # int32 offsets
+        # int32 offsets, little-endian in Arrow files as on the machines FAISS's kernels run on
+        self._offsets = memoryview(offsets or b"\0" * 4)[start * 4 : stop * 4].cast("i")
         self._data = memoryview(data) if data is not None else memoryview(b"")
 
     def values(self, rows: list[int]) -> list[str]:

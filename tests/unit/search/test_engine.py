@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import faiss
 import numpy as np
 import pytest
 
@@ -426,3 +427,24 @@ def test_a_slow_gather_has_the_next_query_probe_a_warm_segment(data, monkeypatch
     monkeypatch.setattr(engine, "_SLOW_GATHER_SECONDS_PER_ROW", 1.0)
     both = {"w1": 1, "w2": 1}
     assert [probes_of_next_query() for _ in range(6)] == [both] + [{}] * 4 + [both]
+
+
+def test_faiss_threads_sets_and_restores_the_count_only_when_it_differs(monkeypatch) -> None:
+    """One query runs FAISS on one thread; a process already on one thread makes no OpenMP calls."""
+    current = {"threads": 2}
+    calls: list[int] = []
+    monkeypatch.setattr(faiss, "omp_get_max_threads", lambda: current["threads"])
+
+    def set_threads(n: int) -> None:
+        calls.append(n)
+        current["threads"] = n
+
+    monkeypatch.setattr(faiss, "omp_set_num_threads", set_threads)
+    with engine._faiss_threads(1):
+        assert current["threads"] == 1
+    assert (current["threads"], calls) == (2, [1, 2])
+    calls.clear()
+    current["threads"] = 1
+    with engine._faiss_threads(1), engine._faiss_threads(None):
+        assert current["threads"] == 1
+    assert calls == []
