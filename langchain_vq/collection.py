@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -49,7 +50,7 @@ from langchain_vq.search import Hits, SegmentView, search_segments
 from langchain_vq.storage import Manifest, Segment, SegmentEntry, StoreDirectory, build_segment
 from langchain_vq.storage.metadata import check_metadatas
 from langchain_vq.storage.schema import PARTITION_COLUMN
-from langchain_vq.storage.segment import merge_segments, records_of_rows
+from langchain_vq.storage.segment import merge_segments
 from langchain_vq.validation import check_k
 
 if TYPE_CHECKING:
@@ -135,9 +136,9 @@ class Snapshot:
     #: How segments encoded by ``quantizer`` store their rescoring vectors (None: codes only).
     codec: VectorCodec | None = None
 
-    @property
+    @cached_property
     def live_rows(self) -> int:
-        """Rows not deleted."""
+        """Rows not deleted (a version never changes: counted once)."""
         return sum(v.live_count for v in self.views)
 
 
@@ -891,40 +892,27 @@ class Collection:
     def _rows_of_hits(self, snapshot: Snapshot, hits: Hits, *, with_vectors: bool) -> list[list[Row]]:
         """Rows of the hits, per query best first; ties in score keep segment, then rank, order.
 
-        Each segment's hits (of all queries) are read with one Arrow take; a few hits in several
-        segments alike are read together (``records_of_rows``), as from one segment.
+        Each segment's hits (of all queries) are read in one ``Segment.records`` call. The hits
+        are grouped in Python, not by numpy calls, each slow on the caches a query's code scan
+        has just flushed: one query's hits in 4 segments took 186 against 332 us (load 7); a
+        batch of 1,000 queries 46 against 30 ms.
         """
-        results: list[list[Row]] = [[] for _ in range(hits.rows.shape[0])]
-        valid = hits.segments >= 0
-        indices = np.unique(hits.segments[valid]).tolist()
-        wheres = [np.argwhere(hits.segments == index) for index in indices]  # [m, 2] (query, rank)
-        rows_of = [hits.rows[where[:, 0], where[:, 1]] for where in wheres]
-        together = None
-        if len(indices) > 1:
-            together = records_of_rows(
-                [
-                    (snapshot.views[index].segment, row)
-                    for index, rows in zip(indices, rows_of, strict=True)
-                    for row in rows.tolist()
-                ]
-            )
-        start = 0
-        for index, where, rows in zip(indices, wheres, rows_of, strict=True):
+        segments, rows, scores = hits.segments.tolist(), hits.rows.tolist(), hits.scores.tolist()
+        places: dict[int, list[tuple[int, int]]] = {}  # segment index -> (query, rank), in order
+        for query, of_query in enumerate(segments):
+            for rank, index in enumerate(of_query):
+                if index >= 0:
+                    places.setdefault(index, []).append((query, rank))
+        results: list[list[Row]] = [[] for _ in segments]
+        for index in sorted(places):
+            at = places[index]
             segment = snapshot.views[index].segment
-            if together is None:
-                ids, texts, metadatas = segment.records(rows)
-            else:
-                stop = start + rows.size
-                ids, texts, metadatas = (values[start:stop] for values in together)
-                start = stop
-            scores = hits.scores[where[:, 0], where[:, 1]].tolist()
-            vectors = self._vectors_of(snapshot, segment, rows) if with_vectors else None
-            for j, q in enumerate(where[:, 0].tolist()):
-                results[q].append(
-                    Row(
-                        ids[j], texts[j], metadatas[j], scores[j], vectors[j] if vectors is not None else None
-                    )
-                )
+            picked = np.array([rows[query][rank] for query, rank in at], dtype=np.int64)
+            ids, texts, metadatas = segment.records(picked)
+            vectors = self._vectors_of(snapshot, segment, picked) if with_vectors else None
+            for j, (query, rank) in enumerate(at):
+                vector = vectors[j] if vectors is not None else None
+                results[query].append(Row(ids[j], texts[j], metadatas[j], scores[query][rank], vector))
         for row_list in results:
             row_list.sort(key=lambda r: -r.score if r.score is not None else math.inf)
         return results

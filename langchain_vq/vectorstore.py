@@ -660,6 +660,6 @@ def _metric_score(similarity: float | None, *, l2: bool) -> float:
 
 
 def _document(row: Row) -> Document:
-    # Without pydantic's validation (2.7% of a query's py-spy samples at 200k rows, 4 segments,
-    # load 8): the fields already are a str id, a str text and a fresh dict, as it would leave them.
-    return Document.model_construct(id=row.id, page_content=row.text, metadata=row.metadata)
+    # The validating constructor: pydantic 2.13's ``model_construct`` is Python code filling
+    # each default, 15 us a Document against 7 us here (10 per query: 0.08 ms).
+    return Document(id=row.id, page_content=row.text, metadata=row.metadata)

@@ -307,9 +307,9 @@ class JoinedFastScan:
         arrays = np.searchsorted(self.starts, ids, side="right") - 1
         rows = ids - self.starts[arrays]
         keep = rows < self.sizes[arrays]  # False: a padding row
-        flat_keep, flat_arrays, flat_rows = keep.reshape(-1), arrays.reshape(-1), rows.reshape(-1)
         for index, mask in enumerate(masks):
             if mask is not None:
+                flat_keep, flat_arrays, flat_rows = keep.reshape(-1), arrays.reshape(-1), rows.reshape(-1)
                 at = np.flatnonzero(flat_arrays == index)
                 at = at[flat_keep[at]]
                 flat_keep[at] = mask[flat_rows[at]]

@@ -6,6 +6,7 @@ cosine, whose vectors are normalized at ingest) and ``-||q - x||^2`` for Euclide
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +16,7 @@ import faiss
 import numpy as np
 import numpy.ma  # np.unique imports it on first use: 60-90 ms of a process's first query
 
-from langchain_vq.quantization.precision import codec_of, float_rows
+from langchain_vq.quantization.precision import codec_of
 from langchain_vq.topk import top_k
 
 if TYPE_CHECKING:
@@ -42,10 +43,18 @@ _SELECTIVE_FRACTION = 8
 #: Candidate rows probed with ``mincore`` per query before rescoring, across all segments.
 _PREFETCH_PROBES = 8
 #: After this many queries in a row found a segment's probed rows resident, it is probed with one
-#: row per query until one is cold: a ``mincore`` call cost 13 us here (8 probes 116 us, 2 probes
-#: 27 us, at load 8), paid on every query of a warm store.
+#: row on one query in :data:`_WARM_PROBE_EVERY` until a probe finds it cold, or a gather of its
+#: rows is slow. A ``mincore`` call cost 13 us on warm caches (8 probes 116 us, 2 probes 27 us, at
+#: load 8), but 36 us for one call (a whole probe 70-100 us) right after a scan of 12 MB of codes,
+#: as every query's probes run: per segment, per query, on a warm store.
 _WARM_QUERIES = 32
+#: A warm segment is probed on one query in this many.
+_WARM_PROBE_EVERY = 16
+#: A gather slower than this per row (seconds) took page faults: the segment is probed on the next
+#: query. Rows in memory take about 0.5 us each, a page read from disk 50 us or more.
+_SLOW_GATHER_SECONDS_PER_ROW = 10e-6
 _WARM_KEY = "engine.warm_queries"  # in ``Segment.cache``: queries in a row found resident
+_SKIPPED_KEY = "engine.probes_skipped"  # in ``Segment.cache``: warm queries since the last probe
 
 
 @dataclass(frozen=True)
@@ -337,11 +346,8 @@ def _rescore(
     if not complete:
         scores[~valid.reshape(n_queries, n_candidates)] = -np.inf
     best_scores, best = top_k(scores, k)
-    return Hits(
-        best_scores,
-        np.take_along_axis(candidates.segments, best, axis=1),
-        np.take_along_axis(candidates.rows, best, axis=1),
-    )
+    queries_of = np.arange(n_queries)[:, None]  # plain indexing: take_along_axis costs more per call
+    return Hits(best_scores, candidates.segments[queries_of, best], candidates.rows[queries_of, best])
 
 
 def _gather_segments(
@@ -369,7 +375,7 @@ def _gather_segments(
             at = np.flatnonzero(segments == index)  # padding has segment -1
             picked = rows[at]
             _prefetch(segment, picked, probes)
-            stored[at] = segment.vectors[picked]
+            stored[at] = _stored_rows(segment, picked)
         return stored if stored.dtype == np.float32 else codec_of(chosen[0]).decode(stored)
     part = np.zeros((rows.size, dim), np.float32)
     for index, segment in zip(indices, chosen, strict=True):
@@ -384,17 +390,36 @@ def _candidate_vectors(
     """Float32 vectors ``[len(rows), dim]`` of candidates: stored (prefetched when cold) or decoded."""
     if rescore and segment.has_vectors:
         _prefetch(segment, rows, probes)
-        return np.ascontiguousarray(float_rows(segment, rows), dtype=np.float32)
+        stored = _stored_rows(segment, rows)
+        decoded = stored if segment.precision == "float32" else codec_of(segment).decode(stored)
+        return np.ascontiguousarray(decoded, dtype=np.float32)
     assert quantizer is not None  # noqa: S101 - a segment without vectors has codes
     assert segment.stored_codes is not None  # noqa: S101
     return quantizer.decode(segment.stored_codes.take(rows))
 
 
 def _prefetch(segment: Segment, rows: npt.NDArray[np.int64], probes: int) -> None:
-    """``segment.prefetch`` with ``probes`` rows, or one once the segment has stayed warm."""
-    warm = segment.cache.get(_WARM_KEY, 0)
-    resident = segment.prefetch(rows, probes=1 if warm >= _WARM_QUERIES else probes)
-    segment.cache[_WARM_KEY] = min(warm + 1, _WARM_QUERIES) if resident else 0
+    """``segment.prefetch`` with ``probes`` rows; once the segment stayed warm, one row now and then."""
+    cache = segment.cache
+    warm = cache.get(_WARM_KEY, 0)
+    if warm >= _WARM_QUERIES:
+        skipped = cache.get(_SKIPPED_KEY, 0)
+        if skipped + 1 < _WARM_PROBE_EVERY:
+            cache[_SKIPPED_KEY] = skipped + 1
+            return
+        probes = 1
+    cache[_SKIPPED_KEY] = 0
+    resident = segment.prefetch(rows, probes=probes)
+    cache[_WARM_KEY] = min(warm + 1, _WARM_QUERIES) if resident else 0
+
+
+def _stored_rows(segment: Segment, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.generic]:
+    """The stored vectors of ``rows``; a slow gather (page faults) has the next query probe the segment."""
+    start = time.perf_counter()
+    stored = segment.vectors[rows]
+    if time.perf_counter() - start > _SLOW_GATHER_SECONDS_PER_ROW * rows.size:
+        segment.cache[_SKIPPED_KEY] = _WARM_PROBE_EVERY  # a warm segment is probed on the next query
+    return stored
 
 
 def _decoder(segment: Segment) -> Callable[[npt.NDArray[np.generic]], npt.NDArray[np.float32]] | None:
@@ -411,10 +436,10 @@ def _faiss_threads(threads: int | None) -> Iterator[None]:
     A single query is faster on one thread: with 2 threads and the default OpenMP wait policy a
     binary query took 57 ms instead of 3 ms on a busy machine (docs/architecture.md, Decisions).
     """
-    if threads is None:
+    previous = None if threads is None else faiss.omp_get_max_threads()
+    if threads is None or previous is None or previous == threads:  # nothing to set
         yield
         return
-    previous = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
     try:
         yield
@@ -542,6 +567,8 @@ def _padded(part: Hits, k: int) -> Hits:
 
     Places with no finite score get row and segment -1, and the columns are padded to ``k``.
     """
+    if part.scores.dtype == np.float32 and bool(np.isfinite(part.scores).all()):
+        return _pad(part, k)  # every place filled (the usual case): nothing to mark
     rows = np.where(np.isfinite(part.scores), part.rows, -1)
     out = Hits(part.scores.astype(np.float32, copy=False), np.where(rows >= 0, part.segments, -1), rows)
     return _pad(out, k)

@@ -120,26 +120,46 @@ def decode_metadata(
     return rows
 
 
+def decode_metadata_values(
+    columns: Mapping[str, Sequence[Any]], fallback: Sequence[str | None], where: str = ""
+) -> list[dict[str, Any]]:
+    """:func:`decode_metadata` of a few rows whose column values were read as Python values.
+
+    The same dicts; for a query's hits, read value by value, with no Arrow kernel call.
+    """
+    rows: list[dict[str, Any]] = [{} for _ in fallback]
+    for key, values in columns.items():
+        for row, value in enumerate(values):
+            if value is not None:
+                rows[row][key] = value
+    for row, text in enumerate(fallback):
+        if text is not None:
+            rows[row].update(_fallback_object(text, where))
+    return rows
+
+
 def fallback_objects(fallback: pa.Array, where: str = "") -> dict[int, dict[str, Any]]:
     """Row -> the keys and values kept in that row's fallback (only rows that have one)."""
-    out: dict[int, dict[str, Any]] = {}
     if fallback.null_count == len(fallback):
-        return out
+        return {}
     # Arrow kernels and to_pylist only: numpy conversions import pandas (see langchain_vq.arrays).
     mask = fallback.is_valid()
     rows = pc.indices_nonzero(mask).to_pylist()
     texts = fallback.filter(mask).to_pylist()
-    for row, text in zip(rows, texts, strict=True):
-        try:
-            rest = json.loads(text, object_hook=_untag)
-        except (ValueError, RecursionError) as exc:
-            msg = f"Store file {where or '(in memory)'} holds damaged metadata ({exc}); run verify()."
-            raise CorruptStoreError(msg, where or None) from exc
-        if not isinstance(rest, dict):
-            msg = f"Store file {where or '(in memory)'} holds metadata that is not an object; run verify()."
-            raise CorruptStoreError(msg, where or None)
-        out[row] = rest
-    return out
+    return {row: _fallback_object(text, where) for row, text in zip(rows, texts, strict=True)}
+
+
+def _fallback_object(text: str, where: str) -> dict[str, Any]:
+    """One row's fallback JSON object, its tags undone; damage is a ``CorruptStoreError``."""
+    try:
+        rest = json.loads(text, object_hook=_untag)
+    except (ValueError, RecursionError) as exc:
+        msg = f"Store file {where or '(in memory)'} holds damaged metadata ({exc}); run verify()."
+        raise CorruptStoreError(msg, where or None) from exc
+    if not isinstance(rest, dict):
+        msg = f"Store file {where or '(in memory)'} holds metadata that is not an object; run verify()."
+        raise CorruptStoreError(msg, where or None)
+    return rest
 
 
 def check_metadatas(metadatas: Sequence[Mapping[str, Any] | None]) -> None:

@@ -21,7 +21,7 @@ from langchain_vq.arrays import bool_mask, int_array
 from langchain_vq.code_blocks import BLOCKED, LAYOUT_KEY, StoredCodes, to_blocked
 from langchain_vq.errors import CorruptStoreError
 from langchain_vq.storage.advice import MADV_RANDOM, advise, all_resident, will_need_rows
-from langchain_vq.storage.metadata import decode_metadata, encode_metadata, narrowed
+from langchain_vq.storage.metadata import decode_metadata, decode_metadata_values, encode_metadata, narrowed
 from langchain_vq.storage.schema import (
     FALLBACK_METADATA,
     FALLBACK_TYPES,
@@ -203,24 +203,51 @@ class Segment:
         return self._read(lambda: {c: array.to_pylist() for c, array in self._taken(rows, columns).items()})
 
     def records(self, rows: npt.NDArray[np.int64]) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-        """Ids, texts and metadata dicts of ``rows`` (a query's hits), from one Arrow take.
+        """Ids, texts and metadata dicts of ``rows`` (a query's hits).
 
-        The same values as :meth:`take` and :meth:`metadata`; one take of all their columns
-        costs about what one column's take does (each take has a fixed cost).
+        The same values as :meth:`take` and :meth:`metadata`. A few rows (up to
+        :data:`RECORDS_BY_VALUE_MAX` values of metadata columns) are read value by value:
+        strings sliced from the mapped buffers, metadata as Arrow scalars. Right after a query's
+        code scan has flushed the caches, an Arrow take cost 110-240 us whatever the rows; ten
+        rows read value by value, 60 us. More rows: one Arrow take of all the record columns.
         """
         where = self.path or f"segment {self.name}"
+        typed = self.typed_metadata
+        if typed is not None and rows.size * (len(typed[0]) + 1) <= RECORDS_BY_VALUE_MAX:
+            return self._read(lambda: self._records_by_value(rows.tolist(), typed, where))
 
         def read() -> tuple[list[str], list[str], list[dict[str, Any]]]:
             taken = self.records_batch.take(int_array(rows))
             ids, texts = taken.column("id").to_pylist(), taken.column("text").to_pylist()
             fallback = taken.column(FALLBACK_METADATA)
-            typed = self.typed_metadata
             if typed is None:  # format 1: the whole JSON object
                 return ids, texts, [_json_object(text, where, self.path) for text in fallback.to_pylist()]
             columns = {key: taken.column(METADATA_PREFIX + key) for key in typed[0]}
             return ids, texts, decode_metadata(columns, fallback, where)
 
         return self._read(read)
+
+    def _records_by_value(
+        self, rows: list[int], typed: tuple[dict[str, pa.Array], pa.Array], where: str
+    ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """:meth:`records` of a format-2 segment (``typed``: its metadata columns), one value at a time."""
+        if not rows:
+            return [], [], []
+        ids, texts = self._record_strings
+        columns, fallback = typed
+        values = {key: [array[row].as_py() for row in rows] for key, array in columns.items()}
+        if fallback.null_count == len(fallback):  # no row has one (a ``null`` column)
+            texts_of_fallback: list[str | None] = [None] * len(rows)
+        else:
+            texts_of_fallback = [fallback[row].as_py() for row in rows]
+        metadatas = decode_metadata_values(values, texts_of_fallback, where)
+        return ids.values(rows), texts.values(rows), metadatas
+
+    @cached_property
+    def _record_strings(self) -> tuple[_Strings, _Strings]:
+        """The id and text columns, read value by value."""
+        ids, texts = (single_array(self.table.column(name)) for name in ("id", "text"))
+        return _Strings(ids), _Strings(texts)
 
     @cached_property
     def records_batch(self) -> pa.RecordBatch:
@@ -649,42 +676,22 @@ def read_arrow_file(
     return table
 
 
-#: Most rows :func:`records_of_rows` reads one by one: past this, one take per segment is cheaper.
-RECORDS_BY_ROW_MAX = 64
+#: Most metadata values (rows x (metadata columns + 1)) :meth:`Segment.records` reads value by
+#: value; past this, one Arrow take of all the record columns is cheaper.
+RECORDS_BY_VALUE_MAX = 256
 
 
-def records_of_rows(
-    hits: Sequence[tuple[Segment, int]],
-) -> tuple[list[str], list[str], list[dict[str, Any]]] | None:
-    """Ids, texts and metadata dicts of a query's hits in several segments, read in one go.
+class _Strings:
+    """A string column read one value at a time: slices of its mapped buffers, no Arrow call."""
 
-    :meth:`Segment.records` costs one Arrow take per segment, 50-70 us each whatever the rows
-    (so a store of several segments paid that per segment holding a hit). Up to
-    :data:`RECORDS_BY_ROW_MAX` rows of segments with the same record columns are sliced out
-    (zero-copy) and read as one table instead: about one take's cost. Returns None where that
-    does not apply (more rows, format-1 segments, segments with other metadata columns); the
-    caller then reads segment by segment.
-    """
-    if not hits or len(hits) > RECORDS_BY_ROW_MAX:
-        return None
-    segments = list({id(segment): segment for segment, _ in hits}.values())
-    first = segments[0]
-    typed = first.typed_metadata
-    if typed is None:
-        return None
-    schema = first.records_batch.schema
-    if any(not segment.records_batch.schema.equals(schema) for segment in segments[1:]):
-        return None
-    where = ", ".join(str(segment.path or f"segment {segment.name}") for segment in segments)
+    def __init__(self, array: pa.Array) -> None:
+        _, offsets, data = array.buffers()
+        start, stop = array.offset, array.offset + len(array) + 1
+        # int32 offsets, little-endian in Arrow files as on the machines FAISS's kernels run on
+        self._offsets = memoryview(offsets or b"\0" * 4)[start * 4 : stop * 4].cast("i")
+        self._data = memoryview(data) if data is not None else memoryview(b"")
 
-    def read() -> tuple[list[str], list[str], list[dict[str, Any]]]:
-        table = pa.Table.from_batches([segment.records_batch.slice(row, 1) for segment, row in hits], schema)
-        columns = {key: table.column(METADATA_PREFIX + key) for key in typed[0]}
-        metadatas = decode_metadata(columns, table.column(FALLBACK_METADATA), where)
-        return table.column("id").to_pylist(), table.column("text").to_pylist(), metadatas
-
-    try:
-        return read()
-    except (pa.ArrowException, UnicodeDecodeError, IndexError) as exc:
-        msg = f"Store files {where} cannot be read ({exc}); a file is damaged (run verify())."
-        raise CorruptStoreError(msg, first.path if len(segments) == 1 else None) from exc
+    def values(self, rows: list[int]) -> list[str]:
+        """The strings at ``rows`` (non-null column; bad UTF-8 raises ``UnicodeDecodeError``)."""
+        offsets, data = self._offsets, self._data
+        return [str(data[offsets[row] : offsets[row + 1]], "utf-8") for row in rows]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from langchain_vq import topk
 from langchain_vq.topk import top_k
 
 
@@ -47,9 +48,11 @@ def test_top_k_matches_a_sorted_reference_for_one_and_many_queries(seed: int, k:
     assert _finite(default_s, default_i) == _reference(scores[:1], k, np.arange(n)[None, :])[1]
 
 
+@pytest.mark.parametrize("sort_all_max", [0, topk._SORT_ALL_MAX])  # partition first, or order all
 @pytest.mark.parametrize("seed", range(10))
-def test_single_query_path_equals_the_batch_path_exactly(seed: int) -> None:
+def test_single_query_path_equals_the_batch_path_exactly(seed: int, sort_all_max: int, monkeypatch) -> None:
     """The one-query fast path picks the same rows in the same order as the batch path, -inf fill included."""
+    monkeypatch.setattr(topk, "_SORT_ALL_MAX", sort_all_max)
     rng = np.random.default_rng(seed)
     n = int(rng.integers(2, 300))
     scores = rng.integers(-5, 5, size=(6, n)).astype(np.float32)  # many exact ties

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import faiss
 import numpy as np
 import pytest
 
@@ -377,8 +378,8 @@ def test_one_segment_and_its_rows_split_in_four_give_identical_hits(data, precis
         )
 
 
-def test_a_segment_found_warm_is_probed_with_one_row_until_a_probe_finds_it_cold(data, monkeypatch) -> None:
-    """``mincore`` probes: each segment's share while cold or new, one row once it stayed warm."""
+def _probe_counter(data, monkeypatch):
+    """Two segments whose ``prefetch`` calls are recorded; returns (probes of the next query, residency)."""
     corpus, queries = data
     qz = ScalarQuantizer(DIM).fit(corpus)
     views = [
@@ -394,13 +395,56 @@ def test_a_segment_found_warm_is_probed_with_one_row_until_a_probe_finds_it_cold
 
     monkeypatch.setattr(type(views[0].segment), "prefetch", prefetch)
     monkeypatch.setattr(engine, "_WARM_QUERIES", 3)
+    monkeypatch.setattr(engine, "_WARM_PROBE_EVERY", 3)
 
     def probes_of_next_query() -> dict[str, int]:
         calls.clear()
         search_segments(views, queries[:1], 10, kind="ip", quantizer=qz, rescore=True, rescore_multiplier=8)
         return dict(calls)
 
-    assert [probes_of_next_query() for _ in range(4)] == [{"w1": 4, "w2": 4}] * 3 + [{"w1": 1, "w2": 1}]
-    resident["w2"] = False  # evicted: w2 is probed in full again, w1 stays at one row
-    assert probes_of_next_query() == {"w1": 1, "w2": 1}
-    assert probes_of_next_query() == {"w1": 1, "w2": 4}
+    return probes_of_next_query, resident
+
+
+def test_a_segment_found_warm_is_probed_with_one_row_now_and_then_until_a_probe_finds_it_cold(
+    data, monkeypatch
+) -> None:
+    """``mincore`` probes: each segment's share while cold or new; once warm, one row every 3rd query."""
+    probes_of_next_query, resident = _probe_counter(data, monkeypatch)
+    assert [probes_of_next_query() for _ in range(3)] == [{"w1": 4, "w2": 4}] * 3
+    assert [probes_of_next_query() for _ in range(6)] == [{}, {}, {"w1": 1, "w2": 1}] * 2
+    resident["w2"] = False  # evicted: the next probe finds w2 cold; w1 stays warm
+    assert [probes_of_next_query() for _ in range(3)] == [{}, {}, {"w1": 1, "w2": 1}]
+    assert [probes_of_next_query() for _ in range(3)] == [{"w2": 4}, {"w2": 4}, {"w1": 1, "w2": 4}]
+
+
+def test_a_slow_gather_has_the_next_query_probe_a_warm_segment(data, monkeypatch) -> None:
+    """A gather that took page faults (slower than the threshold per row) brings the probe forward."""
+    probes_of_next_query, _ = _probe_counter(data, monkeypatch)
+    monkeypatch.setattr(engine, "_WARM_PROBE_EVERY", 5)
+    assert [probes_of_next_query() for _ in range(4)] == [{"w1": 4, "w2": 4}] * 3 + [{}]
+    monkeypatch.setattr(engine, "_SLOW_GATHER_SECONDS_PER_ROW", -1.0)  # every gather is slow
+    assert [probes_of_next_query() for _ in range(3)] == [{}] + [{"w1": 1, "w2": 1}] * 2
+    monkeypatch.setattr(engine, "_SLOW_GATHER_SECONDS_PER_ROW", 1.0)
+    both = {"w1": 1, "w2": 1}
+    assert [probes_of_next_query() for _ in range(6)] == [both] + [{}] * 4 + [both]
+
+
+def test_faiss_threads_sets_and_restores_the_count_only_when_it_differs(monkeypatch) -> None:
+    """One query runs FAISS on one thread; a process already on one thread makes no OpenMP calls."""
+    current = {"threads": 2}
+    calls: list[int] = []
+    monkeypatch.setattr(faiss, "omp_get_max_threads", lambda: current["threads"])
+
+    def set_threads(n: int) -> None:
+        calls.append(n)
+        current["threads"] = n
+
+    monkeypatch.setattr(faiss, "omp_set_num_threads", set_threads)
+    with engine._faiss_threads(1):
+        assert current["threads"] == 1
+    assert (current["threads"], calls) == (2, [1, 2])
+    calls.clear()
+    current["threads"] = 1
+    with engine._faiss_threads(1), engine._faiss_threads(None):
+        assert current["threads"] == 1
+    assert calls == []

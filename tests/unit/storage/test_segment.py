@@ -236,6 +236,55 @@ def test_records_reads_what_take_and_metadata_read(tmp_path) -> None:
     assert _segment(ROWS).records(np.array([], dtype=np.int64)) == ([], [], [])
 
 
+def _mixed(i: int) -> dict:
+    """Typed columns, and values only the fallback holds (nested, None, mixed kinds, dates)."""
+    out: dict = {"n": i, "tag": f"t{i % 3}", "text": "é" * (i % 4)}
+    if i % 4 == 0:
+        out["nested"] = {"a": [1, 2], "b": None}
+    if i % 5 == 0:
+        out["n"] = None
+    if i % 7 == 0:
+        out["day"] = dt.date(2024, 1, 1 + i % 28)
+    return out
+
+
+@pytest.mark.parametrize("by_value_max", [0, segment_module.RECORDS_BY_VALUE_MAX])
+def test_records_read_value_by_value_or_by_take_give_the_same_rows(
+    by_value_max, tmp_path, monkeypatch
+) -> None:
+    """A few rows are read value by value (strings from the buffers, metadata as scalars), more by
+    one take: the same ids, texts and dicts, from a file, in memory, and from a sliced table."""
+    monkeypatch.setattr(segment_module, "RECORDS_BY_VALUE_MAX", by_value_max)
+    n = 40
+    ids, texts = [f"id-{i}-ü" for i in range(n)], [f"text {i}" * (i % 3) for i in range(n)]
+    rows = np.array([3, 0, 39, 20, 35, 14, 3, 28])
+    for metadatas in ([_mixed(i) for i in range(n)], [{"n": i} for i in range(n)]):  # no fallback
+        built = build_segment("s", ids, texts, metadatas, np.zeros((n, 4), np.float32), None)
+        sliced = Segment("s", built.table.slice(5, 30))  # its arrays start at offset 5
+        for segment, base in ((built, 0), (_reopened(built, tmp_path), 0), (sliced, 5)):
+            picked = rows[rows < 30] if base else rows
+            want = [base + int(r) for r in picked]
+            got = segment.records(picked)
+            assert got == ([ids[r] for r in want], [texts[r] for r in want], [metadatas[r] for r in want])
+    assert built.records(np.array([], dtype=np.int64)) == ([], [], [])
+
+
+def test_records_read_value_by_value_name_a_damaged_file(monkeypatch) -> None:
+    segment = _segment([{"a": 1}, {"a": 2}, {"a": "x"}])  # row 2 keeps "a" in its fallback JSON
+    fallback = pa.array([None, None, "{not json"], pa.string())
+    index = segment.table.schema.get_field_index("metadata")
+    damaged = Segment("s", segment.table.set_column(index, segment.table.schema.field(index), fallback))
+    assert damaged.records(np.array([0]))[2] == [{"a": 1}]
+    with pytest.raises(CorruptStoreError, match="segment s holds damaged metadata"):
+        damaged.records(np.array([2]))
+    text = segment.table.column("text").chunk(0)
+    bad_utf8 = pa.Array.from_buffers(pa.string(), 3, [None, text.buffers()[1], pa.py_buffer(b"\xff\xfe\xfd")])
+    index = segment.table.schema.get_field_index("text")
+    unreadable = Segment("s", segment.table.set_column(index, segment.table.schema.field(index), bad_utf8))
+    with pytest.raises(CorruptStoreError, match="segment s cannot be read"):
+        unreadable.records(np.array([0]))
+
+
 def test_records_of_damaged_format1_metadata_name_the_file() -> None:
     segment = _segment(['{"a": 1}', "[1, 2]"])
     assert segment.records(np.array([0]))[2] == [{"a": 1}]
