@@ -383,27 +383,23 @@ def _count_exact_queries(collection, monkeypatch) -> list[int]:
     return sizes
 
 
-def test_exact_truth_takes_a_pass_for_the_first_chunk_and_one_for_the_rest(binary_store, monkeypatch) -> None:
-    """Each exact pass decodes every stored row: the queries past the first chunk go in one pass."""
+def test_exact_truth_takes_one_pass_for_every_query_searched_or_ranked(binary_store, monkeypatch) -> None:
+    """Each exact pass decodes every stored row, and the chosen multiplier needs every query: one pass."""
     collection = binary_store.collection
     exact_sizes = _count_exact_queries(collection, monkeypatch)
     cal = calibrate_multiplier(
         collection, target=0.95, sample=200, multipliers=(1, 2, 4), stop_at_target=False
     )
-    assert exact_sizes == [50, 150]  # every query's truth once, in two passes, for three multipliers
-    monkeypatch.undo()
-    expected = calibration_module.exact_keys(collection, query_set(collection, None, 200, 0), 10)
-    approx = approx_keys(collection, query_set(collection, None, 200, 0), 10, multiplier=4)
-    assert cal.recall_by_multiplier[4] == pytest.approx(recall_at_k(approx, expected, 10))
-
-
-def test_exact_truth_takes_one_pass_when_the_walk_is_ranked_from_one_scan(binary_store, monkeypatch) -> None:
-    """Ranked, the bisection ends next to the goal (all queries needed): one pass, not two."""
-    collection = binary_store.collection
-    exact_sizes = _count_exact_queries(collection, monkeypatch)
+    assert exact_sizes == [200]  # every query's truth once, for three multipliers searched
+    exact_sizes.clear()
     ranked = calibrate_multiplier(collection, target=0.95, sample=200, start=4, early_stop=True, refine=1)
     assert exact_sizes == [200]
     assert ranked.met and len(ranked.recall_by_multiplier) > 1  # several multipliers, one truth
+    monkeypatch.undo()
+    qs = query_set(collection, None, 200, 0)
+    expected = calibration_module.exact_keys(collection, qs, 10)
+    approx = approx_keys(collection, qs, 10, multiplier=4)
+    assert cal.recall_by_multiplier[4] == pytest.approx(recall_at_k(approx, expected, 10))
 
 
 @pytest.mark.parametrize("levels", [1, 2, 3])
@@ -459,19 +455,21 @@ def test_refine_argument_errors(binary_store) -> None:
             calibrate_multiplier(binary_store, refine=bad)
 
 
+@pytest.mark.parametrize("seed", [21, 31])
 @pytest.mark.parametrize("quantization", ["binary", "pq"])
-def test_recall_after_every_add_holds_against_exact_float_search(quantization: str) -> None:
+def test_recall_after_every_add_holds_against_exact_float_search(quantization: str, seed: int) -> None:
     """Adds of 1500 rows to 15,000: held-out recall@10 of the default search after each one.
 
     Calibrations at 1500, 3000, 6000 and 12,000 rows; in between, the multiplier grows by the
-    exponent measured from the last two, which must keep recall@10 >= 0.99 against exact float
-    search. At a calibration itself recall is what 200 sampled queries chose: on this seeded
-    binary store 0.988 at 3000 and 12,000 rows, before and after the exponent rule (the
-    sampling error the 0.003 margin covers only in part), so there the bound is 0.985.
+    exponent measured from the last two. Recall@10 against exact float search on 500 held-out
+    queries must be >= 0.99 after every add, right after a calibration too. Before the lower
+    bound (``DEFAULT_CONFIDENCE_Z``) and the rule that only a miss stops early, these seeded
+    stores gave 0.9844 (binary, seed 21, right after the calibration at 3000 rows, m=23) and
+    0.9892 (PQ, seed 31, at 15,000 rows, m=67 grown from 56 measured at 12,000).
     """
     store = make_store(0, quantization=quantization)
-    x = clustered_vectors(15_000, DIM, seed=11)
-    queries = clustered_vectors(200, DIM, seed=12)
+    x = clustered_vectors(15_000, DIM, seed=seed)
+    queries = clustered_vectors(500, DIM, seed=seed + 1)
     between, at_calibration = [], []
     for lo in range(0, 15_000, 1500):
         hi = lo + 1500
@@ -484,7 +482,7 @@ def test_recall_after_every_add_holds_against_exact_float_search(quantization: s
     assert len(at_calibration) == 4 and len(between) == 6
     assert store.calibration is not None and store.calibration.growth < 1.0  # measured, not linear
     assert min(between) >= 0.99, between
-    assert min(at_calibration) >= 0.985, at_calibration
+    assert min(at_calibration) >= 0.99, at_calibration
 
 
 def _calibrated_store(quantization: str, options: dict) -> VQVectorStore:
@@ -500,16 +498,14 @@ def test_store_calibration_refines_once_between_powers_of_two_when_searching() -
     """Measured by searches (two-stage binary), the store's calibration bisects once between steps."""
     calibration = _calibrated_store("binary", {"fast_scan": False}).calibration
     assert calibration is not None and calibration.met
-    measured, goal = calibration.recall_by_multiplier, calibration.goal
+    measured, meets = calibration.recall_by_multiplier, calibration.meets
     steps = calibration_module.DEFAULT_MULTIPLIERS
-    low = max(m for m, r in measured.items() if m in steps and r < goal)
-    high = min(m for m, r in measured.items() if m in steps and r >= goal)
+    low = max(m for m in measured if m in steps and not meets(m))
+    high = min(m for m in measured if m in steps and meets(m))
     middle = (low + high) // 2
     assert steps.index(high) == steps.index(low) + 1
     assert set(measured) - set(steps) == {middle}  # the refinement's one extra measurement
-    assert calibration.multiplier == (middle if measured[middle] >= goal else high)
-    # On this seeded store the midpoint meets the goal: fewer candidates than the walk's step.
-    assert calibration.multiplier not in steps
+    assert calibration.multiplier == (middle if meets(middle) else high)
 
 
 @pytest.mark.parametrize("quantization", ["binary", "pq"])
@@ -517,9 +513,9 @@ def test_store_calibration_ranked_from_one_scan_bisects_to_the_integer(quantizat
     """Ranked from one scan, bisection costs no search: the smallest integer meeting the goal."""
     calibration = _calibrated_store(quantization, {}).calibration
     assert calibration is not None and calibration.met
-    measured, chosen = calibration.recall_by_multiplier, calibration.multiplier
-    assert measured[chosen] >= calibration.goal
-    assert measured[chosen - 1] < calibration.goal  # one candidate per result fewer misses
+    chosen = calibration.multiplier
+    assert calibration.meets(chosen)
+    assert not calibration.meets(chosen - 1)  # one candidate per result fewer misses
     assert chosen not in calibration_module.DEFAULT_MULTIPLIERS  # on these seeded stores
 
 
