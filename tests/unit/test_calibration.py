@@ -194,6 +194,9 @@ def test_argument_errors(binary_store) -> None:
         calibrate_multiplier(binary_store, queries=np.ones((3, DIM + 1), np.float32))
     with pytest.raises(InvalidInputError, match="VQVectorStore"):
         calibrate_multiplier(object())
+    for bad in (-1.0, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(InvalidInputError, match="z must be"):
+            calibrate_multiplier(binary_store, z=bad)
 
 
 def calibration_at(rows: int, target: float = 0.99) -> Calibration:
@@ -236,6 +239,74 @@ def test_store_calibration_adds_the_margin_and_walks_up_only_when_asked(binary_s
     assert strict.goal == pytest.approx(0.95 + margin)
     up_only = calibrate_multiplier(binary_store, target=0.95, sample=200, start=1024, descend=False)
     assert (up_only.multiplier, list(up_only.recall_by_multiplier)) == (1024, [1024])
+
+
+def test_lower_bound_rule_needs_the_recall_z_standard_errors_above_the_target() -> None:
+    cal = replace(
+        calibration_at(1000), margin=0.003, z=2.33, recall_by_multiplier={24: 0.994, 32: 0.9965},
+        error_by_multiplier={24: 0.002, 32: 0.001},
+    )  # fmt: skip
+    assert not cal.meets(24)  # 0.994 - 2.33 * 0.002 = 0.9893 < 0.99, though above the goal 0.993
+    assert cal.meets(32)  # 0.9965 - 0.00233 >= 0.99
+    assert replace(cal, z=0.0).meets(24)  # the margin alone
+    assert not replace(cal, z=0.0, recall_by_multiplier={24: 0.9925}).meets(24)  # below the goal
+
+
+def test_z_chooses_the_smallest_multiplier_whose_lower_bound_reaches_the_target(binary_store) -> None:
+    plain = calibrate_multiplier(binary_store, target=0.95, sample=200, early_stop=True, refine=2)
+    bounded = calibrate_multiplier(binary_store, target=0.95, z=3.0, sample=200, early_stop=True, refine=2)
+    assert plain.z == 0.0 and bounded.z == 3.0
+    assert bounded.multiplier > plain.multiplier  # on this seeded store: more candidates
+    chosen = bounded.multiplier
+    recall, error = bounded.recall_by_multiplier[chosen], bounded.error_by_multiplier[chosen]
+    assert error > 0 and recall - 3.0 * error >= 0.95
+    assert not any(bounded.meets(m) for m in bounded.recall_by_multiplier if m < chosen)
+    # The standard error is the per-query recall's deviation over the root of the queries.
+    qs = query_set(binary_store.collection, None, 200, 0)
+    truth = exact_keys(binary_store.collection, qs, 10)
+    found = approx_keys(binary_store.collection, qs, 10, multiplier=chosen)
+    per_query = [recall_at_k([f], [t], 10) for f, t in zip(found, truth, strict=True)]
+    assert recall == pytest.approx(np.mean(per_query))
+    assert error == pytest.approx(np.std(per_query) / np.sqrt(200))
+
+
+def test_calibrations_saved_before_the_lower_bound_load_and_serve_as_before(tmp_path) -> None:
+    saved = calibration_at(1000).to_dict()
+    assert saved["z"] == 0.0 and saved["error_by_multiplier"] == {}
+    del saved["z"], saved["error_by_multiplier"]  # as written by the previous version
+    old = Calibration.from_dict(json.loads(json.dumps(saved)))
+    assert (old.z, old.error_by_multiplier, old.multiplier) == (0.0, {}, 16)
+    assert old.meets(16)  # 0.995 >= goal: the margin alone, as chosen then
+    store = make_store(3000, path=tmp_path / "s")
+    current = store.calibration
+    assert current is not None and current.z == calibration_module.DEFAULT_CONFIDENCE_Z
+    written = current.to_dict()
+    del written["z"], written["error_by_multiplier"]
+    written["multiplier"] = 7  # recognisably the saved one
+    store.collection.update_settings({"calibration": written})
+    reopened = VQVectorStore(DeterministicFakeEmbedding(size=DIM), path=tmp_path / "s")
+    assert reopened.calibration == replace(current, multiplier=7, z=0.0, error_by_multiplier={})
+    assert reopened.rescore_multiplier == 7  # no rows added since: the saved multiplier
+
+
+def test_early_stop_never_decides_met_on_a_prefix(binary_store, monkeypatch) -> None:
+    """A multiplier met on the first 50 queries is measured on all of them; a clear miss stops at 50."""
+    collection = binary_store.collection
+    sizes: list[int] = []
+    real = collection.search_keys
+
+    def spy(queries, k, **kwargs):
+        if not kwargs.get("exact"):
+            sizes.append(len(queries))
+        return real(queries, k, **kwargs)
+
+    monkeypatch.setattr(collection, "search_keys", spy)
+    met = calibrate_multiplier(collection, target=0.5, sample=200, multipliers=(64,), early_stop=True)
+    assert met.met and met.recall_by_multiplier[64] > 0.9  # clearly above the goal at 50 queries
+    assert sum(sizes) == 200
+    sizes.clear()
+    missed = calibrate_multiplier(collection, target=0.999, sample=200, multipliers=(1,), early_stop=True)
+    assert not missed.met and sum(sizes) == 50
 
 
 def test_multiplier_grows_with_the_rows_added_since_the_calibration() -> None:
