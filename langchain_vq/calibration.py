@@ -75,15 +75,17 @@ DEFAULT_SAMPLE = 200
 #: is itself an estimate (its standard error near 0.99 is about 0.002).
 DEFAULT_MARGIN = 0.003
 #: The store's calibration chooses a multiplier only if ``mean - z * standard error`` of its
-#: recall over the sampled queries reaches the target (a one-sided lower bound; 2.33 is 99% for
-#: one normal estimate). Chosen by replaying the store's walk and bisection on 500 resampled
-#: 200-query sets of one 400k-row synthetic store per quantizer (40k adds; walk from m=51,
-#: ranked up to 4x): the share of calibrations whose multiplier had recall@10 below 0.99 on
-#: held-out queries (PQ: 6,000; binary: 1,000) was 12.8% (PQ) / 15.8% (binary) with the
-#: margin alone, 6.2% / 8.0% at z=2 and 4.4% / 4.8% at 2.33, for mean multipliers 67 -> 73 (PQ)
-#: and 63 -> 69 (binary); the rule before (early "met", ranked to 2x): 15.8% / 20.0% at 79 / 71.
-#: :data:`DEFAULT_MARGIN` stays the least added.
-DEFAULT_CONFIDENCE_Z = 2.33
+#: recall over the sampled queries reaches the target (a one-sided lower bound). Chosen by
+#: replaying the store's walk and bisection on 500 resampled 200-query sets of one 400k-row
+#: synthetic store per quantizer (40k adds; walk from m=51, ranked up to 4x): the share of
+#: calibrations whose multiplier had recall@10 below 0.99 on held-out queries (PQ: 6,000;
+#: binary: 1,000) was 12.8% (PQ) / 15.8% (binary) with the margin alone, 4.4% / 4.8% at
+#: z=2.33, 2.8% / 3.0% at 2.6 and 2.0% / 2.2% at 3, for mean multipliers 67 / 63 (margin
+#: alone), 73 / 69, 76 / 72 and 79 / 75; the rule before (early "met", ranked to 2x): 15.8% /
+#: 20.0% at 79 / 71. A 1M store built by adds calibrates four times, so 3 keeps the chance of a
+#: dip below 0.99 at one of them near 8%, at the candidates of the rule before for PQ and 5%
+#: more for binary. :data:`DEFAULT_MARGIN` stays the least added.
+DEFAULT_CONFIDENCE_Z = 3.0
 #: Multipliers up to this times ``start`` are measured from one code scan (ranked), so the
 #: bisection reaches the integer there. 2 left a store that needed more than twice its last
 #: multiplier on the 1.5x grid (PQ, 800k rows: 128, where 96 measured 0.992 for a goal of
