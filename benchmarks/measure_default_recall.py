@@ -112,7 +112,8 @@ def build(
         adds.append(round(time.perf_counter() - t, 2))
         saved = store.collection.snapshot.settings.get("calibration")  # committed with this add?
         if saved and (not calibrations or saved["version"] != calibrations[-1]["version"]):
-            keys = ("version", "rows", "multiplier", "recall_by_multiplier", "queries", "met", "growth")
+            keys = ("version", "rows", "multiplier", "recall_by_multiplier", "error_by_multiplier")
+            keys += ("queries", "met", "growth", "z")
             calibrations.append({k: saved[k] for k in keys if k in saved} | {"saved": saved})
         if queries is not None:
             paused = time.perf_counter()

@@ -17,23 +17,36 @@ How recall is measured
     the exact top k found (:func:`langchain_vq.evaluation.recall_at_k`); queries with fewer than
     k other rows count the rows that exist.
 
+How sure the choice is
+    A sampled stored row, its own row excluded, is a query like any other: on 400k synthetic rows
+    (4-bit PQ, 4 segments) 6,000 sampled rows and 6,000 held-out queries had the same recall@10,
+    0.9900 and 0.9899 at m=57. But recall on 200 queries is an estimate (per-query recall has a
+    standard deviation of about 0.03 near 0.99, so a standard error of about 0.0023), and the
+    choice is the smallest multiplier where that estimate reaches the goal: it sits on the
+    sample's own error. With the old rule (goal ``target + 0.003``, and a multiplier decided
+    "met" after 50 queries) 16-20% of such calibrations chose a multiplier whose recall on
+    held-out queries was below 0.99, for PQ and binary alike (replayed on resampled query sets,
+    :data:`DEFAULT_CONFIDENCE_Z`); binary's 1M run passed by where its grid fell. So the
+    store's calibration (``z``) takes a multiplier only when the one-sided lower bound
+    ``mean - z * standard error`` (:data:`DEFAULT_CONFIDENCE_Z`) reaches the target too, and a
+    multiplier is only ever decided "met" on every query.
+
 Cost
     One exact search per query measured, then one two-stage search per query for each multiplier
     measured; the walk from ``start`` measures one to three multipliers, and the store's
     refinement (``refine=1``) one more when the walk crossed the goal between two steps. The
-    multipliers up to ``2 * start`` come from one code scan per query instead (``_Measurer``),
-    when the quantizer ranks its candidates by one score. With
-    ``early_stop`` (the store's choice) a multiplier whose recall is clearly above or below the
-    goal after 50 queries is decided there; the exact search runs for those 50 queries first, and
-    for all the others at once when a multiplier needs them (each exact pass decodes every stored
-    row, so the fewer passes the better); for all of them in one pass when the walk is ranked
-    from one scan, whose bisection to the integer ends next to the goal, undecided at 50.
+    multipliers up to ``RANKED_REACH * start`` come from one code scan per query instead
+    (``_Measurer``), when the quantizer ranks its candidates by one score. With ``early_stop``
+    (the store's choice) a multiplier whose recall is clearly below the goal after 50 queries is
+    decided there (one clearly above is measured on every query: 50 lucky queries chose too few
+    candidates). The exact search runs for every query in one pass when a multiplier first
+    needs it (each pass decodes every stored row, and the chosen multiplier needs them all).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -61,6 +74,24 @@ DEFAULT_SAMPLE = 200
 #: Added to the target by the store's calibration: the recall of a few hundred sampled queries
 #: is itself an estimate (its standard error near 0.99 is about 0.002).
 DEFAULT_MARGIN = 0.003
+#: The store's calibration chooses a multiplier only if ``mean - z * standard error`` of its
+#: recall over the sampled queries reaches the target (a one-sided lower bound). Chosen by
+#: replaying the store's walk and bisection on 500 resampled 200-query sets of one 400k-row
+#: synthetic store per quantizer (40k adds; walk from m=51, ranked up to 4x): the share of
+#: calibrations whose multiplier had recall@10 below 0.99 on held-out queries (PQ: 6,000;
+#: binary: 1,000) was 12.8% (PQ) / 15.8% (binary) with the margin alone, 4.4% / 4.8% at
+#: z=2.33, 2.8% / 3.0% at 2.6 and 2.0% / 2.2% at 3, for mean multipliers 67 / 63 (margin
+#: alone), 73 / 69, 76 / 72 and 79 / 75; the rule before (early "met", ranked to 2x): 15.8% /
+#: 20.0% at 79 / 71. A 1M store built by adds calibrates four times, so 3 keeps the chance of a
+#: dip below 0.99 at one of them near 8%, at the candidates of the rule before for PQ and 5%
+#: more for binary. :data:`DEFAULT_MARGIN` stays the least added.
+DEFAULT_CONFIDENCE_Z = 3.0
+#: Multipliers up to this times ``start`` are measured from one code scan (ranked), so the
+#: bisection reaches the integer there. 2 left a store that needed more than twice its last
+#: multiplier on the 1.5x grid (PQ, 800k rows: 128, where 96 measured 0.992 for a goal of
+#: 0.993: the answer lay between them); the scan for 4x
+#: the candidates cost 3.2 ms per query against 3.0 ms for 2x (400k PQ rows, one thread).
+RANKED_REACH = 4
 #: With ``early_stop``: queries per chunk, and queries measured before a decision.
 _CHUNK = 50
 EARLY_STOP_MIN = 50
@@ -115,6 +146,11 @@ class Calibration:
         growth: The exponent of that growth: the multiplier grows as ``rows ** growth``
             (:func:`with_growth` measures it from the store's last two calibrations). 1 (linear)
             until two exist, and for calibrations saved before it was measured.
+        z: A multiplier met the goal only if ``recall - z * standard error >= target`` too (a
+            one-sided lower bound, :data:`DEFAULT_CONFIDENCE_Z`); 0 for calibrations saved
+            before that rule, and for the margin alone.
+        error_by_multiplier: The standard error of each measured recall (per-query recall's
+            standard deviation over the root of the queries measured); empty when saved before.
     """
 
     multiplier: int
@@ -131,11 +167,23 @@ class Calibration:
     margin: float = 0.0
     grows: bool = True
     growth: float = 1.0
+    z: float = 0.0
+    error_by_multiplier: dict[int, float] = field(default_factory=dict)
 
     @property
     def goal(self) -> float:
         """The recall the multiplier was chosen for: ``target + margin``, at most 1."""
         return min(1.0, self.target + self.margin)
+
+    def meets(self, multiplier: int) -> bool:
+        """Whether the recall measured at ``multiplier`` met the goal: the choosing rule, reapplied."""
+        return _meets(
+            self.recall_by_multiplier[multiplier],
+            self.error_by_multiplier.get(multiplier, 0.0),
+            self.target,
+            self.goal,
+            self.z,
+        )
 
     def multiplier_for(self, rows: int) -> int:
         """The multiplier to search ``rows`` live rows with: ``multiplier``, grown with the rows since.
@@ -160,6 +208,7 @@ class Calibration:
         """A JSON-serializable dict (multiplier keys as strings), e.g. for the manifest."""
         out = asdict(self)
         out["recall_by_multiplier"] = {str(m): r for m, r in self.recall_by_multiplier.items()}
+        out["error_by_multiplier"] = {str(m): e for m, e in self.error_by_multiplier.items()}
         return out
 
     @classmethod
@@ -167,10 +216,14 @@ class Calibration:
         """Inverse of :meth:`to_dict`.
 
         One saved without ``margin`` has margin 0, without ``grows`` False, without ``growth``
-        1 (linear): older stores answer as when they were written.
+        1 (linear), without ``z`` 0 and no standard errors: older stores answer as when they
+        were written (the multiplier is saved; these only say how it was chosen).
         """
         values = {"grows": False, **data}
         values["recall_by_multiplier"] = {int(m): float(r) for m, r in data["recall_by_multiplier"].items()}
+        values["error_by_multiplier"] = {
+            int(m): float(e) for m, e in data.get("error_by_multiplier", {}).items()
+        }
         return cls(**values)
 
 
@@ -211,6 +264,7 @@ def calibrate_multiplier(
     *,
     target: float = DEFAULT_TARGET,
     margin: float = 0.0,
+    z: float = 0.0,
     k: int = DEFAULT_K,
     sample: int = DEFAULT_SAMPLE,
     multipliers: Sequence[int] | None = None,
@@ -225,6 +279,7 @@ def calibrate_multiplier(
 ) -> Calibration:
     """The smallest ``rescore_multiplier`` whose recall@k on the store's data reaches ``target + margin``.
 
+    With ``z``, also ``recall - z * standard error >= target`` (see the module docstring).
     Recall is measured with rescoring on (the multiplier means nothing without it), against
     exact float search over the same live rows. See the module docstring for how sampled queries
     exclude their own row.
@@ -233,6 +288,8 @@ def calibrate_multiplier(
         store: A ``VQVectorStore`` or its ``Collection``.
         target: Recall@k to reach, in (0, 1].
         margin: Added to ``target`` (capped at 1) for the sampling error of the measurement.
+        z: Standard errors of the measured recall that must lie above ``target`` too (0: the
+            margin alone; the store uses :data:`DEFAULT_CONFIDENCE_Z`).
         k: Results per query.
         sample: Stored rows sampled as queries when ``queries`` is None (all rows if fewer).
         multipliers: The multipliers the answer is chosen from (default
@@ -243,9 +300,9 @@ def calibrate_multiplier(
             (the cheap choice at build time); False measures every multiplier.
         early_stop: Measure each multiplier on chunks of the queries (in random order) and
             stop once at least ``EARLY_STOP_MIN`` queries put the recall more than two
-            standard errors above or below the goal; the store's choice, since a clear answer
-            then costs 50 queries (exact and two-stage) instead of all. Without it, every
-            query is measured.
+            standard errors below the goal; the store's choice, since a clear miss then costs
+            50 two-stage searches instead of all. A multiplier that meets the goal is measured
+            on every query either way. Without it, every query is measured.
         start: With ``stop_at_target``, the multiplier to measure first (e.g. the last
             calibration's): walk down while the goal is still met, or up until it is. Recall
             grows with the multiplier, so this finds the same multiplier as a sweep from the
@@ -272,6 +329,7 @@ def calibrate_multiplier(
     collection = as_collection(store)
     check_args(target, k, sample)
     check_share(margin, "margin", below=1.0, example="0.003")
+    z = check_z(z)
     refine = check_int(refine, "refine", minimum=0, fix="Use 0 to choose from multipliers only, or 1-3.")
     steps = check_multipliers(DEFAULT_MULTIPLIERS if multipliers is None else multipliers)
     if refine and start is not None and start not in steps and steps[0] < start < steps[-1]:
@@ -283,9 +341,11 @@ def calibrate_multiplier(
     if early_stop:  # chunks in random order, so each prefix is itself a uniform sample
         order = np.random.default_rng(seed).permutation(qs.vectors.shape[0])
         qs = QuerySet(qs.vectors[order], None if qs.keys is None else qs.keys[order], qs.source)
-    # A walk from ``start`` measures it, the next step up and a midpoint: all ranked in one scan.
-    ceiling = 2 * start if stop_at_target and start is not None else None
-    measured = _Measurer(collection, qs, k, goal, early_stop=early_stop, snapshot=snapshot, ceiling=ceiling)
+    # A walk from ``start`` measures it, the next steps up and a bisection: all ranked in one scan.
+    ceiling = RANKED_REACH * start if stop_at_target and start is not None else None
+    measured = _Measurer(
+        collection, qs, k, goal, early_stop=early_stop, snapshot=snapshot, ceiling=ceiling, target=target, z=z
+    )
     chosen = _walk(steps, measured.meets, start, descend=descend, sweep=not stop_at_target)
     if chosen is not None and refine:
         # Ranked multipliers cost no search: bisect down to the integer, not one step.
@@ -297,6 +357,7 @@ def calibrate_multiplier(
         met=chosen is not None,
         k=k,
         recall_by_multiplier=dict(sorted(measured.recall_by.items())),
+        error_by_multiplier=dict(sorted(measured.error_by.items())),
         queries=qs.vectors.shape[0],
         query_source=qs.source,
         quantization=collection.quantization,
@@ -304,6 +365,7 @@ def calibrate_multiplier(
         version=snapshot.version,
         seed=seed,
         margin=float(margin),
+        z=z,
     )
 
 
@@ -317,6 +379,10 @@ class _Measurer:
     scans exactly at ``m``: rescoring keeps every true top-k row it is given, since fewer than
     ``k`` rows score above it. So recall comes out as a search at ``m`` measures it, and a walk
     that measures three multipliers costs one scan instead of three searches.
+
+    A multiplier meets the goal when its recall does and, with ``z``, when ``recall - z *
+    standard error`` reaches ``target`` too (:func:`_meets`); ``met`` keeps each answer, which
+    the bisection reads.
     """
 
     def __init__(
@@ -329,11 +395,16 @@ class _Measurer:
         early_stop: bool,
         snapshot: Snapshot,
         ceiling: int | None = None,
+        target: float | None = None,
+        z: float = 0.0,
     ) -> None:
         self.collection, self.qs, self.k, self.goal = collection, qs, k, goal
+        self.target, self.z = goal if target is None else target, z
         self.early_stop, self.snapshot = early_stop, snapshot
-        self.truth: list[list[int]] = []  # exact top k of the queries measured so far
+        self.truth: list[list[int]] = []  # exact top k of every query, once one is needed
         self.recall_by: dict[int, float] = {}
+        self.error_by: dict[int, float] = {}  # standard error of each recall measured
+        self.met: dict[int, bool] = {}
         quantizer = snapshot.quantizer
         rankable = quantizer is not None and quantizer.ranks_candidates_by_one_score
         self.ceiling = ceiling if rankable and ceiling and k * ceiling < snapshot.live_rows else None
@@ -343,7 +414,8 @@ class _Measurer:
         """Measure ``multiplier``; whether its recall reaches the goal."""
         if self.k * multiplier >= self.snapshot.live_rows:
             # As many candidates as rows: the engine scans every segment exactly (recall 1).
-            self.recall_by[multiplier] = 1.0
+            self.recall_by[multiplier], self.error_by[multiplier] = 1.0, 0.0
+            self.met[multiplier] = True
             return True
         n = self.qs.vectors.shape[0]
         per_query: list[float] = []
@@ -353,8 +425,8 @@ class _Measurer:
                 None if self.qs.keys is None else self.qs.keys[begin : begin + _CHUNK],
                 self.qs.source,
             )
-            if len(self.truth) <= begin:
-                self.truth += self._exact(begin)
+            if not self.truth:
+                self.truth = self._exact()
             if self.ceiling is not None and multiplier <= self.ceiling:
                 found = self._found_by_rank(begin, chunk, multiplier)
             else:
@@ -363,10 +435,21 @@ class _Measurer:
                 )
             truth = self.truth[begin : begin + _CHUNK]
             per_query += [recall_at_k([f], [t], self.k) for f, t in zip(found, truth, strict=True) if t]
-            if self.early_stop and begin + _CHUNK < n and _decided(per_query, self.goal, self.k):
+            # Only a clear miss stops early: a multiplier that meets the goal on 50 queries that
+            # happen to be easy would be chosen with too few candidates (measured: 400k PQ rows,
+            # 56 -> 0.989 on 200 queries, 57 -> 0.998 on its first 50, chosen).
+            if (
+                self.early_stop
+                and begin + _CHUNK < n
+                and float(np.mean(per_query)) < self.goal
+                and _decided(per_query, self.goal, self.k)
+            ):
                 break
-        self.recall_by[multiplier] = float(np.mean(per_query)) if per_query else 1.0
-        return self.recall_by[multiplier] >= self.goal
+        recall = float(np.mean(per_query)) if per_query else 1.0
+        error = _standard_error(per_query, self.k) if per_query else 0.0
+        self.recall_by[multiplier], self.error_by[multiplier] = recall, error
+        self.met[multiplier] = _meets(recall, error, self.target, self.goal, self.z)
+        return self.met[multiplier]
 
     def _found_by_rank(self, begin: int, chunk: QuerySet, multiplier: int) -> list[list[int]]:
         """The true neighbours of the chunk's queries that a search at ``multiplier`` finds."""
@@ -399,24 +482,15 @@ class _Measurer:
             found.append([t for t in truth if exact[t >> ROW_KEY_SHIFT] or t in seen])
         return found
 
-    def _exact(self, begin: int) -> list[list[int]]:
-        """Exact top k of the queries from ``begin``: the first chunk alone, then all the rest.
+    def _exact(self) -> list[list[int]]:
+        """Exact top k of every query, in one pass.
 
         Each exact pass decodes every stored row (float16, int8) once, whatever the number of
-        queries, so the queries still needed after the first chunk go together (a calibration
-        that is not decided on 50 queries usually needs them all). Ranked from one scan, all of
-        them in one pass: the bisection down to the integer ends on two multipliers next to the
-        goal, which 50 queries do not decide (200k float16 rows: a pass costs about 0.23 s CPU
-        plus 3 ms per query).
+        queries, and the chosen multiplier is measured on every query (only a clear miss stops
+        early), so one pass serves the whole calibration (200k float16 rows: a pass costs about
+        0.23 s CPU plus 3 ms per query).
         """
-        n = self.qs.vectors.shape[0]
-        end = n if self.ceiling is not None else begin + _CHUNK if begin == 0 else n
-        part = QuerySet(
-            self.qs.vectors[begin:end],
-            None if self.qs.keys is None else self.qs.keys[begin:end],
-            self.qs.source,
-        )
-        return exact_keys(self.collection, part, self.k, snapshot=self.snapshot)
+        return exact_keys(self.collection, self.qs, self.k, snapshot=self.snapshot)
 
 
 def _walk(
@@ -445,7 +519,7 @@ def _refine(chosen: int, measured: _Measurer, levels: int) -> int:
     multiplier meeting the goal. Nothing to do when no smaller multiplier was measured (the
     walk did not go below ``chosen``) or no integer lies between them.
     """
-    missed = [m for m, r in measured.recall_by.items() if m < chosen and r < measured.goal]
+    missed = [m for m, met in measured.met.items() if m < chosen and not met]
     if not missed:
         return chosen
     low, high = max(missed), chosen
@@ -463,20 +537,30 @@ def _refine(chosen: int, measured: _Measurer, levels: int) -> int:
 def _decided(per_query: list[float], goal: float, k: int) -> bool:
     """Whether the recall of these queries is clearly above or below ``goal`` (two standard errors).
 
-    The deviation used is at least the smallest one possible at this mean recall (every miss in a
-    different query, so a fraction ``(1 - mean) * k`` of the queries at ``1 - 1/k``). All queries
-    perfect is then decided as met: with 50 queries that happens to a store whose true recall is
-    0.99 with probability about 0.5% (``0.9 ** 50``), and the margin still separates it from the
-    target.
+    All queries perfect is decided as met. The calibration acts only on a clear miss: deciding
+    "met" on 50 queries chose too few candidates when they happened to be easy.
     """
-    n = len(per_query)
-    if n < EARLY_STOP_MIN:
+    if len(per_query) < EARLY_STOP_MIN:
         return False
+    return abs(float(np.mean(per_query)) - goal) > 2 * _standard_error(per_query, k)
+
+
+def _standard_error(per_query: list[float], k: int) -> float:
+    """The standard error of the mean of per-query recalls.
+
+    The deviation used is at least the smallest one possible at this mean recall (every miss in a
+    different query, so a fraction ``(1 - mean) * k`` of the queries at ``1 - 1/k``): a sample
+    with few misses must not look more certain than its misses allow.
+    """
     mean = float(np.mean(per_query))
     imperfect = min(1.0, (1.0 - mean) * k)
     floor = float(np.sqrt(imperfect * (1.0 - imperfect))) / k
-    error = max(float(np.std(per_query)), floor) / np.sqrt(n)
-    return abs(mean - goal) > 2 * error
+    return max(float(np.std(per_query)), floor) / float(np.sqrt(len(per_query)))
+
+
+def _meets(recall: float, error: float, target: float, goal: float, z: float) -> bool:
+    """The choosing rule: ``recall >= goal`` and ``recall - z * error >= target``."""
+    return recall >= goal and recall - z * error >= target
 
 
 def needs_calibration(
@@ -580,6 +664,17 @@ def check_args(target: float, k: int, sample: int) -> None:
     check_fraction(target, "target")
     check_k(k)
     check_int(sample, "sample", fix="It counts the stored rows sampled as queries.")
+
+
+def check_z(z: float) -> float:
+    """The number of standard errors, checked: a finite number >= 0."""
+    if isinstance(z, bool) or not isinstance(z, (int, float)) or not math.isfinite(z) or z < 0:
+        msg = (
+            f"z must be a finite number >= 0 (standard errors of the measured recall), got {z!r}; "
+            "use 0 for the margin alone, or about 2."
+        )
+        raise InvalidInputError(msg)
+    return float(z)
 
 
 def check_multipliers(multipliers: Sequence[int]) -> tuple[int, ...]:

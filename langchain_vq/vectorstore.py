@@ -18,6 +18,7 @@ from langchain_core.vectorstores import VectorStore
 from typing_extensions import override
 
 from langchain_vq.calibration import (
+    DEFAULT_CONFIDENCE_Z,
     DEFAULT_K,
     DEFAULT_MARGIN,
     DEFAULT_REFINE,
@@ -156,7 +157,9 @@ class VQVectorStore(VectorStore):
             recall_target: Recall@10 against exact float search that the store keeps (default
                 0.99, unless the store was calibrated for another target). Unless a
                 ``rescore_multiplier`` is given, the store measures the smallest multiplier
-                reaching it (plus ``calibration.DEFAULT_MARGIN``) on a sample of its own rows
+                reaching it (plus ``calibration.DEFAULT_MARGIN``, and with the measured recall's
+                lower bound ``calibration.DEFAULT_CONFIDENCE_Z`` standard errors down at least
+                the target) on a sample of its own rows
                 when the quantizer is trained, whenever its live rows have grown by
                 ``calibration.RECALIBRATE_GROWTH`` since the last measurement, and on
                 ``compact()``, and commits the result with the add or compaction it was
@@ -272,6 +275,7 @@ class VQVectorStore(VectorStore):
             self._collection,
             target=self.recall_target,
             margin=DEFAULT_MARGIN,
+            z=DEFAULT_CONFIDENCE_Z,
             early_stop=True,
             start=start,
             descend=descend,

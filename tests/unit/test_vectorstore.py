@@ -357,7 +357,9 @@ def test_default_store_calibrates_in_the_commit_of_the_add_that_trains_its_quant
     assert calibration.margin == calibration_module.DEFAULT_MARGIN
     measured = calibration.recall_by_multiplier
     assert measured[calibration.multiplier] >= 0.99 + calibration.margin
-    assert all(r < calibration.goal for m, r in measured.items() if m < calibration.multiplier)  # smallest
+    assert calibration.z == calibration_module.DEFAULT_CONFIDENCE_Z
+    assert calibration.meets(calibration.multiplier)
+    assert not any(calibration.meets(m) for m in measured if m < calibration.multiplier)  # smallest
     assert store.rescore_multiplier == calibration.multiplier
     queries = clustered_vectors(200, 64, seed=22)  # held back: recall holds on new queries too
     assert recall(search_ids(store, queries, 10), exact_top(queries, x[:1000], 10)) >= 0.985
