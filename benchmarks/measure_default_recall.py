@@ -2,8 +2,8 @@
 
 Builds the same store twice from ``N`` synthetic vectors (``langchain_vq.synthetic``, seed 0) in
 adds of ``--batch`` rows with ``bench_search.py``'s row metadata, not compacted: once with
-``rescore_multiplier=16`` (the former default: no calibration, today's ingest) and once with the
-defaults (calibrated for recall@10 0.99 in the commits of the adds). Reports each build's ingest
+``rescore_multiplier=16`` and ``partitions=0`` (the former default: no calibration, every code
+scanned, today's ingest) and once with the defaults (calibrated for recall@10 0.99 in the commits of the adds). Reports each build's ingest
 seconds, the calibrations committed (rows, multiplier, measured recall), and recall@10 of both
 stores' default search against exact float search on ``--queries`` synthetic queries (seed 1),
 and for the calibrated store also after every add (untimed; "recall that holds at any size"
@@ -135,6 +135,7 @@ def build(
         "calibrations": calibrations,
         "multiplier": store.rescore_multiplier,
         "segments": len(store.collection.snapshot.views),
+        "partitions": getattr(store.collection.snapshot.quantizer, "partitions", None),
         "load_after": os.getloadavg(),
         **({"after_each_add": after} if queries is not None else {}),
     }
@@ -147,6 +148,9 @@ def _recall_now(store: Any, queries: np.ndarray, truth: list[list[int]]) -> dict
     return {
         "rows": snapshot.live_rows,
         "multiplier": store.rescore_multiplier,
+        # The first stage: lists once the "auto" store is large (0: every code scanned).
+        "partitions": getattr(snapshot.quantizer, "partitions", None),
+        "nprobe": getattr(snapshot.quantizer, "nprobe", None),
         "recall_at_10": recall_at_k(found, truth, 10),
     }
 
@@ -253,7 +257,12 @@ def main() -> None:
         runs = {}
         if not args.no_fixed:
             runs["fixed m=16 (no calibration)"] = build(
-                root / "fixed", vectors, args.batch, quantization=q, rescore_multiplier=16
+                root / "fixed",
+                vectors,
+                args.batch,
+                quantization=q,
+                rescore_multiplier=16,
+                quantizer_options={"partitions": 0},
             )
         runs["default (calibrated)"] = build(
             root / "default", vectors, args.batch, queries, args.max_multiplier, quantization=q
