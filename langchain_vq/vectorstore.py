@@ -31,6 +31,7 @@ from langchain_vq.calibration import (
 from langchain_vq.collection import Collection, CollectionConfig, Row, Snapshot
 from langchain_vq.errors import InvalidInputError
 from langchain_vq.filters import compile_filter
+from langchain_vq.quantization._partitions import PartitionedQuantizer
 from langchain_vq.quantization.precision import CODES_ONLY, normalize_precision
 from langchain_vq.retriever import VQRetriever
 from langchain_vq.search import maximal_marginal_relevance
@@ -265,23 +266,30 @@ class VQVectorStore(VectorStore):
             return None
         # Walk both ways only the first time; after that (growth, or compact's new codes for the
         # same rows) walk up from the last answer, which then costs one measurement when it holds.
-        return {"calibration": self._measure(previous, staged, descend=previous is None).to_dict()}
+        new_quantizer = staged.quantizer is not current.quantizer
+        calibration = self._measure(previous, staged, descend=previous is None, new_quantizer=new_quantizer)
+        return {"calibration": calibration.to_dict()}
 
-    def _measure(self, previous: Calibration | None, snapshot: Snapshot, *, descend: bool) -> Calibration:
+    def _measure(
+        self, previous: Calibration | None, snapshot: Snapshot, *, descend: bool, new_quantizer: bool = False
+    ) -> Calibration:
+        """Calibrate on ``snapshot``; a ``new_quantizer`` whose lists cap recall probes more lists.
+
+        Only a quantizer this commit trains may change: its state (``nprobe`` included) is
+        written with the commit, while a saved one's is not written again.
+        """
         assert self.recall_target is not None  # noqa: S101 - callers check
         # Start the walk where the answer probably is: the last calibration, else the default.
         start = previous.multiplier if previous is not None else self._fixed_multiplier
-        calibration = calibrate_multiplier(
-            self._collection,
-            target=self.recall_target,
-            margin=DEFAULT_MARGIN,
-            z=DEFAULT_CONFIDENCE_Z,
-            early_stop=True,
-            start=start,
-            descend=descend,
-            refine=DEFAULT_REFINE,
-            snapshot=snapshot,
-        )
+        calibration = self._walk(snapshot, start, descend=descend)
+        quantizer = snapshot.quantizer
+        while (
+            not calibration.met
+            and new_quantizer
+            and isinstance(quantizer, PartitionedQuantizer)
+            and quantizer.probe_more()
+        ):
+            calibration = self._walk(snapshot, start, descend=True)
         # The growth exponent served until the next calibration, from this one and the last.
         calibration = with_growth(calibration, previous)
         if not calibration.met:
@@ -295,6 +303,20 @@ class VQVectorStore(VectorStore):
                 calibration.multiplier,
             )
         return calibration
+
+    def _walk(self, snapshot: Snapshot, start: int, *, descend: bool) -> Calibration:
+        assert self.recall_target is not None  # noqa: S101 - callers check
+        return calibrate_multiplier(
+            self._collection,
+            target=self.recall_target,
+            margin=DEFAULT_MARGIN,
+            z=DEFAULT_CONFIDENCE_Z,
+            early_stop=True,
+            start=start,
+            descend=descend,
+            refine=DEFAULT_REFINE,
+            snapshot=snapshot,
+        )
 
     @property
     @override

@@ -142,6 +142,8 @@ class PartitionedQuantizer(Quantizer):
 
     partitions: int
     nprobe: int | None
+    #: Whether ``nprobe`` is chosen at training (not given): only then may :meth:`probe_more` raise it.
+    _choose_nprobe: bool
     #: ``partitions="auto"``: no lists of its own; a store adds them once it is large.
     auto_partitions: bool
     partition_centroids_: npt.NDArray[np.float32]
@@ -215,6 +217,18 @@ class PartitionedQuantizer(Quantizer):
             raise ConfigurationError(msg)
         self._check_fitted()
         return assign_partitions(self.partition_centroids_, self._check_vectors(x), self.metric)
+
+    def probe_more(self) -> bool:
+        """Double ``nprobe`` (up to every list) when training chose it; whether it grew.
+
+        ``choose_nprobe`` measures the lists on the training sample's neighbours, not the
+        store's: a store whose calibration finds that its lists cap recall below the target
+        probes more and measures again. An ``nprobe`` the user gave is kept.
+        """
+        if not self.partitioned or not self._choose_nprobe or self._nprobe_now() >= self.partitions:
+            return False
+        self.nprobe = min(self.partitions, 2 * self._nprobe_now())
+        return True
 
     def _nprobe_now(self) -> int:
         """Lists probed per query: ``nprobe``, or a default for a hand-made config without one."""
