@@ -28,7 +28,8 @@ Used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` and
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import faiss
 import numpy as np
@@ -55,6 +56,8 @@ _KMEANS_ITERATIONS = 5
 _KMEANS_SEED = 1234
 #: Rows assigned to their nearest centroid at a time (bounds the distance matrix).
 _ASSIGN_BLOCK_ROWS = 16_384
+#: Rows assigned through their groups at a time (bounds the gathered rows: 4 x 8192 x dim floats).
+_GROUPED_BLOCK_ROWS = 8_192
 
 
 #: Share of the exact top 10 of sampled training rows that the lists of the chosen ``nprobe``
@@ -153,16 +156,143 @@ def centroid_index(centroids: npt.NDArray[np.float32], metric: str) -> Any:
     return index
 
 
-def assign_partitions(
+@dataclass(frozen=True)
+class ListGroups:
+    """The lists' centroids clustered into about ``sqrt(lists)`` groups, to assign rows cheaply.
+
+    A row's list is the best of the lists of its :data:`GROUP_PROBES` best groups: at 1024 lists
+    in 32 groups, 32 + 4 x 32 scores instead of 1024. Queries still rank every list's own
+    centroid. Saved with the quantizer (``_partitions``) so rows added later are assigned by
+    the same groups.
+
+    Attributes:
+        centres: ``float32[groups, dim]``, each group's centre (unit for ``"ip"``).
+        group_of: ``int64[lists]``, each list's group; every group has a list.
+    """
+
+    centres: npt.NDArray[np.float32]
+    group_of: npt.NDArray[np.int64]
+
+    @property
+    def probes(self) -> int:
+        """Groups a row's list is chosen among: 4, or an eighth of the groups if more."""
+        return min(self.centres.shape[0], max(GROUP_PROBES, -(-self.centres.shape[0] // 8)))
+
+
+#: Fewest lists worth grouping: below, scoring every centroid is cheap (and exact).
+MIN_GROUPED_LISTS = 256
+#: Groups a row's list is chosen among (:attr:`ListGroups.probes`). ``measure_ivf.py --groups``,
+#: 1024 lists in 32 groups, 100k rows: 4 groups chose the exact nearest list for 90% of
+#: synthetic and 94% of real rows, and the rows scanned for 0.997 of the neighbours matched the
+#: exact assignment's; 3 groups scanned 6% more.
+GROUP_PROBES = 4
+_GROUP_SEED = 4321
+
+
+def group_lists(centroids: npt.NDArray[np.float32], metric: str) -> ListGroups | None:
+    """The lists' groups (seeded, so refits agree), or None below :data:`MIN_GROUPED_LISTS` lists.
+
+    A k-means of the lists' centroids themselves into ``round(sqrt(lists))`` groups; each list
+    belongs to its nearest centre, and centres left without a list are dropped.
+    """
+    nlist = centroids.shape[0]
+    if nlist < MIN_GROUPED_LISTS:
+        return None
+    kmeans = faiss.Kmeans(
+        centroids.shape[1],
+        round(math.sqrt(nlist)),
+        niter=10,
+        seed=_GROUP_SEED,
+        spherical=metric == "ip",
+        max_points_per_centroid=nlist,
+        min_points_per_centroid=1,
+    )
+    kmeans.train(np.ascontiguousarray(centroids, np.float32))
+    centres = np.ascontiguousarray(kmeans.centroids, np.float32)
+    used, group_of = np.unique(_nearest(centres, centroids, metric), return_inverse=True)
+    return ListGroups(np.ascontiguousarray(centres[used]), group_of.astype(np.int64))
+
+
+def _nearest(
     centroids: npt.NDArray[np.float32], x: npt.NDArray[np.float32], metric: str
-) -> npt.NDArray[np.uint16]:
-    """``uint16[n]``: each row's list, the centroid nearest to it (by ``metric``)."""
+) -> npt.NDArray[np.int64]:
+    """Each row of ``x``'s nearest centroid, scoring every one (FAISS's flat search)."""
     index = centroid_index(centroids, metric)
-    out = np.empty(x.shape[0], np.uint16)
+    out = np.empty(x.shape[0], np.int64)
     for start in range(0, x.shape[0], _ASSIGN_BLOCK_ROWS):
         block = np.ascontiguousarray(x[start : start + _ASSIGN_BLOCK_ROWS], np.float32)
         out[start : start + block.shape[0]] = index.search(block, 1)[1][:, 0]
     return out
+
+
+def _scores(
+    x: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32], metric: str
+) -> npt.NDArray[np.float32]:
+    """``[n, k]`` scores ranking centroids as the metric does: ``x . c``, or ``x . c - |c|^2 / 2`` for L2."""
+    scores = x @ centroids.T
+    if metric != "ip":
+        scores -= 0.5 * np.einsum("ij,ij->i", centroids, centroids)
+    return scores
+
+
+def _grouped_nearest(
+    centroids: npt.NDArray[np.float32],
+    groups: ListGroups,
+    x: npt.NDArray[np.float32],
+    metric: str,
+    probes: int | None = None,
+) -> npt.NDArray[np.int64]:
+    """Each row's best list among the lists of its ``probes`` (default ``groups.probes``) best groups.
+
+    Rows are scored group by group: each (row, group) pair of a block, sorted by group, is one
+    matrix product against that group's centroids (kept contiguous, group after group).
+    """
+    order = np.argsort(groups.group_of, kind="stable")  # lists, group after group
+    members = np.ascontiguousarray(centroids[order], np.float32)
+    ngroups = groups.centres.shape[0]
+    probes = min(ngroups, probes or groups.probes)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(groups.group_of, minlength=ngroups))])
+    out = np.empty(x.shape[0], np.int64)
+    for first in range(0, x.shape[0], _GROUPED_BLOCK_ROWS):
+        block = np.ascontiguousarray(x[first : first + _GROUPED_BLOCK_ROWS], np.float32)
+        n = block.shape[0]
+        group_scores = _scores(block, groups.centres, metric)
+        if probes < ngroups:
+            picked = np.argpartition(-group_scores, probes - 1, axis=1)[:, :probes].reshape(-1)
+        else:
+            picked = np.tile(np.arange(ngroups), n)
+        pairs = np.argsort(picked, kind="stable")  # (row, group) pairs, group after group
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(picked, minlength=ngroups))])
+        best = np.empty(n * probes, np.float32)
+        which = np.empty(n * probes, np.int64)
+        for group in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+            pair = pairs[bounds[group] : bounds[group + 1]]
+            scores = _scores(block[pair // probes], members[starts[group] : starts[group + 1]], metric)
+            top = scores.argmax(axis=1)
+            which[pair] = starts[group] + top
+            best[pair] = scores[np.arange(pair.size), top]
+        choice = best.reshape(n, probes).argmax(axis=1)
+        out[first : first + n] = order[which.reshape(n, probes)[np.arange(n), choice]]
+    return out
+
+
+def assign_partitions(
+    centroids: npt.NDArray[np.float32],
+    x: npt.NDArray[np.float32],
+    metric: str,
+    groups: ListGroups | Literal["derive", "flat"] = "derive",
+) -> npt.NDArray[np.uint16]:
+    """``uint16[n]``: each row's list, its nearest centroid (by ``metric``) among those of its best groups.
+
+    ``groups``: the quantizer's saved :class:`ListGroups`; ``"derive"`` computes them from the
+    centroids as training does (:func:`group_lists`: the same groups, seeded), so rows are
+    assigned as the store will assign them; ``"flat"`` scores every centroid (lists trained
+    before groups existed, and fewer than :data:`MIN_GROUPED_LISTS` lists).
+    """
+    chosen = group_lists(centroids, metric) if groups == "derive" else groups
+    if isinstance(chosen, ListGroups):
+        return _grouped_nearest(centroids, chosen, x, metric).astype(np.uint16)
+    return _nearest(centroids, x, metric).astype(np.uint16)
 
 
 def padded_counts(counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -17,9 +17,11 @@ from langchain_vq.quantization._common import state_array
 from langchain_vq.quantization._ivf import (
     MAX_PARTITIONS,
     IVFFastScan,
+    ListGroups,
     ProbedScan,
     assign_partitions,
     default_nprobe,
+    group_lists,
     joined_ivf_scan,
 )
 from langchain_vq.quantization.base import Quantizer
@@ -81,17 +83,31 @@ class PartitionedQuantizer(Quantizer):
 
     Subclasses set ``partitions``, ``nprobe`` and an ``_ivf_scans`` cache in ``__init__``,
     ``partition_centroids_`` when fitted, and say which 4-bit codebooks their codes index
-    (:meth:`_fine_codebooks`).
+    (:meth:`_fine_codebooks`). :meth:`fit` then groups the lists (``_ivf.group_lists``), so rows
+    are assigned through ``partition_groups_``; a state saved before groups existed has none,
+    and its rows keep being assigned by scoring every centroid, as its stored lists were.
     """
 
     partitions: int
     nprobe: int | None
     partition_centroids_: npt.NDArray[np.float32]
+    #: The lists' groups (``_ivf.ListGroups``); None: every centroid is scored (few lists, or a
+    #: state saved before groups existed).
+    partition_groups_: ListGroups | None = None
     _ivf_scans: FastScanCache[IVFFastScan]
 
     @abstractmethod
     def _fine_codebooks(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp] | None]:
         """``(codebooks [sub-codes, 16, sub-dim], dimension order or None)`` of the stored codes."""
+
+    def fit(self, x: npt.ArrayLike) -> Self:
+        """Learn the state (``Quantizer.fit``); with ``partitions``, also group the lists' centroids."""
+        self.partition_groups_ = None
+        super().fit(x)
+        if self.partitions:
+            # The groups choose_nprobe assigned the training rows through (seeded: the same).
+            self.partition_groups_ = group_lists(self.partition_centroids_, self.metric)
+        return self
 
     @property
     def partitioned(self) -> bool:
@@ -111,7 +127,10 @@ class PartitionedQuantizer(Quantizer):
             msg = f"assign() needs a {type(self).__name__} with partitions > 0; this one has none."
             raise ConfigurationError(msg)
         self._check_fitted()
-        return assign_partitions(self.partition_centroids_, self._check_vectors(x), self.metric)
+        vectors = self._check_vectors(x)
+        if self.partition_groups_ is None:
+            return assign_partitions(self.partition_centroids_, vectors, self.metric, "flat")
+        return assign_partitions(self.partition_centroids_, vectors, self.metric, self.partition_groups_)
 
     def _nprobe_now(self) -> int:
         """Lists probed per query: ``nprobe``, or a default for a hand-made config without one."""
@@ -141,23 +160,61 @@ class PartitionedQuantizer(Quantizer):
         return joined
 
     def get_state(self) -> dict[str, npt.NDArray[Any]]:
-        """The learned arrays, and with ``partitions`` the lists' centroids (``partition_centroids``)."""
+        """The learned arrays; with ``partitions`` the lists' centroids and groups.
+
+        ``partition_centroids``, and when the lists are grouped ``partition_groups`` (the groups'
+        centres) and ``partition_group_of`` (each list's group).
+        """
         state = super().get_state()
         if self.partitions:
             state["partition_centroids"] = self.partition_centroids_.copy()
+            if self.partition_groups_ is not None:
+                state["partition_groups"] = self.partition_groups_.centres.copy()
+                state["partition_group_of"] = self.partition_groups_.group_of.copy()
         return state
 
     def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
         """Restore ``get_state`` output; with ``partitions`` it must hold the lists' centroids.
 
+        A state without ``partition_groups`` (saved before lists were grouped) assigns rows by
+        scoring every centroid, as its stored lists were assigned.
+
         Raises:
-            ConfigurationError: An array is missing, of another shape, or not finite.
+            ConfigurationError: An array is missing, of another shape, or not finite, or the
+                groups do not fit the lists.
         """
-        centroids = None
+        centroids, groups = None, None
         if self.partitions:
+            owner = type(self).__name__
             shape = (self.partitions, self.dim)
-            centroids = state_array(state, "partition_centroids", shape, np.float32, type(self).__name__)
+            centroids = state_array(state, "partition_centroids", shape, np.float32, owner)
+            groups = _stored_groups(state, self.partitions, self.dim, owner)
         super().set_state(state)
         if centroids is not None:
             self.partition_centroids_ = centroids
+            self.partition_groups_ = groups
         return self
+
+
+def _stored_groups(
+    state: dict[str, npt.NDArray[Any]], partitions: int, dim: int, owner: str
+) -> ListGroups | None:
+    """The saved lists' groups, checked; None for a state saved without them.
+
+    Raises:
+        ConfigurationError: Only one of the two arrays is saved, or they do not fit the lists
+            (every list in one of the groups, every group holding a list).
+    """
+    if "partition_groups" not in state and "partition_group_of" not in state:
+        return None
+    count = np.asarray(state.get("partition_groups", np.empty((0, dim)))).shape[0]
+    centres = state_array(state, "partition_groups", (count, dim), np.float32, owner)
+    group_of = state_array(state, "partition_group_of", (partitions,), np.int64, owner)
+    if not count or group_of.min() < 0 or np.unique(group_of).size != count or group_of.max() >= count:
+        msg = (
+            f"{owner} state 'partition_group_of' names groups {np.unique(group_of).tolist()[:8]}... "
+            f"of {count} saved centres, expected each of the {count} groups to hold a list. "
+            "The state is damaged: restore one saved by get_state(), or refit."
+        )
+        raise ConfigurationError(msg)
+    return ListGroups(centres, group_of)

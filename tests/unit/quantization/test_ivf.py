@@ -22,7 +22,10 @@ from langchain_vq.quantization import QUANTIZERS, BinaryQuantizer, ProductQuanti
 from langchain_vq.quantization._fast_scan import NibbleFastScan, PQFastScan
 from langchain_vq.quantization._ivf import (
     NPROBE_COVERAGE,
+    _grouped_nearest,
+    assign_partitions,
     choose_nprobe,
+    group_lists,
     list_blocks,
     neighbour_list_ranks,
 )
@@ -422,3 +425,131 @@ def test_list_blocks_packs_each_list_as_packing_it_alone() -> None:
         np.testing.assert_array_equal(blocks[start : start + want.size], want)
         start += want.size
     assert start == blocks.size
+
+
+# -- grouped lists (cheap assignment) -------------------------------------------------------------
+GROUPED = 256  # the fewest lists that are grouped (_ivf.MIN_GROUPED_LISTS)
+
+
+@pytest.fixture(scope="module")
+def grouped(data: tuple[np.ndarray, np.ndarray]) -> BinaryQuantizer:
+    """A binary quantizer whose 256 lists are grouped (trained on the 20k rows)."""
+    quantizer = BinaryQuantizer(384, partitions=GROUPED).fit(data[0])
+    assert quantizer.partition_groups_ is not None
+    return quantizer
+
+
+def scanned_for(
+    x: np.ndarray, q: np.ndarray, centroids: np.ndarray, lists: np.ndarray, coverage: float
+) -> float:
+    """Mean share of the rows in the fewest best lists holding ``coverage`` of the queries' exact top 10."""
+    truth = exact_search(x, q, 10).rows
+    order = np.argsort(-(q @ centroids.T), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rank[np.arange(len(q))[:, None], order] = np.arange(centroids.shape[0])[None, :]
+    ranks = np.sort(rank[np.arange(len(q))[:, None], lists[truth].astype(np.int64)].ravel())
+    nprobe = int(ranks[int(np.ceil(coverage * ranks.size)) - 1]) + 1
+    sizes = np.bincount(lists, minlength=centroids.shape[0])
+    return float(sizes[order[:, :nprobe]].sum(axis=1).mean() / sizes.sum())
+
+
+def test_grouped_lists_hold_the_neighbours_as_flat_assignment_does(
+    grouped: BinaryQuantizer, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    # Tolerance: 5% more rows scanned than scoring every centroid. These seeded rows: 0.6% fewer
+    # at coverage 0.99, 0.6% more at 0.997 (90.6% of rows in the nearest centroid's list);
+    # choosing among one group's lists instead of 4 scans 28% / 24% more, so the check can fail.
+    x, q = data
+    centroids, groups = grouped.partition_centroids_, grouped.partition_groups_
+    assert groups is not None and groups.centres.shape[0] == 16 and groups.probes == 4
+    flat = assign_partitions(centroids, x, "ip", "flat")
+    lists = grouped.assign(x)
+    assert 0.8 < float((lists == flat).mean()) < 1.0  # an approximation, and a close one
+    for coverage in (0.99, 0.997):
+        assert scanned_for(x, q, centroids, lists, coverage) <= 1.05 * scanned_for(
+            x, q, centroids, flat, coverage
+        )
+    one_group = _grouped_nearest(centroids, groups, x, "ip", probes=1)
+    assert scanned_for(x, q, centroids, one_group, 0.997) > 1.05 * scanned_for(x, q, centroids, flat, 0.997)
+
+
+def test_grouped_assignment_is_the_best_list_of_the_best_groups(
+    grouped: BinaryQuantizer, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x = data[0][:3000]
+    centroids, groups = grouped.partition_centroids_, grouped.partition_groups_
+    assert groups is not None
+    # The groups fit() saved are the ones training derived (choose_nprobe assigned through them).
+    derived = group_lists(centroids, "ip")
+    assert derived is not None
+    np.testing.assert_array_equal(derived.centres, groups.centres)
+    np.testing.assert_array_equal(derived.group_of, groups.group_of)
+    np.testing.assert_array_equal(assign_partitions(centroids, x, "ip"), grouped.assign(x))
+    # Brute force: score every centroid, keep those in the row's 4 best groups, take the best.
+    best_groups = np.argsort(-(x @ groups.centres.T), axis=1)[:, :4]
+    allowed = (groups.group_of[None, None, :] == best_groups[:, :, None]).any(axis=1)
+    want = np.where(allowed, x @ centroids.T, -np.inf).argmax(axis=1)
+    np.testing.assert_array_equal(grouped.assign(x), want)
+
+
+def test_grouped_assignment_under_l2() -> None:
+    x = np.random.default_rng(3).normal(size=(12_000, 24)).astype(np.float32) * 5
+    quantizer = BinaryQuantizer(24, metric="l2", partitions=GROUPED).fit(x)
+    groups = quantizer.partition_groups_
+    assert groups is not None
+    centroids = quantizer.partition_centroids_
+    dist_groups = ((x[:, None, :] - groups.centres[None]) ** 2).sum(-1)
+    best_groups = np.argsort(dist_groups, axis=1)[:, :4]
+    allowed = (groups.group_of[None, None, :] == best_groups[:, :, None]).any(axis=1)
+    dist = ((x[:, None, :] - centroids[None]) ** 2).sum(-1)
+    want = np.where(allowed, dist, np.inf).argmin(axis=1)
+    assert float((quantizer.assign(x) == want).mean()) > 0.999  # float rounding may split near-ties
+
+
+def test_few_lists_are_not_grouped(
+    partitioned: PartitionedQuantizer, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x = data[0][:2000]
+    assert partitioned.partition_groups_ is None and "partition_groups" not in partitioned.get_state()
+    want = np.argmax(x @ partitioned.partition_centroids_.T, axis=1)
+    np.testing.assert_array_equal(partitioned.assign(x), want)
+
+
+def test_state_saved_before_groups_assigns_by_every_centroid(
+    grouped: BinaryQuantizer, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x = data[0][:3000]
+    state = grouped.get_state()
+    assert state["partition_groups"].shape == (16, 384) and state["partition_group_of"].shape == (GROUPED,)
+    config = json.loads(json.dumps(grouped.get_config()))
+    restored = quantizer_from_config(config, state)
+    assert isinstance(restored, BinaryQuantizer)
+    np.testing.assert_array_equal(restored.assign(x), grouped.assign(x))
+    # A state saved before lists were grouped: its rows were assigned by the nearest centroid.
+    old = {k: v for k, v in state.items() if k not in ("partition_groups", "partition_group_of")}
+    flat = quantizer_from_config(config, old)
+    assert isinstance(flat, BinaryQuantizer) and flat.partition_groups_ is None
+    np.testing.assert_array_equal(flat.assign(x), np.argmax(x @ grouped.partition_centroids_.T, axis=1))
+    assert "partition_groups" not in flat.get_state()  # saved again as it was
+    # Refitting groups the new lists.
+    assert flat.fit(data[0]).partition_groups_ is not None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"partition_group_of": None}, id="centres-without-groups"),
+        pytest.param({"partition_group_of": np.full(GROUPED, 16)}, id="group-past-the-last"),
+        pytest.param({"partition_group_of": np.zeros(GROUPED, np.int64)}, id="empty-groups"),
+        pytest.param({"partition_groups": np.zeros((16, 383), np.float32)}, id="other-dim"),
+    ],
+)
+def test_damaged_groups_are_typed_errors(grouped: BinaryQuantizer, change: dict[str, Any]) -> None:
+    state = grouped.get_state()
+    for key, value in change.items():
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    with pytest.raises(ConfigurationError, match="partition_group"):
+        quantizer_from_config(grouped.get_config(), state)
