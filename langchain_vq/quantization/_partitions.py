@@ -17,12 +17,12 @@ from langchain_vq.quantization._common import state_array
 from langchain_vq.quantization._ivf import (
     MAX_PARTITIONS,
     IVFFastScan,
-    ListGroups,
+    ListProjection,
     ProbedScan,
     assign_partitions,
     default_nprobe,
-    group_lists,
     joined_ivf_scan,
+    project_lists,
 )
 from langchain_vq.quantization.base import Quantizer
 from langchain_vq.validation import check_int
@@ -83,17 +83,18 @@ class PartitionedQuantizer(Quantizer):
 
     Subclasses set ``partitions``, ``nprobe`` and an ``_ivf_scans`` cache in ``__init__``,
     ``partition_centroids_`` when fitted, and say which 4-bit codebooks their codes index
-    (:meth:`_fine_codebooks`). :meth:`fit` then groups the lists (``_ivf.group_lists``), so rows
-    are assigned through ``partition_groups_``; a state saved before groups existed has none,
-    and its rows keep being assigned by scoring every centroid, as its stored lists were.
+    (:meth:`_fine_codebooks`). :meth:`fit` then finds the centroids' principal axes
+    (``_ivf.project_lists``), and rows are assigned on them (``partition_projection_``); a state
+    saved before projections existed has none, and its rows keep being assigned by scoring every
+    centroid in full, as its stored lists were.
     """
 
     partitions: int
     nprobe: int | None
     partition_centroids_: npt.NDArray[np.float32]
-    #: The lists' groups (``_ivf.ListGroups``); None: every centroid is scored (few lists, or a
-    #: state saved before groups existed).
-    partition_groups_: ListGroups | None = None
+    #: The axes rows are assigned on (``_ivf.ListProjection``); None: every centroid is scored in
+    #: full (few lists, or a state saved before projections existed).
+    partition_projection_: ListProjection | None = None
     _ivf_scans: FastScanCache[IVFFastScan]
 
     @abstractmethod
@@ -101,12 +102,12 @@ class PartitionedQuantizer(Quantizer):
         """``(codebooks [sub-codes, 16, sub-dim], dimension order or None)`` of the stored codes."""
 
     def fit(self, x: npt.ArrayLike) -> Self:
-        """Learn the state (``Quantizer.fit``); with ``partitions``, also group the lists' centroids."""
-        self.partition_groups_ = None
+        """Learn the state (``Quantizer.fit``); with ``partitions``, also the axes rows are assigned on."""
+        self.partition_projection_ = None
         super().fit(x)
         if self.partitions:
-            # The groups choose_nprobe assigned the training rows through (seeded: the same).
-            self.partition_groups_ = group_lists(self.partition_centroids_, self.metric)
+            # The axes choose_nprobe assigned the training rows on (derived alike).
+            self.partition_projection_ = project_lists(self.partition_centroids_, self.metric)
         return self
 
     @property
@@ -128,9 +129,10 @@ class PartitionedQuantizer(Quantizer):
             raise ConfigurationError(msg)
         self._check_fitted()
         vectors = self._check_vectors(x)
-        if self.partition_groups_ is None:
+        projection = self.partition_projection_
+        if projection is None:
             return assign_partitions(self.partition_centroids_, vectors, self.metric, "flat")
-        return assign_partitions(self.partition_centroids_, vectors, self.metric, self.partition_groups_)
+        return assign_partitions(self.partition_centroids_, vectors, self.metric, projection)
 
     def _nprobe_now(self) -> int:
         """Lists probed per query: ``nprobe``, or a default for a hand-made config without one."""
@@ -160,61 +162,41 @@ class PartitionedQuantizer(Quantizer):
         return joined
 
     def get_state(self) -> dict[str, npt.NDArray[Any]]:
-        """The learned arrays; with ``partitions`` the lists' centroids and groups.
+        """The learned arrays; with ``partitions`` the lists' centroids and assignment axes.
 
-        ``partition_centroids``, and when the lists are grouped ``partition_groups`` (the groups'
-        centres) and ``partition_group_of`` (each list's group).
+        ``partition_centroids``, and when rows are assigned on principal axes
+        ``partition_projection`` (``float32[dim, axes]``).
         """
         state = super().get_state()
         if self.partitions:
             state["partition_centroids"] = self.partition_centroids_.copy()
-            if self.partition_groups_ is not None:
-                state["partition_groups"] = self.partition_groups_.centres.copy()
-                state["partition_group_of"] = self.partition_groups_.group_of.copy()
+            if self.partition_projection_ is not None:
+                state["partition_projection"] = self.partition_projection_.axes.copy()
         return state
 
     def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
         """Restore ``get_state`` output; with ``partitions`` it must hold the lists' centroids.
 
-        A state without ``partition_groups`` (saved before lists were grouped) assigns rows by
-        scoring every centroid, as its stored lists were assigned.
+        A state without ``partition_projection`` (saved before projections existed) assigns rows
+        by scoring every centroid in full, as its stored lists were assigned.
 
         Raises:
-            ConfigurationError: An array is missing, of another shape, or not finite, or the
-                groups do not fit the lists.
+            ConfigurationError: An array is missing, of another shape, or not finite.
         """
-        centroids, groups = None, None
+        centroids, projection = None, None
         if self.partitions:
             owner = type(self).__name__
             shape = (self.partitions, self.dim)
             centroids = state_array(state, "partition_centroids", shape, np.float32, owner)
-            groups = _stored_groups(state, self.partitions, self.dim, owner)
+            if "partition_projection" in state:
+                axes = np.asarray(state["partition_projection"])
+                count = axes.shape[1] if axes.ndim == 2 and 0 < axes.shape[1] <= self.dim else 0
+                shape = (self.dim, count or self.dim)
+                projection = ListProjection(
+                    state_array(state, "partition_projection", shape, np.float32, owner)
+                )
         super().set_state(state)
         if centroids is not None:
             self.partition_centroids_ = centroids
-            self.partition_groups_ = groups
+            self.partition_projection_ = projection
         return self
-
-
-def _stored_groups(
-    state: dict[str, npt.NDArray[Any]], partitions: int, dim: int, owner: str
-) -> ListGroups | None:
-    """The saved lists' groups, checked; None for a state saved without them.
-
-    Raises:
-        ConfigurationError: Only one of the two arrays is saved, or they do not fit the lists
-            (every list in one of the groups, every group holding a list).
-    """
-    if "partition_groups" not in state and "partition_group_of" not in state:
-        return None
-    count = np.asarray(state.get("partition_groups", np.empty((0, dim)))).shape[0]
-    centres = state_array(state, "partition_groups", (count, dim), np.float32, owner)
-    group_of = state_array(state, "partition_group_of", (partitions,), np.int64, owner)
-    if not count or group_of.min() < 0 or np.unique(group_of).size != count or group_of.max() >= count:
-        msg = (
-            f"{owner} state 'partition_group_of' names groups {np.unique(group_of).tolist()[:8]}... "
-            f"of {count} saved centres, expected each of the {count} groups to hold a list. "
-            "The state is damaged: restore one saved by get_state(), or refit."
-        )
-        raise ConfigurationError(msg)
-    return ListGroups(centres, group_of)
