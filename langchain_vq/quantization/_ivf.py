@@ -9,10 +9,12 @@ query reads a fraction of them: with 1024 lists at 1M synthetic rows, the 128 be
 Used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` and
 :class:`~langchain_vq.quantization.product.ProductQuantizer` (4-bit codes) with ``partitions > 0``:
 
-* :func:`train_partitions`: seeded k-means (``faiss.Kmeans``, spherical for inner product) on
-  the quantizer's training sample; the centroids are part of the quantizer's saved state.
+* :func:`train_partitions`: seeded k-means (``faiss.Kmeans``) on the quantizer's training
+  sample, from 256 lists on over its 64 principal components; the centroids are part of the
+  quantizer's saved state.
 * :func:`assign_partitions`: each row's list, computed once from its float vector when it is
-  encoded and stored beside its code, so opening a store never reassigns rows.
+  encoded and stored beside its code, so opening a store never reassigns rows; from 256 lists
+  on, the best centroid on the centroids' 64 principal axes (:class:`ListProjection`, saved too).
 * :class:`IVFFastScan`: FAISS's ``IndexIVFPQFastScan`` with ``by_residual=False`` and the
   codebooks of the full fast scan (PQ: the learned ones, as
   :class:`~langchain_vq.quantization._fast_scan.PQFastScan`; binary, the corners of
@@ -155,9 +157,10 @@ def train_partitions(x: npt.NDArray[np.float32], partitions: int, metric: str) -
 def _projected_kmeans(x: npt.NDArray[np.float32], partitions: int, metric: str) -> npt.NDArray[np.float32]:
     """k-means on the sample's top principal components, centroids lifted to the rows' means.
 
-    ``measure_ivf.py --lists``: at 1024 lists on 100k rows, 2,000 held-out queries, these lists
-    held 0.997 of the neighbours in 11% (real sentences) and 6% (synthetic) fewer rows than a
-    k-means of the full vectors, and trained in half its time (a 64-dim k-means).
+    ``measure_ivf.py --old-lists --lists 1024`` (200k rows, 500 held-out queries): with the
+    projected assignment, rows scanned for 0.99 / 0.995 / 0.997 of the neighbours were 8% / 9% /
+    6% fewer than a full-vector k-means's on synthetic rows, 11% more / the same / 16% fewer on
+    real sentences; training took 1.7-2.8x less time (a 64-dim k-means).
     """
     rng = np.random.default_rng(_KMEANS_SEED)
     if x.shape[0] > partitions * _KMEANS_ROWS_PER_PARTITION:
@@ -223,9 +226,10 @@ class ListProjection:
 #: Fewest lists trained and assigned on principal axes: below, a full k-means and scoring every
 #: centroid are cheap (and assignment exact).
 MIN_PROJECTED_LISTS = 256
-#: Principal axes the k-means runs on and rows are assigned on. ``measure_ivf.py --lists``, 1024
-#: lists, 100k rows: 64 axes held the neighbours in as few rows as the exact assignment to the
-#: same centroids (78% / 94% of real / synthetic rows in the nearest centroid's list).
+#: Principal axes the k-means runs on and rows are assigned on. 1024 lists, 100k rows, 2,000
+#: queries: on 64 (or 48) axes the lists held the neighbours in about as many rows as the exact
+#: assignment to the same centroids (74% / 92% of real / synthetic rows in the nearest
+#: centroid's list at 200k); on 32 axes real sentences needed 9-20% more rows.
 PROJECTED_DIMS = 64
 #: Rows the principal axes of a training sample are computed from.
 _PCA_ROWS = 16_384
