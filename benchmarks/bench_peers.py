@@ -29,7 +29,10 @@ size); open time in a new process with the method's files evicted from the page 
 bytes; ingest rate (build, training included). Hardware, versions and load averages are recorded.
 
 Outputs ``benchmarks/results/peers.json``, ``peers.md`` and ``peers.png`` (recall@10 vs p50,
-bubble area = resident memory). ``--quick`` is a smoke test on small data.
+bubble area = resident memory). ``--quick`` is a smoke test on small data. ``--update`` measures
+only ``--methods`` again (after a change to langchain_vq's defaults; name ``faiss-flat`` too, the
+reference of the speed ratios) and replaces their entries in the existing ``peers.json``; the
+report says which rows are from which run.
 
 Run: ``python benchmarks/bench_peers.py [--n 1000000] [--quick]``; see ``benchmarks/README.md``.
 """
@@ -676,6 +679,9 @@ def main(ns: argparse.Namespace) -> None:
 
     out_dir = Path(ns.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if ns.update:
+        setup = {"n": ns.n, "queries": ns.queries, "k": K, "quick": ns.quick}
+        check_same_setup(json.loads((out_dir / "peers.json").read_text()), setup)
     work = Path(tempfile.mkdtemp(prefix="bench_peers-", dir=ns.tmp))
     log = (out_dir / "peers.log").open("w")
     print(f"work dir {work}; child logs in {out_dir / 'peers.log'}", flush=True)
@@ -764,9 +770,42 @@ def main(ns: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)
         log.close()
     result["load_end"] = os.getloadavg()
+    if ns.update:
+        result = merged_update(json.loads((out_dir / "peers.json").read_text()), result, methods)
     (out_dir / "peers.json").write_text(json.dumps(result, indent=1) + "\n")
     report(out_dir / "peers.json")
     write_if_results(out_dir)  # one command: results, tables, plot, RESULTS.md and the README summary
+
+
+def check_same_setup(earlier: dict[str, Any], config: dict[str, Any]) -> None:
+    """Stop before measuring when ``--update`` would mix runs of other sizes or budgets."""
+    for key in ("n", "queries", "k", "quick"):
+        if earlier["config"].get(key) != config.get(key):
+            msg = (
+                f"--update: this run has {key}={config.get(key)!r}, the peers.json it would update "
+                f"has {earlier['config'].get(key)!r}. Rerun with the same --n/--queries/--quick."
+            )
+            raise SystemExit(msg)
+
+
+def merged_update(earlier: dict[str, Any], run: dict[str, Any], methods: list[str]) -> dict[str, Any]:
+    """``earlier`` with the entries of ``methods`` replaced by this ``run``'s, the run listed in ``updates``.
+
+    For a change to langchain_vq's defaults: only its methods (and ``faiss-flat``, the reference
+    of every speed ratio, when named) are measured again; the peers keep their earlier run,
+    which the report says.
+    """
+    check_same_setup(earlier, run["config"])
+    for name, dataset in run["datasets"].items():
+        if "methods" not in dataset:
+            continue
+        target = earlier["datasets"].setdefault(name, {**dataset, "methods": {}})
+        for method, entry in dataset["methods"].items():
+            target.setdefault("methods", {})[method] = {**entry, "measured": run["date"]}
+    earlier.setdefault("updates", []).append(
+        {key: run[key] for key in ("date", "command", "load_start", "load_end")} | {"methods": methods}
+    )
+    return earlier
 
 
 def report(path: Path) -> None:
@@ -925,6 +964,16 @@ def _mb(value: float | None) -> str:
     return "" if value is None else f"{value:,.0f}"
 
 
+def _update_lines(result: dict[str, Any]) -> list[str]:
+    """Which methods a later ``--update`` run measured again, when, and at what load."""
+    return [
+        f"Measured again on {u['date'][:10]} (`--update`, load {u['load_start'][0]:.2f} at start, "
+        f"{u['load_end'][0]:.2f} at end): {', '.join(u['methods'])}. The other rows are from the run "
+        f"of {result['date'][:10]}.\n"
+        for u in result.get("updates", [])
+    ]
+
+
 def markdown(result: dict[str, Any]) -> str:
     hw = result["hardware"]
     cfg = result["config"]
@@ -953,6 +1002,7 @@ def markdown(result: dict[str, Any]) -> str:
             "(and, for langchain_vq, the compact() after the batched adds)."
         ),
         "",
+        *_update_lines(result),
         (
             "| method | setting | bytes/vec in RAM | recall@10 | p50 ms | p95 ms | batch ms/q | p50 2t | "
             "batch 2t | RSS open | RSS after | RSS anon after | disk MB (/ raw float32) | open ms | 1st query ms | "
@@ -1199,6 +1249,11 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument(
         "--report", default=None, metavar="JSON", help="only rewrite md/png from a peers.json"
+    )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="measure only --methods and replace their entries in the existing peers.json of --out",
     )
     for name in ("_build", "_query"):
         child = sub.add_parser(name, help=argparse.SUPPRESS)

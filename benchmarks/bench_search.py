@@ -157,6 +157,9 @@ def build_store(
         "compacted": compact,
         "segments": len(store.collection.snapshot.views),
         "default_rescore_multiplier": store.rescore_multiplier,
+        # The first stage the store chose: lists ("auto" partitions once it is large) or a full scan.
+        "partitions": getattr(quantizer, "partitions", None),
+        "nprobe": getattr(quantizer, "nprobe", None),
         # The newest version's files and the manifests; the folder also holds the files that
         # merges and compaction replaced, until the next compact (readers' grace period).
         "store_bytes": version_bytes,
@@ -407,6 +410,8 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
         "default_speedup_vs_flat_ip": flat_p50 / default["p50_ms"],
         "default_speedup_met": flat_p50 / default["p50_ms"] >= TARGET_SPEEDUP_VS_FLAT,
         "segments_after_ten_adds": result["modes"]["binary"]["ingest"].get("segments_after_adds"),
+        "default_partitions": result["modes"]["binary"]["ingest"].get("partitions"),
+        "default_nprobe": result["modes"]["binary"]["ingest"].get("nprobe"),
         "binary_speedup_vs_flat_ip": speedup,
         "binary_speedup_met": speedup >= TARGET_SPEEDUP_VS_FLAT,
         "binary_vs_bare_ratio": vs_bare,
@@ -558,7 +563,13 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Default binary store ({v['segments_after_ten_adds']} segments after ten adds, not compacted): recall@10 "
-        f"{v['default_recall_at_10']:.4f} at the calibrated m={v['default_rescore_multiplier']} (target {TARGET_RECALL}: "
+        f"{v['default_recall_at_10']:.4f} at the calibrated m={v['default_rescore_multiplier']}"
+        + (
+            f", nprobe {v['default_nprobe']} of {v['default_partitions']} lists"
+            if v.get("default_partitions")
+            else ""
+        )
+        + f" (target {TARGET_RECALL}: "
         f"{yes(v['default_recall_met'])}), {v['default_speedup_vs_flat_ip']:.1f}x faster than IndexFlatIP (target "
         f"{TARGET_SPEEDUP_VS_FLAT:.0f}x: {yes(v['default_speedup_met'])})"
         + (

@@ -245,7 +245,7 @@ def main(ns: argparse.Namespace) -> None:
     quality = list_quality(corpus, queries, truth, sample, counts, ns.old_lists) if counts else []
 
     with tempfile.TemporaryDirectory(prefix="measure_ivf_") as tmp:
-        full, full_add_s = build(Path(tmp) / "full", corpus, ns.adds, ns.quantization, None)
+        full, full_add_s = build(Path(tmp) / "full", corpus, ns.adds, ns.quantization, {"partitions": 0})
         print(f"full store built in {full_add_s:.1f} s", flush=True)
         ivf, ivf_add_s = build(
             Path(tmp) / "ivf", corpus, ns.adds, ns.quantization, {"partitions": ns.partitions}

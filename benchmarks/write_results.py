@@ -163,7 +163,12 @@ def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
             f"embeddings, {cfg['queries']:,} queries, k={cfg['k']}, single queries on one thread (process "
             f"pinned to one core). {hw['cpu_model']}, {hw['cores']} shared cores, {hw['ram_gb']} GB RAM; "
             f"Python {hw['python']}, FAISS {hw['faiss']}, pyarrow {hw['pyarrow']}, LanceDB {hw['lancedb']}; "
-            f"run of {peers['date'][:10]} (`bench_peers.py`, {_load_words(peers, hw['cores'])}). "
+            f"run of {peers['date'][:10]} (`bench_peers.py`, {_load_words(peers, hw['cores'])})"
+            + "".join(
+                f"; {', '.join(u['methods'])} measured again on {u['date'][:10]} (`--update`)"
+                for u in peers.get("updates", [])
+            )
+            + ". "
             "m = `rescore_multiplier`; langchain_vq "
             f"and LanceDB rows: the fastest setting reaching recall@10 {TARGET_RECALL}, after the default. "
             "InMemoryVectorStore: measured on the first rows, its full-scan time scaled linearly. Private MB: "
@@ -180,7 +185,7 @@ def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
         ),
     ]
     if search is not None:
-        older = peers["date"] < search["date"]
+        older = max([peers["date"], *(u["date"] for u in peers.get("updates", []))]) < search["date"]
         lines += [
             "",
             (
@@ -281,19 +286,27 @@ def _embeddings_sentence(data: dict[str, Any]) -> str:
     )
 
 
+def _first_stage(ingest: dict[str, Any]) -> str:
+    """How the store's first stage scanned: ", nprobe X of N lists" when it had lists, else nothing."""
+    if not ingest.get("partitions"):
+        return ""
+    return f", nprobe {ingest['nprobe']} of {ingest['partitions']} lists"
+
+
 def _default_sentence(search: dict[str, Any]) -> str:
     """The default binary and PQ stores against IndexFlatIP, from bench_search."""
     v = search["verdicts"]
     flat = search["peers"]["flat_ip"]["p50_ms"]
     default = next(r for r in search["modes"]["binary"]["warm"]["runs"] if r["default"])
     out = (
-        f"binary at the calibrated m={default['rescore_multiplier']}: recall@10 {default['recall_at_10']:.4f}, "
+        f"binary at the calibrated m={default['rescore_multiplier']}"
+        f"{_first_stage(search['modes']['binary']['ingest'])}: recall@10 {default['recall_at_10']:.4f}, "
         f"p50 {default['p50_ms']:.1f} ms against {flat:.1f} ms for IndexFlatIP ({flat / default['p50_ms']:.1f}x)"
     )
     if "pq_speedup_vs_flat_ip" in v:
         pq = next(r for r in search["modes"]["pq"]["warm"]["runs"] if r["default"])
         out += (
-            f"; PQ at m={pq['rescore_multiplier']}: recall@10 {pq['recall_at_10']:.4f}, p50 {pq['p50_ms']:.1f} ms "
+            f"; PQ at m={pq['rescore_multiplier']}{_first_stage(search['modes']['pq']['ingest'])}: recall@10 {pq['recall_at_10']:.4f}, p50 {pq['p50_ms']:.1f} ms "
             f"({v['pq_speedup_vs_flat_ip']:.1f}x)"
         )
     return out + "."

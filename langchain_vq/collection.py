@@ -29,7 +29,13 @@ from langchain_vq.errors import (
     InvalidInputError,
 )
 from langchain_vq.merge_policy import MergePolicy, SegmentSize, plan_merges
-from langchain_vq.quantization import make_quantizer, normalize_quantization, quantizer_from_config
+from langchain_vq.quantization import (
+    _partitions,
+    make_quantizer,
+    normalize_quantization,
+    quantizer_from_config,
+)
+from langchain_vq.quantization._partitions import PartitionedQuantizer, check_partition_options, is_auto
 from langchain_vq.quantization.base import as_float_matrix
 from langchain_vq.quantization.precision import (
     CODES_ONLY,
@@ -79,6 +85,8 @@ ROW_KEY_SHIFT = 40
 _ROW_MASK = (1 << ROW_KEY_SHIFT) - 1
 #: Vectors sampled to train a quantizer.
 TRAIN_SAMPLE = 100_000
+#: Stored vectors read back at a time to assign a segment's rows their lists (~100 MB float32).
+_ASSIGN_READ_ROWS = 65_536
 #: Seconds a superseded version (and its files) survives ``compact``, for readers opening it.
 CLEANUP_GRACE_SECONDS = 60.0
 #: Times a reader retries opening the newest version when cleanup removed files under it.
@@ -200,6 +208,7 @@ class Collection:
             or (LEGACY_PRECISION if quantization == "none" else DEFAULT_PRECISION),
         )
         _check_precision(self.config)
+        _check_partition_options(self._requested)
         self.lock_timeout = lock_timeout
         self._mutex = threading.RLock()
         self._segments: dict[str, Segment] = {}  # open segments by name, reused across versions
@@ -271,6 +280,46 @@ class Collection:
         if self.quantization == "none":
             return None
         return make_quantizer(self.quantization, dim, metric=self.kind, **self.quantizer_options)
+
+    @property
+    def auto_partitions(self) -> bool:
+        """Whether the store chooses lists itself: its options leave ``partitions`` unset or "auto".
+
+        Stores written before the option existed have no ``partitions`` in their options: they
+        are "auto" too, and get lists on the add that finds them large enough.
+        """
+        return is_auto(self.quantizer_options.get("partitions"))
+
+    def _partitions_due(
+        self, quantizer: Quantizer | None, live_rows: int, views: Sequence[SegmentView] = ()
+    ) -> bool:
+        """Whether an "auto" store's quantizer gets lists now (``_partitions.AUTO_PARTITION_ROWS``).
+
+        Only quantizers whose settings have a partitioned scan, not partitioned yet, and only
+        when every live row has a stored vector to be assigned from (a codes-only store keeps
+        the full scan).
+        """
+        return (
+            isinstance(quantizer, PartitionedQuantizer)
+            and not quantizer.partitioned
+            and quantizer.can_partition
+            and self.auto_partitions
+            and live_rows >= _partitions.AUTO_PARTITION_ROWS
+            and all(v.segment.has_vectors for v in views if v.live_count)
+        )
+
+    def _auto_partitioned(
+        self,
+        quantizer: Quantizer,
+        sample: npt.NDArray[np.float32],
+        live_rows: int,
+        views: Sequence[SegmentView] = (),
+    ) -> Quantizer:
+        """``quantizer``, with lists trained on ``sample`` when :meth:`_partitions_due`."""
+        if not self._partitions_due(quantizer, live_rows, views):
+            return quantizer
+        assert isinstance(quantizer, PartitionedQuantizer)  # noqa: S101 - checked by _partitions_due
+        return quantizer.with_partitions(sample, _partitions.auto_partition_count(sample.shape[0]))
 
     def _load(self, manifest: Manifest) -> Snapshot:
         """Open the files of ``manifest``, checking them against the creation settings."""
@@ -441,10 +490,15 @@ class Collection:
                 template = self._template(dim)
                 if template is not None and total >= template.min_train_size:
                     sample = _sample_vectors([v for v in views if v.live_count], vectors, TRAIN_SAMPLE)
-                    quantizer = template.fit(sample)
+                    quantizer = self._auto_partitioned(template.fit(sample), sample, total, views)
                     codec = self._codec(dim)
                     codec = codec.fit(sample) if codec is not None else None
                     views = [SegmentView(_encoded(v.segment, quantizer, codec), v.deleted) for v in views]
+            elif self._partitions_due(quantizer, total, views):
+                # The add that crosses the size: lists for every row, in this commit, codes kept.
+                sample = _sample_vectors([v for v in views if v.live_count], vectors, TRAIN_SAMPLE)
+                quantizer = self._auto_partitioned(quantizer, sample, total, views)
+                views = [SegmentView(_with_assigned_lists(v.segment, quantizer), v.deleted) for v in views]
             for start in range(0, len(ids), SEGMENT_MAX_ROWS):
                 stop = start + SEGMENT_MAX_ROWS
                 segment = build_segment(
@@ -610,7 +664,7 @@ class Collection:
                     template = self._template(current.dim)
                     if template is not None and vectors.shape[0] >= template.min_train_size:
                         sample = _sample_vectors([], vectors, TRAIN_SAMPLE)
-                        quantizer = template.fit(sample)
+                        quantizer = self._auto_partitioned(template.fit(sample), sample, vectors.shape[0])
                         codec = self._codec(current.dim)
                         codec = codec.fit(sample) if codec is not None else None
                 parts = [Segment(v.segment.name, _live_table(v)) for v in live]
@@ -1113,19 +1167,39 @@ def _with_lists(part: Segment, quantizer: Quantizer) -> Segment:
 def _sample_vectors(
     views: list[SegmentView], extra: npt.NDArray[np.float32], limit: int
 ) -> npt.NDArray[np.float32]:
-    """Up to ``limit`` vectors drawn evenly (seeded) from live rows of ``views`` plus ``extra``."""
-    parts = [_live_vectors(v) for v in views] + [extra]
-    total = sum(p.shape[0] for p in parts)
+    """Up to ``limit`` vectors drawn evenly (seeded) from live rows of ``views`` plus ``extra``.
+
+    Only the sampled rows of ``views`` are read and decoded (a 200k-row store crossing the
+    partitions threshold reads 100k rows, not all of them as float32).
+    """
+    lives = [np.arange(v.segment.rows) if v.live_mask is None else np.flatnonzero(v.live_mask) for v in views]
+    sizes = [rows.size for rows in lives] + [extra.shape[0]]
+    total = sum(sizes)
     if total <= limit:
-        return np.ascontiguousarray(np.concatenate(parts))
+        return np.ascontiguousarray(np.concatenate([_live_vectors(v) for v in views] + [extra]))
     rng = np.random.default_rng(0)
     picks = np.sort(rng.choice(total, size=limit, replace=False))
     out, offset = [], 0
-    for part in parts:
-        local = picks[(picks >= offset) & (picks < offset + part.shape[0])] - offset
-        out.append(part[local])
-        offset += part.shape[0]
+    for i, size in enumerate(sizes):
+        local = picks[(picks >= offset) & (picks < offset + size)] - offset
+        out.append(extra[local] if i == len(views) else float_rows(views[i].segment, lives[i][local]))
+        offset += size
     return np.ascontiguousarray(np.concatenate(out))
+
+
+def _with_assigned_lists(segment: Segment, quantizer: Quantizer) -> Segment:
+    """``segment`` (a new name: files are immutable) with each row's list, assigned from its stored vector.
+
+    Its codes are kept as they are; vectors are read back a block of rows at a time (bounded
+    float32 temporaries), deleted rows included so the lists line up with the codes.
+    """
+    if segment.codes is None:
+        return segment
+    lists = np.empty(segment.rows, np.uint16)
+    for start in range(0, segment.rows, _ASSIGN_READ_ROWS):
+        rows = np.arange(start, min(segment.rows, start + _ASSIGN_READ_ROWS))
+        lists[rows] = quantizer.assign(float_rows(segment, rows))
+    return Segment(uuid.uuid4().hex, segment.with_codes(segment.codes, lists).table)
 
 
 def _encoded(
@@ -1150,6 +1224,17 @@ def _encoded(
         lists = quantizer.assign(floats) if quantizer.partitioned else None
         encoded = encoded.with_codes(quantizer.encode(floats), lists)
     return Segment(uuid.uuid4().hex, encoded.table)
+
+
+def _check_partition_options(requested: CollectionConfig) -> None:
+    """Requested ``partitions`` / ``nprobe`` options, checked when the store opens, not when trained.
+
+    So a bad value fails before an application embeds its first batch (the other quantizer
+    options are checked when the quantizer is built).
+    """
+    options = requested.quantizer_options or {}
+    if requested.quantization in (None, "binary", "pq") and ("partitions" in options or "nprobe" in options):
+        check_partition_options(options.get("partitions"), options.get("nprobe"))
 
 
 def _check_precision(config: CollectionConfig) -> None:

@@ -166,6 +166,11 @@ class VQVectorStore(VectorStore):
             lock_timeout: Seconds a write waits for another writer process; 0 fails at once,
                 ``None`` waits forever.
             quantizer_options: Extra keyword arguments for the quantizer (e.g. ``{"m": 48}``).
+                ``partitions`` (binary and 4-bit PQ): ``"auto"`` (the default) partitions the
+                rows into k-means lists once the store holds 200,000 live rows, in the add or
+                ``compact()`` that gets there, so a query scans a few lists instead of every
+                code; ``0`` always scans every code; a number trains that many lists from the
+                start. Left unset when reopening, the store's own apply.
         """
         self.embedding = embedding
         if rescore is not None and check_flag(rescore, "rescore") is False:

@@ -3,6 +3,15 @@
 Shared by the quantizers with a ``partitions`` option (binary and 4-bit PQ; the kernels, k-means
 and the probe are in ``_ivf``), so their options read and fail alike and their partitioned scans
 are built one way (:class:`PartitionedQuantizer`).
+
+``partitions="auto"`` (the default) leaves the choice to the store: a quantizer alone has no
+lists, and a store (``Collection``) gives it lists (:meth:`PartitionedQuantizer.with_partitions`)
+in the add or ``compact()`` whose live rows reach :data:`AUTO_PARTITION_ROWS`
+(:func:`auto_partition_count` lists). Why a size: each at the multiplier its calibration chose
+for recall 0.99, the partitioned scan lost to the full scan on 100k real sentences (1.03-1.1x
+the time), was even at 200k (0.97-1.04x real, 0.95x synthetic; PQ 0.67x / 0.90x at 199k), and
+ran 1.6x faster at 1M synthetic rows (``benchmarks/measure_auto_partitions.py``,
+``results/auto_partitions.json``, ``results/ivf.json``).
 """
 
 from __future__ import annotations
@@ -16,13 +25,16 @@ from langchain_vq.errors import ConfigurationError, InvalidInputError
 from langchain_vq.quantization._common import state_array
 from langchain_vq.quantization._ivf import (
     MAX_PARTITIONS,
+    MIN_ROWS_PER_PARTITION,
     IVFFastScan,
     ListProjection,
     ProbedScan,
     assign_partitions,
+    choose_nprobe,
     default_nprobe,
     joined_ivf_scan,
     project_lists,
+    train_partitions,
 )
 from langchain_vq.quantization.base import Quantizer
 from langchain_vq.validation import check_int
@@ -37,13 +49,55 @@ if TYPE_CHECKING:
     from langchain_vq.quantization._fast_scan import FastScanCache, JoinedFastScan
 
 
-def check_partition_options(partitions: object, nprobe: object) -> tuple[int, int | None]:
-    """``(partitions, nprobe)`` checked; ``nprobe`` None means "choose it at training".
+#: The ``partitions`` value that leaves lists to the store (also spelled None).
+AUTO = "auto"
+#: Live rows from which a store with ``partitions="auto"`` keeps lists: the add (or ``compact()``)
+#: that reaches it trains them and assigns every row.
+AUTO_PARTITION_ROWS = 200_000
+#: Lists a store trains when it crosses :data:`AUTO_PARTITION_ROWS` (fewer if its training
+#: sample holds fewer than 39 rows per list).
+AUTO_PARTITIONS = 1024
+
+
+def auto_partition_count(training_rows: int) -> int:
+    """Lists an "auto" store trains on ``training_rows`` sampled rows: :data:`AUTO_PARTITIONS`, or fewer.
+
+    One count for every size from the threshold on: the lists a store trains when it crosses
+    the threshold keep serving it as it grows (``compact()`` trains them again).
+    """
+    return max(1, min(AUTO_PARTITIONS, training_rows // MIN_ROWS_PER_PARTITION))
+
+
+def is_auto(partitions: object) -> bool:
+    """Whether a ``partitions`` option leaves the lists to the store (``"auto"`` or None)."""
+    return partitions is None or (isinstance(partitions, str) and partitions.lower() == AUTO)
+
+
+def check_partition_options(partitions: object, nprobe: object) -> tuple[int, int | None, bool]:
+    """``(partitions, nprobe, auto)`` checked; ``nprobe`` None means "choose it at training".
+
+    ``"auto"`` (or None) is 0 lists with ``auto`` True: the store adds lists once it is large.
 
     Raises:
-        InvalidInputError: ``partitions`` is not an integer in ``[0, 65536]``, ``nprobe`` is given
-            without partitions, or is not in ``[1, partitions]``.
+        InvalidInputError: ``partitions`` is neither ``"auto"`` nor an integer in ``[0, 65536]``,
+            ``nprobe`` is given without a number of partitions, or is not in ``[1, partitions]``.
     """
+    if is_auto(partitions):
+        if nprobe is not None:
+            msg = (
+                f"nprobe={nprobe!r} was given without a number of partitions (partitions={partitions!r}: "
+                "the store chooses lists and nprobe once it is large); give partitions a number "
+                "too, or drop nprobe."
+            )
+            raise InvalidInputError(msg)
+        return 0, None, True
+    if isinstance(partitions, str):
+        msg = (
+            f"partitions={partitions!r} is not a partition option; expected 'auto' (the default: "
+            "the store partitions its rows once it is large), 0 (always scan every code) or a "
+            "number of lists such as 1024."
+        )
+        raise InvalidInputError(msg)
     count = check_int(
         partitions,
         "partitions",
@@ -52,11 +106,12 @@ def check_partition_options(partitions: object, nprobe: object) -> tuple[int, in
         fix="Use 0 to scan every code, or about sqrt(rows), e.g. 1024 for 1M rows.",
     )
     if nprobe is None:
-        return count, None
+        return count, None, False
     if not count:
         msg = f"nprobe={nprobe!r} was given without partitions; set partitions > 0 or drop nprobe."
         raise InvalidInputError(msg)
-    return count, check_int(nprobe, "nprobe", maximum=count, fix=f"Probe between 1 and all {count} lists.")
+    nprobe = check_int(nprobe, "nprobe", maximum=count, fix=f"Probe between 1 and all {count} lists.")
+    return count, nprobe, False
 
 
 def stored_lists(codes: StoredCodes, partitions: int) -> npt.NDArray[np.integer[Any]]:
@@ -81,16 +136,19 @@ def stored_lists(codes: StoredCodes, partitions: int) -> npt.NDArray[np.integer[
 class PartitionedQuantizer(Quantizer):
     """A quantizer with a ``partitions`` option: its lists' indexes, ``nprobe`` and saved centroids.
 
-    Subclasses set ``partitions``, ``nprobe`` and an ``_ivf_scans`` cache in ``__init__``,
-    ``partition_centroids_`` when fitted, and say which 4-bit codebooks their codes index
-    (:meth:`_fine_codebooks`). :meth:`fit` then finds the centroids' principal axes
-    (``_ivf.project_lists``), and rows are assigned on them (``partition_projection_``); a state
-    saved before projections existed has none, and its rows keep being assigned by scoring every
-    centroid in full, as its stored lists were.
+    Subclasses set ``partitions``, ``nprobe``, ``auto_partitions`` and an ``_ivf_scans`` cache
+    in ``__init__``, ``partition_centroids_`` when fitted, say which 4-bit codebooks their codes
+    index (:meth:`_fine_codebooks`) and whether their settings have a partitioned scan
+    (:attr:`can_partition`). :meth:`fit` and :meth:`with_partitions` then find the centroids'
+    principal axes (``_ivf.project_lists``), and rows are assigned on them
+    (``partition_projection_``); a state saved before projections existed has none, and its
+    rows keep being assigned by scoring every centroid in full, as its stored lists were.
     """
 
     partitions: int
     nprobe: int | None
+    #: ``partitions="auto"``: no lists of its own; a store adds them once it is large.
+    auto_partitions: bool
     partition_centroids_: npt.NDArray[np.float32]
     #: The axes rows are assigned on (``_ivf.ListProjection``); None: every centroid is scored in
     #: full (few lists, or a state saved before projections existed).
@@ -114,6 +172,55 @@ class PartitionedQuantizer(Quantizer):
     def partitioned(self) -> bool:
         """With ``partitions``: rows get a list to store with their codes."""
         return self.partitions > 0
+
+    @property
+    @abstractmethod
+    def can_partition(self) -> bool:
+        """Whether these settings have a partitioned scan (a store may give "auto" ones lists)."""
+
+    def with_partitions(self, x: npt.ArrayLike, partitions: int) -> Self:
+        """A copy of this fitted quantizer with ``partitions`` k-means lists trained on ``x``.
+
+        The codes stay the same (the partitioned scan reads them through the same 4-bit
+        codebooks as the full scan), so a store adding lists re-encodes nothing: it assigns
+        each row its list. ``nprobe`` is chosen on ``x`` as ``fit`` chooses it
+        (``_ivf.choose_nprobe``). The copy's config names the count (``partitions=N``).
+
+        Raises:
+            ConfigurationError: These settings have no partitioned scan, or the quantizer is
+                already partitioned.
+            InvalidInputError: ``partitions`` is out of range, or ``x`` holds fewer than 39
+                rows per list.
+        """
+        self._check_fitted()
+        if not self.can_partition or self.partitioned:
+            msg = (
+                f"with_partitions() needs an unpartitioned {type(self).__name__} whose settings "
+                f"have a partitioned scan; this one has partitions={self.partitions} and "
+                f"config {self.get_config()}. Build it with partitions='auto' and fast_scan / nbits=4."
+            )
+            raise ConfigurationError(msg)
+        x = self._check_vectors(x)
+        count, _, _ = check_partition_options(partitions, None)
+        if count < 1 or x.shape[0] < count * MIN_ROWS_PER_PARTITION:
+            msg = (
+                f"with_partitions() got {x.shape[0]} training rows for partitions={partitions!r}; "
+                f"expected at least 1 list and {MIN_ROWS_PER_PARTITION} rows per list. Pass more "
+                "rows or ask for fewer lists."
+            )
+            raise InvalidInputError(msg)
+        config = self.get_config()
+        config.pop("name")
+        dim = config.pop("dim")
+        copy = type(self)(dim, **{**config, "partitions": count, "nprobe": None})
+        centroids = train_partitions(x, count, self.metric)
+        state = {**self.get_state(), "partition_centroids": centroids}
+        projection = project_lists(centroids, self.metric)  # the axes choose_nprobe assigns on
+        if projection is not None:
+            state["partition_projection"] = projection.axes
+        copy.set_state(state)
+        copy.nprobe = choose_nprobe(x, centroids, self.metric)
+        return copy
 
     def assign(self, x: npt.ArrayLike) -> npt.NDArray[np.uint16]:
         """``uint16[n]``: the list of each vector of ``x`` (its nearest partition centroid).

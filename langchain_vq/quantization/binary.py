@@ -64,7 +64,7 @@ from langchain_vq.quantization._ivf import (
     choose_nprobe,
     train_partitions,
 )
-from langchain_vq.quantization._partitions import PartitionedQuantizer, check_partition_options
+from langchain_vq.quantization._partitions import AUTO, PartitionedQuantizer, check_partition_options
 from langchain_vq.quantization.base import Metric, pool_keys, pooled_top_k, split_keys
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_flag, check_int, check_k
@@ -119,11 +119,15 @@ class BinaryQuantizer(PartitionedQuantizer):
             instead of two stages (see the module docstring): faster at every multiplier, at the
             cost of a RAM copy of the codes per segment. ``False`` keeps search memory to the
             memory-mapped files.
-        partitions: Opt-in partitioned first stage (``_ivf``): ``fit`` also trains this many
-            k-means lists (0, the default: none), :meth:`assign` gives each row its list, and
-            stored codes that carry their rows' lists (``StoredCodes.lists``) are scanned only
-            in the ``nprobe`` lists that score best against the query, with the same fast-scan
-            kernel and scores. Needs ``fast_scan`` and ``partitions * 39`` training rows.
+        partitions: The partitioned first stage (``_ivf``). A number N: ``fit`` also trains N
+            k-means lists, :meth:`assign` gives each row its list, and stored codes that carry
+            their rows' lists (``StoredCodes.lists``) are scanned only in the ``nprobe`` lists
+            that score best against the query, with the same fast-scan kernel and scores (needs
+            ``fast_scan`` and ``N * 39`` training rows). 0: never; every code is scanned.
+            ``"auto"`` (the default, also None): no lists of its own, but a store gives it
+            lists once its live rows reach ``_partitions.AUTO_PARTITION_ROWS``
+            (:meth:`with_partitions`; why that size: ``benchmarks/measure_auto_partitions.py``).
+            With ``fast_scan=False`` "auto" never partitions.
         nprobe: Lists scanned per query with ``partitions``; more is better recall and slower.
             Default: chosen by ``fit``, the fewest lists holding 99.7% of sampled training
             rows' exact top 10 (``_ivf.choose_nprobe``), then saved with the config.
@@ -154,7 +158,7 @@ class BinaryQuantizer(PartitionedQuantizer):
         hamming_factor: int = 8,
         padded: bool | None = None,
         fast_scan: bool = True,
-        partitions: int = 0,
+        partitions: int | str | None = AUTO,
         nprobe: int | None = None,
     ) -> None:
         """Store the parameters (see the class docstring); ``fit`` learns the state."""
@@ -168,7 +172,7 @@ class BinaryQuantizer(PartitionedQuantizer):
         self.padded = not self.fast_scan if padded is None else check_flag(padded, "padded")
         self._fast_scans: FastScanCache[NibbleFastScan] = FastScanCache()  # see search(reuse=True)
         self._ivf_scans: FastScanCache[IVFFastScan] = FastScanCache()  # codes with lists
-        self.partitions, self.nprobe = check_partition_options(partitions, nprobe)
+        self.partitions, self.nprobe, self.auto_partitions = check_partition_options(partitions, nprobe)
         self._choose_nprobe = nprobe is None  # chosen by fit
         if self.partitions and not self.fast_scan:
             msg = (
@@ -483,6 +487,11 @@ class BinaryQuantizer(PartitionedQuantizer):
         return self.fast_scan and not self.partitions
 
     @property
+    def can_partition(self) -> bool:
+        """With ``fast_scan``: the partitioned scan is the fast-scan kernel over a few lists."""
+        return self.fast_scan
+
+    @property
     def blocked_codes(self) -> bool:
         """With ``fast_scan`` and unpadded codes: segments keep them in the kernel's layout."""
         return self.fast_scan and self.code_size == self.bit_bytes
@@ -505,13 +514,13 @@ class BinaryQuantizer(PartitionedQuantizer):
 
     # -- state -------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        """Name, dim, metric, ``hamming_factor``, ``padded`` and ``fast_scan``."""
+        """Name, dim, metric, ``hamming_factor``, ``padded``, ``fast_scan``, ``partitions``, ``nprobe``."""
         return {
             **super().get_config(),
             "hamming_factor": self.hamming_factor,
             "padded": self.padded,
             "fast_scan": self.fast_scan,
-            "partitions": self.partitions,
+            "partitions": AUTO if self.auto_partitions else self.partitions,
             "nprobe": self.nprobe,
         }
 

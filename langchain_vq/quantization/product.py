@@ -24,7 +24,8 @@ FAISS rounds each query's lookup tables to 8 bits, so fast-scan scores are estim
 rescores the candidates with the float vectors. The codes stay FAISS's standard 4-bit PQ codes,
 one row per code, in the store's codes column.
 
-**Partitions** (``partitions > 0``, 4-bit codes only): ``fit`` also trains k-means lists, each
+**Partitions** (``partitions > 0``, or a store's "auto" lists once it is large; 4-bit codes
+only): ``fit`` (or ``with_partitions``) trains k-means lists, each
 row's list is stored beside its code, and a segment's stored codes are scanned only in the
 ``nprobe`` lists that score best against the query (``_ivf.IVFFastScan``, FAISS's
 ``IndexIVFPQFastScan`` over the same codebooks, so scores equal the full fast scan's). A full
@@ -56,7 +57,7 @@ from langchain_vq.quantization._ivf import (
     choose_nprobe,
     train_partitions,
 )
-from langchain_vq.quantization._partitions import PartitionedQuantizer, check_partition_options
+from langchain_vq.quantization._partitions import AUTO, PartitionedQuantizer, check_partition_options
 from langchain_vq.topk import top_k
 from langchain_vq.validation import check_int
 
@@ -94,11 +95,14 @@ class ProductQuantizer(PartitionedQuantizer):
             199k rows: 1.4 against 23.8 ms; synthetic 1M: 13.7 against 209 ms on a loaded
             machine), and training is 10x faster. Stores saved with 8-bit codes keep them.
         seed: Seed of the k-means initialization and subsampling, for reproducible codebooks.
-        partitions: Opt-in partitioned first stage (see the module docstring; 0, the default:
-            none): ``fit`` also trains this many k-means lists, :meth:`assign` gives each row its
-            list, and stored codes that carry their rows' lists (``StoredCodes.lists``) are
-            scanned only in the ``nprobe`` best lists. Needs ``nbits=4`` and ``partitions * 39``
-            training rows. About ``sqrt(rows)``: 1024 for 1M rows.
+        partitions: The partitioned first stage (see the module docstring). A number N:
+            ``fit`` also trains N k-means lists, :meth:`assign` gives each row its list, and
+            stored codes that carry their rows' lists (``StoredCodes.lists``) are scanned only
+            in the ``nprobe`` best lists (needs ``nbits=4`` and ``N * 39`` training rows; about
+            ``sqrt(rows)``: 1024 for 1M rows). 0: never. ``"auto"`` (the default, also None): no
+            lists of its own, but a store gives it lists once its live rows reach
+            ``_partitions.AUTO_PARTITION_ROWS`` (:meth:`with_partitions`); at 8 bits "auto"
+            never partitions.
         nprobe: Lists scanned per query with ``partitions``; more is better recall and slower.
             Default: chosen by ``fit``, the fewest lists holding 99.7% of sampled training
             rows' exact top 10 (``_ivf.choose_nprobe``), then saved with the config.
@@ -125,7 +129,7 @@ class ProductQuantizer(PartitionedQuantizer):
         m: int | None = None,
         nbits: int = 4,
         seed: int = 1234,
-        partitions: int = 0,
+        partitions: int | str | None = AUTO,
         nprobe: int | None = None,
     ) -> None:
         """Store the parameters (see the class docstring); ``fit`` learns the codebooks."""
@@ -155,7 +159,7 @@ class ProductQuantizer(PartitionedQuantizer):
         self._pq: Any = None  # faiss.ProductQuantizer holding centroids_
         self._fast_scans: FastScanCache[PQFastScan] = FastScanCache()  # 4-bit, see search(reuse=True)
         self._ivf_scans: FastScanCache[IVFFastScan] = FastScanCache()  # codes with lists
-        self.partitions, self.nprobe = check_partition_options(partitions, nprobe)
+        self.partitions, self.nprobe, self.auto_partitions = check_partition_options(partitions, nprobe)
         self._choose_nprobe = nprobe is None
         if self.partitions and self.nbits != 4:
             msg = (
@@ -296,6 +300,11 @@ class ProductQuantizer(PartitionedQuantizer):
         return not self.partitions
 
     @property
+    def can_partition(self) -> bool:
+        """4 bits: the partitioned scan is the 4-bit fast-scan kernel over a few lists."""
+        return self.nbits == 4
+
+    @property
     def blocked_codes(self) -> bool:
         """4 bits: segments keep their codes in the fast-scan kernel's layout."""
         return self.nbits == 4
@@ -367,7 +376,7 @@ class ProductQuantizer(PartitionedQuantizer):
             "m": self.m,
             "nbits": self.nbits,
             "seed": self.seed,
-            "partitions": self.partitions,
+            "partitions": AUTO if self.auto_partitions else self.partitions,
             "nprobe": self.nprobe,
         }
 

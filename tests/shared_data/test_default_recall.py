@@ -6,8 +6,9 @@ the held-out queries; each corpus is a seeded random sample of 50k or 100k of th
 all 199k of them, so queries and corpus come from the same distribution (the store calibrates on
 its own rows; queries from elsewhere can see lower recall: the last 1,000 rows against the first
 100k gave 0.990 where the calibration measured 0.997). Recall is against exact float search over
-the stored rows. Skipped, with the reason, when the shared data folder is absent (set
-LANGCHAIN_VQ_DATA).
+the stored rows. The last test lets the store partition itself on the way (``partitions="auto"``
+with its threshold patched below 199k rows). Skipped, with the reason, when the shared data
+folder is absent (set LANGCHAIN_VQ_DATA).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from langchain_vq import VQVectorStore
 from langchain_vq.evaluation import exact_top_k, recall_at_k
+from langchain_vq.quantization import _partitions
+from langchain_vq.quantization._partitions import PartitionedQuantizer
 from tests.conftest import require_shared
 
 pytestmark = pytest.mark.shared_data
@@ -51,3 +54,35 @@ def test_default_recall_at_10_on_real_sentences_with_held_out_queries(rows, real
     assert recall >= 0.99, (
         f"{len(corpus)} rows: default recall@10 {recall:.4f} at m={store.rescore_multiplier}"
     )
+
+
+def test_default_recall_after_the_store_partitions_itself(real_200k, tmp_path, monkeypatch) -> None:
+    """The 199k real rows in two adds, the second crossing the "auto" threshold (patched below 199k).
+
+    The crossing add trains the lists, assigns every row and calibrates the partitioned scan in
+    its commit; held-out recall must still reach the default target.
+    """
+    monkeypatch.setattr(_partitions, "AUTO_PARTITION_ROWS", 150_000)
+    corpus, queries = real_200k
+    store = VQVectorStore(DeterministicFakeEmbedding(size=corpus.shape[1]), path=tmp_path / "s")
+    for start, stop in ((0, 100_000), (100_000, len(corpus))):
+        store.add_embeddings(
+            [""] * (stop - start), corpus[start:stop], ids=[str(i) for i in range(start, stop)]
+        )
+    quantizer = store.collection.snapshot.quantizer
+    assert isinstance(quantizer, PartitionedQuantizer) and quantizer.partitions == _partitions.AUTO_PARTITIONS
+    calibration = store.calibration
+    assert calibration is not None and calibration.met and calibration.rows == len(corpus)
+    found = [[int(d.id) for d, _ in r] for r in store.batch_similarity_search_by_vector(queries, k=10)]
+    recall = recall_at_k(found, exact_top_k(queries, corpus, 10).tolist(), 10)
+    print(
+        json.dumps(
+            {
+                "rows": len(corpus),
+                "nprobe": quantizer.nprobe,
+                "multiplier": store.rescore_multiplier,
+                "recall@10": recall,
+            }
+        )
+    )
+    assert recall >= 0.99, f"partitioned: default recall@10 {recall:.4f} at m={store.rescore_multiplier}"

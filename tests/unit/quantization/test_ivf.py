@@ -378,10 +378,11 @@ def test_too_few_training_rows_for_the_lists(partitioned_kind: str) -> None:
 #: Bad partition options, the same error from both quantizers (``check_partition_options``).
 _BAD_PARTITION_OPTIONS = [
     ({"partitions": -1}, "partitions must be"),
-    ({"partitions": "8"}, "partitions must be"),
+    ({"partitions": "8"}, "'8' is not a partition option; expected 'auto'"),
     ({"partitions": True}, "partitions must be"),
     ({"partitions": 70_000}, "partitions must be"),
-    ({"nprobe": 4}, "without partitions"),
+    ({"nprobe": 4}, "without a number of partitions"),
+    ({"partitions": 0, "nprobe": 4}, "without partitions"),
     ({"partitions": 8, "nprobe": 9}, "nprobe must be"),
     ({"partitions": 8, "nprobe": 0}, "nprobe must be"),
 ]
@@ -566,3 +567,19 @@ def test_damaged_projection_is_a_typed_error(projected: BinaryQuantizer, axes: n
     state = {**projected.get_state(), "partition_projection": axes}
     with pytest.raises(ConfigurationError, match="partition_projection"):
         quantizer_from_config(projected.get_config(), state)
+
+
+def test_lists_given_to_an_auto_quantizer_are_assigned_on_their_axes(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # with_partitions (a store crossing the "auto" threshold) saves the axes choose_nprobe used.
+    x = data[0]
+    given = BinaryQuantizer(384).fit(x).with_partitions(x, PROJECTED)
+    assert given.partition_projection_ is not None
+    assert "partition_projection" in given.get_state()
+    derived = project_lists(given.partition_centroids_, "ip")
+    assert derived is not None
+    np.testing.assert_array_equal(given.partition_projection_.axes, derived.axes)
+    np.testing.assert_array_equal(
+        given.assign(x[:2000]), assign_partitions(given.partition_centroids_, x[:2000], "ip")
+    )
