@@ -32,6 +32,15 @@ list count, k-means on the store's training sample (as ``fit`` runs it), assigni
 and for held-out queries the rows scanned by the fewest lists holding 99% / 99.5% / 99.7% of
 their exact top 10 (``_ivf.choose_nprobe``'s measure, on the queries instead of training rows).
 
+``--old-lists`` (issue 12: cheap lists) measures today's lists against the lists before them, side
+by side in the same run: from 256 lists on, ``train_partitions`` runs its k-means on the
+sample's 64 principal components and rows are assigned on the centroids' 64 principal axes
+(``_ivf.ListProjection``); before, a k-means of the full vectors and every centroid scored.
+``--lists`` then measures both (training, assignment per row, rows scanned per coverage, and
+the share of rows in their nearest centroid's list), and a third store is built with the old
+lists (``_ivf.MIN_PROJECTED_LISTS`` raised for its build), searched at the same ``nprobe``
+values as the partitioned store: recall@10 at the scanned fraction each reaches.
+
 ``--multipliers`` and ``--nprobes`` replace the default rescore multipliers (per quantization)
 and ``nprobe`` values (1/16, 1/8, 1/4 and 1/2 of the lists; the chosen one is always measured).
 
@@ -48,6 +57,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECL
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -67,7 +77,7 @@ from benchmarks._common import run_record  # noqa: E402
 from langchain_vq import collection as collection_module  # noqa: E402
 from langchain_vq.collection import TRAIN_SAMPLE, Collection, CollectionConfig  # noqa: E402
 from langchain_vq.merge_policy import MergePolicy  # noqa: E402
-from langchain_vq.quantization import BinaryQuantizer, ProductQuantizer  # noqa: E402
+from langchain_vq.quantization import BinaryQuantizer, ProductQuantizer, _ivf  # noqa: E402
 from langchain_vq.quantization._ivf import assign_partitions, centroid_index, train_partitions  # noqa: E402
 from langchain_vq.synthetic import synthetic_embeddings  # noqa: E402
 
@@ -108,37 +118,70 @@ def scanned(centroids: np.ndarray, sizes: np.ndarray, queries: np.ndarray, nprob
     return float(sizes[probed].sum(axis=1).mean() / sizes.sum())
 
 
+class old_lists:  # noqa: N801 - used as a context manager, named for what it gives
+    """Inside the block, lists are trained and assigned as before issue 12's projected lists."""
+
+    def __enter__(self) -> None:
+        self.saved = _ivf.MIN_PROJECTED_LISTS
+        _ivf.MIN_PROJECTED_LISTS = 1 << 30
+
+    def __exit__(self, *_: object) -> None:
+        _ivf.MIN_PROJECTED_LISTS = self.saved
+
+
+def coverage_cost(
+    centroids: np.ndarray, lists: np.ndarray, queries: np.ndarray, truth: np.ndarray
+) -> dict[str, Any]:
+    """Per coverage: the fewest best lists holding that share of the queries' exact top 10, and their rows."""
+    count = centroids.shape[0]
+    sizes = np.bincount(lists, minlength=count)
+    order = centroid_index(centroids, "ip").search(queries, count)[1]
+    rank = np.empty_like(order)
+    rank[np.arange(len(queries))[:, None], order] = np.arange(count)[None, :]
+    ranks = np.sort(rank[np.arange(len(queries))[:, None], lists[truth].astype(np.int64)].ravel())
+    out = {}
+    for coverage in COVERAGES:
+        nprobe = int(ranks[int(np.ceil(coverage * ranks.size - 1e-9)) - 1]) + 1
+        out[f"coverage_{coverage}"] = {
+            "nprobe": nprobe,
+            "scanned_fraction": round(scanned(centroids, sizes, queries, nprobe), 4),
+        }
+    return out
+
+
 def list_quality(
-    corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray, sample: np.ndarray, counts: list[int]
+    corpus: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    sample: np.ndarray,
+    counts: list[int],
+    compare_old: bool,
 ) -> list[dict[str, Any]]:
-    """Per list count: k-means and assignment cost, and rows scanned for each neighbour coverage."""
+    """Per list count (and with ``compare_old`` per way of making lists): cost and rows scanned per coverage."""
     out = []
     for count in counts:
-        start = time.perf_counter()
-        centroids = train_partitions(sample, count, "ip")
-        kmeans_s = time.perf_counter() - start
-        start = time.perf_counter()
-        lists = assign_partitions(centroids, corpus, "ip")
-        assign_s = time.perf_counter() - start
-        sizes = np.bincount(lists, minlength=count)
-        order = centroid_index(centroids, "ip").search(queries, count)[1]
-        rank = np.empty_like(order)
-        rank[np.arange(len(queries))[:, None], order] = np.arange(count)[None, :]
-        ranks = np.sort(rank[np.arange(len(queries))[:, None], lists[truth].astype(np.int64)].ravel())
-        entry: dict[str, Any] = {
-            "partitions": count,
-            "kmeans_s": round(kmeans_s, 2),
-            "assign_us_per_row": round(assign_s / len(corpus) * 1e6, 2),
-            "load": os.getloadavg()[0],
-        }
-        for coverage in COVERAGES:
-            nprobe = int(ranks[int(np.ceil(coverage * ranks.size - 1e-9)) - 1]) + 1
-            entry[f"coverage_{coverage}"] = {
-                "nprobe": nprobe,
-                "scanned_fraction": round(scanned(centroids, sizes, queries, nprobe), 3),
+        for kind in ("old", "projected") if compare_old else ("current",):
+            with old_lists() if kind == "old" else contextlib.nullcontext():
+                start = time.process_time()
+                centroids = train_partitions(sample, count, "ip")
+                kmeans_s = time.process_time() - start
+                start = time.process_time()
+                lists = assign_partitions(centroids, corpus, "ip")
+                assign_s = time.process_time() - start
+            nearest = assign_partitions(centroids, corpus, "ip", "flat")
+            entry: dict[str, Any] = {
+                "partitions": count,
+                "lists": kind,
+                "kmeans_cpu_s": round(kmeans_s, 2),
+                "assign_cpu_us_per_row": round(assign_s / len(corpus) * 1e6, 2),
+                # The k-means trains on a sample of fixed size: its seconds are microseconds per row at 1M.
+                "us_per_row_at_1m": round(kmeans_s + assign_s / len(corpus) * 1e6, 2),
+                "rows_in_nearest_centroids_list": round(float((lists == nearest).mean()), 4),
+                "load": os.getloadavg()[0],
+                **coverage_cost(centroids, lists, queries, truth),
             }
-        print(json.dumps(entry), flush=True)
-        out.append(entry)
+            print(json.dumps(entry), flush=True)
+            out.append(entry)
     return out
 
 
@@ -175,6 +218,7 @@ def main(ns: argparse.Namespace) -> None:
         partitions=ns.partitions,
         adds=ns.adds,
         timed=ns.timed,
+        old_lists=ns.old_lists,
         data=ns.data,
     )
     multipliers = tuple(ns.multipliers or MULTIPLIERS[ns.quantization])
@@ -198,16 +242,23 @@ def main(ns: argparse.Namespace) -> None:
     sizes = np.bincount(lists, minlength=ns.partitions)
     del plain_fit
     counts = [int(c) for c in ns.lists.split(",")] if ns.lists else []
-    quality = list_quality(corpus, queries, truth, sample, counts) if counts else []
+    quality = list_quality(corpus, queries, truth, sample, counts, ns.old_lists) if counts else []
 
     with tempfile.TemporaryDirectory(prefix="measure_ivf_") as tmp:
-        full, full_add_s = build(Path(tmp) / "full", corpus, ns.adds, ns.quantization, None)
+        full, full_add_s = build(Path(tmp) / "full", corpus, ns.adds, ns.quantization, {"partitions": 0})
         print(f"full store built in {full_add_s:.1f} s", flush=True)
         ivf, ivf_add_s = build(
             Path(tmp) / "ivf", corpus, ns.adds, ns.quantization, {"partitions": ns.partitions}
         )
         print(f"partitioned store built in {ivf_add_s:.1f} s", flush=True)
         stores = {"full": full, "ivf": ivf}
+        old_add_s = None
+        if ns.old_lists:
+            with old_lists():
+                stores["ivf old lists"], old_add_s = build(
+                    Path(tmp) / "old", corpus, ns.adds, ns.quantization, {"partitions": ns.partitions}
+                )
+            print(f"partitioned store with the old lists built in {old_add_s:.1f} s", flush=True)
         if ns.adds > 1:  # the same adds merged into one segment: same quantizer, codes and lists
             default_policy = collection_module.MERGE_POLICY
             collection_module.MERGE_POLICY = ONE_SEGMENT
@@ -228,17 +279,38 @@ def main(ns: argparse.Namespace) -> None:
         assert chosen is not None
         fractions = ns.nprobes or [max(1, ns.partitions // d) for d in (16, 8, 4, 2)]
         nprobes = sorted({*fractions, chosen})
+        old_chosen = None
+        if "ivf old lists" in stores:
+            old_quantizer = stores["ivf old lists"].snapshot.quantizer
+            assert isinstance(old_quantizer, quantizer_type)
+            assert old_quantizer.partition_projection_ is None
+            old_chosen = old_quantizer.nprobe
+            nprobes = sorted({*nprobes, old_chosen})
         configs: list[tuple[str, Collection | None, int, int | None]] = [("IndexFlatIP", None, 0, None)]
         configs += [("full fast scan", full, m, None) for m in multipliers]
         configs += [("partitioned", ivf, m, p) for p in nprobes for m in multipliers]
+        if "ivf old lists" in stores:
+            configs += [
+                ("partitioned, old lists", stores["ivf old lists"], m, p)
+                for p in nprobes
+                for m in multipliers
+            ]
         if "ivf merged" in stores:
             merged = stores["ivf merged"]
             merged_quantizer = merged.snapshot.quantizer
             assert isinstance(merged_quantizer, quantizer_type)
             assert merged_quantizer.nprobe == chosen
             configs += [("partitioned, one segment", merged, m, chosen) for m in multipliers]
-        store_lists = [v.segment.stored_codes.lists for v in ivf.snapshot.views]  # type: ignore[union-attr]
-        store_sizes = np.bincount(np.concatenate(store_lists), minlength=ns.partitions)  # type: ignore[arg-type]
+
+        def list_sizes(store: Collection) -> tuple[np.ndarray, np.ndarray]:
+            """The store's lists' centroids and rows per list."""
+            lists = [v.segment.stored_codes.lists for v in store.snapshot.views]  # type: ignore[union-attr]
+            store_quantizer = store.snapshot.quantizer
+            assert isinstance(store_quantizer, quantizer_type)
+            sizes = np.bincount(np.concatenate(lists), minlength=ns.partitions)  # type: ignore[arg-type]
+            return store_quantizer.partition_centroids_, sizes
+
+        sizes_of = {id(store): list_sizes(store) for name, store in stores.items() if name != "full"}
 
         results = []
         for label, store, m, nprobe in configs:
@@ -256,7 +328,7 @@ def main(ns: argparse.Namespace) -> None:
                     "nprobe": nprobe,
                     "scanned_fraction": None
                     if nprobe is None
-                    else round(scanned(quantizer.partition_centroids_, store_sizes, queries, nprobe), 3),
+                    else round(scanned(*sizes_of[id(store)], queries, nprobe), 3),
                     "rescore_multiplier": m,
                     "recall_at_10": recall(found, truth),
                 }
@@ -304,9 +376,11 @@ def main(ns: argparse.Namespace) -> None:
             "add_full_s": round(full_add_s, 1),
             "add_partitioned_s": round(ivf_add_s, 1),
             "add_ratio": round(ivf_add_s / full_add_s, 2),
+            "add_partitioned_old_lists_s": None if old_add_s is None else round(old_add_s, 1),
             "first_query_s": {name: round(s, 3) for name, s in first.items()},
         },
         "chosen_nprobe": chosen,
+        "chosen_nprobe_old_lists": old_chosen,
         "list_quality": quality,
         "results": results,
         "smallest_multiplier_reaching_target": best,
@@ -322,6 +396,7 @@ def main(ns: argparse.Namespace) -> None:
     for result in results:
         print(
             f"{result['method']:>16} nprobe={result.get('nprobe')!s:>5} m={result.get('rescore_multiplier', '-')!s:>4}"
+            f" scanned={result.get('scanned_fraction')!s:>5}"
             f" recall={result['recall_at_10']:.4f} p50={result['p50_ms']:8.3f} ms x{result['speedup_vs_flat']}"
         )
 
@@ -336,6 +411,9 @@ if __name__ == "__main__":
     parser.add_argument("--data", choices=("synthetic", "real"), default="synthetic")
     parser.add_argument("--lists", default="", help="list counts whose quality to measure, e.g. 256,512,1024")
     parser.add_argument("--quantization", choices=sorted(QUANTIZERS), default="binary")
+    parser.add_argument(
+        "--old-lists", action="store_true", help="also measure the lists before issue 12's projected ones"
+    )
     parser.add_argument("--multipliers", type=int, nargs="+", help="default: per quantization")
     parser.add_argument("--nprobes", type=int, nargs="+", help="default: 1/16, 1/8, 1/4, 1/2 of the lists")
     parser.add_argument("--out", default=str(OUT))

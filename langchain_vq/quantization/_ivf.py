@@ -9,10 +9,12 @@ query reads a fraction of them: with 1024 lists at 1M synthetic rows, the 128 be
 Used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` and
 :class:`~langchain_vq.quantization.product.ProductQuantizer` (4-bit codes) with ``partitions > 0``:
 
-* :func:`train_partitions`: seeded k-means (``faiss.Kmeans``, spherical for inner product) on
-  the quantizer's training sample; the centroids are part of the quantizer's saved state.
+* :func:`train_partitions`: seeded k-means (``faiss.Kmeans``) on the quantizer's training
+  sample, from 256 lists on over its 64 principal components; the centroids are part of the
+  quantizer's saved state.
 * :func:`assign_partitions`: each row's list, computed once from its float vector when it is
-  encoded and stored beside its code, so opening a store never reassigns rows.
+  encoded and stored beside its code, so opening a store never reassigns rows; from 256 lists
+  on, the best centroid on the centroids' 64 principal axes (:class:`ListProjection`, saved too).
 * :class:`IVFFastScan`: FAISS's ``IndexIVFPQFastScan`` with ``by_residual=False`` and the
   codebooks of the full fast scan (PQ: the learned ones, as
   :class:`~langchain_vq.quantization._fast_scan.PQFastScan`; binary, the corners of
@@ -28,7 +30,8 @@ Used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` and
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import faiss
 import numpy as np
@@ -130,9 +133,14 @@ def neighbour_list_ranks(
 def train_partitions(x: npt.NDArray[np.float32], partitions: int, metric: str) -> npt.NDArray[np.float32]:
     """``float32[partitions, dim]`` k-means centroids of ``x`` (seeded, so refits agree).
 
-    For ``"ip"`` the k-means is spherical (unit centroids), so a row's list is the centroid of
-    highest inner product, as the store's normalized cosine vectors are compared.
+    From :data:`MIN_PROJECTED_LISTS` lists on (and above :data:`PROJECTED_DIMS` dimensions) the
+    k-means runs on the rows' :data:`PROJECTED_DIMS` principal components and each centroid is
+    then the mean of its rows' full vectors (:func:`_projected_kmeans`). Fewer lists: a k-means
+    of the full vectors, spherical for ``"ip"`` (unit centroids), so a row's list is the
+    centroid of highest inner product, as the store's normalized cosine vectors are compared.
     """
+    if partitions >= MIN_PROJECTED_LISTS and x.shape[1] > PROJECTED_DIMS:
+        return _projected_kmeans(x, partitions, metric)
     kmeans = faiss.Kmeans(
         x.shape[1],
         partitions,
@@ -146,6 +154,51 @@ def train_partitions(x: npt.NDArray[np.float32], partitions: int, metric: str) -
     return np.ascontiguousarray(kmeans.centroids, np.float32)
 
 
+def _projected_kmeans(x: npt.NDArray[np.float32], partitions: int, metric: str) -> npt.NDArray[np.float32]:
+    """k-means on the sample's top principal components, centroids lifted to the rows' means.
+
+    ``measure_ivf.py --old-lists --lists 1024`` (200k rows, 500 held-out queries): with the
+    projected assignment, rows scanned for 0.99 / 0.995 / 0.997 of the neighbours were 8% / 9% /
+    6% fewer than a full-vector k-means's on synthetic rows, 11% more / the same / 16% fewer on
+    real sentences; training took 1.7-2.8x less time (a 64-dim k-means).
+    """
+    rng = np.random.default_rng(_KMEANS_SEED)
+    if x.shape[0] > partitions * _KMEANS_ROWS_PER_PARTITION:
+        x = x[np.sort(rng.choice(x.shape[0], partitions * _KMEANS_ROWS_PER_PARTITION, replace=False))]
+    x = np.ascontiguousarray(x, np.float32)
+    axes = _principal_axes(
+        x[rng.choice(x.shape[0], min(x.shape[0], _PCA_ROWS), replace=False)], PROJECTED_DIMS
+    )
+    projected = np.ascontiguousarray(x @ axes)
+    kmeans = faiss.Kmeans(
+        PROJECTED_DIMS,
+        partitions,
+        niter=_KMEANS_ITERATIONS,
+        seed=_KMEANS_SEED,
+        max_points_per_centroid=_KMEANS_ROWS_PER_PARTITION,
+        min_points_per_centroid=1,
+    )
+    kmeans.train(projected)
+    lists = kmeans.index.search(projected, 1)[1][:, 0]
+    counts = np.bincount(lists, minlength=partitions)
+    held = np.flatnonzero(counts)
+    order = np.argsort(lists, kind="stable")
+    mean = x.mean(axis=0)
+    centroids = ((kmeans.centroids - mean @ axes) @ axes.T + mean).astype(np.float32)  # lists with no rows
+    firsts = (np.cumsum(counts) - counts)[held]
+    centroids[held] = np.add.reduceat(x[order], firsts, axis=0) / counts[held, None]
+    if metric == "ip":
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(centroids, np.float32)
+
+
+def _principal_axes(x: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.float32]:
+    """``float32[dim, count]``: the ``count`` directions of largest variance of ``x`` (orthonormal)."""
+    centred = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    return np.ascontiguousarray(vectors[:, ::-1][:, :count], np.float32)
+
+
 def centroid_index(centroids: npt.NDArray[np.float32], metric: str) -> Any:
     """A FAISS flat index over ``centroids`` that finds a vector's list (best score first)."""
     index = faiss.IndexFlatIP(centroids.shape[1]) if metric == "ip" else faiss.IndexFlatL2(centroids.shape[1])
@@ -153,16 +206,96 @@ def centroid_index(centroids: npt.NDArray[np.float32], metric: str) -> Any:
     return index
 
 
-def assign_partitions(
+@dataclass(frozen=True)
+class ListProjection:
+    """The directions along which the lists' centroids differ most, to assign rows cheaply.
+
+    A row's list is the best centroid by its score on the :data:`PROJECTED_DIMS` principal axes
+    of the centroids: every centroid shares ``x . mean(centroids)``, and what sets them apart
+    lies mostly on those axes. 384 dims, 1024 lists: 64 x 384 + 64 x 1024 multiply-adds a row
+    instead of 384 x 1024. Queries still rank every list by its own full centroid. Saved with
+    the quantizer (``_partitions``), so rows added later are assigned on the same axes.
+
+    Attributes:
+        axes: ``float32[dim, k]``, orthonormal.
+    """
+
+    axes: npt.NDArray[np.float32]
+
+
+#: Fewest lists trained and assigned on principal axes: below, a full k-means and scoring every
+#: centroid are cheap (and assignment exact).
+MIN_PROJECTED_LISTS = 256
+#: Principal axes the k-means runs on and rows are assigned on. 1024 lists, 100k rows, 2,000
+#: queries: on 64 (or 48) axes the lists held the neighbours in about as many rows as the exact
+#: assignment to the same centroids (74% / 92% of real / synthetic rows in the nearest
+#: centroid's list at 200k); on 32 axes real sentences needed 9-20% more rows.
+PROJECTED_DIMS = 64
+#: Rows the principal axes of a training sample are computed from.
+_PCA_ROWS = 16_384
+
+
+def project_lists(centroids: npt.NDArray[np.float32], metric: str) -> ListProjection | None:  # noqa: ARG001
+    """The centroids' principal axes, or None (every centroid scored) for few lists or dimensions."""
+    if centroids.shape[0] < MIN_PROJECTED_LISTS or centroids.shape[1] <= PROJECTED_DIMS:
+        return None
+    return ListProjection(_principal_axes(centroids, PROJECTED_DIMS))
+
+
+def _nearest(
     centroids: npt.NDArray[np.float32], x: npt.NDArray[np.float32], metric: str
-) -> npt.NDArray[np.uint16]:
-    """``uint16[n]``: each row's list, the centroid nearest to it (by ``metric``)."""
+) -> npt.NDArray[np.int64]:
+    """Each row of ``x``'s nearest centroid, scoring every one (FAISS's flat search)."""
     index = centroid_index(centroids, metric)
-    out = np.empty(x.shape[0], np.uint16)
+    out = np.empty(x.shape[0], np.int64)
     for start in range(0, x.shape[0], _ASSIGN_BLOCK_ROWS):
         block = np.ascontiguousarray(x[start : start + _ASSIGN_BLOCK_ROWS], np.float32)
         out[start : start + block.shape[0]] = index.search(block, 1)[1][:, 0]
     return out
+
+
+def _projected_nearest(
+    centroids: npt.NDArray[np.float32], projection: ListProjection, x: npt.NDArray[np.float32], metric: str
+) -> npt.NDArray[np.int64]:
+    """Each row's best centroid by ``(x A) . ((c - mean) A)`` (``- |c|^2 / 2`` for L2), ``A`` the axes.
+
+    One inner-product search over the projected centroids, with the L2 term as one more column.
+    """
+    axes = projection.axes
+    spread = (centroids - centroids.mean(axis=0)) @ axes
+    bias = (
+        np.zeros(centroids.shape[0], np.float32)
+        if metric == "ip"
+        else -0.5 * (centroids * centroids).sum(axis=1)
+    )
+    index = faiss.IndexFlatIP(axes.shape[1] + 1)
+    index.add(np.ascontiguousarray(np.column_stack([spread, bias]), np.float32))
+    out = np.empty(x.shape[0], np.int64)
+    block = np.ones((min(x.shape[0], _ASSIGN_BLOCK_ROWS), axes.shape[1] + 1), np.float32)
+    for start in range(0, x.shape[0], _ASSIGN_BLOCK_ROWS):
+        rows = x[start : start + _ASSIGN_BLOCK_ROWS]
+        np.matmul(rows, axes, out=block[: rows.shape[0], :-1])
+        out[start : start + rows.shape[0]] = index.search(block[: rows.shape[0]], 1)[1][:, 0]
+    return out
+
+
+def assign_partitions(
+    centroids: npt.NDArray[np.float32],
+    x: npt.NDArray[np.float32],
+    metric: str,
+    projection: ListProjection | Literal["derive", "flat"] = "derive",
+) -> npt.NDArray[np.uint16]:
+    """``uint16[n]``: each row's list, its best centroid by ``metric`` (on principal axes when projected).
+
+    ``projection``: the quantizer's saved :class:`ListProjection`; ``"derive"`` computes it from
+    the centroids as training does (:func:`project_lists`: the same axes), so rows are assigned
+    as the store will assign them; ``"flat"`` scores every centroid in full (lists trained
+    before projections existed, and fewer than :data:`MIN_PROJECTED_LISTS` lists).
+    """
+    chosen = project_lists(centroids, metric) if projection == "derive" else projection
+    if isinstance(chosen, ListProjection):
+        return _projected_nearest(centroids, chosen, x, metric).astype(np.uint16)
+    return _nearest(centroids, x, metric).astype(np.uint16)
 
 
 def padded_counts(counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

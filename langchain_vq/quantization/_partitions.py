@@ -27,11 +27,13 @@ from langchain_vq.quantization._ivf import (
     MAX_PARTITIONS,
     MIN_ROWS_PER_PARTITION,
     IVFFastScan,
+    ListProjection,
     ProbedScan,
     assign_partitions,
     choose_nprobe,
     default_nprobe,
     joined_ivf_scan,
+    project_lists,
     train_partitions,
 )
 from langchain_vq.quantization.base import Quantizer
@@ -137,7 +139,10 @@ class PartitionedQuantizer(Quantizer):
     Subclasses set ``partitions``, ``nprobe``, ``auto_partitions`` and an ``_ivf_scans`` cache
     in ``__init__``, ``partition_centroids_`` when fitted, say which 4-bit codebooks their codes
     index (:meth:`_fine_codebooks`) and whether their settings have a partitioned scan
-    (:attr:`can_partition`).
+    (:attr:`can_partition`). :meth:`fit` and :meth:`with_partitions` then find the centroids'
+    principal axes (``_ivf.project_lists``), and rows are assigned on them
+    (``partition_projection_``); a state saved before projections existed has none, and its
+    rows keep being assigned by scoring every centroid in full, as its stored lists were.
     """
 
     partitions: int
@@ -147,11 +152,23 @@ class PartitionedQuantizer(Quantizer):
     #: ``partitions="auto"``: no lists of its own; a store adds them once it is large.
     auto_partitions: bool
     partition_centroids_: npt.NDArray[np.float32]
+    #: The axes rows are assigned on (``_ivf.ListProjection``); None: every centroid is scored in
+    #: full (few lists, or a state saved before projections existed).
+    partition_projection_: ListProjection | None = None
     _ivf_scans: FastScanCache[IVFFastScan]
 
     @abstractmethod
     def _fine_codebooks(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp] | None]:
         """``(codebooks [sub-codes, 16, sub-dim], dimension order or None)`` of the stored codes."""
+
+    def fit(self, x: npt.ArrayLike) -> Self:
+        """Learn the state (``Quantizer.fit``); with ``partitions``, also the axes rows are assigned on."""
+        self.partition_projection_ = None
+        super().fit(x)
+        if self.partitions:
+            # The axes choose_nprobe assigned the training rows on (derived alike).
+            self.partition_projection_ = project_lists(self.partition_centroids_, self.metric)
+        return self
 
     @property
     def partitioned(self) -> bool:
@@ -199,7 +216,11 @@ class PartitionedQuantizer(Quantizer):
         dim = config.pop("dim")
         copy = type(self)(dim, **{**config, "partitions": count, "nprobe": None})
         centroids = train_partitions(x, count, self.metric)
-        copy.set_state({**self.get_state(), "partition_centroids": centroids})
+        state = {**self.get_state(), "partition_centroids": centroids}
+        projection = project_lists(centroids, self.metric)  # the axes choose_nprobe assigns on
+        if projection is not None:
+            state["partition_projection"] = projection.axes
+        copy.set_state(state)
         copy.nprobe = choose_nprobe(x, centroids, self.metric)
         return copy
 
@@ -216,7 +237,11 @@ class PartitionedQuantizer(Quantizer):
             msg = f"assign() needs a {type(self).__name__} with partitions > 0; this one has none."
             raise ConfigurationError(msg)
         self._check_fitted()
-        return assign_partitions(self.partition_centroids_, self._check_vectors(x), self.metric)
+        vectors = self._check_vectors(x)
+        projection = self.partition_projection_
+        if projection is None:
+            return assign_partitions(self.partition_centroids_, vectors, self.metric, "flat")
+        return assign_partitions(self.partition_centroids_, vectors, self.metric, projection)
 
     def probe_more(self) -> bool:
         """Double ``nprobe`` (up to every list) when training chose it; whether it grew.
@@ -258,23 +283,41 @@ class PartitionedQuantizer(Quantizer):
         return joined
 
     def get_state(self) -> dict[str, npt.NDArray[Any]]:
-        """The learned arrays, and with ``partitions`` the lists' centroids (``partition_centroids``)."""
+        """The learned arrays; with ``partitions`` the lists' centroids and assignment axes.
+
+        ``partition_centroids``, and when rows are assigned on principal axes
+        ``partition_projection`` (``float32[dim, axes]``).
+        """
         state = super().get_state()
         if self.partitions:
             state["partition_centroids"] = self.partition_centroids_.copy()
+            if self.partition_projection_ is not None:
+                state["partition_projection"] = self.partition_projection_.axes.copy()
         return state
 
     def set_state(self, state: dict[str, npt.NDArray[Any]]) -> Self:
         """Restore ``get_state`` output; with ``partitions`` it must hold the lists' centroids.
 
+        A state without ``partition_projection`` (saved before projections existed) assigns rows
+        by scoring every centroid in full, as its stored lists were assigned.
+
         Raises:
             ConfigurationError: An array is missing, of another shape, or not finite.
         """
-        centroids = None
+        centroids, projection = None, None
         if self.partitions:
+            owner = type(self).__name__
             shape = (self.partitions, self.dim)
-            centroids = state_array(state, "partition_centroids", shape, np.float32, type(self).__name__)
+            centroids = state_array(state, "partition_centroids", shape, np.float32, owner)
+            if "partition_projection" in state:
+                axes = np.asarray(state["partition_projection"])
+                count = axes.shape[1] if axes.ndim == 2 and 0 < axes.shape[1] <= self.dim else 0
+                shape = (self.dim, count or self.dim)
+                projection = ListProjection(
+                    state_array(state, "partition_projection", shape, np.float32, owner)
+                )
         super().set_state(state)
         if centroids is not None:
             self.partition_centroids_ = centroids
+            self.partition_projection_ = projection
         return self

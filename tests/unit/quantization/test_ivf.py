@@ -13,6 +13,7 @@ import itertools
 import json
 from typing import TYPE_CHECKING, Any
 
+import faiss
 import numpy as np
 import pytest
 
@@ -22,9 +23,14 @@ from langchain_vq.quantization import QUANTIZERS, BinaryQuantizer, ProductQuanti
 from langchain_vq.quantization._fast_scan import NibbleFastScan, PQFastScan
 from langchain_vq.quantization._ivf import (
     NPROBE_COVERAGE,
+    PROJECTED_DIMS,
+    ListProjection,
+    assign_partitions,
     choose_nprobe,
     list_blocks,
     neighbour_list_ranks,
+    project_lists,
+    train_partitions,
 )
 from langchain_vq.quantization._partitions import PartitionedQuantizer
 from langchain_vq.search.engine import exact_search
@@ -423,3 +429,157 @@ def test_list_blocks_packs_each_list_as_packing_it_alone() -> None:
         np.testing.assert_array_equal(blocks[start : start + want.size], want)
         start += want.size
     assert start == blocks.size
+
+
+# -- lists trained and assigned on principal axes ---------------------------------------------------
+PROJECTED = 256  # the fewest lists trained and assigned on principal axes (_ivf.MIN_PROJECTED_LISTS)
+
+
+@pytest.fixture(scope="module")
+def projected(data: tuple[np.ndarray, np.ndarray]) -> BinaryQuantizer:
+    """A binary quantizer whose 256 lists are trained and assigned on principal axes (20k rows)."""
+    quantizer = BinaryQuantizer(384, partitions=PROJECTED).fit(data[0])
+    assert quantizer.partition_projection_ is not None
+    return quantizer
+
+
+def scanned_for(
+    x: np.ndarray, q: np.ndarray, centroids: np.ndarray, lists: np.ndarray, coverage: float
+) -> float:
+    """Mean share of the rows in the fewest best lists holding ``coverage`` of the queries' exact top 10."""
+    truth = exact_search(x, q, 10).rows
+    order = np.argsort(-(q @ centroids.T), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rank[np.arange(len(q))[:, None], order] = np.arange(centroids.shape[0])[None, :]
+    ranks = np.sort(rank[np.arange(len(q))[:, None], lists[truth].astype(np.int64)].ravel())
+    nprobe = int(ranks[int(np.ceil(coverage * ranks.size)) - 1]) + 1
+    sizes = np.bincount(lists, minlength=centroids.shape[0])
+    return float(sizes[order[:, :nprobe]].sum(axis=1).mean() / sizes.sum())
+
+
+def full_kmeans(x: np.ndarray, partitions: int) -> np.ndarray:
+    """The full-vector spherical k-means ``train_partitions`` runs below 256 lists."""
+    kmeans = faiss.Kmeans(
+        x.shape[1],
+        partitions,
+        niter=5,
+        seed=1234,
+        spherical=True,
+        max_points_per_centroid=64,
+        min_points_per_centroid=1,
+    )
+    kmeans.train(np.ascontiguousarray(x))
+    return kmeans.centroids
+
+
+def test_projected_lists_hold_the_neighbours_as_full_kmeans_lists_do(
+    projected: BinaryQuantizer, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    # Tolerance: 5% more rows scanned than a full k-means with every centroid scored. These
+    # seeded rows: 6.5% / 5.0% fewer at coverage 0.99 / 0.997; assigning on 8 axes instead of
+    # 64 scans 16% more at 0.997, so the check can fail. 1,000 queries: at 0.997 the tail of
+    # 100 queries' neighbours is three rows, and noise.
+    x, q = data[0], synthetic_embeddings(1000, seed=1)
+    full = full_kmeans(x, PROJECTED)
+    full_lists = assign_partitions(full, x, "ip", "flat")
+    centroids = projected.partition_centroids_
+    lists = projected.assign(x)
+    exact = assign_partitions(centroids, x, "ip", "flat")
+    assert 0.7 < float((lists == exact).mean()) < 1.0  # an approximation, and a close one
+    for coverage in (0.99, 0.997):
+        want = scanned_for(x, q, full, full_lists, coverage)
+        assert scanned_for(x, q, centroids, lists, coverage) <= 1.05 * want
+    few_axes = ListProjection(projected.partition_projection_.axes[:, :8])  # type: ignore[union-attr]
+    poor = assign_partitions(centroids, x, "ip", few_axes)
+    assert scanned_for(x, q, centroids, poor, 0.997) > 1.05 * scanned_for(x, q, full, full_lists, 0.997)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_projected_assignment_is_the_best_centroid_on_the_axes(metric: str) -> None:
+    rng = np.random.default_rng(3)
+    x = synthetic_embeddings(12_000, dim=96, seed=4) * (1.0 if metric == "ip" else 3.0)
+    quantizer = BinaryQuantizer(96, metric=metric, partitions=PROJECTED).fit(x)
+    projection = quantizer.partition_projection_
+    assert projection is not None and projection.axes.shape == (96, PROJECTED_DIMS)
+    centroids = quantizer.partition_centroids_
+    # The axes fit() saved are the ones training assigned on (choose_nprobe), derived alike.
+    derived = project_lists(centroids, metric)
+    assert derived is not None
+    np.testing.assert_array_equal(derived.axes, projection.axes)
+    rows = x[rng.choice(len(x), 3000, replace=False)]
+    np.testing.assert_array_equal(assign_partitions(centroids, rows, metric), quantizer.assign(rows))
+    # Independently: full scores with every centroid's spread off the axes dropped.
+    axes = projection.axes.astype(np.float64)
+    on_axes = (centroids - centroids.mean(axis=0)) @ axes @ axes.T
+    scores = rows @ on_axes.T
+    if metric == "l2":
+        scores -= 0.5 * (centroids.astype(np.float64) ** 2).sum(axis=1)
+    agree = float((quantizer.assign(rows) == scores.argmax(axis=1)).mean())
+    assert agree > 0.998  # float32 against float64 rounding may split near-ties
+
+
+def test_projected_training_is_seeded_and_lists_hold_rows(data: tuple[np.ndarray, np.ndarray]) -> None:
+    x = data[0][:15_000]
+    one, two = train_partitions(x, PROJECTED, "ip"), train_partitions(x, PROJECTED, "ip")
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_allclose(np.linalg.norm(one, axis=1), 1.0, rtol=1e-5)  # spherical: unit centroids
+    assert np.bincount(assign_partitions(one, x, "ip"), minlength=PROJECTED).min() > 0
+
+
+def test_few_lists_are_assigned_by_every_centroid(
+    partitioned: PartitionedQuantizer, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x = data[0][:2000]
+    assert partitioned.partition_projection_ is None and "partition_projection" not in partitioned.get_state()
+    np.testing.assert_array_equal(
+        partitioned.assign(x), np.argmax(x @ partitioned.partition_centroids_.T, axis=1)
+    )
+
+
+def test_state_saved_before_projections_assigns_by_every_centroid(
+    projected: BinaryQuantizer, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x = data[0][:3000]
+    state = projected.get_state()
+    assert state["partition_projection"].shape == (384, PROJECTED_DIMS)
+    config = json.loads(json.dumps(projected.get_config()))
+    restored = quantizer_from_config(config, state)
+    assert isinstance(restored, BinaryQuantizer)
+    np.testing.assert_array_equal(restored.assign(x), projected.assign(x))
+    # A state saved before lists were projected: its rows were assigned by the nearest centroid.
+    old = {k: v for k, v in state.items() if k != "partition_projection"}
+    flat = quantizer_from_config(config, old)
+    assert isinstance(flat, BinaryQuantizer) and flat.partition_projection_ is None
+    np.testing.assert_array_equal(flat.assign(x), np.argmax(x @ projected.partition_centroids_.T, axis=1))
+    assert "partition_projection" not in flat.get_state()  # saved again as it was
+    assert flat.fit(data[0]).partition_projection_ is not None  # refitting projects the new lists
+
+
+@pytest.mark.parametrize(
+    "axes",
+    [
+        pytest.param(np.zeros((383, PROJECTED_DIMS), np.float32), id="other-dim"),
+        pytest.param(np.zeros(384, np.float32), id="one-axis-flat"),
+        pytest.param(np.full((384, PROJECTED_DIMS), np.nan, np.float32), id="not-finite"),
+    ],
+)
+def test_damaged_projection_is_a_typed_error(projected: BinaryQuantizer, axes: np.ndarray) -> None:
+    state = {**projected.get_state(), "partition_projection": axes}
+    with pytest.raises(ConfigurationError, match="partition_projection"):
+        quantizer_from_config(projected.get_config(), state)
+
+
+def test_lists_given_to_an_auto_quantizer_are_assigned_on_their_axes(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # with_partitions (a store crossing the "auto" threshold) saves the axes choose_nprobe used.
+    x = data[0]
+    given = BinaryQuantizer(384).fit(x).with_partitions(x, PROJECTED)
+    assert given.partition_projection_ is not None
+    assert "partition_projection" in given.get_state()
+    derived = project_lists(given.partition_centroids_, "ip")
+    assert derived is not None
+    np.testing.assert_array_equal(given.partition_projection_.axes, derived.axes)
+    np.testing.assert_array_equal(
+        given.assign(x[:2000]), assign_partitions(given.partition_centroids_, x[:2000], "ip")
+    )
