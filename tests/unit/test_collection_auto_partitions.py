@@ -55,6 +55,16 @@ def _ids(collection: Collection, queries: np.ndarray, m: int = 16) -> list[list[
     return [[r.id for r in rows] for rows in collection.search(queries, 10, rescore_multiplier=m)]
 
 
+def _default_recall(store: VQVectorStore, rows: np.ndarray, queries: np.ndarray) -> float:
+    """Recall@10 of the store's default multiplier against exact cosine search over ``rows`` (ids 0..n-1)."""
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = np.argsort(-(q @ unit.T), axis=1)[:, :10]
+    found = store.collection.search(q, 10, rescore_multiplier=store.rescore_multiplier)
+    hits = [len({int(r.id) for r in got} & set(t.tolist())) for got, t in zip(found, truth, strict=True)]
+    return float(np.mean(hits)) / 10
+
+
 def _codes_by_id(collection: Collection) -> dict[str, bytes]:
     out = {}
     for view in collection.snapshot.views:
@@ -126,14 +136,7 @@ def test_recall_after_crossing_reaches_the_calibrated_target(
     calibration = store.calibration
     assert calibration is not None and calibration.rows == THRESHOLD and calibration.met
     assert calibration.version == store.collection.snapshot.version  # committed with the add
-    unit = x[:THRESHOLD] / np.linalg.norm(x[:THRESHOLD], axis=1, keepdims=True)
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    truth = np.argsort(-(q @ unit.T), axis=1)[:, :10]
-    found = store.collection.search(q, 10, rescore_multiplier=store.rescore_multiplier)
-    recall = np.mean(
-        [len({int(r.id) for r in rows} & set(t.tolist())) / 10 for rows, t in zip(found, truth, strict=True)]
-    )
-    assert recall >= calibration.target
+    assert _default_recall(store, x[:THRESHOLD], queries) >= calibration.target
 
 
 def test_lists_that_cap_recall_are_probed_more_in_the_crossing_commit(
@@ -163,15 +166,8 @@ def test_lists_that_cap_recall_are_probed_more_in_the_crossing_commit(
     reopened = VQVectorStore(DeterministicFakeEmbedding(size=DIM), path=path)
     saved = reopened.collection.snapshot.quantizer
     assert isinstance(saved, PartitionedQuantizer) and saved.nprobe == quantizer.nprobe
-    assert not saved.probe_more() or saved.nprobe is None  # a saved nprobe is the user's now
-    unit = x[:THRESHOLD] / np.linalg.norm(x[:THRESHOLD], axis=1, keepdims=True)
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    truth = np.argsort(-(q @ unit.T), axis=1)[:, :10]
-    found = reopened.collection.search(q, 10, rescore_multiplier=reopened.rescore_multiplier)
-    recall = np.mean(
-        [len({int(r.id) for r in rows} & set(t.tolist())) / 10 for rows, t in zip(found, truth, strict=True)]
-    )
-    assert recall >= calibration.target
+    assert not saved.probe_more()  # a saved nprobe is kept as given
+    assert _default_recall(reopened, x[:THRESHOLD], queries) >= calibration.target
 
 
 def test_probe_more_keeps_a_given_nprobe_and_stops_at_every_list(data: tuple[np.ndarray, np.ndarray]) -> None:
