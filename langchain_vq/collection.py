@@ -1149,7 +1149,7 @@ def _with_lists(part: Segment, quantizer: Quantizer) -> Segment:
     """``part`` with its rows' lists, assigned from its vectors when it has codes but no lists."""
     if part.lists is not None or part.codes is None or not part.has_vectors:
         return part
-    return part.with_codes(part.codes, quantizer.assign(float_rows(part)))
+    return part.with_codes(part.codes, _assigned_lists(part, quantizer))
 
 
 def _sample_vectors(
@@ -1178,16 +1178,24 @@ def _sample_vectors(
 def _with_assigned_lists(segment: Segment, quantizer: Quantizer) -> Segment:
     """``segment`` (a new name: files are immutable) with each row's list, assigned from its stored vector.
 
-    Its codes are kept as they are; vectors are read back a block of rows at a time (bounded
-    float32 temporaries), deleted rows included so the lists line up with the codes.
+    Its codes are kept as they are (:func:`_assigned_lists`).
     """
     if segment.codes is None:
         return segment
+    listed = segment.with_codes(segment.codes, _assigned_lists(segment, quantizer))
+    return Segment(uuid.uuid4().hex, listed.table)
+
+
+def _assigned_lists(segment: Segment, quantizer: Quantizer) -> npt.NDArray[np.uint16]:
+    """Each row's list (deleted rows too, so they line up with the codes), from its stored vector.
+
+    Read back a block of rows at a time: bounded float32 temporaries.
+    """
     lists = np.empty(segment.rows, np.uint16)
     for start in range(0, segment.rows, _ASSIGN_READ_ROWS):
         rows = np.arange(start, min(segment.rows, start + _ASSIGN_READ_ROWS))
         lists[rows] = quantizer.assign(float_rows(segment, rows))
-    return Segment(uuid.uuid4().hex, segment.with_codes(segment.codes, lists).table)
+    return lists
 
 
 def _encoded(
