@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from langchain_vq.arrays import array_of, bool_array
+from langchain_vq.arrays import array_of, bool_array, int_array
 from langchain_vq.errors import (
     ConfigurationError,
     CorruptStoreError,
@@ -49,8 +49,8 @@ from langchain_vq.quantization.precision import (
 from langchain_vq.search import Hits, SegmentView, search_segments
 from langchain_vq.storage import Manifest, Segment, SegmentEntry, StoreDirectory, build_segment
 from langchain_vq.storage.metadata import check_metadatas
-from langchain_vq.storage.schema import PARTITION_COLUMN
-from langchain_vq.storage.segment import merge_segments
+from langchain_vq.storage.schema import LIST_COLUMN, PARTITION_COLUMN
+from langchain_vq.storage.segment import grouped_table, list_order, merge_segments, moved_rows
 from langchain_vq.validation import check_k
 
 if TYPE_CHECKING:
@@ -494,18 +494,18 @@ class Collection:
                     quantizer = self._auto_partitioned(template.fit(sample), sample, total, views)
                     codec = self._codec(dim)
                     codec = codec.fit(sample) if codec is not None else None
-                    views = [SegmentView(_encoded(v.segment, quantizer, codec), v.deleted) for v in views]
+                    views = [_encoded_view(v, quantizer, codec) for v in views]
             elif self._partitions_due(quantizer, total, views):
                 # The add that crosses the size: lists for every row, in this commit, codes kept.
                 sample = _sample_vectors([v for v in views if v.live_count], vectors, TRAIN_SAMPLE)
                 quantizer = self._auto_partitioned(quantizer, sample, total, views)
-                views = [SegmentView(_with_assigned_lists(v.segment, quantizer), v.deleted) for v in views]
+                views = [_with_assigned_lists(v, quantizer) for v in views]
             for start in range(0, len(ids), SEGMENT_MAX_ROWS):
                 stop = start + SEGMENT_MAX_ROWS
                 segment = build_segment(
                     uuid.uuid4().hex, ids[start:stop], texts[start:stop], metadatas[start:stop], None, None
                 )
-                views.append(SegmentView(_encoded(segment, quantizer, codec, vectors[start:stop])))
+                views.append(_encoded_view(SegmentView(segment), quantizer, codec, vectors[start:stop]))
             views = _apply_merge_policy(views, quantizer)
             settings = _staged_settings(settings_for, current, dim, views, quantizer, codec)
             self._publish(current, dim, views, quantizer, settings, codec=codec)
@@ -574,7 +574,7 @@ class Collection:
                 for i, v in enumerate(current.views)
             ]
             if quantizer is not None and current.quantizer is None:
-                views = [SegmentView(_encoded(v.segment, quantizer, codec), v.deleted) for v in views]
+                views = [_encoded_view(v, quantizer, codec) for v in views]
             new_settings = None if build_id is None else _with_build(current, build_id)
             views = [v for v in views if v.live_count] + new_views
             self._publish(
@@ -654,10 +654,10 @@ class Collection:
             if live and not all(v.segment.has_vectors for v in live):  # codes only: merge, keep quantizer
                 quantizer, codec = current.quantizer, current.codec
                 parts = [Segment(v.segment.name, _live_table(v, drop=())) for v in live]
-                merged = merge_segments(uuid.uuid4().hex, parts).table
+                merged = merge_segments(uuid.uuid4().hex, parts)
                 views.extend(
-                    SegmentView(Segment(uuid.uuid4().hex, merged.slice(start, SEGMENT_MAX_ROWS)))
-                    for start in range(0, merged.num_rows, SEGMENT_MAX_ROWS)
+                    SegmentView(merged.sliced(uuid.uuid4().hex, start, SEGMENT_MAX_ROWS))
+                    for start in range(0, merged.rows, SEGMENT_MAX_ROWS)
                 )
             elif live:
                 vectors = np.concatenate([_live_vectors(v) for v in live])
@@ -673,7 +673,7 @@ class Collection:
                 for start in range(0, merged.num_rows, SEGMENT_MAX_ROWS):
                     segment = Segment(uuid.uuid4().hex, merged.slice(start, SEGMENT_MAX_ROWS))
                     chunk = vectors[start : start + SEGMENT_MAX_ROWS]
-                    views.append(SegmentView(_encoded(segment, quantizer, codec, chunk)))
+                    views.append(_encoded_view(SegmentView(segment), quantizer, codec, chunk))
             settings = _staged_settings(settings_for, current, current.dim, views, quantizer, codec)
             self._publish(current, current.dim, views, quantizer, settings, codec=codec, cleanup=True)
 
@@ -1105,12 +1105,16 @@ def _live_vectors(view: SegmentView) -> npt.NDArray[np.float32]:
     return float_rows(view.segment, None if mask is None else np.flatnonzero(mask))
 
 
-def _live_table(view: SegmentView, drop: tuple[str, ...] = ("vector", "codes", PARTITION_COLUMN)) -> pa.Table:
+def _live_table(
+    view: SegmentView, drop: tuple[str, ...] = ("vector", "codes", PARTITION_COLUMN, LIST_COLUMN)
+) -> pa.Table:
     """The live rows of a segment, without the ``drop`` columns (re-encoded by the caller).
 
-    Codes kept are row-major: a filter of blocked codes would mix the rows of a block.
+    Codes kept are row-major, with a list per row (``Segment.row_lists_table``): a filter of
+    blocked codes would mix the rows of a block, and Arrow cannot filter list runs; merges
+    regroup the rows by list.
     """
-    table = view.segment.row_major_table() if "codes" not in drop else view.segment.table
+    table = view.segment.row_lists_table() if "codes" not in drop else view.segment.table
     table = table.drop_columns([c for c in drop if c in table.column_names])
     return table if view.live_mask is None else table.filter(bool_array(view.live_mask))
 
@@ -1149,7 +1153,7 @@ def _with_lists(part: Segment, quantizer: Quantizer) -> Segment:
     """``part`` with its rows' lists, assigned from its vectors when it has codes but no lists."""
     if part.lists is not None or part.codes is None or not part.has_vectors:
         return part
-    return part.with_codes(part.codes, _assigned_lists(part, quantizer))
+    return part.with_grouped_codes(part.codes, _assigned_lists(part, quantizer))[0]
 
 
 def _sample_vectors(
@@ -1175,27 +1179,47 @@ def _sample_vectors(
     return np.ascontiguousarray(np.concatenate(out))
 
 
-def _with_assigned_lists(segment: Segment, quantizer: Quantizer) -> Segment:
-    """``segment`` (a new name: files are immutable) with each row's list, assigned from its stored vector.
+def _with_assigned_lists(view: SegmentView, quantizer: Quantizer) -> SegmentView:
+    """The view's live rows in a new segment (files are immutable), grouped by their lists.
 
-    Its codes are kept as they are (:func:`_assigned_lists`).
+    Each row's list is assigned from its stored vector (:func:`_assigned_lists`); codes are
+    kept as they are. The segment is rewritten anyway, so deleted rows are dropped, not
+    carried: its row numbers change, and no deletion has to be renumbered.
     """
+    segment = view.segment
     if segment.codes is None:
-        return segment
-    listed = segment.with_codes(segment.codes, _assigned_lists(segment, quantizer))
-    return Segment(uuid.uuid4().hex, listed.table)
+        return view
+    live = np.arange(segment.rows) if view.live_mask is None else np.flatnonzero(view.live_mask)
+    table = _live_table(view, drop=())
+    return SegmentView(
+        Segment(uuid.uuid4().hex, grouped_table(table, _assigned_lists(segment, quantizer, live))[0])
+    )
 
 
-def _assigned_lists(segment: Segment, quantizer: Quantizer) -> npt.NDArray[np.uint16]:
-    """Each row's list (deleted rows too, so they line up with the codes), from its stored vector.
+def _assigned_lists(
+    segment: Segment, quantizer: Quantizer, rows: npt.NDArray[np.int64] | None = None
+) -> npt.NDArray[np.uint16]:
+    """The list of each of ``rows`` (all rows if None), from its stored vector.
 
     Read back a block of rows at a time: bounded float32 temporaries.
     """
-    lists = np.empty(segment.rows, np.uint16)
-    for start in range(0, segment.rows, _ASSIGN_READ_ROWS):
-        rows = np.arange(start, min(segment.rows, start + _ASSIGN_READ_ROWS))
-        lists[rows] = quantizer.assign(float_rows(segment, rows))
+    rows = np.arange(segment.rows) if rows is None else rows
+    lists = np.empty(rows.size, np.uint16)
+    for start in range(0, rows.size, _ASSIGN_READ_ROWS):
+        stop = min(rows.size, start + _ASSIGN_READ_ROWS)
+        lists[start:stop] = quantizer.assign(float_rows(segment, rows[start:stop]))
     return lists
+
+
+def _encoded_view(
+    view: SegmentView,
+    quantizer: Quantizer | None,
+    codec: VectorCodec | None,
+    floats: npt.NDArray[np.float32] | None = None,
+) -> SegmentView:
+    """The view's segment encoded (:func:`_encoded`), its deletions following rows that moved."""
+    segment, order = _encoded(view.segment, quantizer, codec, floats)
+    return SegmentView(segment, moved_rows(view.deleted, order))
 
 
 def _encoded(
@@ -1203,23 +1227,32 @@ def _encoded(
     quantizer: Quantizer | None,
     codec: VectorCodec | None,
     floats: npt.NDArray[np.float32] | None = None,
-) -> Segment:
+) -> tuple[Segment, npt.NDArray[np.int64] | None]:
     """The segment's rows with vectors and codes as ``quantizer`` and ``codec`` store them.
 
     ``floats`` are its rows as float32 (read back from the segment when not given). Before the
     quantizer is trained, vectors stay float32 and are searched exactly. A partitioning quantizer
-    also gives each row its list, stored with the codes, so no search ever reassigns rows. The
-    result has a new name: files are immutable.
+    also gives each row its list, stored with the codes, so no search ever reassigns rows, and
+    the rows are grouped by list (``storage.schema``): returned with the order they were taken
+    in (None: unmoved), for ``moved_rows``. The result has a new name: files are immutable.
     """
     floats = float_rows(segment) if floats is None else floats
+    order = None
     if quantizer is None:
         encoded = segment.with_vectors(floats)
     else:
+        lists = quantizer.assign(floats) if quantizer.partitioned else None
+        order = None if lists is None else list_order(lists)
+        if order is not None:  # group the rows before encoding: vectors are taken once, as floats
+            assert lists is not None  # noqa: S101
+            coded = ("vector", "codes", PARTITION_COLUMN, LIST_COLUMN)
+            kept = [c for c in segment.table.column_names if c not in coded]
+            segment = Segment(segment.name, segment.table.select(kept).take(int_array(order)))
+            floats, lists = floats[order], lists[order]
         stored = None if codec is None else codec.encode(floats)
         encoded = segment.with_vectors(stored, None if codec is None else codec.field_metadata())
-        lists = quantizer.assign(floats) if quantizer.partitioned else None
         encoded = encoded.with_codes(quantizer.encode(floats), lists)
-    return Segment(uuid.uuid4().hex, encoded.table)
+    return Segment(uuid.uuid4().hex, encoded.table), order
 
 
 def _check_partition_options(requested: CollectionConfig) -> None:

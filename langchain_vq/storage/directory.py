@@ -65,6 +65,7 @@ from langchain_vq.storage.schema import (
     FALLBACK_METADATA,
     FALLBACK_TYPES,
     FORMAT_NAME,
+    LIST_COLUMN,
     METADATA_PREFIX,
     PARTITION_COLUMN,
     QUANTIZER_STATE_SCHEMA,
@@ -73,6 +74,7 @@ from langchain_vq.storage.schema import (
 )
 from langchain_vq.storage.segment import (
     Segment,
+    check_list_runs,
     check_segment_table,
     checksum,
     file_checksum,
@@ -355,18 +357,26 @@ class StoreDirectory:
             A format-2 fallback column may be of any of the ``FALLBACK_TYPES``.
             """
             partitioned = codes is not None and found.get_field_index(PARTITION_COLUMN) >= 0
+            grouped = codes is not None and found.get_field_index(LIST_COLUMN) >= 0
             if SEGMENT_FORMAT_KEY not in (found.metadata or {}):
-                return segment_schema(dim, codes, partitioned=partitioned)
+                return segment_schema(dim, codes, partitioned=partitioned, grouped=grouped)
             metadata_fields = [f for f in found if f.name.startswith(METADATA_PREFIX)]
             index = found.get_field_index(FALLBACK_METADATA)
             fallback = found.field(index).type if index >= 0 else None
             fallback = fallback if fallback is not None and fallback in FALLBACK_TYPES else None
             return segment_schema(
-                dim, codes, metadata_fields, entry.vectors, fallback_type=fallback, partitioned=partitioned
+                dim,
+                codes,
+                metadata_fields,
+                entry.vectors,
+                fallback_type=fallback,
+                partitioned=partitioned,
+                grouped=grouped,
             )
 
         table = read_arrow_file(path, expected, entry.rows)
         check_segment_table(table, path)
+        check_list_runs(table, str(path))
         return Segment(entry.name, table, path=str(path))
 
     def read_deletions(self, entry: SegmentEntry) -> npt.NDArray[np.int64]:

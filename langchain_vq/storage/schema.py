@@ -14,12 +14,25 @@ A segment is one Arrow IPC file holding one record batch::
                                                    the ranges in the field's metadata); absent in
                                                    a codes-only store once its quantizer is fitted
     codes           fixed_size_binary[code_size]   present once the quantizer is fitted
-    partition       uint16                         each row's list, when the quantizer partitions
-                                                   rows (``partitions=`` of the binary or PQ
-                                                   quantizer); absent in older segments
-                                                   (scanned in full)
+    list            run_end_encoded<int32, uint16> format 3: the rows' inverted-file lists, when
+                                                   the quantizer partitions rows (``partitions=``
+                                                   of the binary or PQ quantizer). The rows are
+                                                   grouped by list, so the column is one run per
+                                                   non-empty list, in increasing list order: its
+                                                   run ends are the list boundaries (about 6 bytes
+                                                   per list, none per row)
+    partition       uint16                         older segments (format 2): each row's list, rows
+                                                   in any order; still read, and rewritten grouped
+                                                   by the next merge or compaction. Segments with
+                                                   neither column are scanned in full
 
 Format-2 segment files carry ``SEGMENT_FORMAT_KEY`` in their schema metadata.
+
+Why a run-end-encoded column for the list boundaries rather than offsets in schema metadata:
+it is a column of the record batch, so the file's checksum and Arrow's own validation cover it,
+its type says what it is to any Arrow reader, and a row operation that forgets it fails loudly
+(Arrow cannot filter or take such a column) instead of carrying boundaries that no longer fit
+the rows, as copied schema metadata would.
 
 Fixed-size types keep vectors and codes as one contiguous buffer each, so a memory-mapped file is
 viewed as ``float32[n, dim]`` and ``uint8[n, code_size]`` without copying.
@@ -32,7 +45,11 @@ import pyarrow as pa
 #: Version of the on-disk format. A reader refuses a store written with a newer one. Version 2
 #: stores metadata as typed columns; a version-1 store opens as it is, and its first commit
 #: writes a version-2 manifest (its old segments stay readable until merged or compacted).
-FORMAT_VERSION = 2
+#: Version 3 keeps a partitioned store's rows grouped by list (the ``list`` column). A version-2
+#: reader would refuse such a segment as damaged (its schema has a column it does not know), so
+#: the version says instead that the store needs a newer library; version-2 stores open as they
+#: are and their ``partition`` segments stay readable until merged or compacted.
+FORMAT_VERSION = 3
 #: Marker written in every manifest so that other JSON files are never mistaken for a store.
 FORMAT_NAME = "langchain_vq"
 
@@ -68,9 +85,12 @@ def precision_of(field: pa.Field | None) -> str:
     return next((name for name, t in VECTOR_TYPES.items() if t == value_type), str(value_type))
 
 
-#: The column of each row's partition (inverted-file list), stored beside ``codes``.
+#: Format 2: the column of each row's partition (inverted-file list), stored beside ``codes``.
 PARTITION_COLUMN = "partition"
 PARTITION_FIELD = pa.field(PARTITION_COLUMN, pa.uint16(), nullable=False)
+#: Format 3: the rows' lists as runs (rows grouped by list), stored beside ``codes``.
+LIST_COLUMN = "list"
+LIST_FIELD = pa.field(LIST_COLUMN, pa.run_end_encoded(pa.int32(), pa.uint16()), nullable=False)
 
 DELETIONS_SCHEMA = pa.schema([pa.field("row", pa.uint32(), nullable=False)])
 
@@ -93,6 +113,7 @@ def segment_schema(
     fallback_type: pa.DataType | None = None,
     *,
     partitioned: bool = False,
+    grouped: bool = False,
 ) -> pa.Schema:
     """Schema of a segment with vectors of ``dim`` values and, if given, codes of ``code_size``.
 
@@ -100,8 +121,8 @@ def segment_schema(
     ``metadata`` column then holds only the fallback and may be null, of ``fallback_type``
     (``FALLBACK_TYPES``; string when not given). Without it: format 1, all metadata as one JSON
     object per row. ``precision`` is the ``vector`` column's (format 1 is
-    always float32); ``"none"`` leaves the column out. ``partitioned`` (with codes): the rows'
-    ``partition`` column follows the codes.
+    always float32); ``"none"`` leaves the column out. With codes, ``grouped`` adds the ``list``
+    column after them (format 3), ``partitioned`` the older ``partition`` column.
     """
     typed = metadata_fields is not None
     fallback = fallback_type if typed and fallback_type is not None else pa.string()
@@ -115,6 +136,8 @@ def segment_schema(
         fields.append(vector_field(dim, precision, vector_metadata))
     if code_size is not None:
         fields.append(pa.field("codes", pa.binary(code_size), nullable=False))
-        if partitioned:
+        if grouped:
+            fields.append(LIST_FIELD)
+        elif partitioned:
             fields.append(PARTITION_FIELD)
     return pa.schema(fields, metadata={SEGMENT_FORMAT_KEY: b"2"} if typed else None)

@@ -25,6 +25,8 @@ from langchain_vq.storage.metadata import decode_metadata, decode_metadata_value
 from langchain_vq.storage.schema import (
     FALLBACK_METADATA,
     FALLBACK_TYPES,
+    LIST_COLUMN,
+    LIST_FIELD,
     METADATA_PREFIX,
     PARTITION_COLUMN,
     PARTITION_FIELD,
@@ -36,7 +38,9 @@ from langchain_vq.storage.schema import (
 )
 
 #: Columns that belong to the codes: dropped, kept and re-encoded with them.
-_CODE_COLUMNS = ("codes", PARTITION_COLUMN)
+_CODE_COLUMNS = ("codes", PARTITION_COLUMN, LIST_COLUMN)
+#: The columns that give rows their lists: format 3's runs, or format 2's value per row.
+_LIST_COLUMNS = (LIST_COLUMN, PARTITION_COLUMN)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -156,13 +160,51 @@ class Segment:
         return StoredCodes(view, blocked=metadata.get(LAYOUT_KEY) == BLOCKED, lists=self.lists)
 
     @property
+    def grouped(self) -> bool:
+        """Whether the rows are grouped by list (the ``list`` column, format 3)."""
+        return LIST_COLUMN in self.table.column_names
+
+    @property
     def lists(self) -> npt.NDArray[np.uint16] | None:
-        """Each row's partition (a zero-copy view), or None when the segment has no such column."""
+        """Each row's list, or None when the segment has none (its codes are scanned in full).
+
+        Format 3 (:attr:`grouped`): expanded once from the list runs (2 bytes per row in memory,
+        none on disk). Format 2: a zero-copy view of the ``partition`` column.
+        """
+        if LIST_COLUMN in self.table.column_names:
+            cached = self.cache.get(LIST_COLUMN)
+            if cached is None:
+                values, ends = list_runs(single_array(self.table.column(LIST_COLUMN)))
+                cached = self.cache[LIST_COLUMN] = np.repeat(values, np.diff(ends, prepend=0))
+            return cached  # type: ignore[no-any-return]
         if PARTITION_COLUMN not in self.table.column_names:
             return None
         column = single_array(self.table.column(PARTITION_COLUMN))
         flat = np.frombuffer(column.buffers()[1], dtype=np.uint16)
         return flat[column.offset : column.offset + len(column)]
+
+    def sliced(self, name: str, start: int, length: int) -> Segment:
+        """Rows ``start`` to ``start + length`` as a new segment ``name`` (list runs cut to them)."""
+        table = self.table.slice(start, length)
+        if LIST_COLUMN in table.column_names:
+            lists = self.lists
+            assert lists is not None  # noqa: S101 - the segment has a list column
+            table, _ = grouped_table(table.drop_columns([LIST_COLUMN]), lists[start : start + table.num_rows])
+        return Segment(name, table)
+
+    def row_lists_table(self) -> pa.Table:
+        """The table with row-major codes and its lists as one value per row (``partition``).
+
+        What row operations (filter, take) need: Arrow cannot filter a run-end-encoded column,
+        and rows taken out of list order must not keep runs. :func:`grouped_table` regroups.
+        """
+        table = self.row_major_table()
+        if LIST_COLUMN not in table.column_names:
+            return table
+        lists = self.lists
+        assert lists is not None  # noqa: S101 - the segment has a list column
+        table = table.drop_columns([LIST_COLUMN])
+        return table.append_column(PARTITION_FIELD, _lists_array(lists))
 
     @property
     def codes(self) -> npt.NDArray[np.uint8] | None:
@@ -298,15 +340,35 @@ class Segment:
     def with_codes(
         self, codes: npt.NDArray[np.uint8] | None, lists: npt.NDArray[np.uint16] | None = None
     ) -> Segment:
-        """A new in-memory segment with the same rows and new (or no) codes, and their lists if given."""
+        """A new in-memory segment with the same rows and new (or no) codes, and their lists if given.
+
+        ``lists`` must already be in list order (rows grouped by list); rows that are not are
+        regrouped by :meth:`with_grouped_codes`, which says how they moved.
+        """
+        if lists is not None and list_order(lists) is not None:
+            msg = "Rows with lists must be grouped by list; use with_grouped_codes() to regroup them."
+            raise ValueError(msg)
+        segment, _ = self.with_grouped_codes(codes, lists)
+        return segment
+
+    def with_grouped_codes(
+        self, codes: npt.NDArray[np.uint8] | None, lists: npt.NDArray[np.uint16] | None
+    ) -> tuple[Segment, npt.NDArray[np.int64] | None]:
+        """The rows with new (or no) codes and, given ``lists``, grouped by list (format 3).
+
+        Returns the segment and the order its rows were taken in (row ``i`` of the result is row
+        ``order[i]`` of this one), or None when they kept their places: callers holding row
+        numbers (deletions) remap them with :func:`moved_rows`.
+        """
         table = self.table.drop_columns([c for c in _CODE_COLUMNS if c in self.table.column_names])
+        order = None
         if codes is not None:
             table = table.append_column(
                 pa.field("codes", pa.binary(codes.shape[1]), nullable=False), _codes_array(codes)
             )
             if lists is not None:
-                table = table.append_column(PARTITION_FIELD, _lists_array(lists))
-        return Segment(self.name, table)
+                table, order = grouped_table(table, lists)
+        return Segment(self.name, table), order
 
     def with_vectors(
         self, vectors: npt.NDArray[Any] | None, vector_metadata: dict[bytes, bytes] | None = None
@@ -360,7 +422,8 @@ def build_segment(
     Metadata given as JSON text makes a format-1 segment; given as dicts, a format-2 segment
     with one typed column per key (``storage.metadata``). ``vectors`` are stored as given:
     float32, float16, or uint8 int8 levels (whose ranges ``vector_metadata`` carries); None
-    makes a codes-only segment. ``lists`` (with ``codes``): each row's partition.
+    makes a codes-only segment. ``lists`` (with ``codes``): each row's list; the rows are then
+    stored grouped by list (in a stable order: row order within a list), not in the order given.
     """
     n = len(ids)
     metadata_fields: list[pa.Field] | None = None
@@ -391,10 +454,114 @@ def build_segment(
         columns.append(_codes_array(codes))
     batch = pa.RecordBatch.from_arrays(columns, schema=schema)
     assert batch.num_rows == n  # noqa: S101 - internal invariant, inputs are validated upstream
-    segment = Segment(name, pa.Table.from_batches([batch]))
+    table = pa.Table.from_batches([batch])
     if codes is not None and lists is not None:
-        segment = Segment(name, segment.table.append_column(PARTITION_FIELD, _lists_array(lists)))
-    return segment
+        table, _ = grouped_table(table, lists)
+    return Segment(name, table)
+
+
+def list_order(lists: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.int64] | None:
+    """The stable order that groups rows by list (row order kept within a list); None if they are."""
+    lists = np.asarray(lists)
+    if lists.size < 2 or not np.any(lists[1:] < lists[:-1]):
+        return None
+    return np.argsort(lists, kind="stable").astype(np.int64)
+
+
+def moved_rows(rows: npt.NDArray[np.int64], order: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64]:
+    """Row numbers ``rows`` after the rows were taken in ``order`` (sorted, as deletions are kept)."""
+    if order is None or rows.size == 0:
+        return rows
+    place = np.empty(order.size, np.int64)
+    place[order] = np.arange(order.size, dtype=np.int64)
+    return np.sort(place[rows])
+
+
+def grouped_table(
+    table: pa.Table, lists: npt.NDArray[np.integer[Any]]
+) -> tuple[pa.Table, npt.NDArray[np.int64] | None]:
+    """``table`` (row-major codes) with its rows grouped by ``lists`` and the ``list`` runs appended.
+
+    Any list column it had is replaced. Returns the table and the order its rows were taken in
+    (None: unchanged), as :meth:`Segment.with_grouped_codes`.
+    """
+    grouped: npt.NDArray[np.uint16] = np.asarray(lists, dtype=np.uint16)
+    if grouped.shape != (table.num_rows,):
+        msg = f"Got {grouped.shape[0]} lists for {table.num_rows} rows; give one list per row."
+        raise ValueError(msg)
+    field = table.schema.field("codes") if "codes" in table.column_names else None
+    if field is not None and (field.metadata or {}).get(LAYOUT_KEY) == BLOCKED:
+        msg = "Rows of blocked codes cannot be regrouped; group the row-major table (row_major_table())."
+        raise ValueError(msg)
+    table = table.drop_columns([c for c in _LIST_COLUMNS if c in table.column_names])
+    order = list_order(grouped)
+    if order is not None:
+        table = table.take(int_array(order))
+        grouped = grouped[order]
+    return table.append_column(LIST_FIELD, _runs_array(grouped)), order
+
+
+def list_runs(array: pa.Array) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.int64]]:
+    """``(values, ends)`` of a ``list`` column: each run's list and its end row, from row 0 of ``array``.
+
+    A slice of the column (an Arrow offset) gives the runs of its own rows.
+    """
+    values = np.asarray(array.values.to_numpy(zero_copy_only=False), dtype=np.uint16)
+    ends = array.run_ends.to_numpy().astype(np.int64)
+    offset, length = array.offset, len(array)
+    if offset == 0 and (ends.size == 0 or ends[-1] == length):
+        return values, ends
+    starts = np.clip(np.concatenate([[0], ends[:-1]]) - offset, 0, length)
+    ends = np.clip(ends - offset, 0, length)
+    keep = ends > starts
+    return values[keep], ends[keep]
+
+
+def _runs_array(lists: npt.NDArray[np.uint16]) -> pa.Array:
+    """Lists in list order as a run-end-encoded ``list`` column: one run per list present."""
+    ends = np.append(np.flatnonzero(np.diff(lists)) + 1, lists.size).astype(np.int32)
+    values = lists[ends - 1] if lists.size else lists
+    ends = ends if lists.size else ends[:0]
+    return pa.RunEndEncodedArray.from_arrays(
+        pa.Array.from_buffers(pa.int32(), ends.size, [None, pa.py_buffer(np.ascontiguousarray(ends))]),
+        pa.Array.from_buffers(pa.uint16(), values.size, [None, pa.py_buffer(np.ascontiguousarray(values))]),
+        type=LIST_FIELD.type,
+    )
+
+
+def check_list_runs(table: pa.Table, path: str) -> None:
+    """The ``list`` column of a read segment holds the grouping a writer gives it, or damage is raised.
+
+    One run per list, lists increasing (rows grouped by list), run ends increasing up to the
+    row count. O(lists), never O(rows).
+
+    Raises:
+        CorruptStoreError: the runs are not that.
+    """
+    if LIST_COLUMN not in table.column_names:
+        return
+    column = table.column(LIST_COLUMN)
+    try:
+        array = single_array(column)
+        array.validate(full=True)
+        if array.values.null_count:
+            problem = "null lists"
+        else:
+            values, ends = list_runs(array)
+            problem = ""
+            if ends.size and ends[-1] != table.num_rows:
+                problem = f"runs end at row {int(ends[-1])}, not at the segment's {table.num_rows} rows"
+            elif ends.size == 0 and table.num_rows:
+                problem = f"no runs for {table.num_rows} rows"
+            elif np.any(np.diff(values.astype(np.int64)) <= 0):
+                problem = "lists not in increasing order, one run each (rows not grouped by list)"
+    except (pa.ArrowException, ValueError) as exc:
+        problem = str(exc)
+    if problem:
+        msg = (
+            f"Store file {path} has a damaged list column ({problem}); restore the file or rebuild the store."
+        )
+        raise CorruptStoreError(msg, path)
 
 
 def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -> Segment:
@@ -406,15 +573,20 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
     (format-1 parts, or keys typed differently) the metadata is read back and encoded again, so a
     merge also upgrades format-1 rows and re-types keys across the merged rows. Stored vectors
     are concatenated, so the parts must store them alike (one precision, one set of int8 ranges).
-    Rows' partitions are carried when every part has them, else dropped (the merged segment is
-    then scanned in full).
+    Rows' lists are carried when every part has them (runs or, format 2, a value per row), and
+    the merged rows are then grouped by list (row order within a list, so parts' rows keep their
+    order within each list); else lists are dropped (the merged segment is scanned in full).
+    Parts are read row by row (:meth:`Segment.row_lists_table`), so they may have lists either way.
     """
     fields = {str(p.vector_field) + repr(p.vector_field.metadata if p.vector_field else None) for p in parts}
     if len(fields) > 1:
         msg = f"Cannot merge segments whose vectors are stored differently: {sorted(fields)}."
         raise ValueError(msg)
-    with_lists = codes and all(PARTITION_COLUMN in p.table.column_names for p in parts)
-    dropped = _CODE_COLUMNS if not codes else () if with_lists else (PARTITION_COLUMN,)
+    part_lists = [p.lists for p in parts] if codes else []
+    lists: npt.NDArray[np.uint16] | None = None
+    if part_lists and all(x is not None for x in part_lists):
+        lists = np.concatenate([x for x in part_lists if x is not None])
+    dropped = _CODE_COLUMNS if not codes else _LIST_COLUMNS
     tables = [(p.table if not codes else p.row_major_table()) for p in parts]
     tables = [t.drop_columns([c for c in dropped if c in t.column_names]) for t in tables]
     types = _merged_types(tables) if all(p.typed_metadata is not None for p in parts) else None
@@ -423,12 +595,15 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
         tables = [_cast_columns(t, types) for t in tables]
         merged = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
         keys = list(dict.fromkeys(n for t in tables for n in t.column_names if n.startswith(METADATA_PREFIX)))
-        fixed = [c for c in ("vector", *_CODE_COLUMNS) if c in merged.column_names]
+        fixed = [c for c in ("vector", "codes") if c in merged.column_names]
         merged = _narrowed_metadata(merged.select(["id", "text", *keys, FALLBACK_METADATA, *fixed]), keys)
         if "vector" in fixed:  # keep the vector field's own metadata (int8 ranges)
             index = merged.schema.get_field_index("vector")
             merged = merged.set_column(index, parts[0].vector_field, merged.column(index))
-        return Segment(name, merged.replace_schema_metadata(tables[0].schema.metadata))
+        merged = merged.replace_schema_metadata(tables[0].schema.metadata)
+        if lists is not None and "codes" in merged.column_names:
+            merged, _ = grouped_table(merged, lists)
+        return Segment(name, merged)
     stacked = [p.codes for p in parts] if codes and all(p.has_codes for p in parts) else None
     first = parts[0].vector_field
     return build_segment(
@@ -439,9 +614,7 @@ def merge_segments(name: str, parts: Sequence[Segment], *, codes: bool = True) -
         np.concatenate([p.vectors for p in parts]) if first is not None else None,
         np.concatenate(stacked) if stacked else None,  # type: ignore[arg-type]
         vector_metadata=None if first is None else first.metadata,
-        lists=np.concatenate([p.lists for p in parts if p.lists is not None])
-        if stacked and with_lists
-        else None,
+        lists=lists if stacked else None,
     )
 
 

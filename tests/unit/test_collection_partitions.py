@@ -24,7 +24,7 @@ from langchain_vq.quantization._partitions import PartitionedQuantizer
 from langchain_vq.quantization.precision import float_rows
 from langchain_vq.search.engine import SegmentView, search_segments
 from langchain_vq.storage import Segment
-from langchain_vq.storage.schema import PARTITION_COLUMN
+from langchain_vq.storage.schema import LIST_COLUMN, PARTITION_COLUMN
 from langchain_vq.synthetic import synthetic_embeddings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,6 +65,8 @@ def _recall(got: list[list[str]], truth: list[list[str]]) -> float:
 def _lists_match_assignment(collection: Collection, x: np.ndarray, *, stored: bool = False) -> None:
     """Every segment with codes holds, for each row, the list its float vector is assigned to.
 
+    Rows are grouped by list (one run per list, format 3), with no per-row ``partition`` column.
+
     ``stored``: the vectors as the segment stores them (float16), which a compaction reads back
     and assigns (a row nearly tied between two lists may fall either side of the rounding).
     """
@@ -72,10 +74,12 @@ def _lists_match_assignment(collection: Collection, x: np.ndarray, *, stored: bo
     assert quantizer is not None and quantizer.partitioned
     for view in collection.snapshot.views:
         segment = view.segment
-        assert PARTITION_COLUMN in segment.table.column_names
+        assert LIST_COLUMN in segment.table.column_names
+        assert PARTITION_COLUMN not in segment.table.column_names
         rows = np.array([int(i[1:]) for i in segment.ids.to_pylist()])
         codes = segment.stored_codes
         assert codes is not None and codes.lists is not None
+        assert np.all(np.diff(codes.lists.astype(np.int64)) >= 0)  # grouped by list
         vectors = float_rows(segment) if stored else x[rows]
         np.testing.assert_array_equal(codes.lists, quantizer.assign(vectors))
 
@@ -227,7 +231,7 @@ def test_segments_without_lists_are_scanned_in_full(
     snapshot = collection.snapshot
     views = list(snapshot.views)
     stripped = [
-        SegmentView(Segment(v.segment.name, v.segment.table.drop_columns([PARTITION_COLUMN]))) for v in views
+        SegmentView(Segment(v.segment.name, v.segment.table.drop_columns([LIST_COLUMN]))) for v in views
     ]
     quantizer = _quantizer(collection, partitioned_kind)
     kw = {"kind": "ip", "quantizer": quantizer, "rescore_multiplier": 16}
@@ -252,7 +256,7 @@ def test_a_merge_assigns_parts_written_without_lists(
     _add(collection, x, 6000, 9000)
     views = list(collection.snapshot.views)
     assert len(views) == 2
-    stripped = Segment(views[1].segment.name, views[1].segment.table.drop_columns([PARTITION_COLUMN]))
+    stripped = Segment(views[1].segment.name, views[1].segment.table.drop_columns([LIST_COLUMN]))
     monkeypatch.setattr(
         collection_module, "MERGE_POLICY", MergePolicy(segments_per_tier=2, floor_rows=1 << 20)
     )
