@@ -548,9 +548,10 @@ def check_list_runs(table: pa.Table, path: str) -> None:
             problem = "null lists"
         else:
             values, ends = list_runs(array)
+            raw = array.run_ends.to_numpy()
             problem = ""
-            if ends.size and ends[-1] != table.num_rows:
-                problem = f"runs end at row {int(ends[-1])}, not at the segment's {table.num_rows} rows"
+            if array.offset or (raw.size and int(raw[-1]) != table.num_rows):
+                problem = f"runs end at row {int(raw[-1])}, not at the segment's {table.num_rows} rows"
             elif ends.size == 0 and table.num_rows:
                 problem = f"no runs for {table.num_rows} rows"
             elif np.any(np.diff(values.astype(np.int64)) <= 0):
