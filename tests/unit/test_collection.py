@@ -24,6 +24,7 @@ from langchain_vq import InvalidInputError, VQVectorStore
 from langchain_vq.collection import ROW_KEY_SHIFT, Collection, CollectionConfig, Snapshot
 from langchain_vq.storage import segment as segment_module
 from langchain_vq.storage.metadata import encode_metadata
+from langchain_vq.storage.schema import FORMAT_VERSION
 from tests.conftest import REPO_ROOT, clustered_vectors
 
 DIM = 16
@@ -171,7 +172,7 @@ def test_a_format1_store_upgrades_on_write_and_keeps_its_rows(name: str, tmp_pat
         return [[d.id, d.page_content, d.metadata] for d in store.get_by_ids(probe)]
 
     store.add_embeddings(["new"], clustered_vectors(1, DIM, seed=3), [{"when": dt.date(2026, 1, 1)}], ["new"])
-    assert store.collection.snapshot.manifest.format_version == 2
+    assert store.collection.snapshot.manifest.format_version == FORMAT_VERSION  # 3 since grouped lists
     assert rows() == expected["get_by_ids"]
     assert store.get_by_ids(["new"])[0].metadata == {"when": dt.date(2026, 1, 1)}
     assert store.verify() == []
