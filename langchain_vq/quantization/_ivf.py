@@ -310,9 +310,15 @@ def list_blocks(
 
     Returns ``(rows, counts, blocks)``: ``int64[n]`` the rows in list order (row order within a
     list), ``int64[nlist]`` rows per list, and the block bytes of list after list, each list
-    padded with zero rows to whole blocks (:func:`padded_counts`).
+    padded with zero rows to whole blocks (:func:`padded_counts`). Rows already grouped by list
+    (a format-3 segment) keep their order: the gather below then reads the codes front to back.
     """
-    rows = np.argsort(lists, kind="stable").astype(np.int64)
+    in_order = lists.size < 2 or not np.any(lists[1:] < lists[:-1])
+    rows = (
+        np.arange(lists.size, dtype=np.int64)
+        if in_order
+        else np.argsort(lists, kind="stable").astype(np.int64)
+    )
     counts = np.bincount(lists, minlength=nlist).astype(np.int64)
     padded = padded_counts(counts)
     shift = np.cumsum(padded) - padded - (np.cumsum(counts) - counts)  # padding before each list

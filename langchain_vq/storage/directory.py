@@ -299,8 +299,12 @@ class StoreDirectory:
 
         ``blocked_codes``: store its codes in the fast-scan block layout (``code_blocks``), for
         quantizers that scan them with the fast-scan kernel; the file says which layout it holds.
+        Rows grouped by list keep row-major codes all the same: only the partitioned scan reads
+        them, and it packs each list into blocks of its own, from row-major codes without
+        unpacking (``_ivf.list_blocks``; ``benchmarks/measure_grouped_lists.py``).
         """
-        table = segment.blocked_table() if blocked_codes else segment.row_major_table()
+        blocked = blocked_codes and not segment.grouped
+        table = segment.blocked_table() if blocked else segment.row_major_table()
         return self._write_table(f"{SEGMENTS}/{segment.name}.arrow", table)
 
     def write_deletions(self, segment: str, version: int, rows: npt.NDArray[np.int64]) -> FileEntry:

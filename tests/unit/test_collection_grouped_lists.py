@@ -103,10 +103,21 @@ def test_ingest_and_merges_group_rows_and_answer_as_before(
     assert _self_hits(several, x, list(range(0, 3001, 97))) == 1.0
     reopened = Collection(CollectionConfig(), tmp_path / "several")
     assert reopened.verify() == []
+    # Only the partitioned scan reads grouped codes, packing lists from row-major ones: they are
+    # not stored in the full scan's block layout (which fast-scan stores keep otherwise).
+    assert all(not v.segment.stored_codes.blocked for v in reopened.snapshot.views)
     assert (
         reopened.snapshot.manifest is not None and reopened.snapshot.manifest.format_version == FORMAT_VERSION
     )
     assert [r.text for r in reopened.get(["r5", "r2999", "r3000"])] == ["t5", "t2999", "t3000"]
+
+
+def test_segments_without_lists_keep_the_block_layout(x: np.ndarray, tmp_path: Path) -> None:
+    collection = Collection(_config(partitions=0), tmp_path / "s")
+    _add(collection, x, list(range(1000)))
+    reopened = Collection(CollectionConfig(), tmp_path / "s")
+    segment = reopened.snapshot.views[0].segment
+    assert segment.stored_codes.blocked and not segment.grouped and segment.lists is None
 
 
 def test_the_first_training_regroups_rows_and_keeps_their_deletions(x: np.ndarray, tmp_path: Path) -> None:
