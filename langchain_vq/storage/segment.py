@@ -506,8 +506,8 @@ def list_runs(array: pa.Array) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.i
 
     A slice of the column (an Arrow offset) gives the runs of its own rows.
     """
-    values = np.asarray(array.values.to_numpy(zero_copy_only=False), dtype=np.uint16)
-    ends = array.run_ends.to_numpy().astype(np.int64)
+    values = _fixed_width(array.values, np.uint16).copy()
+    ends = _fixed_width(array.run_ends, np.int32).astype(np.int64)
     offset, length = array.offset, len(array)
     if offset == 0 and (ends.size == 0 or ends[-1] == length):
         return values, ends
@@ -515,6 +515,14 @@ def list_runs(array: pa.Array) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.i
     ends = np.clip(ends - offset, 0, length)
     keep = ends > starts
     return values[keep], ends[keep]
+
+
+def _fixed_width(array: pa.Array, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    """A fixed-width Arrow array's values as a zero-copy numpy view (``to_numpy`` imports pandas)."""
+    data = array.buffers()[1]
+    if data is None:
+        return np.empty(0, dtype)
+    return np.frombuffer(data, dtype=dtype)[array.offset : array.offset + len(array)]
 
 
 def _runs_array(lists: npt.NDArray[np.uint16]) -> pa.Array:
@@ -548,7 +556,7 @@ def check_list_runs(table: pa.Table, path: str) -> None:
             problem = "null lists"
         else:
             values, ends = list_runs(array)
-            raw = array.run_ends.to_numpy()
+            raw = _fixed_width(array.run_ends, np.int32)
             problem = ""
             if array.offset or (raw.size and int(raw[-1]) != table.num_rows):
                 problem = f"runs end at row {int(raw[-1])}, not at the segment's {table.num_rows} rows"
