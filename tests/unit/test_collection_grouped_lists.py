@@ -408,3 +408,39 @@ def test_a_grouped_store_opens_and_answers_in_a_new_process_without_pandas(
     assert result.returncode == 0, result.stderr
     *ids, imported = result.stdout.split()
     assert ids == want and imported == "False"
+
+
+@pytest.mark.parametrize("kind", ["binary", "pq"])
+def test_grouped_and_format2_layouts_of_the_same_rows_answer_alike(kind: str, x: np.ndarray) -> None:
+    """The same rows, codes and quantizer, laid out both ways: format 2 (insertion order, a
+    ``partition`` per row, blocked codes as the format-2 writer kept them) and grouped."""
+    collection = Collection(_config(kind))
+    for start in range(0, 3000, 1000):
+        _add(collection, x, list(range(start, start + 1000)))
+    grouped = list(collection.snapshot.views)
+    old = []
+    for view in grouped:
+        table = view.segment.row_lists_table()
+        order = np.argsort([int(i[1:]) for i in view.segment.ids.to_pylist()], kind="stable")
+        segment = Segment(view.segment.name, table.take(pa.array(order)))
+        assert not segment.grouped and np.any(np.diff(segment.lists.astype(np.int64)) < 0)
+        old.append(collection_module.SegmentView(Segment(segment.name, segment.blocked_table())))
+    quantizer = collection.snapshot.quantizer
+    queries = synthetic_embeddings(40, DIM, seed=9)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    unit = x[:3000] / np.linalg.norm(x[:3000], axis=1, keepdims=True)
+    truth = [set(row.tolist()) for row in np.argsort(-(queries @ unit.T), axis=1)[:, :10]]
+    recalls = {}
+    for name, views in (("old", old), ("grouped", grouped)):
+        hits = collection_module.search_segments(
+            views, queries, 10, kind="ip", quantizer=quantizer, rescore_multiplier=8
+        )
+        ids = [
+            [int(views[s].segment.ids[int(r)].as_py()[1:]) for s, r in zip(seg, rows, strict=True) if s >= 0]
+            for seg, rows in zip(hits.segments.tolist(), hits.rows.tolist(), strict=True)
+        ]
+        recalls[name] = (ids, np.mean([len(set(i) & t) / 10 for i, t in zip(ids, truth, strict=True)]))
+    (old_ids, old_recall), (new_ids, new_recall) = recalls["old"], recalls["grouped"]
+    assert new_recall == pytest.approx(old_recall, abs=0.01)
+    assert new_recall >= 0.85  # a floor; equal recall is the check
+    _near([[[i] for i in q] for q in new_ids], [[[i] for i in q] for q in old_ids])
