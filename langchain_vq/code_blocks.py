@@ -85,7 +85,9 @@ class StoredCodes:
         blocked: Whether ``stored`` is in the blocked layout (see the module docstring).
         lists: ``uint16[n]``, each row's partition (inverted-file list) when the quantizer
             partitions rows and they were assigned (``partitions=`` of the binary or PQ
-            quantizer), else None: such codes are scanned in full.
+            quantizer), else None: such codes are scanned in full. A format-3 segment's rows
+            are grouped by list, so its lists are sorted (expanded from the stored runs, see
+            ``Segment.lists``) and its lists are packed without a sort.
     """
 
     def __init__(

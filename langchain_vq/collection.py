@@ -499,7 +499,7 @@ class Collection:
                 # The add that crosses the size: lists for every row, in this commit, codes kept.
                 sample = _sample_vectors([v for v in views if v.live_count], vectors, TRAIN_SAMPLE)
                 quantizer = self._auto_partitioned(quantizer, sample, total, views)
-                views = [_with_assigned_lists(v, quantizer) for v in views]
+                views = [v for v in (_with_assigned_lists(v, quantizer) for v in views) if v.live_count]
             for start in range(0, len(ids), SEGMENT_MAX_ROWS):
                 stop = start + SEGMENT_MAX_ROWS
                 segment = build_segment(
