@@ -19,7 +19,13 @@ import pytest
 
 from langchain_vq.code_blocks import StoredCodes, pack_blocks, to_blocked
 from langchain_vq.errors import ConfigurationError, InvalidInputError
-from langchain_vq.quantization import QUANTIZERS, BinaryQuantizer, ProductQuantizer, quantizer_from_config
+from langchain_vq.quantization import (
+    QUANTIZERS,
+    BinaryQuantizer,
+    ProductQuantizer,
+    _ivf,
+    quantizer_from_config,
+)
 from langchain_vq.quantization._fast_scan import NibbleFastScan, PQFastScan
 from langchain_vq.quantization._ivf import (
     NPROBE_COVERAGE,
@@ -167,6 +173,36 @@ def test_the_best_n_are_the_first_n_of_a_larger_count(
             small = partitioned.search(q, codes, n, reuse=True)
             np.testing.assert_array_equal(small[1], rows[:, :n])
             np.testing.assert_array_equal(small[0], scores[:, :n])
+
+
+def test_ties_past_the_rows_fetched_are_fetched_again(
+    partitioned: PartitionedQuantizer, data: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No rows fetched past k: every query's k-th row may have tied rows after it, so each is
+    # searched again with twice the rows until they are all in hand; the same results.
+    x, q = data
+    codes = StoredCodes(partitioned.encode(x), lists=partitioned.assign(x))
+    scan = partitioned._ivf_scans.get(codes, partitioned._build_ivf)
+    want = [_ivf.probe(scan, q, k, 8) for k in (7, 300)]
+    calls: list[int] = []  # the rows fetched by each kernel call
+    search = scan.search
+
+    def counted(queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(k)
+        return search(queries, k, nprobe)
+
+    monkeypatch.setattr(scan, "search", counted)
+    monkeypatch.setattr(_ivf, "_TIE_ROWS", 0)
+    monkeypatch.setattr(_ivf, "_TIE_FRACTION", 1 << 30)
+    for k, (scores, rows) in zip((7, 300), want, strict=True):
+        calls.clear()
+        got = _ivf.probe(scan, q, k, 8)
+        assert calls[:2] == [k, 2 * k]  # fetched again
+        np.testing.assert_array_equal(np.sort(got[1], axis=1), np.sort(rows, axis=1))
+        np.testing.assert_array_equal(got[0], scores)
+        for i in (0, 1, 2):  # one query alone (its own path) keeps the same rows
+            alone = _ivf.probe(scan, q[i : i + 1], k, 8)
+            np.testing.assert_array_equal(np.sort(alone[1][0]), np.sort(rows[i]))
 
 
 def test_a_probe_scans_only_its_lists(
