@@ -23,6 +23,8 @@ Used by :class:`~langchain_vq.quantization.binary.BinaryQuantizer` and
   filled with the stored codes (all lists packed at once by :func:`list_blocks`, FAISS's block
   layout, so filling a list is one copy). Scores are the ones the full fast scan gives (tested
   equal with every list probed), so candidates of partitioned and full scans pool together.
+  :func:`probe` keeps the lowest rows among those tied at the ``k``-th score, as the full scan
+  does, so a search's best ``n`` are the first ``n`` of any larger count (calibration ranks).
 * :func:`joined_ivf_scan`: one such index over a store's segments (their rows share the lists),
   searched through ``_fast_scan.JoinedFastScan`` as the full scan's joined index is.
 """
