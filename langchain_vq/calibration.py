@@ -405,9 +405,15 @@ class _Measurer:
         self.recall_by: dict[int, float] = {}
         self.error_by: dict[int, float] = {}  # standard error of each recall measured
         self.met: dict[int, bool] = {}
-        quantizer = snapshot.quantizer
-        rankable = quantizer is not None and quantizer.ranks_candidates_by_one_score
-        self.ceiling = ceiling if rankable and ceiling and k * ceiling < snapshot.live_rows else None
+        live = np.array([v.live_count for v in snapshot.views], dtype=np.int64)
+        self.small = 0 if ceiling is None else int(live[live <= k * ceiling].sum())
+        self.ceiling: int | None = None
+        if ceiling and k * ceiling < snapshot.live_rows:
+            # Ranked when the one scan (k * ceiling candidates, the rows of segments read exactly
+            # at some multiplier, a query's own row) orders them as searches pool them: for a
+            # partitioned store, within the rows its probed lists hold (``ranked_candidates``).
+            fetched = k * ceiling + self.small + 1
+            self.ceiling = ceiling if fetched <= collection.ranked_candidates(snapshot) else None
         self.candidates: dict[int, npt.NDArray[np.int64]] = {}  # per chunk, from ``_found_by_rank``
 
     def meets(self, multiplier: int) -> bool:
@@ -458,10 +464,9 @@ class _Measurer:
         if begin not in self.candidates:
             assert self.ceiling is not None  # noqa: S101 - callers check
             # Rows of segments read exactly at some multiplier up to the ceiling are dropped from
-            # the ranking there: fetch that many more, so k * m others always remain.
-            small = int(live[live <= self.k * self.ceiling].sum())
+            # the ranking there: fetch that many more (``small``), so k * m others always remain.
             self.candidates[begin] = self.collection.candidate_keys(
-                chunk.vectors, self.k * self.ceiling + small, exclude=chunk.keys, snapshot=self.snapshot
+                chunk.vectors, self.k * self.ceiling + self.small, exclude=chunk.keys, snapshot=self.snapshot
             )
         n = self.k * multiplier
         # Segments the search reads exactly at this multiplier: no codes, or no more live rows

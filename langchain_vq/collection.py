@@ -889,6 +889,19 @@ class Collection:
             out[i] = _row_keys(hits)[0]
         return out
 
+    def ranked_candidates(self, snapshot: Snapshot | None = None) -> int:
+        """Up to how many candidates per query :meth:`candidate_keys` ranks as searches pool them.
+
+        Below this count, the candidates a search at ``n`` pools are the first ``n`` of
+        :meth:`candidate_keys` (ties ordered by key); 0 when the quantizer does not rank by one
+        score (``Quantizer.ranked_candidates`` over the segments' codes).
+        """
+        snapshot = self._snapshot if snapshot is None else snapshot
+        arrays = [v.segment.stored_codes for v in snapshot.views if v.segment.stored_codes is not None]
+        if snapshot.quantizer is None or not arrays:
+            return 0
+        return snapshot.quantizer.ranked_candidates(arrays)
+
     def _rows_of_hits(self, snapshot: Snapshot, hits: Hits, *, with_vectors: bool) -> list[list[Row]]:
         """Rows of the hits, per query best first; ties in score keep segment, then rank, order.
 

@@ -259,6 +259,28 @@ class PartitionedQuantizer(Quantizer):
         """Lists probed per query: ``nprobe``, or a default for a hand-made config without one."""
         return self.nprobe or default_nprobe(self.partitions)
 
+    def ranked_candidates(self, arrays: Sequence[StoredCodes]) -> int:
+        """Every row, or with lists the fewest rows that any ``nprobe`` lists of ``arrays`` hold.
+
+        A query whose probed lists hold fewer rows than a search asks for gets every list
+        (``_ivf.probe``), a larger set than the probed lists' best rows at a smaller count; below
+        the fewest rows any ``nprobe`` lists hold no query does. Arrays that are all listed are
+        probed as one joined index (a store's segments), others one by one.
+        """
+        rows = super().ranked_candidates(arrays)
+        listed = [codes for codes in arrays if codes.lists is not None]
+        nprobe = self._nprobe_now()
+        if not rows or not self.partitioned or not listed or nprobe >= self.partitions:
+            return rows
+        joined = len(arrays) > 1 and len(listed) == len(arrays)
+        groups = [listed] if joined else [[codes] for codes in listed]
+        held = []
+        for group in groups:
+            lists = [stored_lists(codes, self.partitions) for codes in group]
+            counts = np.bincount(np.concatenate(lists), minlength=self.partitions)
+            held.append(int(np.sort(counts)[:nprobe].sum()))
+        return min(rows, *held)
+
     def _build_ivf(self, codes: StoredCodes) -> IVFFastScan:
         lists = stored_lists(codes, self.partitions)
         fine, order = self._fine_codebooks()

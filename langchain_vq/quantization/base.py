@@ -148,9 +148,19 @@ class Quantizer(ABC):
 
         Then the best ``n`` candidates are the first ``n`` of the best ``n' > n``, which lets
         calibration measure every multiplier up to ``n' / k`` from one scan. False for a
-        candidate stage of two steps (binary Hamming, then a re-rank of its top).
+        candidate stage of two steps (binary Hamming, then a re-rank of its top). How far the
+        prefixes reach over a store's codes: :meth:`ranked_candidates`.
         """
         return True
+
+    def ranked_candidates(self, arrays: Sequence[StoredCodes]) -> int:
+        """Up to how many candidates per query over ``arrays`` (a store's segments) are ranked by one score.
+
+        Below this count the best ``n`` candidates of a search are the first ``n`` of the best
+        ``n'``; 0 when the quantizer does not rank by one score, every row when it does (a
+        partitioned scan reaches only as far as a query's lists hold rows).
+        """
+        return sum(a.shape[0] for a in arrays) if self.ranks_candidates_by_one_score else 0
 
     @property
     def blocked_codes(self) -> bool:

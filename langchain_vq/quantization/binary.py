@@ -478,13 +478,13 @@ class BinaryQuantizer(PartitionedQuantizer):
 
     @property
     def ranks_candidates_by_one_score(self) -> bool:
-        """Fast scan, unpartitioned: one score per row, a prefix at every count.
+        """Fast scan, with or without lists: one score per row, ties by row, a prefix at every count.
 
-        Two stages re-rank a Hamming top that grows with ``n``. The partitioned scan's best ``n``
-        at two counts differ by more than ties: recall ranked from one scan came out 0.001-0.003
-        above the searches' (6,200 clustered rows, 8 lists, ``nprobe=3``; not understood yet).
+        Two stages re-rank a Hamming top that grows with ``n``. The partitioned scan orders ties
+        by row as the full scan does (``_ivf.probe``); its prefixes reach as far as a query's
+        lists hold rows (:meth:`ranked_candidates`).
         """
-        return self.fast_scan and not self.partitions
+        return self.fast_scan
 
     @property
     def can_partition(self) -> bool:

@@ -292,12 +292,12 @@ class ProductQuantizer(PartitionedQuantizer):
 
     @property
     def ranks_candidates_by_one_score(self) -> bool:
-        """Unpartitioned: one score per row, a prefix at every count.
+        """One score per row, ties by row: a prefix at every count, with lists too.
 
-        Not with ``partitions``: the partitioned scan shares ``BinaryQuantizer``'s probe, whose
-        ranked recall came out above the searches' (see its ``ranks_candidates_by_one_score``).
+        The partitioned scan orders ties by row as the full scan does (``_ivf.probe``); its
+        prefixes reach as far as a query's lists hold rows (:meth:`ranked_candidates`).
         """
-        return not self.partitions
+        return True
 
     @property
     def can_partition(self) -> bool:

@@ -19,7 +19,13 @@ import pytest
 
 from langchain_vq.code_blocks import StoredCodes, pack_blocks, to_blocked
 from langchain_vq.errors import ConfigurationError, InvalidInputError
-from langchain_vq.quantization import QUANTIZERS, BinaryQuantizer, ProductQuantizer, quantizer_from_config
+from langchain_vq.quantization import (
+    QUANTIZERS,
+    BinaryQuantizer,
+    ProductQuantizer,
+    _ivf,
+    quantizer_from_config,
+)
 from langchain_vq.quantization._fast_scan import NibbleFastScan, PQFastScan
 from langchain_vq.quantization._ivf import (
     NPROBE_COVERAGE,
@@ -139,15 +145,64 @@ def test_every_list_probed_gives_the_full_scans_top_k(
         got = partitioned.search(q, StoredCodes(codes, lists=partitioned.assign(x)), k, reuse=True)
     want = plain_twin(partitioned).search(q, StoredCodes(codes), k, reuse=True)
     np.testing.assert_array_equal(got[0], want[0])  # the same scores, place by place
-    # The same rows above the k-th score; at it, rows the full scan scores the same (8-bit
-    # tables tie often, and the lists are visited in probe order, not row order).
-    all_scores, all_rows = full_fast_scan(partitioned, StoredCodes(codes)).search(q, len(x))
-    full = np.empty_like(all_scores)
-    np.put_along_axis(full, all_rows, all_scores, axis=1)  # [nq, n] every row's kernel score
-    above = got[0] > got[0][:, -1:]
-    np.testing.assert_array_equal(got[1][above], want[1][above])
-    np.testing.assert_array_equal(np.take_along_axis(full, got[1], axis=1), got[0])
+    # The same rows too, ties at the k-th score included: both order ties by row (8-bit tables
+    # tie often, and FAISS visits the lists in probe order, not row order).
+    np.testing.assert_array_equal(got[1], want[1])
     assert all(len(set(r.tolist())) == k for r in got[1])  # k distinct rows
+
+
+@pytest.mark.parametrize("nprobe", [8, 16])
+def test_the_best_n_are_the_first_n_of_a_larger_count(
+    partitioned: PartitionedQuantizer, data: tuple[np.ndarray, np.ndarray], nprobe: int
+) -> None:
+    # What calibration's ranking from one scan rests on: at every count the same order, up to
+    # the rows each query's lists hold (past them a query gets every list, a larger set).
+    x, q = data
+    codes = StoredCodes(partitioned.encode(x), lists=partitioned.assign(x))
+    sizes = np.bincount(codes.lists, minlength=PARTITIONS)  # type: ignore[arg-type]
+    best = np.argsort(-(q @ partitioned.partition_centroids_.T), axis=1, kind="stable")[:, :nprobe]
+    held = int(sizes[best].sum(axis=1).min())  # the fewest rows a query's lists hold
+    assert held > 1500
+    with probing(partitioned, nprobe):
+        scores, rows = partitioned.search(q, codes, held, reuse=True)
+        # Best first, ties ordered by row; and many ties at these places (8-bit tables).
+        assert (np.diff(scores, axis=1) <= 0).all()
+        tied = scores[:, 1:] == scores[:, :-1]
+        assert (rows[:, 1:][tied] > rows[:, :-1][tied]).all() and tied.sum() > 1000
+        for n in (5, 21, 64, 333, 1000, 1500):
+            small = partitioned.search(q, codes, n, reuse=True)
+            np.testing.assert_array_equal(small[1], rows[:, :n])
+            np.testing.assert_array_equal(small[0], scores[:, :n])
+
+
+def test_ties_past_the_rows_fetched_are_fetched_again(
+    partitioned: PartitionedQuantizer, data: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No rows fetched past k: every query's k-th row may have tied rows after it, so each is
+    # searched again with twice the rows until they are all in hand; the same results.
+    x, q = data
+    codes = StoredCodes(partitioned.encode(x), lists=partitioned.assign(x))
+    scan = partitioned._ivf_scans.get(codes, partitioned._build_ivf)
+    want = [_ivf.probe(scan, q, k, 8) for k in (7, 300)]
+    calls: list[int] = []  # the rows fetched by each kernel call
+    search = scan.search
+
+    def counted(queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(k)
+        return search(queries, k, nprobe)
+
+    monkeypatch.setattr(scan, "search", counted)
+    monkeypatch.setattr(_ivf, "_TIE_ROWS", 0)
+    monkeypatch.setattr(_ivf, "_TIE_FRACTION", 1 << 30)
+    for k, (scores, rows) in zip((7, 300), want, strict=True):
+        calls.clear()
+        got = _ivf.probe(scan, q, k, 8)
+        assert calls[:2] == [k, 2 * k]  # fetched again
+        np.testing.assert_array_equal(np.sort(got[1], axis=1), np.sort(rows, axis=1))
+        np.testing.assert_array_equal(got[0], scores)
+        for i in (0, 1, 2):  # one query alone (its own path) keeps the same rows
+            alone = _ivf.probe(scan, q[i : i + 1], k, 8)
+            np.testing.assert_array_equal(np.sort(alone[1][0]), np.sort(rows[i]))
 
 
 def test_a_probe_scans_only_its_lists(
