@@ -193,21 +193,79 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class _ReplayMeasurer:
+    """``_Measurer``'s decisions (early stop, lower bound, sequential doubling) on per-query recall curves.
+
+    ``curves[i, m - 1]`` is query ``i``'s recall@10 at multiplier ``m``, measured once; a resampled
+    calibration reads rows of it instead of searching, so hundreds replay in seconds with the
+    module's own ``_walk``, ``_refine``, ``_meets``, ``_decided`` and ``_standard_error``.
+    """
+
+    def __init__(self, curves: Any, order: Any, sample: int, limit: int, calibration: Any) -> None:
+        self.curves, self.order, self.cal = curves, order, calibration
+        self.active, self.limit = sample, limit
+        self.met: dict[int, bool] = {}
+        self.ceiling = curves.shape[1]
+        self.exact_queries = sample  # exact truth computed (one pass per doubling)
+        self.passes = 1
+
+    def meets(self, m: int) -> bool:
+        import numpy as np
+
+        cal = self.cal
+        column = self.curves[:, min(m, self.curves.shape[1]) - 1]
+        done = 0
+        while True:
+            values: list[float] = []
+            stopped = False
+            for begin in range(0, self.active, cal._CHUNK):  # noqa: SLF001 - the module's own constants
+                end = min(begin + cal._CHUNK, self.active)  # noqa: SLF001
+                values += column[self.order[begin:end]].tolist()
+                if (
+                    end < self.active
+                    and float(np.mean(values)) < cal.DEFAULT_TARGET + cal.DEFAULT_MARGIN
+                    and cal._decided(values, cal.DEFAULT_TARGET + cal.DEFAULT_MARGIN, 10)  # noqa: SLF001
+                ):
+                    stopped = True
+                    break
+            recall = float(np.mean(values))
+            error = cal._standard_error(values, 10)  # noqa: SLF001
+            goal = cal.DEFAULT_TARGET + cal.DEFAULT_MARGIN
+            met = cal._meets(recall, error, cal.DEFAULT_TARGET, goal, cal.DEFAULT_CONFIDENCE_Z)  # noqa: SLF001
+            deviation = error * math.sqrt(len(values))
+            more = (
+                not met
+                and not stopped
+                and self.active < self.limit
+                and recall >= goal
+                and recall - cal.DEFAULT_CONFIDENCE_Z * deviation / math.sqrt(self.limit)
+                >= cal.DEFAULT_TARGET
+            )
+            if not more:
+                break
+            self.active = min(2 * self.active, self.limit)
+            self.exact_queries, self.passes = self.active, self.passes + 1
+            done += 1
+        self.met[m] = met
+        return met
+
+
 def replay(args: argparse.Namespace) -> dict[str, Any]:
-    """N resampled calibrations per policy on one ranked store; the share choosing below 0.99 held out."""
+    """Resampled calibrations per policy on one store's per-query curves; the share choosing below 0.99.
+
+    The store is built by adds with ``partitions=0`` (ranked from one scan). Its ``--queries``
+    held-out queries get per-query recall@10 at every multiplier up to ``--max-multiplier``;
+    their mean is the held-out recall of each multiplier. Sampled stored rows are queries like
+    these (session 10: 6,000 of each gave 0.9900 / 0.9899), so each replayed calibration draws
+    its queries from them (seeded, without replacement), walks from the store's last multiplier
+    both ways with the module's rules, and is judged by the held-out recall of its choice.
+    """
     sys.path.insert(0, str(REPO))
     import numpy as np
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
-    from benchmarks.measure_default_recall import ranked_recall
+    import langchain_vq.calibration as cal
     from langchain_vq import VQVectorStore
-    from langchain_vq.calibration import (
-        DEFAULT_CONFIDENCE_Z,
-        DEFAULT_MARGIN,
-        DEFAULT_MAX_SAMPLE,
-        DEFAULT_REFINE,
-        calibrate_multiplier,
-    )
 
     vectors, queries = load_data(args.data, args.n, args.queries)
     store = VQVectorStore(
@@ -218,56 +276,91 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     state: dict[str, Any] = {}
     for lo in range(0, vectors.shape[0], args.batch):
         hi = min(lo + args.batch, vectors.shape[0])
-        store.add_embeddings(
-            [f"doc {i}" for i in range(lo, hi)], vectors[lo:hi], ids=[str(i) for i in range(lo, hi)]
-        )
+        ids = [str(i) for i in range(lo, hi)]
+        store.add_embeddings([f"doc {i}" for i in range(lo, hi)], vectors[lo:hi], ids=ids)
         truth = running_truth(queries, lo, vectors[lo:hi], state)
-    curve = ranked_recall(store, queries, truth, 1024)
+    curves = per_query_curves(store, truth, queries, args.max_multiplier)
+    held = curves.mean(axis=0)
     start = store.calibration.multiplier if store.calibration else 16
+    steps = cal.check_multipliers(cal.DEFAULT_MULTIPLIERS)
     out: dict[str, Any] = {
         "rows": store.collection.snapshot.live_rows,
+        "segments": len(store.collection.snapshot.views),
         "start": start,
-        "held_out_needed": next((m for m, r in enumerate(curve, start=1) if r >= TARGET), None),
+        "held_out_needed": next((m for m, r in enumerate(held, start=1) if r >= TARGET), None),
+        "resamples": args.replay,
         "policies": {},
     }
-    for name, max_sample in (
-        ("sample 200 (before)", None),
-        (f"sequential to {DEFAULT_MAX_SAMPLE}", DEFAULT_MAX_SAMPLE),
-    ):
-        chosen, seconds, used = [], [], []
+    for limit in (cal.DEFAULT_SAMPLE, 400, 800):
+        chosen, queries_used, passes = [], [], []
         for seed in range(args.replay):
-            t = time.perf_counter()
-            c = calibrate_multiplier(
-                store,
-                target=TARGET,
-                margin=DEFAULT_MARGIN,
-                z=DEFAULT_CONFIDENCE_Z,
-                max_sample=max_sample,
-                early_stop=True,
-                start=start,
-                descend=True,
-                refine=DEFAULT_REFINE,
-                seed=seed + 1000,
-            )
-            seconds.append(time.perf_counter() - t)
-            chosen.append(c.multiplier)
-            used.append(c.queries)
-        held = [curve[m - 1] for m in chosen]
+            order = np.random.default_rng(seed).permutation(curves.shape[0])
+            measured = _ReplayMeasurer(curves, order, cal.DEFAULT_SAMPLE, limit, cal)
+            walk = tuple(sorted({*steps, start}))
+            m = cal._walk(walk, measured.meets, start, descend=True, sweep=False)  # noqa: SLF001
+            if m is not None:
+                m = cal._refine(m, measured, m.bit_length())  # type: ignore[arg-type]  # noqa: SLF001
+            chosen.append(m if m is not None else steps[-1])
+            queries_used.append(measured.exact_queries)
+            passes.append(measured.passes)
+        recall = [float(held[min(m, len(held)) - 1]) for m in chosen]
+        name = "sample 200 (before)" if limit == cal.DEFAULT_SAMPLE else f"sequential to {limit}"
         out["policies"][name] = {
-            "share_below_target": float(np.mean([r < TARGET for r in held])),
-            "min_held_out": min(held),
+            "share_below_target": float(np.mean([r < TARGET for r in recall])),
+            "min_held_out": min(recall),
             "mean_multiplier": float(np.mean(chosen)),
-            "multipliers": chosen,
-            "mean_queries": float(np.mean(used)),
-            "mean_seconds": float(np.mean(seconds)),
-            "load": os.getloadavg()[0],
+            "median_multiplier": float(np.median(chosen)),
+            "mean_exact_queries": float(np.mean(queries_used)),
+            "mean_exact_passes": float(np.mean(passes)),
         }
-        print(
-            name,
-            json.dumps({k: v for k, v in out["policies"][name].items() if k != "multipliers"}),
-            flush=True,
-        )
+        print(name, json.dumps(out["policies"][name]), flush=True)
     return out
+
+
+def per_query_curves(store: Any, truth: list[list[int]], queries: Any, max_multiplier: int) -> Any:
+    """Recall@10 ``[queries, max_multiplier]`` of each query at every multiplier, ranked from one scan.
+
+    ``measure_default_recall.ranked_recall``'s rule (a true neighbour is found at ``m`` when it
+    is among the first ``10 * m`` candidates scanned by code, or in a segment read exactly), kept
+    per query instead of averaged.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from langchain_vq.collection import ROW_KEY_SHIFT
+
+    collection = store.collection
+    snapshot = collection.snapshot
+    views = snapshot.views
+    assert snapshot.quantizer is not None
+    assert snapshot.quantizer.ranks_candidates_by_one_score
+    live = np.array([v.live_count for v in views], dtype=np.int64)
+    no_codes = np.array([v.segment.stored_codes is None for v in views], dtype=bool)
+    small = int(live[live <= 10 * max_multiplier].sum())
+    key_of_id = np.full(sum(v.segment.rows for v in views) + 1, -1, dtype=np.int64)
+    for index, view in enumerate(views):
+        ids = pc.cast(view.segment.ids, pa.int64()).to_numpy()
+        key_of_id[ids] = (np.int64(index) << ROW_KEY_SHIFT) + np.arange(ids.size, dtype=np.int64)
+    out = []
+    for begin in range(0, queries.shape[0], 500):
+        candidates = collection.candidate_keys(queries[begin : begin + 500], 10 * max_multiplier + small)
+        wanted = np.array([key_of_id[t] for t in truth[begin : begin + 500]], dtype=np.int64)
+        column = np.full(wanted.shape, -1, dtype=np.int64)
+        for q in range(wanted.shape[0]):
+            where = {key: c for c, key in enumerate(candidates[q].tolist()) if key >= 0}
+            column[q] = [where.get(key, -1) for key in wanted[q].tolist()]
+        candidate_segment = np.where(candidates >= 0, candidates >> ROW_KEY_SHIFT, 0)
+        block = np.empty((wanted.shape[0], max_multiplier))
+        for m in range(1, max_multiplier + 1):
+            exact = no_codes | (live <= 10 * m)
+            scanned = (~exact[candidate_segment]) & (candidates >= 0)
+            rank = np.cumsum(scanned, axis=1) - 1
+            rank_of = np.take_along_axis(rank, np.maximum(column, 0), axis=1)
+            found = exact[wanted >> ROW_KEY_SHIFT] | ((column >= 0) & (rank_of < 10 * m))
+            block[:, m - 1] = found.mean(axis=1)
+        out.append(block)
+    return np.concatenate(out)
 
 
 def _uptime() -> str:
@@ -287,6 +380,9 @@ def main() -> None:
     parser.add_argument("--tree", default=str(REPO), help="(one side) the tree to import langchain_vq from")
     parser.add_argument("--growth-rules", action="store_true", help="replay the damped growth rule too")
     parser.add_argument("--replay", type=int, default=0, help="resampled calibrations per policy")
+    parser.add_argument(
+        "--max-multiplier", type=int, default=256, help="(replay) held-out curve up to this m"
+    )
     parser.add_argument("--side-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
