@@ -72,10 +72,19 @@ DEFAULT_K = 10
 #: Stored rows sampled as queries by a store's calibration.
 DEFAULT_SAMPLE = 200
 #: The most sampled queries a store's calibration measures a borderline multiplier on
-#: (sequential sampling, ``calibrate_multiplier(max_sample=...)``): 200 queries put the lower
-#: bound about 0.006 below the mean, so a multiplier whose recall is 0.995 was rejected;
-#: doubling to 400 and 800 only when the decision is borderline narrows it to 0.003.
-DEFAULT_MAX_SAMPLE = 800
+#: (sequential sampling, ``calibrate_multiplier(max_sample=...)``); equal to
+#: :data:`DEFAULT_SAMPLE`, it is off. Measured (``benchmarks/measure_calibration_policy.py``,
+#: ``results/calibration_policy_replay_200k.json``: 500 resampled calibrations on per-query
+#: recall curves of 4,000 held-out queries, 200k synthetic binary rows, held-out need m=40):
+#: 200 queries chose mean m=55.3 with 1.0% of choices below 0.99 held out; doubling to 400
+#: when borderline, m=51.0 and 0.2%, but 392 exact queries per calibration on average (1.96
+#: passes); to 800, m=48.2, 0.2%, 767 queries (2.9 passes). The decision is borderline in
+#: nearly every calibration, so the queries' exact top 10 (most of a calibration's cost: one
+#: pass decodes every stored row) doubles or quadruples for 8-13% fewer candidates; at 400k
+#: rows by 40k adds, 800 took 24.9 s of calibration against 11.1 s (same multipliers from 200k
+#: on). Ingest at 1M is already over its budget, so the store stays at 200 until exact truth
+#: is cheaper (e.g. kept across calibrations from the adds' float32 rows).
+DEFAULT_MAX_SAMPLE = DEFAULT_SAMPLE
 #: Added to the target by the store's calibration: the recall of a few hundred sampled queries
 #: is itself an estimate (its standard error near 0.99 is about 0.002).
 DEFAULT_MARGIN = 0.003
