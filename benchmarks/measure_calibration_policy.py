@@ -5,7 +5,7 @@ Two modes, both one thread (``OMP_NUM_THREADS=1``), the load average recorded wi
 ``--compare NAME=TREE ...`` builds the same store once per source tree (e.g. ``main=/work/main
 calib=/work/wt-calib``), one after the other in one run, each in its own process importing
 ``langchain_vq`` from that tree: ``--n`` rows of ``--data`` (synthetic, seed 0, or the real
-sentence embeddings ``--sentences``, minus ``--queries`` rows held out as queries) added in
+sentence embeddings, ``--data sentences``, minus ``--queries`` rows held out as queries) added in
 adds of ``--batch`` with the defaults (calibrated for recall@10 0.99). After every add: the
 seconds of the add and of its calibration (``calibrate_multiplier`` timed inside the store),
 the calibration committed (multiplier, queries measured, recall per multiplier), the
@@ -14,15 +14,18 @@ queries (not timed). ``--growth-rules`` also replays the growth exponent rules o
 calibrations (served multiplier and its held-out recall, searched at that multiplier).
 
 ``--replay N`` measures the statistical guarantee on one store built by adds with ``partitions=0``
-(ranked from one scan, so held-out recall at every multiplier comes from one scan): N
-calibrations with sampling seeds 0..N-1, as the store runs them (walk from the store's last
-multiplier, both ways, ``z``, margin, early stop, refine), once with ``sample`` queries only
-(the rule before) and once with sequential sampling up to ``DEFAULT_MAX_SAMPLE``; per policy the
+(ranked from one scan): each of ``--queries`` held-out queries gets its recall@10 at every
+multiplier up to ``--max-multiplier`` once; N calibrations then draw their queries from them
+(seeded) and replay the store's rules (walk from its last multiplier both ways, ``z``, margin,
+early stop, bisection to the integer; ``calibration``'s own ``_walk``/``_refine``/``_meets``) with
+200 queries (the rule before), and doubling to 400 or 800 when borderline. Per policy: the
 share of calibrations whose multiplier has held-out recall@10 below 0.99, the mean multiplier,
-queries and seconds.
+and the exact queries and passes a calibration needed.
 
 Run: ``python benchmarks/measure_calibration_policy.py --compare main=/work/main calib=. --n 400000
---batch 40000``; writes ``--out`` under ``benchmarks/results/``.
+--batch 40000 --growth-rules``, or ``--replay 500 --n 200000 --queries 4000 --max-multiplier 192``;
+writes ``--out`` (default ``benchmarks/results/calibration_policy.json``). Each tree is imported as
+it is on disk when its side starts: benchmark a copy (``git archive``), not a tree being edited.
 """
 
 from __future__ import annotations
