@@ -29,7 +29,13 @@ How sure the choice is
     :data:`DEFAULT_CONFIDENCE_Z`); binary's 1M run passed by where its grid fell. So the
     store's calibration (``z``) takes a multiplier only when the one-sided lower bound
     ``mean - z * standard error`` (:data:`DEFAULT_CONFIDENCE_Z`) reaches the target too, and a
-    multiplier is only ever decided "met" on every query.
+    multiplier is only ever decided "met" on every query. Replayed again in session 11 (500
+    resampled calibrations on 200k synthetic binary rows, ``benchmarks/
+    measure_calibration_policy.py --replay``): 1.0% of choices below 0.99 held out. Every
+    store calibration walks both ways from the last answer, so one that was high by its
+    sample's noise comes down at the next. More queries only when the decision is borderline
+    (``max_sample``) halves the error but costs an exact pass per doubling: off by default
+    (:data:`DEFAULT_MAX_SAMPLE` has the measurements).
 
 Cost
     One exact search per query measured, then one two-stage search per query for each multiplier
@@ -40,7 +46,8 @@ Cost
     (the store's choice) a multiplier whose recall is clearly below the goal after 50 queries is
     decided there (one clearly above is measured on every query: 50 lucky queries chose too few
     candidates). The exact search runs for every query in one pass when a multiplier first
-    needs it (each pass decodes every stored row, and the chosen multiplier needs them all).
+    needs it (each pass decodes every stored row, and the chosen multiplier needs them all),
+    and once more for the added queries each time ``max_sample`` doubles them.
 """
 
 from __future__ import annotations
@@ -331,8 +338,9 @@ def calibrate_multiplier(
             calibration's): walk down while the goal is still met, or up until it is. Recall
             grows with the multiplier, so this finds the same multiplier as a sweep from the
             smallest, in one to three measurements when the store changed little.
-        descend: With ``start``, whether to walk down from it. A store that only grew needs no
-            fewer candidates than before, so its recalibration walks up only.
+        descend: With ``start``, whether to walk down from it. The store always does: a
+            store that only grew needs no fewer candidates than before, but its last answer may
+            be high by its sample's noise, and walking up only kept it (session 10's 1M build).
         refine: Bisection steps between the largest measured multiplier that misses the goal
             and the chosen one, over the integers between them (1: their midpoint, 2: a quarter
             step, ...); the answer may then lie between ``multipliers``. Multipliers measured
