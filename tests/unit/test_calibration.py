@@ -680,8 +680,8 @@ def test_store_whose_last_calibration_was_noisy_high_walks_down_at_the_next(tmp_
         calibration.meets(m) for m in calibration.recall_by_multiplier if m < calibration.multiplier
     )
     fresh = calibrate_multiplier(
-        store, target=0.99, margin=calibration.margin, z=calibration.z, sample=200, max_sample=800,
-        early_stop=True, refine=1,
+        store, target=0.99, margin=calibration.margin, z=calibration.z, sample=200,
+        max_sample=calibration_module.DEFAULT_MAX_SAMPLE, early_stop=True, refine=1,
     )  # fmt: skip
     assert (
         calibration.multiplier <= 2 * fresh.multiplier
