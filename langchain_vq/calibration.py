@@ -29,7 +29,13 @@ How sure the choice is
     :data:`DEFAULT_CONFIDENCE_Z`); binary's 1M run passed by where its grid fell. So the
     store's calibration (``z``) takes a multiplier only when the one-sided lower bound
     ``mean - z * standard error`` (:data:`DEFAULT_CONFIDENCE_Z`) reaches the target too, and a
-    multiplier is only ever decided "met" on every query.
+    multiplier is only ever decided "met" on every query. Replayed again in session 11 (500
+    resampled calibrations on 200k synthetic binary rows, ``benchmarks/
+    measure_calibration_policy.py --replay``): 1.0% of choices below 0.99 held out. Every
+    store calibration walks both ways from the last answer, so one that was high by its
+    sample's noise comes down at the next. More queries only when the decision is borderline
+    (``max_sample``) halves the error but costs an exact pass per doubling: off by default
+    (:data:`DEFAULT_MAX_SAMPLE` has the measurements).
 
 Cost
     One exact search per query measured, then one two-stage search per query for each multiplier
@@ -40,7 +46,8 @@ Cost
     (the store's choice) a multiplier whose recall is clearly below the goal after 50 queries is
     decided there (one clearly above is measured on every query: 50 lucky queries chose too few
     candidates). The exact search runs for every query in one pass when a multiplier first
-    needs it (each pass decodes every stored row, and the chosen multiplier needs them all).
+    needs it (each pass decodes every stored row, and the chosen multiplier needs them all),
+    and once more for the added queries each time ``max_sample`` doubles them.
 """
 
 from __future__ import annotations
@@ -71,6 +78,20 @@ DEFAULT_TARGET = 0.99
 DEFAULT_K = 10
 #: Stored rows sampled as queries by a store's calibration.
 DEFAULT_SAMPLE = 200
+#: The most sampled queries a store's calibration measures a borderline multiplier on
+#: (sequential sampling, ``calibrate_multiplier(max_sample=...)``); equal to
+#: :data:`DEFAULT_SAMPLE`, it is off. Measured (``benchmarks/measure_calibration_policy.py``,
+#: ``results/calibration_policy_replay_200k.json``: 500 resampled calibrations on per-query
+#: recall curves of 4,000 held-out queries, 200k synthetic binary rows, held-out need m=40):
+#: 200 queries chose mean m=55.3 with 1.0% of choices below 0.99 held out; doubling to 400
+#: when borderline, m=51.0 and 0.2%, but 392 exact queries per calibration on average (1.96
+#: passes); to 800, m=48.2, 0.2%, 767 queries (2.9 passes). The decision is borderline in
+#: nearly every calibration, so the queries' exact top 10 (most of a calibration's cost: one
+#: pass decodes every stored row) doubles or quadruples for 8-13% fewer candidates; at 400k
+#: rows by 40k adds, 800 took 24.9 s of calibration against 11.1 s (same multipliers from 200k
+#: on). Ingest at 1M is already over its budget, so the store stays at 200 until exact truth
+#: is cheaper (e.g. kept across calibrations from the adds' float32 rows).
+DEFAULT_MAX_SAMPLE = DEFAULT_SAMPLE
 #: Added to the target by the store's calibration: the recall of a few hundred sampled queries
 #: is itself an estimate (its standard error near 0.99 is about 0.002).
 DEFAULT_MARGIN = 0.003
@@ -236,17 +257,21 @@ def with_growth(
     rows ``r``), clamped to ``[floor, 1]``. Without a previous calibration, or when either did
     not meet its goal (a multiplier that is only the largest tried says nothing about growth),
     it is 1 (linear). Two calibrations less than 1.5x apart in rows (``compact()``, a forced
-    recalibration) keep the previous exponent: their ratio is mostly measurement noise.
+    recalibration) keep the previous exponent: their ratio is mostly measurement noise. So does
+    a multiplier that grew faster than the rows (exponent above 1): the multiplier a store needs
+    grows more slowly than its rows (binary, 1M synthetic rows by 100k: 31, 64, 77, 92 at 100k,
+    200k, 400k, 800k), so such a jump is one noisy measurement (session 10's 1M build: 96 at
+    400k, then 256 at 800k where 128 held 0.9955 held out), and clamping it to 1 grew that noise
+    linearly to 320 at 1M; the jump itself is served, grown by the exponent measured before.
     """
     floor = check_fraction(floor, "floor", example="0.5 (1 keeps the linear rule)")
     growth = 1.0
     if previous is not None and previous.met and calibration.met and previous.rows > 0:
         span = calibration.rows / previous.rows
-        if span >= _GROWTH_SPAN:
-            measured = math.log(calibration.multiplier / previous.multiplier) / math.log(span)
-            growth = min(1.0, max(floor, measured))
-        else:
-            growth = previous.growth
+        ratio = math.log(calibration.multiplier / previous.multiplier)
+        measured = ratio / math.log(span) if span > 1 else 0.0
+        # Too close in rows, or a jump faster than the rows: noise, not growth; keep the last.
+        growth = max(floor, measured) if span >= _GROWTH_SPAN and measured <= 1.0 else previous.growth
     return replace(calibration, growth=growth)
 
 
@@ -267,6 +292,7 @@ def calibrate_multiplier(
     z: float = 0.0,
     k: int = DEFAULT_K,
     sample: int = DEFAULT_SAMPLE,
+    max_sample: int | None = None,
     multipliers: Sequence[int] | None = None,
     queries: npt.ArrayLike | None = None,
     seed: int = 0,
@@ -292,6 +318,11 @@ def calibrate_multiplier(
             margin alone; the store uses :data:`DEFAULT_CONFIDENCE_Z`).
         k: Results per query.
         sample: Stored rows sampled as queries when ``queries`` is None (all rows if fewer).
+        max_sample: With ``z`` and sampled queries, the most queries a borderline multiplier
+            may be measured on (sequential sampling: its mean meets the goal but its lower
+            bound misses the target, and would reach it on ``max_sample`` queries at the same
+            mean and deviation; the queries double, each time one more exact pass). None
+            measures ``sample`` queries only; the store uses :data:`DEFAULT_MAX_SAMPLE`.
         multipliers: The multipliers the answer is chosen from (default
             :data:`DEFAULT_MULTIPLIERS`).
         queries: Held-back query vectors ``[n, dim]`` to use instead of sampling stored rows.
@@ -307,8 +338,9 @@ def calibrate_multiplier(
             calibration's): walk down while the goal is still met, or up until it is. Recall
             grows with the multiplier, so this finds the same multiplier as a sweep from the
             smallest, in one to three measurements when the store changed little.
-        descend: With ``start``, whether to walk down from it. A store that only grew needs no
-            fewer candidates than before, so its recalibration walks up only.
+        descend: With ``start``, whether to walk down from it. The store always does: a
+            store that only grew needs no fewer candidates than before, but its last answer may
+            be high by its sample's noise, and walking up only kept it (session 10's 1M build).
         refine: Bisection steps between the largest measured multiplier that misses the goal
             and the chosen one, over the integers between them (1: their midpoint, 2: a quarter
             step, ...); the answer may then lie between ``multipliers``. Multipliers measured
@@ -337,14 +369,27 @@ def calibrate_multiplier(
     snapshot = collection.snapshot if snapshot is None else snapshot
     check_not_empty(snapshot)
     goal = min(1.0, target + margin)
-    qs = query_set(collection, queries, sample, seed, snapshot=snapshot)
-    if early_stop:  # chunks in random order, so each prefix is itself a uniform sample
+    pool = sample
+    if max_sample is not None and queries is None and z:
+        fix = "Use None to measure sample queries only."
+        pool = max(sample, check_int(max_sample, "max_sample", fix=fix))
+    qs = query_set(collection, queries, pool, seed, snapshot=snapshot)
+    if early_stop or pool > sample:  # in random order, so each prefix is itself a uniform sample
         order = np.random.default_rng(seed).permutation(qs.vectors.shape[0])
         qs = QuerySet(qs.vectors[order], None if qs.keys is None else qs.keys[order], qs.source)
     # A walk from ``start`` measures it, the next steps up and a bisection: all ranked in one scan.
     ceiling = RANKED_REACH * start if stop_at_target and start is not None else None
     measured = _Measurer(
-        collection, qs, k, goal, early_stop=early_stop, snapshot=snapshot, ceiling=ceiling, target=target, z=z
+        collection,
+        qs,
+        k,
+        goal,
+        early_stop=early_stop,
+        snapshot=snapshot,
+        ceiling=ceiling,
+        target=target,
+        z=z,
+        sample=sample if pool > sample else None,
     )
     chosen = _walk(steps, measured.meets, start, descend=descend, sweep=not stop_at_target)
     if chosen is not None and refine:
@@ -358,7 +403,7 @@ def calibrate_multiplier(
         k=k,
         recall_by_multiplier=dict(sorted(measured.recall_by.items())),
         error_by_multiplier=dict(sorted(measured.error_by.items())),
-        queries=qs.vectors.shape[0],
+        queries=measured.active,
         query_source=qs.source,
         quantization=collection.quantization,
         rows=snapshot.live_rows,
@@ -397,6 +442,7 @@ class _Measurer:
         ceiling: int | None = None,
         target: float | None = None,
         z: float = 0.0,
+        sample: int | None = None,
     ) -> None:
         self.collection, self.qs, self.k, self.goal = collection, qs, k, goal
         self.target, self.z = goal if target is None else target, z
@@ -415,47 +461,96 @@ class _Measurer:
             fetched = k * ceiling + self.small + 1
             self.ceiling = ceiling if fetched <= collection.ranked_candidates(snapshot) else None
         self.candidates: dict[int, npt.NDArray[np.int64]] = {}  # per chunk, from ``_found_by_rank``
+        # Sequential sampling: the first ``sample`` queries of ``qs`` are measured; a borderline
+        # multiplier doubles them, up to all of ``qs`` (``limit``). Chunks keep fixed bounds.
+        total = qs.vectors.shape[0]
+        self.limit = total
+        self.active = total if sample is None else min(sample, total)
+        self.bounds = [*range(0, self.active, _CHUNK), self.active]
+        self.per_query: dict[int, list[float | None]] = {}  # per multiplier, in query order
+        self.exact_passes = 0
 
     def meets(self, multiplier: int) -> bool:
-        """Measure ``multiplier``; whether its recall reaches the goal."""
+        """Measure ``multiplier``; whether its recall reaches the goal.
+
+        A borderline answer (the mean meets the goal, its lower bound misses the target but
+        would reach it on all of ``qs`` at the same mean and deviation) doubles the queries
+        measured, for this multiplier and every one measured after it.
+        """
         if self.k * multiplier >= self.snapshot.live_rows:
             # As many candidates as rows: the engine scans every segment exactly (recall 1).
             self.recall_by[multiplier], self.error_by[multiplier] = 1.0, 0.0
             self.met[multiplier] = True
             return True
-        n = self.qs.vectors.shape[0]
-        per_query: list[float] = []
-        for begin in range(0, n, _CHUNK):
+        per_query = self.per_query.setdefault(multiplier, [])
+        while True:
+            stopped = self._measure_more(multiplier, per_query)
+            values = [r for r in per_query if r is not None]
+            recall = float(np.mean(values)) if values else 1.0
+            error = _standard_error(values, self.k) if values else 0.0
+            met = _meets(recall, error, self.target, self.goal, self.z)
+            if met or stopped or not self._extend(recall, error, len(values)):
+                break
+        self.recall_by[multiplier], self.error_by[multiplier] = recall, error
+        self.met[multiplier] = met
+        return met
+
+    def _measure_more(self, multiplier: int, per_query: list[float | None]) -> bool:
+        """Measure ``multiplier`` on the active queries not measured yet; whether it stopped early."""
+        for begin, end in zip(self.bounds, self.bounds[1:], strict=False):
+            if begin < len(per_query):
+                continue
             chunk = QuerySet(
-                self.qs.vectors[begin : begin + _CHUNK],
-                None if self.qs.keys is None else self.qs.keys[begin : begin + _CHUNK],
+                self.qs.vectors[begin:end],
+                None if self.qs.keys is None else self.qs.keys[begin:end],
                 self.qs.source,
             )
-            if not self.truth:
-                self.truth = self._exact()
+            self._truth_to(self.active)
             if self.ceiling is not None and multiplier <= self.ceiling:
                 found = self._found_by_rank(begin, chunk, multiplier)
             else:
                 found = approx_keys(
                     self.collection, chunk, self.k, multiplier=multiplier, snapshot=self.snapshot
                 )
-            truth = self.truth[begin : begin + _CHUNK]
-            per_query += [recall_at_k([f], [t], self.k) for f, t in zip(found, truth, strict=True) if t]
+            truth = self.truth[begin:end]
+            per_query += [
+                recall_at_k([f], [t], self.k) if t else None for f, t in zip(found, truth, strict=True)
+            ]
+            values = [r for r in per_query if r is not None]
             # Only a clear miss stops early: a multiplier that meets the goal on 50 queries that
             # happen to be easy would be chosen with too few candidates (measured: 400k PQ rows,
             # 56 -> 0.989 on 200 queries, 57 -> 0.998 on its first 50, chosen).
             if (
                 self.early_stop
-                and begin + _CHUNK < n
-                and float(np.mean(per_query)) < self.goal
-                and _decided(per_query, self.goal, self.k)
+                and end < self.active
+                and values
+                and float(np.mean(values)) < self.goal
+                and _decided(values, self.goal, self.k)
             ):
-                break
-        recall = float(np.mean(per_query)) if per_query else 1.0
-        error = _standard_error(per_query, self.k) if per_query else 0.0
-        self.recall_by[multiplier], self.error_by[multiplier] = recall, error
-        self.met[multiplier] = _meets(recall, error, self.target, self.goal, self.z)
-        return self.met[multiplier]
+                return True
+        return False
+
+    def _extend(self, recall: float, error: float, measured: int) -> bool:
+        """Double the active queries when more could decide a borderline multiplier; whether it did.
+
+        Borderline: the mean meets the goal, and with all ``limit`` queries at the same mean and
+        deviation the lower bound would reach the target. A clear miss, or one more queries
+        cannot save, costs nothing more.
+        """
+        if self.active >= self.limit or recall < self.goal or not self.z or measured == 0:
+            return False
+        deviation = error * math.sqrt(measured)
+        if recall - self.z * deviation / math.sqrt(self.limit) < self.target:
+            return False
+        grown = min(2 * self.active, self.limit)
+        self.bounds = [*self.bounds[:-1], *range(self.active, grown, _CHUNK), grown]
+        self.active = grown
+        return True
+
+    def _truth_to(self, end: int) -> None:
+        """The exact top k of the first ``end`` queries, computed in one pass for those missing."""
+        if len(self.truth) < end:
+            self.truth += self._exact(len(self.truth), end)
 
     def _found_by_rank(self, begin: int, chunk: QuerySet, multiplier: int) -> list[list[int]]:
         """The true neighbours of the chunk's queries that a search at ``multiplier`` finds."""
@@ -487,15 +582,19 @@ class _Measurer:
             found.append([t for t in truth if exact[t >> ROW_KEY_SHIFT] or t in seen])
         return found
 
-    def _exact(self) -> list[list[int]]:
-        """Exact top k of every query, in one pass.
+    def _exact(self, begin: int, end: int) -> list[list[int]]:
+        """Exact top k of queries ``begin:end``, in one pass.
 
         Each exact pass decodes every stored row (float16, int8) once, whatever the number of
-        queries, and the chosen multiplier is measured on every query (only a clear miss stops
-        early), so one pass serves the whole calibration (200k float16 rows: a pass costs about
-        0.23 s CPU plus 3 ms per query).
+        queries, and the chosen multiplier is measured on every active query (only a clear miss
+        stops early), so one pass serves the whole calibration, and one more each time a
+        borderline multiplier doubles the queries (200k float16 rows: a pass costs about 0.33 s
+        CPU plus about 2.3 ms per query, one thread).
         """
-        return exact_keys(self.collection, self.qs, self.k, snapshot=self.snapshot)
+        self.exact_passes += 1
+        keys = None if self.qs.keys is None else self.qs.keys[begin:end]
+        part = QuerySet(self.qs.vectors[begin:end], keys, self.qs.source)
+        return exact_keys(self.collection, part, self.k, snapshot=self.snapshot)
 
 
 def _walk(

@@ -21,6 +21,7 @@ from langchain_vq.calibration import (
     DEFAULT_CONFIDENCE_Z,
     DEFAULT_K,
     DEFAULT_MARGIN,
+    DEFAULT_MAX_SAMPLE,
     DEFAULT_REFINE,
     DEFAULT_TARGET,
     Calibration,
@@ -264,10 +265,10 @@ class VQVectorStore(VectorStore):
         previous = _saved_calibration(current, self.recall_target)
         if not needs_calibration(previous, current, staged, self.recall_target):
             return None
-        # Walk both ways only the first time; after that (growth, or compact's new codes for the
-        # same rows) walk up from the last answer, which then costs one measurement when it holds.
+        # Every calibration walks both ways from the last answer: one that was high by the noise
+        # of its sample comes down at the next (walking up only kept it, and growth raised it).
         new_quantizer = staged.quantizer is not current.quantizer
-        calibration = self._measure(previous, staged, descend=previous is None, new_quantizer=new_quantizer)
+        calibration = self._measure(previous, staged, descend=True, new_quantizer=new_quantizer)
         return {"calibration": calibration.to_dict()}
 
     def _measure(
@@ -311,6 +312,7 @@ class VQVectorStore(VectorStore):
             target=self.recall_target,
             margin=DEFAULT_MARGIN,
             z=DEFAULT_CONFIDENCE_Z,
+            max_sample=DEFAULT_MAX_SAMPLE,
             early_stop=True,
             start=start,
             descend=descend,

@@ -338,7 +338,9 @@ def test_growth_exponent_comes_from_the_last_two_calibrations_clamped_to_floor_a
     assert with_growth(replace(first, rows=2000, multiplier=32), first).growth == GROWTH_FLOOR == 0.75
     between = math.log(44 / 24) / math.log(2)  # 0.874: inside [floor, 1], used as measured
     assert with_growth(replace(first, rows=2000, multiplier=44), first).growth == pytest.approx(between)
-    assert with_growth(replace(first, rows=2000, multiplier=60), first).growth == 1.0  # 1.32: clamped
+    # Faster than the rows (1.32): a noisy jump, not growth; the exponent before is kept.
+    assert with_growth(replace(first, rows=2000, multiplier=60), first).growth == 1.0  # first's: linear
+    assert with_growth(replace(first, rows=2000, multiplier=60), replace(first, growth=0.8)).growth == 0.8
     assert with_growth(replace(first, rows=2000, multiplier=20), first).growth == GROWTH_FLOOR  # fell
     assert with_growth(replace(first, rows=2000, multiplier=1024, met=False), first).growth == 1.0
     assert with_growth(replace(first, rows=2000), replace(first, met=False)).growth == 1.0
@@ -748,3 +750,74 @@ def test_partitioned_store_calibrates_from_one_candidate_scan_per_query(
     assert calibration is not None and calibration.rows == 6000 and calibration.met
     assert len(calibration.recall_by_multiplier) >= 2  # a walk of several multipliers
     assert calls == [(1, True)] * calibration.queries  # one scan per query, no two-stage search
+
+
+def test_store_whose_last_calibration_was_noisy_high_walks_down_at_the_next(tmp_path) -> None:
+    """A calibration high by its sample's noise comes down at the next one (it used to walk up only)."""
+    x = clustered_vectors(4000, DIM, seed=41)
+    store = make_store(0, path=tmp_path / "s")
+    store.add_embeddings([f"t{i}" for i in range(2000)], x[:2000], ids=[str(i) for i in range(2000)])
+    honest = store.calibration
+    assert honest is not None and honest.met and honest.multiplier < 256
+    high = replace(honest, multiplier=512, recall_by_multiplier={512: 1.0}, error_by_multiplier={512: 0.0})
+    store.collection.update_settings({"calibration": high.to_dict()})
+    assert store.rescore_multiplier == 512
+    ids = [str(i) for i in range(2000, 4000)]
+    store.add_embeddings([f"t{i}" for i in range(2000, 4000)], x[2000:], ids=ids)  # 2x: calibrates
+    calibration = store.calibration
+    assert calibration is not None and calibration.rows == 4000 and calibration.met
+    assert 512 in calibration.recall_by_multiplier  # walked from the last answer ...
+    assert calibration.multiplier < 256  # ... and down to what the store needs
+    assert not any(
+        calibration.meets(m) for m in calibration.recall_by_multiplier if m < calibration.multiplier
+    )
+    fresh = calibrate_multiplier(
+        store, target=0.99, margin=calibration.margin, z=calibration.z, sample=200,
+        max_sample=calibration_module.DEFAULT_MAX_SAMPLE, early_stop=True, refine=1,
+    )  # fmt: skip
+    assert (
+        calibration.multiplier <= 2 * fresh.multiplier
+    )  # as low as a first calibration, give or take a step
+
+
+def test_sequential_sampling_adds_queries_only_when_the_decision_is_borderline(
+    binary_store, monkeypatch
+) -> None:
+    """Queries double (one more exact pass each) only when the mean passes and the lower bound misses."""
+    collection = binary_store.collection
+    passes: list[int] = []
+    real = collection.search_keys
+
+    def spy(queries, k, **kwargs):
+        if kwargs.get("exact"):
+            passes.append(len(queries))
+        return real(queries, k, **kwargs)
+
+    monkeypatch.setattr(collection, "search_keys", spy)
+    base = calibrate_multiplier(collection, target=0.5, sample=200, multipliers=(4,), max_sample=800, z=3.0)
+    recall, error = base.recall_by_multiplier[4], base.error_by_multiplier[4]
+    assert 0.5 < recall < 1 and error > 0
+    assert base.met and base.queries == 200 and passes == [200]  # clearly met: no more queries
+    passes.clear()
+    # The target two standard errors below the 200-query mean: borderline at 200 queries.
+    borderline = recall - 2 * error
+    plain = calibrate_multiplier(collection, target=borderline, sample=200, multipliers=(4,), z=3.0)
+    assert not plain.met and plain.queries == 200 and passes == [200]  # no max_sample: as before
+    passes.clear()
+    more = calibrate_multiplier(
+        collection, target=borderline, sample=200, multipliers=(4,), max_sample=800, z=3.0
+    )
+    assert more.queries in (400, 800) and passes == [200, 200, 400][: len(passes)]
+    assert sum(passes) == more.queries  # each query's exact truth computed once
+    deviation = more.error_by_multiplier[4] * np.sqrt(more.queries)
+    assert deviation == pytest.approx(error * np.sqrt(200), rel=0.5)  # the same spread, more queries
+    assert more.met == (more.recall_by_multiplier[4] - 3 * more.error_by_multiplier[4] >= borderline)
+    passes.clear()
+    # Above the 200-query mean (a clear miss, or one that 800 queries cannot save): nothing more.
+    hopeless = calibrate_multiplier(
+        collection, target=recall + 0.001, sample=200, multipliers=(4,), max_sample=800, z=3.0
+    )
+    assert not hopeless.met and hopeless.queries == 200 and passes == [200]
+    unsure = recall - 3 * error * np.sqrt(200 / 800) + 0.002  # the bound misses even at 800
+    calibrate_multiplier(collection, target=unsure, sample=200, multipliers=(4,), max_sample=800, z=3.0)
+    assert passes == [200, 200]
