@@ -2,8 +2,9 @@
 
 Two modes, both one thread (``OMP_NUM_THREADS=1``), the load average recorded with the times:
 
-``--compare NAME=TREE ...`` builds the same store once per source tree (e.g. ``main=/work/main
-calib=/work/wt-calib``), one after the other in one run, each in its own process importing
+``--compare NAME=TREE[@MAX_SAMPLE] ...`` builds the same store once per source tree (e.g.
+``main=/work/main calib=/work/wt-calib``, or ``seq800=.@800`` for the store's calibration with
+sequential sampling up to 800 queries, ``DEFAULT_MAX_SAMPLE``), one after the other in one run, each in its own process importing
 ``langchain_vq`` from that tree: ``--n`` rows of ``--data`` (synthetic, seed 0, or the real
 sentence embeddings, ``--data sentences``, minus ``--queries`` rows held out as queries) added in
 adds of ``--batch`` with the defaults (calibrated for recall@10 0.99). After every add: the
@@ -130,6 +131,8 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
             timed.append(time.perf_counter() - t)
 
     vectorstore_module.calibrate_multiplier = calibrate  # type: ignore[assignment]
+    if args.max_sample:  # the store's sequential sampling limit, as if it were the default
+        vectorstore_module.DEFAULT_MAX_SAMPLE = args.max_sample  # type: ignore[attr-defined]
     root = Path(tempfile.mkdtemp(prefix="calibration-policy-"))
     state: dict[str, Any] = {}
     adds: list[dict[str, Any]] = []
@@ -188,6 +191,7 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
     return {
         "tree": str(args.tree),
+        "max_sample": args.max_sample,
         "package": str(Path(langchain_vq.__file__).parent),
         "adds": adds,
         "calibration_s": round(sum(a["calibration_s"] for a in adds), 2),
@@ -386,6 +390,9 @@ def main() -> None:
     parser.add_argument(
         "--max-multiplier", type=int, default=256, help="(replay) held-out curve up to this m"
     )
+    parser.add_argument(
+        "--max-sample", type=int, default=0, help="(one side) DEFAULT_MAX_SAMPLE; 0: the tree's"
+    )
     parser.add_argument("--side-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -404,8 +411,10 @@ def main() -> None:
     sides: dict[str, Any] = {}
     for pair in args.compare:
         name, tree = pair.split("=", 1)
+        tree, _, max_sample = tree.partition("@")
         with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
             command = [sys.executable, __file__, "--tree", tree, "--side-out", tmp.name, "--data", args.data]
+            command += ["--max-sample", max_sample] if max_sample else []
             command += ["--n", str(args.n), "--batch", str(args.batch), "--queries", str(args.queries)]
             command += ["--quantization", args.quantization] + (
                 ["--growth-rules"] if args.growth_rules else []
