@@ -7,8 +7,9 @@ exact pass over every row. This script measures those parts for two versions of 
 one run, each in its own child process (``PYTHONPATH`` set to its copy), alternating
 ``--repeats`` times so load changes hit both alike:
 
-* **training** (``--data synthetic real``; real: the shared sentence embeddings, chunks 00-03):
-  ``with_partitions`` of a fitted binary quantizer on a 100k-row sample of ``--n`` rows (the
+* **training** (``--data synthetic real``; real: the shared sentence embeddings, chunks 00-03,
+  199k rows and the held-out queries): ``with_partitions`` of a fitted binary quantizer on a
+  100k-row sample of ``--n`` rows (the
   store's ``TRAIN_SAMPLE``), with its ``train_partitions`` and ``choose_nprobe`` timed apart;
   assigning all ``--n`` rows their lists; and the lists' quality on ``--queries`` held-out
   queries: the chosen ``nprobe``, the share of the queries' exact top 10 its lists hold, the
@@ -22,12 +23,18 @@ one run, each in its own child process (``PYTHONPATH`` set to its copy), alterna
   both, with the crossing add's parts (reading the training sample back, ``with_partitions``,
   assigning the stored rows, calibration and its exact pass).
 
-Times are wall seconds on one thread (``OMP_NUM_THREADS=1``); the machine is shared, so the
-load average is recorded with every child. Compare the two versions only within a run.
+Times are wall and CPU seconds on one thread (``OMP_NUM_THREADS=1``); the summary keeps each
+version's least over the repeats and their ratio. The machine is shared, so the load average is
+recorded with every child; CPU seconds move less with it than wall seconds. Compare the two
+versions only within a run.
 
 Run: ``python benchmarks/measure_ingest_costs.py [--baseline main] [--n 200000] [--repeats 2]``
 -> ``benchmarks/results/ingest_costs.json``. ``--baseline`` is a git revision of this repository
-(its ``langchain_vq`` is extracted with ``git archive`` to a temporary directory).
+(its ``langchain_vq`` is extracted with ``git archive`` to a temporary directory). Committed:
+``ingest_costs.json`` (the defaults against 6a62542, session 10's main) and
+``ingest_costs_seeds.json`` (``--parts training --seeds 1234 1 2 --repeats 1``: the lists'
+quality over three k-means seeds), run at the same time (load 3-16: the times of both are
+noisy; compare ratios, CPU seconds first).
 """
 
 from __future__ import annotations

@@ -57,10 +57,11 @@ _KMEANS_ROWS_PER_PARTITION = 64
 _KMEANS_ITERATIONS = 5
 #: The projected k-means's iterations (:func:`_projected_kmeans`): its rows are assigned once
 #: more after the k-means to lift the centroids, so 4 assign them 5 times, and cost a sixth
-#: less than 5. Against 5, over 3 seeds (200k rows, 1024 lists, 1,000 held-out queries), rows
-#: scanned for 0.997 of the queries' top 10 were 0.389 against 0.395 (real sentences) and 0.280
-#: against 0.273 (synthetic), and 0.429 / 0.435 and 0.250 / 0.249 at the nprobe chosen; seed to
-#: seed they moved by up to 0.03 (``benchmarks/measure_ingest_costs.py``).
+#: less than 5. Against 5 (and the rest of the training as before), over k-means seeds 1234 / 1
+#: / 2 on 200k rows with 1,000 held-out queries (``results/ingest_costs_seeds.json``): at the
+#: nprobe chosen the lists held 0.9981 / 0.9978 of the queries' top 10 (synthetic / real; 5:
+#: 0.9978 / 0.9979) in 0.300 / 0.429 of the rows (5: 0.290 / 0.435; seed to seed 0.28-0.31 /
+#: 0.41-0.46), and 0.997 of it took 0.253 / 0.389 of the rows (5: 0.251 / 0.395).
 _PROJECTED_KMEANS_ITERATIONS = 4
 _KMEANS_SEED = 1234
 #: Rows assigned to their nearest centroid at a time (bounds the distance matrix).
