@@ -57,6 +57,14 @@ _KMEANS_ROWS_PER_PARTITION = 64
 #: (``measure_ivf.py --lists``, 1024 lists: rows scanned for 0.99 of the neighbours 23.2%
 #: against 23.0% on 200k synthetic rows, 23.0% against 24.8% on 200k real ones).
 _KMEANS_ITERATIONS = 5
+#: The projected k-means's iterations (:func:`_projected_kmeans`): its rows are assigned once
+#: more after the k-means to lift the centroids, so 4 assign them 5 times, and cost a sixth
+#: less than 5. Against 5 (and the rest of the training as before), over k-means seeds 1234 / 1
+#: / 2 on 200k rows with 1,000 held-out queries (``results/ingest_costs_seeds.json``): at the
+#: nprobe chosen the lists held 0.9981 / 0.9978 of the queries' top 10 (synthetic / real; 5:
+#: 0.9978 / 0.9979) in 0.300 / 0.429 of the rows (5: 0.290 / 0.435; seed to seed 0.28-0.31 /
+#: 0.41-0.46), and 0.997 of it took 0.253 / 0.389 of the rows (5: 0.251 / 0.395).
+_PROJECTED_KMEANS_ITERATIONS = 4
 _KMEANS_SEED = 1234
 #: Rows assigned to their nearest centroid at a time (bounds the distance matrix).
 _ASSIGN_BLOCK_ROWS = 16_384
@@ -69,6 +77,8 @@ NPROBE_COVERAGE = 0.997
 #: neighbours, so the 0.3% a choice may miss are 15 of them, not 6.
 _NPROBE_QUERIES = 500
 _NPROBE_K = 10
+#: Scores compared at a time when ranking the neighbours' lists (4M: 16 MB of float32).
+_RANK_BLOCK = 1 << 22
 
 
 def default_nprobe(partitions: int) -> int:
@@ -85,6 +95,7 @@ def choose_nprobe(
     centroids: npt.NDArray[np.float32],
     metric: str,
     coverage: float = NPROBE_COVERAGE,
+    projection: ListProjection | Literal["derive", "flat"] = "derive",
 ) -> int:
     """The smallest ``nprobe`` whose lists hold ``coverage`` of sampled rows' exact top 10.
 
@@ -93,9 +104,10 @@ def choose_nprobe(
     0.996), and rows scanned grow with it. Real sentences need far more lists than synthetic
     data for the same share (200k real rows, 1024 lists: 0.995 of the neighbours in 32% of the
     rows; 200k synthetic rows: in 23%, ``benchmarks/measure_ivf.py --lists``), so a fixed
-    fraction would either waste scans or cap recall below the store's goal.
+    fraction would either waste scans or cap recall below the store's goal. ``projection``: how
+    rows are assigned (:func:`assign_partitions`; a caller that has the axes passes them).
     """
-    ranks = neighbour_list_ranks(x, centroids, metric)
+    ranks = neighbour_list_ranks(x, centroids, metric, projection)
     if coverage > 1.0 or not ranks.size:
         return int(centroids.shape[0])
     needed = max(1, math.ceil(coverage * ranks.size - 1e-9))  # neighbours the lists must hold
@@ -103,33 +115,56 @@ def choose_nprobe(
 
 
 def neighbour_list_ranks(
-    x: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32], metric: str
+    x: npt.NDArray[np.float32],
+    centroids: npt.NDArray[np.float32],
+    metric: str,
+    projection: ListProjection | Literal["derive", "flat"] = "derive",
 ) -> npt.NDArray[np.int64]:
     """Sampled rows of ``x`` as queries: the rank of each exact top-10 neighbour's list among their lists.
 
     Up to :data:`_NPROBE_QUERIES` rows (seeded) are queries, each hidden from its own
     neighbours; rank 0 is the query's best list, so ``nprobe`` lists hold the neighbours of
-    rank below ``nprobe``.
+    rank below ``nprobe``. A list's rank is the number of lists scoring above it for the query
+    (ties: those of lower number), counted from the queries' scores against every centroid:
+    sorting all lists per query (a FAISS search for all 1024) cost 0.1 s, and copying ``x``
+    into a flat index for the exact search 0.17-0.27 s of 100k rows (``faiss.knn`` reads it
+    in place). ``projection`` as :func:`assign_partitions`'s.
     """
     n, nlist = x.shape[0], centroids.shape[0]
     picks = np.random.default_rng(0).choice(n, min(n, _NPROBE_QUERIES), replace=False)
-    queries = np.ascontiguousarray(x[picks])
-    exact = faiss.IndexFlatIP(x.shape[1]) if metric == "ip" else faiss.IndexFlatL2(x.shape[1])
-    exact.add(np.ascontiguousarray(x, np.float32))
-    found = exact.search(queries, min(n, _NPROBE_K + 1))[1]
+    queries = np.ascontiguousarray(x[picks], np.float32)
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    found = faiss.knn(queries, np.ascontiguousarray(x, np.float32), min(n, _NPROBE_K + 1), faiss_metric)[1]
     truth = [
         [j for j in row.tolist() if j != own and j >= 0][:_NPROBE_K]
         for row, own in zip(found, picks, strict=True)
     ]
-    probe_order = centroid_index(centroids, metric).search(queries, nlist)[1]  # [queries, nlist]
-    rank = np.empty_like(probe_order)
-    rank[np.arange(len(picks))[:, None], probe_order] = np.arange(nlist)[None, :]
     queries_of = np.repeat(np.arange(len(picks)), [len(t) for t in truth])
     neighbours = np.array([j for t in truth for j in t], dtype=np.int64)
     if not neighbours.size:
         return np.empty(0, np.int64)
     unique, at = np.unique(neighbours, return_inverse=True)  # each neighbour assigned once, in one call
-    return rank[queries_of, assign_partitions(centroids, x[unique], metric)[at]].astype(np.int64)
+    lists = assign_partitions(centroids, x[unique], metric, projection)[at].astype(np.int64)
+    scores = _centroid_scores(queries, centroids, metric)  # [queries, nlist], higher is better
+    ranks = np.empty(neighbours.size, np.int64)
+    step = max(1, _RANK_BLOCK // nlist)  # neighbours compared at a time: bounded temporaries
+    for start in range(0, neighbours.size, step):
+        own_lists = lists[start : start + step, None]
+        theirs = scores[queries_of[start : start + step]]  # [neighbours, nlist]
+        own = np.take_along_axis(theirs, own_lists, axis=1)  # each neighbour's own list's score
+        ahead = (theirs > own) | ((theirs == own) & (np.arange(nlist)[None, :] < own_lists))
+        ranks[start : start + step] = ahead.sum(axis=1)
+    return ranks
+
+
+def _centroid_scores(
+    queries: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32], metric: str
+) -> npt.NDArray[np.float32]:
+    """``[queries, lists]`` scores, higher better: ``q . c`` (``"ip"``), ``-||q - c||^2`` (``"l2"``)."""
+    dots = queries @ centroids.T
+    if metric == "ip":
+        return dots
+    return 2 * dots - (centroids * centroids).sum(axis=1)[None, :]  # ``|q|^2`` ranks no list
 
 
 def train_partitions(x: npt.NDArray[np.float32], partitions: int, metric: str) -> npt.NDArray[np.float32]:
@@ -165,39 +200,69 @@ def _projected_kmeans(x: npt.NDArray[np.float32], partitions: int, metric: str) 
     real sentences; training took 1.7-2.8x less time (a 64-dim k-means).
     """
     rng = np.random.default_rng(_KMEANS_SEED)
+    rows = np.arange(x.shape[0])  # the rows the k-means runs on, read from ``x`` where needed
     if x.shape[0] > partitions * _KMEANS_ROWS_PER_PARTITION:
-        x = x[np.sort(rng.choice(x.shape[0], partitions * _KMEANS_ROWS_PER_PARTITION, replace=False))]
-    x = np.ascontiguousarray(x, np.float32)
+        rows = np.sort(rng.choice(x.shape[0], partitions * _KMEANS_ROWS_PER_PARTITION, replace=False))
     axes = _principal_axes(
-        x[rng.choice(x.shape[0], min(x.shape[0], _PCA_ROWS), replace=False)], PROJECTED_DIMS
+        np.asarray(x[rows[rng.choice(rows.size, min(rows.size, _PCA_ROWS), replace=False)]], np.float32),
+        PROJECTED_DIMS,
     )
-    projected = np.ascontiguousarray(x @ axes)
+    projected = np.empty((rows.size, PROJECTED_DIMS), np.float32)
+    block = np.empty((min(rows.size, _READ_BLOCK_ROWS), x.shape[1]), np.float32)  # reused: no fresh pages
+    for start in range(0, rows.size, _READ_BLOCK_ROWS):
+        picked = rows[start : start + _READ_BLOCK_ROWS]
+        np.take(x, picked, axis=0, out=block[: picked.size])
+        np.matmul(block[: picked.size], axes, out=projected[start : start + picked.size])
     kmeans = faiss.Kmeans(
         PROJECTED_DIMS,
         partitions,
-        niter=_KMEANS_ITERATIONS,
+        niter=_PROJECTED_KMEANS_ITERATIONS,
         seed=_KMEANS_SEED,
         max_points_per_centroid=_KMEANS_ROWS_PER_PARTITION,
         min_points_per_centroid=1,
     )
     kmeans.train(projected)
     lists = kmeans.index.search(projected, 1)[1][:, 0]
-    counts = np.bincount(lists, minlength=partitions)
-    held = np.flatnonzero(counts)
-    order = np.argsort(lists, kind="stable")
-    mean = x.mean(axis=0)
+    sums, counts = _list_sums(x, rows, lists, partitions)
+    mean = (sums.sum(axis=0) / rows.size).astype(np.float32)  # of all the rows
     centroids = ((kmeans.centroids - mean @ axes) @ axes.T + mean).astype(np.float32)  # lists with no rows
-    firsts = (np.cumsum(counts) - counts)[held]
-    centroids[held] = np.add.reduceat(x[order], firsts, axis=0) / counts[held, None]
+    held = counts > 0
+    centroids[held] = sums[held] / counts[held, None]
     if metric == "ip":
         centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     return np.ascontiguousarray(centroids, np.float32)
 
 
+def _list_sums(
+    x: npt.NDArray[np.float32], rows: npt.NDArray[np.intp], lists: npt.NDArray[np.integer[Any]], count: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """``(float64[count, dim], int64[count])``: each list's sum of vectors and its rows.
+
+    Row ``rows[i]`` of ``x`` is in list ``lists[i]``.
+
+    Each list's rows are gathered and summed on their own, so no copy of all the rows is made:
+    ``np.add.reduceat`` over a sorted copy of 65,536 x 384 rows took 0.27-0.40 s in 1024 lists,
+    and the copy itself (100 MB of fresh pages) 0.03-0.6 s depending on the load.
+    """
+    counts = np.bincount(lists, minlength=count).astype(np.int64)
+    order = rows[np.argsort(lists, kind="stable")]  # rows of ``x``, list after list
+    firsts = np.cumsum(counts) - counts
+    sums = np.zeros((count, x.shape[1]), np.float64)
+    for list_no in np.flatnonzero(counts).tolist():
+        start = int(firsts[list_no])
+        members = np.asarray(x[order[start : start + int(counts[list_no])]], np.float32)
+        sums[list_no] = members.sum(axis=0, dtype=np.float64)
+    return sums, counts
+
+
 def _principal_axes(x: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.float32]:
-    """``float32[dim, count]``: the ``count`` directions of largest variance of ``x`` (orthonormal)."""
-    centred = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
-    _, vectors = np.linalg.eigh(centred.T @ centred)
+    """``float32[dim, count]``: the ``count`` directions of largest variance of ``x`` (orthonormal).
+
+    The scatter matrix is one float32 product of the centred rows (float64 took 2x the time:
+    0.18-0.24 s of 16,384 x 384 rows), decomposed in float64.
+    """
+    centred = (x - x.mean(axis=0, dtype=np.float64)).astype(np.float32)
+    _, vectors = np.linalg.eigh((centred.T @ centred).astype(np.float64))
     return np.ascontiguousarray(vectors[:, ::-1][:, :count], np.float32)
 
 
@@ -235,6 +300,8 @@ MIN_PROJECTED_LISTS = 256
 PROJECTED_DIMS = 64
 #: Rows the principal axes of a training sample are computed from.
 _PCA_ROWS = 16_384
+#: Sample rows read (by index) and projected at a time by the projected k-means.
+_READ_BLOCK_ROWS = 4096
 
 
 def project_lists(centroids: npt.NDArray[np.float32], metric: str) -> ListProjection | None:  # noqa: ARG001

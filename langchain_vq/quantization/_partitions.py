@@ -221,7 +221,7 @@ class PartitionedQuantizer(Quantizer):
         if projection is not None:
             state["partition_projection"] = projection.axes
         copy.set_state(state)
-        copy.nprobe = choose_nprobe(x, centroids, self.metric)
+        copy.nprobe = choose_nprobe(x, centroids, self.metric, projection=projection or "flat")
         return copy
 
     def assign(self, x: npt.ArrayLike) -> npt.NDArray[np.uint16]:

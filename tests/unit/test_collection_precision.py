@@ -16,9 +16,10 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from pyarrow import ipc
 
 from langchain_vq import ConfigurationError, CorruptStoreError, InvalidInputError, VQVectorStore
-from langchain_vq.collection import Collection, CollectionConfig
+from langchain_vq.collection import ROW_KEY_SHIFT, Collection, CollectionConfig
 from langchain_vq.evaluation import exact_top_k, recall_at_k
-from langchain_vq.quantization.precision import VectorCodec
+from langchain_vq.quantization.precision import VectorCodec, float_rows
+from langchain_vq.search import engine
 from langchain_vq.storage.segment import build_segment
 from tests.conftest import clustered_vectors
 
@@ -230,3 +231,40 @@ def test_recall_cannot_be_measured_on_a_codes_only_store(data) -> None:
     with pytest.raises(ConfigurationError, match="codes-only store"):
         collection.search_keys(q[:3], 10, exact=True)
     assert collection.search_keys(q[:3], 10).shape == (3, 10)  # its own search still works
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("kind", ["ip", "l2"])
+def test_exact_keys_are_the_brute_force_top_k_of_the_stored_rows(precision, kind, data, monkeypatch) -> None:
+    """Calibration's ground truth (``search_keys(exact=True)``) against numpy over the decoded rows.
+
+    Several segments, deleted rows, sampled stored rows as queries with their own row hidden, and
+    exact passes in many blocks (each merging its entering rows into the top k so far).
+    """
+    x, _ = data
+    metric = "cosine" if kind == "ip" else "l2"
+    collection = Collection(CollectionConfig(metric=metric, quantization="int8", rescore_precision=precision))
+    _fill(collection, x * (1.0 if kind == "ip" else 2.5), batches=3)
+    collection.delete([str(i) for i in range(0, N, 7)])
+    monkeypatch.setattr(engine, "_EXACT_CHUNK_ROWS", 256)
+    monkeypatch.setattr(engine, "_EXACT_HEAD_ROWS", 64)
+    snapshot = collection.snapshot
+    assert len(snapshot.views) >= 2 and any(v.deleted.size for v in snapshot.views)
+    keys, queries = collection.sample_rows(40, seed=3)
+    found = collection.search_keys(queries, 10, exact=True, exclude=keys)
+    # Brute force: every live row decoded as stored, scored in float64; the query's own row hidden.
+    live_keys, rows = [], []
+    for index, view in enumerate(snapshot.views):
+        live = np.setdiff1d(np.arange(view.segment.rows), view.deleted)
+        live_keys.append((index << ROW_KEY_SHIFT) + live)
+        rows.append(float_rows(view.segment, live))
+    all_keys, stored = np.concatenate(live_keys), np.concatenate(rows).astype(np.float64)
+    q = queries.astype(np.float64)
+    scores = q @ stored.T if kind == "ip" else -((q[:, None, :] - stored[None, :, :]) ** 2).sum(axis=2)
+    scores[all_keys[None, :] == keys[:, None]] = -np.inf
+    score_of = {int(key): i for i, key in enumerate(all_keys)}
+    for i, row in enumerate(found.tolist()):
+        assert len(set(row)) == 10 and int(keys[i]) not in row
+        got = scores[i, [score_of[key] for key in row]]
+        want = np.sort(scores[i])[::-1][:10]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)  # the true top 10, best first

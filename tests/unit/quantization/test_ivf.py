@@ -638,3 +638,27 @@ def test_lists_given_to_an_auto_quantizer_are_assigned_on_their_axes(
     np.testing.assert_array_equal(
         given.assign(x[:2000]), assign_partitions(given.partition_centroids_, x[:2000], "ip")
     )
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_neighbour_list_ranks_are_each_neighbours_place_among_its_querys_lists(metric: str) -> None:
+    """Against a brute force: every list sorted per query, the exact top 10 found by numpy."""
+    x = synthetic_embeddings(6000, dim=96, seed=7) * (1.0 if metric == "ip" else 2.0)
+    centroids = train_partitions(x, PROJECTED, metric)
+    ranks = neighbour_list_ranks(x, centroids, metric)
+    picks = np.random.default_rng(0).choice(len(x), 500, replace=False)  # the function's own queries
+    q = x[picks].astype(np.float64)
+    if metric == "ip":
+        scores, list_scores = q @ x.T, q @ centroids.T
+    else:
+        scores = -((q**2).sum(1)[:, None] - 2 * q @ x.T + (x.astype(np.float64) ** 2).sum(1)[None, :])
+        list_scores = -((q[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    scores[np.arange(len(picks)), picks] = -np.inf  # a query is not its own neighbour
+    truth = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    lists = assign_partitions(centroids, x, metric)
+    place = np.argsort(np.argsort(-list_scores, axis=1, kind="stable"), axis=1)  # each list's rank
+    expected = place[np.arange(len(picks))[:, None], lists[truth].astype(np.int64)].ravel()
+    assert ranks.shape == expected.shape
+    assert float((ranks == expected).mean()) > 0.999  # float32 against float64 may split near-ties
+    chosen = int(np.sort(expected)[int(np.ceil(NPROBE_COVERAGE * expected.size)) - 1]) + 1
+    assert abs(choose_nprobe(x, centroids, metric) - chosen) <= 1

@@ -1,0 +1,428 @@
+"""The fixed costs of ingest (issue 12: ingest at 1M within 1.5x of the uncalibrated build), two versions side by side.
+
+A default binary store built by ten adds of 100k took 1.76x the same build uncalibrated with a
+full scan (session 10): the add that crosses ``_partitions.AUTO_PARTITION_ROWS`` trains 1024
+lists, chooses ``nprobe``, assigns every stored row and calibrates; later calibrations run an
+exact pass over every row. This script measures those parts for two versions of the library in
+one run, each in its own child process (``PYTHONPATH`` set to its copy), alternating
+``--repeats`` times so load changes hit both alike:
+
+* **training** (``--data synthetic real``; real: the shared sentence embeddings, chunks 00-03,
+  199k rows and the held-out queries): ``with_partitions`` of a fitted binary quantizer on a
+  100k-row sample of ``--n`` rows (the
+  store's ``TRAIN_SAMPLE``), with its ``train_partitions`` and ``choose_nprobe`` timed apart;
+  assigning all ``--n`` rows their lists; and the lists' quality on ``--queries`` held-out
+  queries: the chosen ``nprobe``, the share of the queries' exact top 10 its lists hold, the
+  rows they scan, and the rows scanned by the fewest lists holding 0.997 of the top 10.
+  ``--seeds`` repeats the training with other k-means seeds (quality only: k-means randomness).
+* **exact**: the exact pass of a calibration (``search.engine.exact_search``) of 200 stored rows
+  as queries (k = 11) over ``--exact-sizes`` float16 rows in 100k-row segments.
+* **crossing**: a default binary store of ``--n / 2`` rows gets one more add of ``--n / 2``
+  (with ``bench_search``'s metadata), crossing the threshold, against the same add to a store
+  with ``partitions=0`` and ``rescore_multiplier=16`` (no lists, no calibration): wall time of
+  both, with the crossing add's parts (reading the training sample back, ``with_partitions``,
+  assigning the stored rows, calibration and its exact pass).
+
+Times are wall and CPU seconds on one thread (``OMP_NUM_THREADS=1``); the summary keeps each
+version's least over the repeats and their ratio. The machine is shared, so the load average is
+recorded with every child; CPU seconds move less with it than wall seconds. Compare the two
+versions only within a run.
+
+Run: ``python benchmarks/measure_ingest_costs.py [--baseline main] [--n 200000] [--repeats 2]``
+-> ``benchmarks/results/ingest_costs.json``. ``--baseline`` is a git revision of this repository
+(its ``langchain_vq`` is extracted with ``git archive`` to a temporary directory). Committed:
+``ingest_costs.json`` (the defaults against 6a62542, session 10's main) and
+``ingest_costs_seeds.json`` (``--parts training --seeds 1234 1 2 --repeats 1``: the lists'
+quality over three k-means seeds), run at the same time (load 3-16: the times of both are
+noisy; compare ratios, CPU seconds first).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("VQ_SHARED_DATA", REPO.parent / "shared" / "data"))
+#: Rows the store samples to train (``collection.TRAIN_SAMPLE``).
+SAMPLE_ROWS = 100_000
+LISTS = 1024
+#: Rows per segment in the exact pass, and sampled rows used as its queries (a calibration's).
+SEGMENT_ROWS = 100_000
+EXACT_QUERIES = 200
+COVERAGE = 0.997
+#: Rows of the shared sentence embeddings (chunks 00-03).
+REAL_ROWS = 200_000
+
+
+# -- the child: one version's measurements ------------------------------------------------------------
+class Timers:
+    """Wall and CPU seconds of calls and wrapped functions, summed per name (the crossing add's parts)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._wrapped: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, owner: Any, attribute: str, name: str) -> None:
+        """Time every call of ``owner.attribute`` (a module's function or a class's method) as ``name``."""
+        inner = getattr(owner, attribute)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            return self.timed(name, inner, *args, **kwargs)
+
+        self._wrapped.append((owner, attribute, inner))
+        setattr(owner, attribute, timed)
+
+    def timed(self, name: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``, its wall and CPU seconds counted as ``name_s`` and ``name_cpu_s``."""
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            for key, value in (
+                (f"{name}_s", time.perf_counter() - start),
+                (f"{name}_cpu_s", time.process_time() - cpu),
+            ):
+                self.seconds[key] = self.seconds.get(key, 0.0) + value
+
+    def rounded(self) -> dict[str, float]:
+        """The seconds so far, to the millisecond."""
+        return {key: round(value, 3) for key, value in self.seconds.items()}
+
+    def restore(self) -> None:
+        """Put the wrapped functions back."""
+        for owner, attribute, inner in reversed(self._wrapped):
+            setattr(owner, attribute, inner)
+        self._wrapped.clear()
+
+
+def load(data: str, n: int, n_queries: int) -> tuple[Any, Any]:
+    """Unit-norm corpus ``[n, 384]`` and held-out queries: synthetic (seeds 0 and 1) or real sentences."""
+    import numpy as np
+
+    from langchain_vq.synthetic import synthetic_embeddings
+
+    if data == "real":
+        chunks = [np.load(DATA / "sentences" / "emb" / f"chunk_0{i}.npy") for i in range(4)]
+        rows = np.concatenate([c.astype(np.float32) for c in chunks])
+        order = np.random.default_rng(0).permutation(len(rows))
+        if n + n_queries > len(rows):
+            raise SystemExit(f"--data real holds {len(rows)} rows: --n + --queries must not exceed it")
+        corpus, queries = rows[order[n_queries : n_queries + n]], rows[order[:n_queries]]
+    else:
+        corpus, queries = synthetic_embeddings(n, seed=0), synthetic_embeddings(n_queries, seed=1)
+    corpus = np.ascontiguousarray(corpus / np.linalg.norm(corpus, axis=1, keepdims=True), np.float32)
+    queries = np.ascontiguousarray(queries / np.linalg.norm(queries, axis=1, keepdims=True), np.float32)
+    return corpus, queries
+
+
+def list_quality(centroids: Any, lists: Any, queries: Any, truth: Any, nprobe: int) -> dict[str, float]:
+    """At ``nprobe``: neighbours held and rows scanned; and the rows scanned for :data:`COVERAGE`."""
+    import numpy as np
+
+    count = centroids.shape[0]
+    sizes = np.bincount(lists, minlength=count)
+    order = np.argsort(-(queries @ centroids.T), axis=1)  # each query's lists, best first
+    rank = np.empty_like(order)
+    rank[np.arange(len(queries))[:, None], order] = np.arange(count)[None, :]
+    ranks = rank[np.arange(len(queries))[:, None], lists[truth].astype(np.int64)]
+    needed = np.sort(ranks.ravel())[int(np.ceil(COVERAGE * ranks.size - 1e-9)) - 1] + 1
+    return {
+        "held_at_chosen": round(float((ranks < nprobe).mean()), 4),
+        "scanned_at_chosen": round(float(sizes[order[:, :nprobe]].sum(axis=1).mean() / sizes.sum()), 4),
+        f"nprobe_for_{COVERAGE}": int(needed),
+        f"scanned_for_{COVERAGE}": round(float(sizes[order[:, :needed]].sum(axis=1).mean() / sizes.sum()), 4),
+    }
+
+
+def training(data: str, n: int, n_queries: int, seeds: list[int]) -> dict[str, Any]:
+    """``with_partitions`` on the store's sample (timed in parts), assignment, and the lists' quality."""
+    import faiss
+    import numpy as np
+
+    from langchain_vq.quantization import BinaryQuantizer, _ivf, _partitions
+
+    if data == "real":
+        n = min(n, REAL_ROWS - n_queries)  # the shared set's rows, the queries held out
+    corpus, queries = load(data, n, n_queries)
+    sample = corpus[np.sort(np.random.default_rng(0).choice(n, min(n, SAMPLE_ROWS), replace=False))]
+    truth = faiss.knn(queries, corpus, 10, faiss.METRIC_INNER_PRODUCT)[1]
+    plain = BinaryQuantizer(corpus.shape[1]).fit(sample)
+    runs = []
+    default_seed = _ivf._KMEANS_SEED  # noqa: SLF001 - k-means randomness: the seed varied
+    for seed in seeds:
+        _ivf._KMEANS_SEED = seed  # noqa: SLF001
+        timers = Timers()
+        timers.wrap(_partitions, "train_partitions", "train_partitions")
+        timers.wrap(_partitions, "choose_nprobe", "choose_nprobe")
+        quantizer = timers.timed("with_partitions", plain.with_partitions, sample, LISTS)
+        lists = timers.timed("assign_rows", quantizer.assign, corpus)
+        timers.restore()
+        assert quantizer.nprobe is not None
+        runs.append(
+            {
+                "kmeans_seed": seed,
+                **timers.rounded(),
+                "nprobe": quantizer.nprobe,
+                **list_quality(quantizer.partition_centroids_, lists, queries, truth, quantizer.nprobe),
+                "load": round(os.getloadavg()[0], 2),
+            }
+        )
+    _ivf._KMEANS_SEED = default_seed  # noqa: SLF001
+    return {"data": data, "n": n, "queries": n_queries, "runs": runs}
+
+
+def exact(sizes: list[int]) -> list[dict[str, Any]]:
+    """The exact pass of a calibration over float16 segments of :data:`SEGMENT_ROWS` rows."""
+    import numpy as np
+
+    from langchain_vq.quantization.precision import VectorCodec
+    from langchain_vq.search.engine import exact_search
+    from langchain_vq.synthetic import synthetic_embeddings
+
+    codec = VectorCodec("float16", 384)
+    out = []
+    for size in sizes:
+        rows = codec.encode(synthetic_embeddings(size, seed=0))
+        queries = codec.decode(
+            rows[np.sort(np.random.default_rng(0).choice(size, EXACT_QUERIES, replace=False))]
+        )
+        timers = Timers()
+        for lo in range(0, size, SEGMENT_ROWS):
+            block = rows[lo : lo + SEGMENT_ROWS]
+            timers.timed("exact_pass", exact_search, block, queries, 11, "ip", None, codec.decode)
+        out.append({"rows": size, **timers.rounded(), "load": round(os.getloadavg()[0], 2)})
+    return out
+
+
+def crossing(n: int) -> dict[str, Any]:
+    """The add of ``n / 2`` rows to a store of ``n / 2``: default (crossing) against uncalibrated full scan."""
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from benchmarks.bench_search import row_metadata
+    from langchain_vq import VQVectorStore, calibration, collection
+    from langchain_vq.synthetic import synthetic_embeddings
+
+    vectors = synthetic_embeddings(n, seed=0)
+    half = n // 2
+    out: dict[str, Any] = {"rows_before": half, "rows_added": n - half}
+    settings = {
+        "default": {"quantization": "binary"},
+        "uncalibrated_full_scan": {
+            "quantization": "binary",
+            "rescore_multiplier": 16,
+            "quantizer_options": {"partitions": 0},
+        },
+    }
+    for name, options in settings.items():
+        root = Path(tempfile.mkdtemp(prefix="ingest-costs-"))
+        try:
+            store = VQVectorStore(DeterministicFakeEmbedding(size=vectors.shape[1]), path=root, **options)
+
+            def add(lo: int, hi: int, store: Any = store) -> None:
+                ids = [str(i) for i in range(lo, hi)]
+                metadatas = [row_metadata(i) for i in range(lo, hi)]
+                store.add_embeddings([f"doc {i}" for i in range(lo, hi)], vectors[lo:hi], metadatas, ids)
+
+            add(0, half)
+            timers = Timers()
+            timers.wrap(collection, "_sample_vectors", "read_sample")
+            timers.wrap(collection.Collection, "_auto_partitioned", "with_partitions")
+            timers.wrap(collection, "_with_assigned_lists", "assign_and_rewrite_stored")
+            timers.wrap(VQVectorStore, "_calibration_settings", "calibration")
+            timers.wrap(calibration, "exact_keys", "calibration_exact_pass")
+            timers.timed("add", add, half, n)
+            timers.restore()
+            quantizer = store.collection.snapshot.quantizer
+            out[name] = {
+                **timers.rounded(),
+                "partitions": getattr(quantizer, "partitions", None),
+                "nprobe": getattr(quantizer, "nprobe", None),
+                "multiplier": store.rescore_multiplier,
+                "load": round(os.getloadavg()[0], 2),
+            }
+            del store
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    for key in ("add_s", "add_cpu_s"):
+        out[f"extra_{key}"] = round(out["default"][key] - out["uncalibrated_full_scan"][key], 3)
+    return out
+
+
+def child(ns: argparse.Namespace) -> None:
+    """Measure the version on ``sys.path`` (set by the parent) and print one JSON object."""
+    import langchain_vq
+
+    result: dict[str, Any] = {
+        "library": str(Path(langchain_vq.__file__).parent),
+        "load_start": os.getloadavg(),
+    }
+    if "training" in ns.parts:
+        result["training"] = [training(d, ns.n, ns.queries, ns.seeds) for d in ns.data]
+    if "exact" in ns.parts:
+        result["exact"] = exact(ns.exact_sizes)
+    if "crossing" in ns.parts:
+        result["crossing"] = crossing(ns.n)
+    print(json.dumps(result), flush=True)
+
+
+# -- the parent: both versions, alternating ---------------------------------------------------------
+def run_child(root: Path, ns: argparse.Namespace) -> dict[str, Any]:
+    """This script's child mode with ``root``'s ``langchain_vq`` first on the path."""
+    args = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        "--n",
+        str(ns.n),
+        "--queries",
+        str(ns.queries),
+    ]
+    args += ["--data", *ns.data, "--parts", *ns.parts, "--seeds", *map(str, ns.seeds)]
+    args += ["--exact-sizes", *map(str, ns.exact_sizes)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)])}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"child for {root} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per part, the fewest CPU and wall seconds over the repeats of each version, and their ratio.
+
+    The least over repeats: on a shared machine other processes only ever add time.
+    """
+    first = results["current"][0]
+    paths: dict[str, tuple[Any, ...]] = {}  # name -> keys into a child's result
+    for unit in ("cpu_s", "s"):
+        for i, entry in enumerate(first.get("training", [])):
+            for part in ("with_partitions", "train_partitions", "choose_nprobe", "assign_rows"):
+                name = (
+                    f"{entry['data']}: {part} ({entry['n']} rows)"
+                    if part == "assign_rows"
+                    else f"{entry['data']}: {part}"
+                )
+                paths[f"{name} {unit}"] = ("training", i, "runs", 0, f"{part}_{unit}")
+        for i, entry in enumerate(first.get("exact", [])):
+            paths[f"exact pass over {entry['rows']} rows {unit}"] = ("exact", i, f"exact_pass_{unit}")
+        if "crossing" in first:
+            parts = ("add", "read_sample", "with_partitions", "assign_and_rewrite_stored", "calibration")
+            for part in (*parts, "calibration_exact_pass"):
+                paths[f"crossing add: {part} {unit}"] = ("crossing", "default", f"{part}_{unit}")
+            paths[f"crossing add: uncalibrated add {unit}"] = (
+                "crossing",
+                "uncalibrated_full_scan",
+                f"add_{unit}",
+            )
+            paths[f"crossing add: extra over uncalibrated {unit}"] = ("crossing", f"extra_add_{unit}")
+
+    def least(version: str, path: tuple[Any, ...]) -> float | None:
+        values = []
+        for result in results[version]:
+            value: Any = result
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else value[key]
+                if value is None:
+                    break
+            if value is not None:
+                values.append(value)
+        return round(min(values), 3) if values else None
+
+    out = {}
+    for name, path in paths.items():
+        base, now = least("baseline", path), least("current", path)
+        out[name] = {
+            "baseline": base,
+            "current": now,
+            "ratio": round(now / base, 3) if base and now else None,
+        }
+    return out
+
+
+def main(ns: argparse.Namespace) -> None:
+    record: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(sys.argv),
+        "load_start": os.getloadavg(),
+        "baseline": ns.baseline,
+        "current": subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip(),
+        "config": {
+            "n": ns.n,
+            "queries": ns.queries,
+            "data": ns.data,
+            "parts": ns.parts,
+            "seeds": ns.seeds,
+            "exact_sizes": ns.exact_sizes,
+            "repeats": ns.repeats,
+            "sample_rows": SAMPLE_ROWS,
+            "lists": LISTS,
+        },
+    }
+    base_root = Path(tempfile.mkdtemp(prefix="ingest-baseline-"))
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", ns.baseline, "langchain_vq"],  # noqa: S607
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(base_root)], input=archive.stdout, check=True)  # noqa: S607
+        results: dict[str, list[dict[str, Any]]] = {"baseline": [], "current": []}
+        for repeat in range(ns.repeats):
+            order = ("baseline", "current") if repeat % 2 == 0 else ("current", "baseline")
+            for version in order:
+                result = run_child(base_root if version == "baseline" else REPO, ns)
+                result["repeat"] = repeat
+                results[version].append(result)
+                print(f"{version} (repeat {repeat}): {json.dumps(result)}", flush=True)
+    finally:
+        shutil.rmtree(base_root, ignore_errors=True)
+    record["load_end"] = os.getloadavg()
+    record["summary"] = summary(results)
+    record["results"] = results
+    ns.out.parent.mkdir(parents=True, exist_ok=True)
+    ns.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record["summary"], indent=1))
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", default="main", help="git revision measured against this checkout")
+    parser.add_argument(
+        "--n", type=int, default=200_000, help="store rows at the crossing (and for training)"
+    )
+    parser.add_argument("--queries", type=int, default=1000, help="held-out queries for the lists' quality")
+    parser.add_argument("--data", nargs="+", default=["synthetic", "real"], choices=["synthetic", "real"])
+    parser.add_argument("--parts", nargs="+", default=["training", "exact", "crossing"])
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[1234], help="k-means seeds (1234: the library's)"
+    )
+    parser.add_argument("--exact-sizes", type=int, nargs="+", default=[200_000, 400_000])
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each version")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ingest_costs.json")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    args = parse()
+    if args.child:
+        child(args)  # PYTHONPATH: the measured version's langchain_vq first, then this checkout (benchmarks)
+    else:
+        main(args)
