@@ -254,7 +254,7 @@ class VQVectorStore(VectorStore):
         current = self.calibration
         if not force and not needs_calibration(current, snapshot, snapshot, self.recall_target):
             return current
-        calibration = self._measure(current, snapshot, descend=True)
+        calibration = self._measure(current, snapshot)
         self._collection.update_settings({"calibration": calibration.to_dict()})
         return calibration
 
@@ -268,11 +268,11 @@ class VQVectorStore(VectorStore):
         # Every calibration walks both ways from the last answer: one that was high by the noise
         # of its sample comes down at the next (walking up only kept it, and growth raised it).
         new_quantizer = staged.quantizer is not current.quantizer
-        calibration = self._measure(previous, staged, descend=True, new_quantizer=new_quantizer)
+        calibration = self._measure(previous, staged, new_quantizer=new_quantizer)
         return {"calibration": calibration.to_dict()}
 
     def _measure(
-        self, previous: Calibration | None, snapshot: Snapshot, *, descend: bool, new_quantizer: bool = False
+        self, previous: Calibration | None, snapshot: Snapshot, *, new_quantizer: bool = False
     ) -> Calibration:
         """Calibrate on ``snapshot``; a ``new_quantizer`` whose lists cap recall probes more lists.
 
@@ -282,7 +282,7 @@ class VQVectorStore(VectorStore):
         assert self.recall_target is not None  # noqa: S101 - callers check
         # Start the walk where the answer probably is: the last calibration, else the default.
         start = previous.multiplier if previous is not None else self._fixed_multiplier
-        calibration = self._walk(snapshot, start, descend=descend)
+        calibration = self._walk(snapshot, start)
         quantizer = snapshot.quantizer
         while (
             not calibration.met
@@ -290,7 +290,7 @@ class VQVectorStore(VectorStore):
             and isinstance(quantizer, PartitionedQuantizer)
             and quantizer.probe_more()
         ):
-            calibration = self._walk(snapshot, start, descend=True)
+            calibration = self._walk(snapshot, start)
         # The growth exponent served until the next calibration, from this one and the last.
         calibration = with_growth(calibration, previous)
         if not calibration.met:
@@ -305,7 +305,8 @@ class VQVectorStore(VectorStore):
             )
         return calibration
 
-    def _walk(self, snapshot: Snapshot, start: int, *, descend: bool) -> Calibration:
+    def _walk(self, snapshot: Snapshot, start: int) -> Calibration:
+        """The store's calibration rule, walking both ways from ``start``."""
         assert self.recall_target is not None  # noqa: S101 - callers check
         return calibrate_multiplier(
             self._collection,
@@ -315,7 +316,7 @@ class VQVectorStore(VectorStore):
             max_sample=DEFAULT_MAX_SAMPLE,
             early_stop=True,
             start=start,
-            descend=descend,
+            descend=True,
             refine=DEFAULT_REFINE,
             snapshot=snapshot,
         )
