@@ -55,7 +55,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("VQ_SHARED_DATA", REPO.parent / "shared" / "data"))
+DATA = Path(os.environ.get("LANGCHAIN_VQ_DATA", REPO.parent / "shared" / "data"))
 #: Rows the store samples to train (``collection.TRAIN_SAMPLE``).
 SAMPLE_ROWS = 100_000
 LISTS = 1024
