@@ -286,6 +286,8 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
         ids = [str(i) for i in range(lo, hi)]
         store.add_embeddings([f"doc {i}" for i in range(lo, hi)], vectors[lo:hi], ids=ids)
         truth = running_truth(queries, lo, vectors[lo:hi], state)
+    from benchmarks.measure_default_recall import per_query_curves
+
     curves = per_query_curves(store, truth, queries, args.max_multiplier)
     held = curves.mean(axis=0)
     start = store.calibration.multiplier if store.calibration else 16
@@ -322,52 +324,6 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
         }
         print(name, json.dumps(out["policies"][name]), flush=True)
     return out
-
-
-def per_query_curves(store: Any, truth: list[list[int]], queries: Any, max_multiplier: int) -> Any:
-    """Recall@10 ``[queries, max_multiplier]`` of each query at every multiplier, ranked from one scan.
-
-    ``measure_default_recall.ranked_recall``'s rule (a true neighbour is found at ``m`` when it
-    is among the first ``10 * m`` candidates scanned by code, or in a segment read exactly), kept
-    per query instead of averaged.
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from langchain_vq.collection import ROW_KEY_SHIFT
-
-    collection = store.collection
-    snapshot = collection.snapshot
-    views = snapshot.views
-    assert snapshot.quantizer is not None
-    assert snapshot.quantizer.ranks_candidates_by_one_score
-    live = np.array([v.live_count for v in views], dtype=np.int64)
-    no_codes = np.array([v.segment.stored_codes is None for v in views], dtype=bool)
-    small = int(live[live <= 10 * max_multiplier].sum())
-    key_of_id = np.full(sum(v.segment.rows for v in views) + 1, -1, dtype=np.int64)
-    for index, view in enumerate(views):
-        ids = pc.cast(view.segment.ids, pa.int64()).to_numpy()
-        key_of_id[ids] = (np.int64(index) << ROW_KEY_SHIFT) + np.arange(ids.size, dtype=np.int64)
-    out = []
-    for begin in range(0, queries.shape[0], 500):
-        candidates = collection.candidate_keys(queries[begin : begin + 500], 10 * max_multiplier + small)
-        wanted = np.array([key_of_id[t] for t in truth[begin : begin + 500]], dtype=np.int64)
-        column = np.full(wanted.shape, -1, dtype=np.int64)
-        for q in range(wanted.shape[0]):
-            where = {key: c for c, key in enumerate(candidates[q].tolist()) if key >= 0}
-            column[q] = [where.get(key, -1) for key in wanted[q].tolist()]
-        candidate_segment = np.where(candidates >= 0, candidates >> ROW_KEY_SHIFT, 0)
-        block = np.empty((wanted.shape[0], max_multiplier))
-        for m in range(1, max_multiplier + 1):
-            exact = no_codes | (live <= 10 * m)
-            scanned = (~exact[candidate_segment]) & (candidates >= 0)
-            rank = np.cumsum(scanned, axis=1) - 1
-            rank_of = np.take_along_axis(rank, np.maximum(column, 0), axis=1)
-            found = exact[wanted >> ROW_KEY_SHIFT] | ((column >= 0) & (rank_of < 10 * m))
-            block[:, m - 1] = found.mean(axis=1)
-        out.append(block)
-    return np.concatenate(out)
 
 
 def _uptime() -> str:

@@ -158,13 +158,21 @@ def _recall_now(store: Any, queries: np.ndarray, truth: list[list[int]]) -> dict
 def ranked_recall(
     store: Any, queries: np.ndarray, truth: list[list[int]], max_multiplier: int
 ) -> list[float]:
-    """Held-out recall@10 of the store's search at each multiplier ``1..max_multiplier``, from one scan.
+    """Held-out recall@10 of the store's search at each multiplier ``1..max_multiplier``, from one scan."""
+    return per_query_curves(store, truth, queries, max_multiplier).mean(axis=0).tolist()
+
+
+def per_query_curves(
+    store: Any, truth: list[list[int]], queries: np.ndarray, max_multiplier: int
+) -> np.ndarray:
+    """Recall@10 ``[queries, max_multiplier]`` of each query at every multiplier, ranked from one scan.
 
     The best candidates by code score, as the search pools them (valid when the quantizer
     ``ranks_candidates_by_one_score``, as calibration's ``_Measurer`` uses it): a true
     neighbour is found at ``m`` when it is among the first ``10 * m`` candidates of the
     segments scanned by code at ``m``, or in a segment read exactly at ``m`` (no codes, or no
     more live rows than candidates). Ids are the row numbers (``build`` adds ``str(i)``).
+    Queries go 500 at a time (bounded candidate arrays).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -179,28 +187,32 @@ def ranked_recall(
     live = np.array([v.live_count for v in views], dtype=np.int64)
     no_codes = np.array([v.segment.stored_codes is None for v in views], dtype=bool)
     small = int(live[live <= 10 * max_multiplier].sum())
-    candidates = collection.candidate_keys(queries, 10 * max_multiplier + small, snapshot=snapshot)
     key_of_id = np.full(sum(v.segment.rows for v in views) + 1, -1, dtype=np.int64)  # ids are 0..n-1
     for index, view in enumerate(views):
         ids = pc.cast(view.segment.ids, pa.int64()).to_numpy()
         key_of_id[ids] = (np.int64(index) << ROW_KEY_SHIFT) + np.arange(ids.size, dtype=np.int64)
-    wanted = np.array([key_of_id[t] for t in truth], dtype=np.int64)  # [queries, 10]
-    wanted_segment = wanted >> ROW_KEY_SHIFT
-    # Column of each true neighbour among its query's candidates (-1: not among them).
-    column = np.full(wanted.shape, -1, dtype=np.int64)
-    for q in range(wanted.shape[0]):
-        where = {key: c for c, key in enumerate(candidates[q].tolist()) if key >= 0}
-        column[q] = [where.get(key, -1) for key in wanted[q].tolist()]
-    candidate_segment = np.where(candidates >= 0, candidates >> ROW_KEY_SHIFT, 0)
-    curve = []
-    for m in range(1, max_multiplier + 1):
-        exact = no_codes | (live <= 10 * m)
-        scanned = (~exact[candidate_segment]) & (candidates >= 0)
-        rank = np.cumsum(scanned, axis=1) - 1  # place among the candidates scanned by code
-        rank_of = np.take_along_axis(rank, np.maximum(column, 0), axis=1)
-        found = exact[wanted_segment] | ((column >= 0) & (rank_of < 10 * m))
-        curve.append(float(found.mean()))
-    return curve
+    out = []
+    for begin in range(0, queries.shape[0], 500):
+        candidates = collection.candidate_keys(
+            queries[begin : begin + 500], 10 * max_multiplier + small, snapshot=snapshot
+        )
+        wanted = np.array([key_of_id[t] for t in truth[begin : begin + 500]], dtype=np.int64)
+        # Column of each true neighbour among its query's candidates (-1: not among them).
+        column = np.full(wanted.shape, -1, dtype=np.int64)
+        for q in range(wanted.shape[0]):
+            where = {key: c for c, key in enumerate(candidates[q].tolist()) if key >= 0}
+            column[q] = [where.get(key, -1) for key in wanted[q].tolist()]
+        candidate_segment = np.where(candidates >= 0, candidates >> ROW_KEY_SHIFT, 0)
+        block = np.empty((wanted.shape[0], max_multiplier))
+        for m in range(1, max_multiplier + 1):
+            exact = no_codes | (live <= 10 * m)
+            scanned = (~exact[candidate_segment]) & (candidates >= 0)
+            rank = np.cumsum(scanned, axis=1) - 1  # place among the candidates scanned by code
+            rank_of = np.take_along_axis(rank, np.maximum(column, 0), axis=1)
+            found = exact[wanted >> ROW_KEY_SHIFT] | ((column >= 0) & (rank_of < 10 * m))
+            block[:, m - 1] = found.mean(axis=1)
+        out.append(block)
+    return np.concatenate(out)
 
 
 def served_by_floor(run: dict[str, Any], floors: list[float]) -> dict[str, Any]:
