@@ -69,6 +69,10 @@ def _top_k_row(
     are ordered without the partition, which costs more than it saves there (10 of 160: 25
     against 40 us right after a code scan has flushed the caches; 10 of 1,100: 99 against 74).
     """
+    if scores.size > _SORT_ALL_MAX and indices is not None:
+        presorted = _ranked_best_first(scores, k, indices)
+        if presorted is not None:
+            return presorted
     if scores.size > _SORT_ALL_MAX and k < scores.size:
         kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
         keep = np.flatnonzero(scores >= kth)  # the k best and every score tied with the k-th
@@ -81,4 +85,32 @@ def _top_k_row(
     return (
         scores[order][None, :].astype(np.float32, copy=False),
         indices[order][None, :].astype(np.int64, copy=False),
+    )
+
+
+def _ranked_best_first(
+    scores: npt.NDArray[np.floating], k: int, indices: npt.NDArray[np.integer]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None:
+    """:func:`_top_k_row` of scores already best first (a kernel's output): only ties to order.
+
+    Each run of equal scores is ordered by index with one sort of ``run << bits | index``
+    (``bits`` holds the largest index), a sort of integers, not the two-key ``lexsort``: 0.24 ms
+    for 1,710 candidates of a 1M store's query. None (the caller sorts) unless the scores are
+    best first, free of NaN and zeros (0.0 and -0.0 tie but differ in bits) and the indices are
+    non-negative integers that fit beside the run numbers in 63 bits.
+    """
+    if indices.dtype.kind not in "iu" or not bool((scores[1:] <= scores[:-1]).all()):
+        return None  # not best first, or NaN (every comparison with NaN is False)
+    if not bool(scores.all()) or int(indices.min()) < 0:
+        return None
+    bits = int(indices.max()).bit_length()
+    runs = np.zeros(scores.size, np.int64)
+    np.cumsum(scores[1:] != scores[:-1], out=runs[1:])
+    if int(runs[-1]).bit_length() + bits > 63:
+        return None
+    ranked = (runs << bits) | indices.astype(np.int64, copy=False)
+    ranked.sort()  # the runs keep their places (and scores), their indices come out in order
+    return (
+        scores[:k][None, :].astype(np.float32, copy=False),
+        (ranked[:k] & ((1 << bits) - 1))[None, :],
     )

@@ -409,6 +409,14 @@ def code_bytes(fine: npt.NDArray[np.float32]) -> int:
     return (fine.shape[0] + 1) // 2
 
 
+#: FAISS's IVF fast-scan variant for one query: ``implem`` 11 (lists scanned one query at a
+#: time, reservoir results) cost 8-10% less CPU than the automatic choice (``implem`` 0: 13, its
+#: batched form) at k = 10 to 1,710 over 1M rows, 263 of 1024 lists (e.g. 1.74 against 1.92 ms
+#: at k = 1,710), with the same rows and scores; batches keep the automatic choice, which was
+#: 1.5-1.7x faster for them (``benchmarks/measure_query_stages.py --implem``).
+_SINGLE_QUERY_IMPLEM = 11
+
+
 class IVFFastScan:
     """FAISS's IVF fast scan over stored 4-bit PQ codes, each row in the list stored for it.
 
@@ -479,6 +487,8 @@ class IVFFastScan:
         """Top ``k`` rows of the ``nprobe`` best lists per query, best first (row -1: empty place)."""
         params = faiss.SearchParametersIVF()
         params.nprobe = min(nprobe, self.nlist)
+        # The kernel's variant: any gives the same scores (and ``probe`` the same rows).
+        self._index.implem = _SINGLE_QUERY_IMPLEM if queries.shape[0] == 1 else 0
         dist, labels = self._index.search(nibble_queries(queries, self._order), k, params=params)
         return (dist if self.metric == "ip" else -dist), labels
 

@@ -6,17 +6,19 @@ cosine, whose vectors are normalized at ingest) and ``-||q - x||^2`` for Euclide
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import faiss
 import numpy as np
 import numpy.ma  # np.unique imports it on first use: 60-90 ms of a process's first query
 
-from langchain_vq.quantization.precision import codec_of
+from langchain_vq.quantization.precision import codec_of, half_bits_to_float
 from langchain_vq.topk import top_k
 
 if TYPE_CHECKING:
@@ -53,6 +55,9 @@ _WARM_PROBE_EVERY = 16
 #: A gather slower than this per row (seconds) took page faults: the segment is probed on the next
 #: query. Rows in memory take about 0.5 us each, a page read from disk 50 us or more.
 _SLOW_GATHER_SECONDS_PER_ROW = 10e-6
+#: Largest scratch array (bytes) a thread keeps for its next search's candidate vectors.
+_SCRATCH_BYTES = 1 << 23
+_SCRATCH = threading.local()  # this thread's scratch arrays, by name (``_scratch``)
 _WARM_KEY = "engine.warm_queries"  # in ``Segment.cache``: queries in a row found resident
 _SKIPPED_KEY = "engine.probes_skipped"  # in ``Segment.cache``: warm queries since the last probe
 
@@ -338,10 +343,10 @@ def _rescore(
     first = int(segments[0]) if segments.size else -1
     complete = bool(valid.all())
     if first >= 0 and complete and bool((segments == first).all()):
-        part = _candidate_vectors(views[first].segment, rows, quantizer, rescore, _PREFETCH_PROBES)
+        indices = [first]
     else:
         indices = np.flatnonzero(np.bincount(segments[valid], minlength=len(views))).tolist()
-        part = _gather_segments(views, indices, segments, rows, quantizer, rescore, queries.shape[1])
+    part = _gather_segments(views, indices, segments, rows, quantizer, rescore, queries.shape[1])
     scores = _pairwise_similarity(queries, part.reshape(shape), kind)
     if not complete:
         scores[~valid.reshape(n_queries, n_candidates)] = -np.inf
@@ -359,24 +364,34 @@ def _gather_segments(
     rescore: bool,
     dim: int,
 ) -> npt.NDArray[np.float32]:
-    """Float32 vectors ``[len(rows), dim]`` of candidates in several segments (zeros where none).
+    """Float32 vectors ``[len(rows), dim]`` of candidates in the segments ``indices`` (zeros where none).
 
     Segments storing float32 or float16 alike are gathered as stored and converted once, an
     exact conversion, so the same bits as converting per segment; a conversion's fixed cost is
-    paid once, not per segment. Others (int8, whose ranges are per segment; codes only) are
-    decoded segment by segment.
+    paid once, not per segment. float16 rows land as their bits in int32 places (widened in the
+    copy that places them) and are converted there in place (``half_bits_to_float``). Both go
+    to this thread's scratch arrays (:func:`_scratch`): the caller scores them before the next
+    search. Others (int8, whose ranges are per segment; codes only) are decoded segment by segment.
     """
     probes = max(1, _PREFETCH_PROBES // max(1, len(indices)))  # a few rows per query in all
     chosen = [views[index].segment for index in indices]
     precisions = {segment.precision for segment in chosen}
     if rescore and len(precisions) == 1 and precisions <= {"float32", "float16"}:
-        stored = np.zeros((rows.size, dim), chosen[0].vectors.dtype)
-        for index, segment in zip(indices, chosen, strict=True):
-            at = np.flatnonzero(segments == index)  # padding has segment -1
-            picked = rows[at]
-            _prefetch(segment, picked, probes)
-            stored[at] = _stored_rows(segment, picked)
-        return stored if stored.dtype == np.float32 else codec_of(chosen[0]).decode(stored)
+        half = precisions == {"float16"}
+        out = _scratch("vectors", (rows.size, dim), np.int32 if half else np.float32)
+        if len(chosen) == 1 and bool((segments == indices[0]).all()):  # every place, in order
+            found = _stored_rows(chosen[0], rows, probes, None if half else out)
+            if half:
+                np.copyto(out, found.view(np.int16))
+        else:
+            out[segments < 0] = 0  # padding (segment -1)
+            for index, segment in zip(indices, chosen, strict=True):
+                at = np.flatnonzero(segments == index)
+                found = _stored_rows(segment, rows[at], probes)
+                out[at] = found.view(np.int16) if half else found
+        return half_bits_to_float(out) if half else out
+    if len(chosen) == 1 and bool((segments == indices[0]).all()):
+        return _candidate_vectors(chosen[0], rows, quantizer, rescore, probes)
     part = np.zeros((rows.size, dim), np.float32)
     for index, segment in zip(indices, chosen, strict=True):
         at = np.flatnonzero(segments == index)
@@ -384,13 +399,29 @@ def _gather_segments(
     return part
 
 
+def _scratch(name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> npt.NDArray[Any]:
+    """An uninitialised array of this thread's, reused by its next search (at most :data:`_SCRATCH_BYTES`).
+
+    A query's candidate vectors (1,710 x 384 at 1M rows: 2.6 MB) in fresh arrays took fresh
+    pages from the kernel on every query, a page fault per 4 kB; larger requests (big batches)
+    get a fresh array.
+    """
+    size = math.prod(shape) * np.dtype(dtype).itemsize
+    if size > _SCRATCH_BYTES:
+        return np.empty(shape, dtype)
+    kept = _SCRATCH.__dict__
+    buffer = kept.get(name)
+    if buffer is None or buffer.size < size:
+        buffer = kept[name] = np.empty(size, np.uint8)
+    return buffer[:size].view(dtype).reshape(shape)
+
+
 def _candidate_vectors(
     segment: Segment, rows: npt.NDArray[np.int64], quantizer: Quantizer | None, rescore: bool, probes: int
 ) -> npt.NDArray[np.float32]:
     """Float32 vectors ``[len(rows), dim]`` of candidates: stored (prefetched when cold) or decoded."""
     if rescore and segment.has_vectors:
-        _prefetch(segment, rows, probes)
-        stored = _stored_rows(segment, rows)
+        stored = _stored_rows(segment, rows, probes)
         decoded = stored if segment.precision == "float32" else codec_of(segment).decode(stored)
         return np.ascontiguousarray(decoded, dtype=np.float32)
     assert quantizer is not None  # noqa: S101 - a segment without vectors has codes
@@ -413,13 +444,22 @@ def _prefetch(segment: Segment, rows: npt.NDArray[np.int64], probes: int) -> Non
     cache[_WARM_KEY] = min(warm + 1, _WARM_QUERIES) if resident else 0
 
 
-def _stored_rows(segment: Segment, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.generic]:
-    """The stored vectors of ``rows``; a slow gather (page faults) has the next query probe the segment."""
+def _stored_rows(
+    segment: Segment, rows: npt.NDArray[np.int64], probes: int, out: npt.NDArray[Any] | None = None
+) -> npt.NDArray[np.generic]:
+    """The stored vectors of ``rows`` (prefetched when cold), in ``out`` or this thread's scratch array.
+
+    A slow gather (page faults) has the next query probe the segment.
+    """
+    _prefetch(segment, rows, probes)
+    vectors = segment.vectors
+    if out is None:
+        out = _scratch("stored", (rows.size, vectors.shape[1]), vectors.dtype.type)
     start = time.perf_counter()
-    stored = segment.vectors[rows]
+    np.take(vectors, rows, axis=0, out=out, mode="clip")  # rows are in range; "raise" copies out
     if time.perf_counter() - start > _SLOW_GATHER_SECONDS_PER_ROW * rows.size:
         segment.cache[_SKIPPED_KEY] = _WARM_PROBE_EVERY  # a warm segment is probed on the next query
-    return stored
+    return out
 
 
 def _decoder(segment: Segment) -> Callable[[npt.NDArray[np.generic]], npt.NDArray[np.float32]] | None:
