@@ -346,8 +346,16 @@ def _rescore(
         indices = [first]
     else:
         indices = np.flatnonzero(np.bincount(segments[valid], minlength=len(views))).tolist()
-    part = _gather_segments(views, indices, segments, rows, quantizer, rescore, queries.shape[1])
-    scores = _pairwise_similarity(queries, part.reshape(shape), kind)
+    if n_queries == 1 and len(indices) > 1 and _stored_as_float(views, indices, rescore):
+        # One query over several segments: its candidates' vectors are scored segment after
+        # segment as gathered, and the scores (not the rows) put back in candidate order; a
+        # row's score does not depend on where it sits, so the bits are those of scoring in order.
+        part, places = _gather_grouped(views, indices, segments, rows, queries.shape[1])
+        scores = np.full((1, n_candidates), -np.inf, np.float32)
+        scores[0, places] = _pairwise_similarity(queries, part[None], kind)[0]
+    else:
+        part = _gather_segments(views, indices, segments, rows, quantizer, rescore, queries.shape[1])
+        scores = _pairwise_similarity(queries, part.reshape(shape), kind)
     if not complete:
         scores[~valid.reshape(n_queries, n_candidates)] = -np.inf
     best_scores, best = top_k(scores, k)
@@ -397,6 +405,42 @@ def _gather_segments(
         at = np.flatnonzero(segments == index)
         part[at] = _candidate_vectors(segment, rows[at], quantizer, rescore, probes)
     return part
+
+
+def _stored_as_float(views: list[SegmentView], indices: list[int], rescore: bool) -> bool:
+    """Whether the rescoring vectors of these segments are all float16 or all float32."""
+    precisions = {views[index].segment.precision for index in indices}
+    return rescore and len(precisions) == 1 and precisions <= {"float32", "float16"}
+
+
+def _gather_grouped(
+    views: list[SegmentView],
+    indices: list[int],
+    segments: npt.NDArray[np.int64],
+    rows: npt.NDArray[np.int64],
+    dim: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
+    """Float32 vectors of the candidates in segments ``indices`` (:func:`_stored_as_float`), segment after segment.
+
+    Returns ``(vectors, places)``: row ``i`` is the candidate at ``places[i]``. Each segment's
+    rows are gathered into one contiguous slice and float16 is widened and converted once,
+    with no scatter into candidate order (a scatter that widened float16 to int32 cost more
+    than the conversion). Scratch arrays, as :func:`_gather_segments`'s.
+    """
+    probes = max(1, _PREFETCH_PROBES // len(indices))
+    chosen = [views[index].segment for index in indices]
+    half = chosen[0].precision == "float16"
+    places = [np.flatnonzero(segments == index) for index in indices]
+    count = sum(at.size for at in places)
+    out = _scratch("vectors", (count, dim), np.int32 if half else np.float32)
+    stored = _scratch("stored", (count, dim), np.float16) if half else out
+    start = 0
+    for segment, at in zip(chosen, places, strict=True):
+        _stored_rows(segment, rows[at], probes, stored[start : start + at.size])
+        start += at.size
+    if half:
+        np.copyto(out, stored.view(np.int16))
+    return (half_bits_to_float(out) if half else out), np.concatenate(places)
 
 
 def _scratch(name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> npt.NDArray[Any]:
