@@ -420,7 +420,9 @@ def _gather_grouped(
     rows: npt.NDArray[np.int64],
     dim: int,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
-    """Float32 vectors of the candidates in segments ``indices`` (:func:`_stored_as_float`), segment after segment.
+    """Float32 vectors of the candidates in segments ``indices``, segment after segment.
+
+    The segments store float16 or float32 alike (:func:`_stored_as_float`).
 
     Returns ``(vectors, places)``: row ``i`` is the candidate at ``places[i]``. Each segment's
     rows are gathered into one contiguous slice and float16 is widened and converted once,

@@ -65,3 +65,38 @@ def test_single_query_path_equals_the_batch_path_exactly(seed: int, sort_all_max
                 one_s, one_i = top_k(scores[q : q + 1], k, None if given is None else given[q : q + 1])
                 assert one_s.tolist() == batch_s[q : q + 1].tolist()
                 assert one_i.tolist() == batch_i[q : q + 1].tolist()
+
+
+@pytest.mark.parametrize("levels", [3, 40, 1000])
+def test_scores_already_best_first_are_ordered_as_lexsort_orders_them(levels: int) -> None:
+    # A kernel's output: best first, ties in any order. One integer sort orders each tied run by
+    # index; the result is lexsort's, ties, -inf and large pooled keys (array << 40 | row) included.
+    rng = np.random.default_rng(levels)
+    for trial in range(200):
+        n = int(rng.integers(topk._SORT_ALL_MAX + 1, 3000))
+        k = int(rng.integers(1, n + 1))
+        scores = np.sort(rng.integers(1, levels + 1, n).astype(np.float32) / 8)[::-1].copy()
+        if trial % 4 == 0:
+            scores[-int(rng.integers(1, 20)) :] = -np.inf
+        keys = rng.choice(1 << int(rng.integers(12, 48)), n, replace=False).astype(np.int64)
+        assert topk._ranked_best_first(scores, k, keys) is not None
+        order = np.lexsort((keys, -scores))[:k]
+        got = top_k(scores[None], k, keys[None])
+        assert got[0].tobytes() == scores[order][None].tobytes()
+        np.testing.assert_array_equal(got[1], keys[order][None])
+
+
+def test_scores_not_best_first_or_with_zeros_nan_or_negative_keys_take_the_full_sort() -> None:
+    rng = np.random.default_rng(3)
+    scores = np.sort(rng.integers(1, 50, 900).astype(np.float32))[::-1].copy()
+    keys = rng.permutation(900).astype(np.int64)
+    for bad_scores, bad_keys in [
+        (scores[::-1].copy(), keys),  # worst first
+        (np.where(scores == scores[400], 0.0, scores).astype(np.float32), keys),  # 0.0 and -0.0 tie
+        (np.where(np.arange(900) == 5, np.nan, scores).astype(np.float32), keys),
+        (scores, np.where(np.arange(900) == 7, -1, keys)),
+    ]:
+        assert topk._ranked_best_first(bad_scores, 10, bad_keys) is None
+        order = np.lexsort((bad_keys, -bad_scores))[:10]
+        got = top_k(bad_scores[None], 10, bad_keys[None])
+        np.testing.assert_array_equal(got[1], bad_keys[order][None])

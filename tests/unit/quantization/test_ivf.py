@@ -662,3 +662,34 @@ def test_neighbour_list_ranks_are_each_neighbours_place_among_its_querys_lists(m
     assert float((ranks == expected).mean()) > 0.999  # float32 against float64 may split near-ties
     chosen = int(np.sort(expected)[int(np.ceil(NPROBE_COVERAGE * expected.size)) - 1]) + 1
     assert abs(choose_nprobe(x, centroids, metric) - chosen) <= 1
+
+
+@pytest.mark.parametrize("k", [10, 40, 700])
+def test_one_query_takes_its_own_kernel_variant_with_the_same_rows_and_scores(
+    partitioned: PartitionedQuantizer,
+    data: tuple[np.ndarray, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+    k: int,
+) -> None:
+    # A single query runs FAISS's implem 11, a batch the automatic choice; every query alone
+    # gets the rows and scores (bit for bit) of the automatic choice, and of its batch.
+    x, q = data
+    codes = StoredCodes(partitioned.encode(x), lists=partitioned.assign(x))
+    scan = partitioned._ivf_scans.get(codes, partitioned._build_ivf)
+    used: list[int] = []
+    search = scan._index.search
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        used.append(scan._index.implem)
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(scan._index, "search", recorded)
+    batch = _ivf.probe(scan, q[:24], k, 8)
+    alone = [_ivf.probe(scan, q[i : i + 1], k, 8) for i in range(24)]
+    assert set(used) == {0, _ivf._SINGLE_QUERY_IMPLEM} and _ivf._SINGLE_QUERY_IMPLEM != 0
+    monkeypatch.setattr(_ivf, "_SINGLE_QUERY_IMPLEM", 0)
+    automatic = [_ivf.probe(scan, q[i : i + 1], k, 8) for i in range(24)]
+    for i, (got, want) in enumerate(zip(alone, automatic, strict=True)):
+        assert got[0].tobytes() == want[0].tobytes() == batch[0][i : i + 1].tobytes()
+        np.testing.assert_array_equal(np.sort(got[1]), np.sort(want[1]))
+        np.testing.assert_array_equal(np.sort(got[1][0]), np.sort(batch[1][i]))

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from langchain_vq.errors import ConfigurationError, InvalidInputError, NotFittedError
-from langchain_vq.quantization.precision import VectorCodec, normalize_precision
+from langchain_vq.quantization import precision as precision_module
+from langchain_vq.quantization.precision import (
+    VectorCodec,
+    half_bits_to_float,
+    half_to_float,
+    normalize_precision,
+)
 from tests.conftest import clustered_vectors
 
 
@@ -118,3 +124,33 @@ def test_float16_decodes_to_the_exact_float32_values() -> None:
         assert back.dtype == np.float32
         assert back.shape == rows.shape
         np.testing.assert_array_equal(back.view(np.uint32), rows.astype(np.float32).view(np.uint32))
+
+
+def _every_half() -> np.ndarray:
+    return np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (1 << 16, 1), (3, 5)])
+def test_half_to_float_gives_numpys_cast_bit_for_bit(shape: tuple[int, int]) -> None:
+    # Every float16 value: zeros of both signs, subnormals, normals, infinities and NaN.
+    halves = _every_half()[: shape[0] * shape[1]].reshape(shape)
+    got = half_to_float(halves)
+    assert got.dtype == np.float32 and got.shape == shape
+    assert got.tobytes() == halves.astype(np.float32).tobytes()
+    assert half_to_float(np.empty((0, 4), np.float16)).shape == (0, 4)
+
+
+def test_half_bits_to_float_is_exact_when_subnormals_read_as_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    finite = _every_half()[np.isfinite(_every_half())]
+    bits = finite.view(np.int16).astype(np.int32)
+    assert half_bits_to_float(bits.copy()).tobytes() == finite.astype(np.float32).tobytes()
+    # A thread that reads subnormal inputs as zero (simulated) takes the cast, and is exact too.
+    monkeypatch.setattr(precision_module, "_SMALLEST_SHIFTED", np.float32(0.0))
+    assert half_bits_to_float(bits.copy()).tobytes() == finite.astype(np.float32).tobytes()
+
+
+def test_a_float16_codec_decodes_as_numpys_cast(tmp_path) -> None:
+    x = clustered_vectors(300, 40, seed=5) * 3
+    codec = VectorCodec("float16", 40)
+    stored = codec.encode(x)
+    assert codec.decode(stored).tobytes() == stored.astype(np.float32).tobytes()

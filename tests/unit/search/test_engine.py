@@ -12,6 +12,7 @@ from langchain_vq.quantization import BinaryQuantizer, ScalarQuantizer
 from langchain_vq.search import engine
 from langchain_vq.search.engine import Hits, SegmentView, exact_search, search_segments, similarity
 from langchain_vq.storage import build_segment
+from langchain_vq.topk import top_k
 from tests.conftest import clustered_vectors
 
 DIM = 24
@@ -448,3 +449,72 @@ def test_faiss_threads_sets_and_restores_the_count_only_when_it_differs(monkeypa
     with engine._faiss_threads(1), engine._faiss_threads(None):
         assert current["threads"] == 1
     assert calls == []
+
+
+def _reference_rescore(views, candidates: Hits, queries: np.ndarray, k: int, kind: str) -> Hits:
+    """Rescoring as the engine did before its scratch arrays and grouped gathers (numpy's own cast)."""
+    n_queries, n_candidates = candidates.rows.shape
+    vectors = np.zeros((n_queries * n_candidates, queries.shape[1]), np.float32)
+    for place, (s, r) in enumerate(zip(candidates.segments.ravel(), candidates.rows.ravel(), strict=True)):
+        if r >= 0:
+            segment = views[s].segment
+            row = np.asarray(segment.vectors)[r : r + 1]
+            vectors[place] = row.astype(np.float32) if segment.precision != "int8" else 0
+    scores = engine._pairwise_similarity(queries, vectors.reshape(n_queries, n_candidates, -1), kind)
+    scores[candidates.rows < 0] = -np.inf
+    best, at = top_k(scores, k)
+    queries_of = np.arange(n_queries)[:, None]
+    return Hits(best, candidates.segments[queries_of, at], candidates.rows[queries_of, at])
+
+
+@pytest.mark.parametrize("kind", ["ip", "l2"])
+@pytest.mark.parametrize("precision", [np.float32, np.float16])
+@pytest.mark.parametrize("n_queries", [1, 5])
+@pytest.mark.parametrize("segments_used", [1, 3])
+def test_rescoring_gives_the_bits_of_gathering_in_candidate_order(
+    data, kind, precision, n_queries, segments_used
+) -> None:
+    """Scratch arrays, the in-place float16 widening and (one query) the per-segment slices: the
+    scores, rows and their order are those of gathering every candidate in place and casting with
+    numpy, query after query (scratch arrays reused), with duplicate rows (exact ties) and gaps."""
+    corpus, queries = data
+    x = np.concatenate([corpus[:500], corpus[:100]])  # rows 500-599 repeat rows 0-99: exact ties
+    splits = (0, 150, 420, x.shape[0])
+
+    def view(a: int, b: int) -> SegmentView:
+        ids = [str(i) for i in range(a, b)]
+        return SegmentView(
+            build_segment(f"p{a}", ids, [""] * (b - a), ["{}"] * (b - a), x[a:b].astype(precision), None)
+        )
+
+    views = [view(a, b) for a, b in itertools.pairwise(splits)]
+    assert {view.segment.precision for view in views} == {np.dtype(precision).name}
+    rng = np.random.default_rng(7)
+    for trial in range(6):
+        segments = rng.integers(0, segments_used, size=(n_queries, 60))
+        rows = rng.integers(0, 150, size=segments.shape)  # within every segment
+        if trial % 2:
+            rows[:, ::9] = -1  # places no candidate filled
+            segments[:, ::9] = -1
+        candidates = Hits(np.zeros(rows.shape, np.float32), segments, rows)
+        got = engine._rescore(views, candidates, queries[trial : trial + n_queries], 10, kind, None, True)
+        want = _reference_rescore(views, candidates, queries[trial : trial + n_queries], 10, kind)
+        assert got.scores.tobytes() == want.scores.tobytes()
+        np.testing.assert_array_equal(got.rows, want.rows)
+        np.testing.assert_array_equal(got.segments, want.segments)
+
+
+def test_scratch_arrays_are_per_thread_and_large_requests_get_fresh_ones() -> None:
+    """A thread reuses its own scratch array; one past the limit is a fresh array each time."""
+    import threading
+
+    first = engine._scratch("t", (10, 4), np.float32)
+    assert engine._scratch("t", (5, 4), np.float32).base is first.base  # reused
+    seen = {}
+    worker = threading.Thread(target=lambda: seen.update(a=engine._scratch("t", (10, 4), np.float32)))
+    worker.start()
+    worker.join()
+    assert seen["a"].base is not first.base
+    rows = engine._SCRATCH_BYTES // (4 * 4) + 1
+    large = engine._scratch("t", (rows, 4), np.float32)
+    assert not np.shares_memory(large, engine._scratch("t", (rows, 4), np.float32))
