@@ -171,7 +171,7 @@ def kernel_variants(store: Any, queries: np.ndarray) -> dict[str, Any]:
     from langchain_vq.quantization import _ivf
 
     quantizer = store.collection.snapshot.quantizer
-    scans = [entry[1] for entry in quantizer._ivf_scans._entries.values()]
+    scans = [entry[1] for entry in quantizer._ivf_scans._entries.values()]  # noqa: SLF001 - its built scan
     if not scans:
         return {"skipped": "the store has no lists (fewer rows than partitions='auto' needs)"}
     probed = scans[0].index
@@ -181,17 +181,18 @@ def kernel_variants(store: Any, queries: np.ndarray) -> dict[str, Any]:
     for batch in (1, 32):
         results: dict[int, list[float]] = {}
         found: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        original = _ivf._SINGLE_QUERY_IMPLEM  # noqa: SLF001 - the setting measured
         for _ in range(3):  # interleaved rounds; the best round of each
             for implem in (0, 11, 13):
-                scan._index.implem = implem
-                original = _ivf._SINGLE_QUERY_IMPLEM
-                _ivf._SINGLE_QUERY_IMPLEM = implem  # what search sets for one query
-                cpu, kept = time.thread_time(), []
-                for start in range(0, len(queries), batch):
-                    kept.append(_ivf.probe(scan, queries[start : start + batch], k, nprobe))
+                _ivf._SINGLE_QUERY_IMPLEM = implem  # noqa: SLF001 - search sets it for one query
+                cpu = time.thread_time()
+                kept = [
+                    _ivf.probe(scan, queries[at : at + batch], k, nprobe)
+                    for at in range(0, len(queries), batch)
+                ]
                 results.setdefault(implem, []).append(1e3 * (time.thread_time() - cpu) / len(queries))
-                _ivf._SINGLE_QUERY_IMPLEM = original
                 found[implem] = kept
+        _ivf._SINGLE_QUERY_IMPLEM = original  # noqa: SLF001
         same = all(
             np.array_equal(a[0], b[0]) and np.array_equal(np.sort(a[1], axis=1), np.sort(b[1], axis=1))
             for implem in (11, 13)
@@ -215,7 +216,7 @@ def widening(rows: int) -> dict[str, float]:
         "faiss_scalar_quantizer": lambda: decoder.decode(x.view(np.uint8)),
         "numpy_cast": lambda: x.astype(np.float32),
     }
-    assert all(f().tobytes() == x.astype(np.float32).tobytes() for f in ways.values())  # noqa: S101
+    assert all(f().tobytes() == x.astype(np.float32).tobytes() for f in ways.values())
     reps = max(3, 300_000 // rows)
     best = dict.fromkeys(ways, float("inf"))
     for _ in range(5):
