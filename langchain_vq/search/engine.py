@@ -346,7 +346,8 @@ def _rescore(
         indices = [first]
     else:
         indices = np.flatnonzero(np.bincount(segments[valid], minlength=len(views))).tolist()
-    if n_queries == 1 and len(indices) > 1 and _stored_as_float(views, indices, rescore):
+    grouped = n_queries == 1 and len(indices) > 1 and n_candidates * shape[2] * 4 <= _SCRATCH_BYTES
+    if grouped and _stored_as_float(views, indices, rescore):
         # One query over several segments: its candidates' vectors are scored segment after
         # segment as gathered, and the scores (not the rows) put back in candidate order; a
         # row's score does not depend on where it sits, so the bits are those of scoring in order.
@@ -385,8 +386,10 @@ def _gather_segments(
     chosen = [views[index].segment for index in indices]
     precisions = {segment.precision for segment in chosen}
     if rescore and len(precisions) == 1 and precisions <= {"float32", "float16"}:
-        half = precisions == {"float16"}
-        out = _scratch("vectors", (rows.size, dim), np.int32 if half else np.float32)
+        stored_type = chosen[0].vectors.dtype.type
+        # Past the scratch size (big batches) float16 is gathered as it is and decoded in one pass.
+        half = stored_type is np.float16 and rows.size * dim * 4 <= _SCRATCH_BYTES
+        out = _scratch("vectors", (rows.size, dim), np.int32 if half else stored_type)
         if len(chosen) == 1 and bool((segments == indices[0]).all()):  # every place, in order
             found = _stored_rows(chosen[0], rows, probes, None if half else out)
             if half:
@@ -397,7 +400,9 @@ def _gather_segments(
                 at = np.flatnonzero(segments == index)
                 found = _stored_rows(segment, rows[at], probes)
                 out[at] = found.view(np.int16) if half else found
-        return half_bits_to_float(out) if half else out
+        if half:
+            return half_bits_to_float(out)
+        return out if stored_type is np.float32 else codec_of(chosen[0]).decode(out)
     if len(chosen) == 1 and bool((segments == indices[0]).all()):
         return _candidate_vectors(chosen[0], rows, quantizer, rescore, probes)
     part = np.zeros((rows.size, dim), np.float32)

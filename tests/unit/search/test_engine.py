@@ -471,12 +471,16 @@ def _reference_rescore(views, candidates: Hits, queries: np.ndarray, k: int, kin
 @pytest.mark.parametrize("precision", [np.float32, np.float16])
 @pytest.mark.parametrize("n_queries", [1, 5])
 @pytest.mark.parametrize("segments_used", [1, 3])
+@pytest.mark.parametrize("scratch", ["kept", "too small"])
 def test_rescoring_gives_the_bits_of_gathering_in_candidate_order(
-    data, kind, precision, n_queries, segments_used
+    data, kind, precision, n_queries, segments_used, scratch, monkeypatch
 ) -> None:
     """Scratch arrays, the in-place float16 widening and (one query) the per-segment slices: the
     scores, rows and their order are those of gathering every candidate in place and casting with
-    numpy, query after query (scratch arrays reused), with duplicate rows (exact ties) and gaps."""
+    numpy, query after query (scratch arrays reused), with duplicate rows (exact ties) and gaps.
+    Candidates past the scratch size (big batches) are gathered as stored and decoded in one go."""
+    if scratch == "too small":
+        monkeypatch.setattr(engine, "_SCRATCH_BYTES", 64)
     corpus, queries = data
     x = np.concatenate([corpus[:500], corpus[:100]])  # rows 500-599 repeat rows 0-99: exact ties
     splits = (0, 150, 420, x.shape[0])
