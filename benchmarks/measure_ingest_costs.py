@@ -261,6 +261,94 @@ def crossing(n: int) -> dict[str, Any]:
     return out
 
 
+#: The parts of a build's adds timed apart (``build``): module or class, attribute, name.
+BUILD_PARTS = (
+    ("collection", "_sample_vectors", "read_sample"),
+    ("Collection", "_auto_partitioned", "with_partitions"),
+    ("collection", "_with_assigned_lists", "assign_and_rewrite_stored"),
+    ("collection", "_encoded", "encode_new_rows"),
+    ("PartitionedQuantizer", "assign", "assign_lists"),
+    ("collection", "_apply_merge_policy", "merges"),
+    ("VQVectorStore", "_calibration_settings", "calibration"),
+    ("calibration", "exact_keys", "calibration_exact_pass"),
+    ("Collection", "_publish", "publish"),
+)
+
+
+def build(n: int, batch: int) -> dict[str, Any]:
+    """A default store and a fixed one (m=16, no lists) built by adds of ``batch`` up to ``n``, per add.
+
+    Each add's wall and CPU seconds, with the parts of :data:`BUILD_PARTS`; the default store's
+    extra over the fixed one is what issue 12 caps (at most 0.5x the fixed build at 1M). The two
+    builds alternate add by add (default first), so load changes hit both alike.
+    """
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from benchmarks.bench_search import row_metadata
+    from langchain_vq import VQVectorStore, calibration, collection
+    from langchain_vq.quantization._partitions import PartitionedQuantizer
+
+    owners = {
+        "collection": collection,
+        "Collection": collection.Collection,
+        "VQVectorStore": VQVectorStore,
+        "calibration": calibration,
+        "PartitionedQuantizer": PartitionedQuantizer,
+    }
+    vectors = synthetic_embeddings_cached(n)
+    settings = {
+        "default": {"quantization": "binary"},
+        "fixed_full_scan": {
+            "quantization": "binary",
+            "rescore_multiplier": 16,
+            "quantizer_options": {"partitions": 0},
+        },
+    }
+    roots = {name: Path(tempfile.mkdtemp(prefix="ingest-build-")) for name in settings}
+    out: dict[str, Any] = {"rows": n, "batch": batch, **{name: [] for name in settings}}
+    try:
+        stores = {
+            name: VQVectorStore(DeterministicFakeEmbedding(size=vectors.shape[1]), path=roots[name], **options)
+            for name, options in settings.items()
+        }
+        for lo in range(0, n, batch):
+            hi = min(n, lo + batch)
+            ids = [str(i) for i in range(lo, hi)]
+            metadatas = [row_metadata(i) for i in range(lo, hi)]
+            texts = [f"doc {i}" for i in range(lo, hi)]
+            for name, store in stores.items():
+                timers = Timers()
+                for owner, attribute, part in BUILD_PARTS:
+                    if hasattr(owners[owner], attribute):  # a baseline may lack a part
+                        timers.wrap(owners[owner], attribute, part)
+                timers.timed("add", store.add_embeddings, texts, vectors[lo:hi], metadatas, ids)
+                timers.restore()
+                out[name].append(
+                    {
+                        "rows": hi,
+                        **timers.rounded(),
+                        "multiplier": store.rescore_multiplier,
+                        "load": round(os.getloadavg()[0], 2),
+                    }
+                )
+        del stores
+    finally:
+        for root in roots.values():
+            shutil.rmtree(root, ignore_errors=True)
+    for unit in ("s", "cpu_s"):
+        totals = {name: sum(a.get(f"add_{unit}", 0.0) for a in out[name]) for name in settings}
+        out[f"total_add_{unit}"] = {name: round(total, 3) for name, total in totals.items()}
+        out[f"ratio_{unit}"] = round(totals["default"] / totals["fixed_full_scan"], 3)
+    return out
+
+
+def synthetic_embeddings_cached(n: int) -> Any:
+    """``synthetic_embeddings(n, seed=0)`` (the default-recall benchmark's corpus)."""
+    from langchain_vq.synthetic import synthetic_embeddings
+
+    return synthetic_embeddings(n, seed=0)
+
+
 def child(ns: argparse.Namespace) -> None:
     """Measure the version on ``sys.path`` (set by the parent) and print one JSON object."""
     import langchain_vq
@@ -275,6 +363,8 @@ def child(ns: argparse.Namespace) -> None:
         result["exact"] = exact(ns.exact_sizes)
     if "crossing" in ns.parts:
         result["crossing"] = crossing(ns.n)
+    if "build" in ns.parts:
+        result["build"] = build(ns.build_rows, ns.batch)
     print(json.dumps(result), flush=True)
 
 
@@ -292,6 +382,7 @@ def run_child(root: Path, ns: argparse.Namespace) -> dict[str, Any]:
     ]
     args += ["--data", *ns.data, "--parts", *ns.parts, "--seeds", *map(str, ns.seeds)]
     args += ["--exact-sizes", *map(str, ns.exact_sizes)]
+    args += ["--build-rows", str(ns.build_rows), "--batch", str(ns.batch)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)])}
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -414,6 +505,10 @@ def parse() -> argparse.Namespace:
         "--seeds", type=int, nargs="+", default=[1234], help="k-means seeds (1234: the library's)"
     )
     parser.add_argument("--exact-sizes", type=int, nargs="+", default=[200_000, 400_000])
+    parser.add_argument(
+        "--build-rows", type=int, default=400_000, help="rows of the two builds compared add by add (build)"
+    )
+    parser.add_argument("--batch", type=int, default=100_000, help="rows per add of the builds (build)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each version")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ingest_costs.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
