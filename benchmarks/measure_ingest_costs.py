@@ -44,7 +44,8 @@ Run: ``python benchmarks/measure_ingest_costs.py [--baseline main] [--n 200000] 
 ``ingest_costs.json`` (the defaults against 6a62542, session 10's main) and
 ``ingest_costs_seeds.json`` (``--parts training --seeds 1234 1 2 --repeats 1``: the lists'
 quality over three k-means seeds), run at the same time (load 3-16: the times of both are
-noisy; compare ratios, CPU seconds first).
+noisy; compare ratios, CPU seconds first); ``ingest_costs_build.json`` (``--parts build crossing
+--repeats 2`` against session 11's main, 3b0a9ed: the builds to 400k add by add).
 """
 
 from __future__ import annotations
