@@ -45,7 +45,10 @@ Run: ``python benchmarks/measure_ingest_costs.py [--baseline main] [--n 200000] 
 ``ingest_costs_seeds.json`` (``--parts training --seeds 1234 1 2 --repeats 1``: the lists'
 quality over three k-means seeds), run at the same time (load 3-16: the times of both are
 noisy; compare ratios, CPU seconds first); ``ingest_costs_build.json`` (``--parts build crossing
---repeats 2`` against session 11's main, 3b0a9ed: the builds to 400k add by add).
+--repeats 2`` against session 11's main, 3b0a9ed: the builds to 400k add by add; load 3 -> 30)
+and ``ingest_costs_build_2.json`` (``--parts build``, load 3 -> 18): at such loads the parts
+move by up to 2x from run to run, mostly system CPU (fresh pages zeroed), so neither run
+decides a change of less than that; compare parts over both, and in isolation.
 """
 
 from __future__ import annotations
