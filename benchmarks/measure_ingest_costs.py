@@ -23,6 +23,16 @@ one run, each in its own child process (``PYTHONPATH`` set to its copy), alterna
   both, with the crossing add's parts (reading the training sample back, ``with_partitions``,
   assigning the stored rows, calibration and its exact pass).
 
+* **build** (``--build-rows``, ``--batch``): a default binary store and a fixed one
+  (``rescore_multiplier=16``, ``partitions=0``) built by adds of ``--batch`` rows, alternating
+  add by add: each add's wall, CPU and system CPU seconds with its parts (``BUILD_PARTS``:
+  the crossing's sample read, training and rewrite; encoding and list assignment of new rows;
+  merges; calibration and its exact pass; the commit), the totals, the default's extra and the
+  ratio. At 400k rows the crossing and the early calibrations weigh more than at 1M: use the
+  parts to estimate 1M, not the ratio. System CPU is mostly the kernel's: large fresh
+  allocations faulted in as transparent huge pages (compaction stalls) vary with the machine's
+  memory state.
+
 Times are wall and CPU seconds on one thread (``OMP_NUM_THREADS=1``); the summary keeps each
 version's least over the repeats and their ratio. The machine is shared, so the load average is
 recorded with every child; CPU seconds move less with it than wall seconds. Compare the two
@@ -34,7 +44,11 @@ Run: ``python benchmarks/measure_ingest_costs.py [--baseline main] [--n 200000] 
 ``ingest_costs.json`` (the defaults against 6a62542, session 10's main) and
 ``ingest_costs_seeds.json`` (``--parts training --seeds 1234 1 2 --repeats 1``: the lists'
 quality over three k-means seeds), run at the same time (load 3-16: the times of both are
-noisy; compare ratios, CPU seconds first).
+noisy; compare ratios, CPU seconds first); ``ingest_costs_build.json`` (``--parts build crossing
+--repeats 2`` against session 11's main, 3b0a9ed: the builds to 400k add by add; load 3 -> 30)
+and ``ingest_costs_build_2.json`` (``--parts build``, load 3 -> 18): at such loads the parts
+move by up to 2x from run to run, mostly system CPU (fresh pages zeroed), so neither run
+decides a change of less than that; compare parts over both, and in isolation.
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECL
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -261,6 +276,107 @@ def crossing(n: int) -> dict[str, Any]:
     return out
 
 
+#: The parts of a build's adds timed apart (``build``): module or class, attribute, name.
+BUILD_PARTS = (
+    ("collection", "_sample_vectors", "read_sample"),
+    ("Collection", "_auto_partitioned", "with_partitions"),
+    ("collection", "_with_assigned_lists", "assign_and_rewrite_stored"),
+    ("collection", "_encoded", "encode_new_rows"),
+    ("PartitionedQuantizer", "assign", "assign_lists"),
+    ("collection", "_apply_merge_policy", "merges"),
+    ("VQVectorStore", "_calibration_settings", "calibration"),
+    ("calibration", "exact_keys", "calibration_exact_pass"),
+    ("Collection", "_publish", "publish"),
+)
+
+
+def build(n: int, batch: int) -> dict[str, Any]:
+    """A default store and a fixed one (m=16, no lists) built by adds of ``batch`` up to ``n``, per add.
+
+    Each add's wall and CPU seconds, with the parts of :data:`BUILD_PARTS`; the default store's
+    extra over the fixed one is what issue 12 caps (at most 0.5x the fixed build at 1M). The two
+    builds alternate add by add (default first), so load changes hit both alike.
+    """
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from benchmarks.bench_search import row_metadata
+    from langchain_vq import VQVectorStore, calibration, collection
+    from langchain_vq.quantization._partitions import PartitionedQuantizer
+
+    owners = {
+        "collection": collection,
+        "Collection": collection.Collection,
+        "VQVectorStore": VQVectorStore,
+        "calibration": calibration,
+        "PartitionedQuantizer": PartitionedQuantizer,
+    }
+    vectors = synthetic_embeddings_cached(n)
+    settings = {
+        "default": {"quantization": "binary"},
+        "fixed_full_scan": {
+            "quantization": "binary",
+            "rescore_multiplier": 16,
+            "quantizer_options": {"partitions": 0},
+        },
+    }
+    roots = {name: Path(tempfile.mkdtemp(prefix="ingest-build-")) for name in settings}
+    out: dict[str, Any] = {"rows": n, "batch": batch, **{name: [] for name in settings}}
+    try:
+        stores = {
+            name: VQVectorStore(
+                DeterministicFakeEmbedding(size=vectors.shape[1]), path=roots[name], **options
+            )
+            for name, options in settings.items()
+        }
+        for lo in range(0, n, batch):
+            hi = min(n, lo + batch)
+            ids = [str(i) for i in range(lo, hi)]
+            metadatas = [row_metadata(i) for i in range(lo, hi)]
+            texts = [f"doc {i}" for i in range(lo, hi)]
+            for name, store in stores.items():
+                timers = Timers()
+                for owner, attribute, part in BUILD_PARTS:
+                    if hasattr(owners[owner], attribute):  # a baseline may lack a part
+                        timers.wrap(owners[owner], attribute, part)
+                before = resource.getrusage(resource.RUSAGE_SELF)
+                timers.timed("add", store.add_embeddings, texts, vectors[lo:hi], metadatas, ids)
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                timers.restore()
+                out[name].append(
+                    {
+                        "rows": hi,
+                        **timers.rounded(),
+                        "add_system_cpu_s": round(after.ru_stime - before.ru_stime, 3),
+                        "multiplier": store.rescore_multiplier,
+                        "load": round(os.getloadavg()[0], 2),
+                    }
+                )
+        del stores
+    finally:
+        for root in roots.values():
+            shutil.rmtree(root, ignore_errors=True)
+    for unit in ("s", "cpu_s", "system_cpu_s"):
+        totals = {name: sum(a.get(f"add_{unit}", 0.0) for a in out[name]) for name in settings}
+        out[f"total_add_{unit}"] = {name: round(total, 3) for name, total in totals.items()}
+        if totals["fixed_full_scan"] > 0:
+            out[f"ratio_{unit}"] = round(totals["default"] / totals["fixed_full_scan"], 3)
+        out[f"extra_add_{unit}"] = round(totals["default"] - totals["fixed_full_scan"], 3)
+    for unit in ("s", "cpu_s"):  # each part summed over the default build's adds
+        parts = {part for _, _, part in BUILD_PARTS}
+        out[f"default_parts_{unit}"] = {
+            part: round(sum(a.get(f"{part}_{unit}", 0.0) for a in out["default"]), 3)
+            for part in sorted(parts)
+        }
+    return out
+
+
+def synthetic_embeddings_cached(n: int) -> Any:
+    """``synthetic_embeddings(n, seed=0)`` (the default-recall benchmark's corpus)."""
+    from langchain_vq.synthetic import synthetic_embeddings
+
+    return synthetic_embeddings(n, seed=0)
+
+
 def child(ns: argparse.Namespace) -> None:
     """Measure the version on ``sys.path`` (set by the parent) and print one JSON object."""
     import langchain_vq
@@ -275,6 +391,8 @@ def child(ns: argparse.Namespace) -> None:
         result["exact"] = exact(ns.exact_sizes)
     if "crossing" in ns.parts:
         result["crossing"] = crossing(ns.n)
+    if "build" in ns.parts:
+        result["build"] = build(ns.build_rows, ns.batch)
     print(json.dumps(result), flush=True)
 
 
@@ -292,6 +410,7 @@ def run_child(root: Path, ns: argparse.Namespace) -> dict[str, Any]:
     ]
     args += ["--data", *ns.data, "--parts", *ns.parts, "--seeds", *map(str, ns.seeds)]
     args += ["--exact-sizes", *map(str, ns.exact_sizes)]
+    args += ["--build-rows", str(ns.build_rows), "--batch", str(ns.batch)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)])}
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -327,6 +446,14 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 f"add_{unit}",
             )
             paths[f"crossing add: extra over uncalibrated {unit}"] = ("crossing", f"extra_add_{unit}")
+        if "build" in first:
+            rows = first["build"]["rows"]
+            for side in ("default", "fixed_full_scan"):
+                paths[f"build to {rows}: {side} adds {unit}"] = ("build", f"total_add_{unit}", side)
+            paths[f"build to {rows}: extra over fixed {unit}"] = ("build", f"extra_add_{unit}")
+            paths[f"build to {rows}: ratio {unit}"] = ("build", f"ratio_{unit}")
+            for part in sorted({part for _, _, part in BUILD_PARTS}):
+                paths[f"build to {rows}: default's {part} {unit}"] = ("build", f"default_parts_{unit}", part)
 
     def least(version: str, path: tuple[Any, ...]) -> float | None:
         values = []
@@ -414,6 +541,10 @@ def parse() -> argparse.Namespace:
         "--seeds", type=int, nargs="+", default=[1234], help="k-means seeds (1234: the library's)"
     )
     parser.add_argument("--exact-sizes", type=int, nargs="+", default=[200_000, 400_000])
+    parser.add_argument(
+        "--build-rows", type=int, default=400_000, help="rows of the two builds compared add by add (build)"
+    )
+    parser.add_argument("--batch", type=int, default=100_000, help="rows per add of the builds (build)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each version")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ingest_costs.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -86,8 +86,13 @@ ROW_KEY_SHIFT = 40
 _ROW_MASK = (1 << ROW_KEY_SHIFT) - 1
 #: Vectors sampled to train a quantizer.
 TRAIN_SAMPLE = 100_000
-#: Stored vectors read back at a time to assign a segment's rows their lists (~100 MB float32).
-_ASSIGN_READ_ROWS = 65_536
+#: Stored vectors read back at a time to assign a segment's rows their lists (25 MB float32 at
+#: 384 dims). Under glibc's largest mmap threshold (32 MB), so blocks after the first reuse the
+#: heap instead of fresh pages the kernel must zero; and a multiple of ``_ivf``'s assignment
+#: block, so rows are assigned in the same blocks as before (65,536: 100 MB fresh a block).
+_ASSIGN_READ_ROWS = 16_384
+#: Rows a grouped add encodes at a time (:func:`_encoded_in_order`): 6 MB of float32 at 384 dims.
+_ENCODE_BLOCK_ROWS = 4096
 #: Seconds a superseded version (and its files) survives ``compact``, for readers opening it.
 CLEANUP_GRACE_SECONDS = 60.0
 #: Times a reader retries opening the newest version when cleanup removed files under it.
@@ -1256,16 +1261,46 @@ def _encoded(
     else:
         lists = quantizer.assign(floats) if quantizer.partitioned else None
         order = None if lists is None else list_order(lists)
-        if order is not None:  # group the rows before encoding: vectors are taken once, as floats
+        if order is not None:  # the rows grouped: encoded in list order, a block at a time
             assert lists is not None  # noqa: S101
             coded = ("vector", "codes", PARTITION_COLUMN, LIST_COLUMN)
             kept = [c for c in segment.table.column_names if c not in coded]
             segment = Segment(segment.name, segment.table.select(kept).take(int_array(order)))
-            floats, lists = floats[order], lists[order]
-        stored = None if codec is None else codec.encode(floats)
+            stored, codes = _encoded_in_order(floats, order, quantizer, codec)
+            lists = lists[order]
+        else:
+            stored = None if codec is None else codec.encode(floats)
+            codes = quantizer.encode(floats)
         encoded = segment.with_vectors(stored, None if codec is None else codec.field_metadata())
-        encoded = encoded.with_codes(quantizer.encode(floats), lists)
+        encoded = encoded.with_codes(codes, lists)
     return Segment(uuid.uuid4().hex, encoded.table), order
+
+
+def _encoded_in_order(
+    floats: npt.NDArray[np.float32],
+    order: npt.NDArray[np.int64],
+    quantizer: Quantizer,
+    codec: VectorCodec | None,
+) -> tuple[npt.NDArray[Any] | None, npt.NDArray[np.uint8]]:
+    """Stored vectors and codes of ``floats[order]``, encoded a block of rows at a time.
+
+    Encoding is row by row, so the result is that of encoding the reordered rows at once; but
+    no reordered float32 copy of all the rows is made (154 MB of fresh pages for 100k x 384,
+    zeroed by the kernel on first write), only one small block, reused. Encoding 100k rows into
+    a 200k-row store at load 3-5, four alternating runs: 0.54-0.55 s CPU (system 0.01) against
+    0.53-0.86 s (system up to 0.29).
+    """
+    rows = order.size
+    stored = None if codec is None else np.empty((rows, floats.shape[1]), codec.dtype)
+    codes = np.empty((rows, quantizer.code_size), np.uint8)
+    block = np.empty((min(rows, _ENCODE_BLOCK_ROWS), floats.shape[1]), np.float32)
+    for start in range(0, rows, _ENCODE_BLOCK_ROWS):
+        picked = order[start : start + _ENCODE_BLOCK_ROWS]
+        taken = np.take(floats, picked, axis=0, out=block[: picked.size])
+        if stored is not None and codec is not None:
+            stored[start : start + picked.size] = codec.encode(taken)
+        codes[start : start + picked.size] = quantizer.encode(taken)
+    return stored, codes
 
 
 def _check_partition_options(requested: CollectionConfig) -> None:

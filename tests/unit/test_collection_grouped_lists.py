@@ -444,3 +444,29 @@ def test_grouped_and_format2_layouts_of_the_same_rows_answer_alike(kind: str, x:
     assert new_recall == pytest.approx(old_recall, abs=0.01)
     assert new_recall >= 0.85  # a floor; equal recall is the check
     _near([[[i] for i in q] for q in new_ids], [[[i] for i in q] for q in old_ids])
+
+
+@pytest.mark.parametrize("kind", ["binary", "pq"])
+@pytest.mark.parametrize("precision", ["float16", "int8", "float32"])
+def test_an_add_encodes_its_grouped_rows_as_the_rows_encoded_at_once(
+    x: np.ndarray, kind: str, precision: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows encoded a block at a time in list order store what encoding them all, then grouping, gives."""
+    monkeypatch.setattr(collection_module, "MERGE_POLICY", NEVER)
+    monkeypatch.setattr(collection_module, "_ENCODE_BLOCK_ROWS", 97)  # blocks end mid-list, a short last one
+    config = replace(_config(kind), rescore_precision=precision)
+    collection = Collection(config)
+    _add(collection, x, list(range(2000)))  # trains the quantizer and the lists
+    _add(collection, x, list(range(2000, 3000)))  # an add of its own: one new grouped segment
+    snapshot = collection.snapshot
+    quantizer, codec = snapshot.quantizer, snapshot.codec
+    assert quantizer is not None and codec is not None and quantizer.partitioned
+    segment = snapshot.views[-1].segment
+    floats = collection.check_vectors(x[2000:3000])
+    lists = quantizer.assign(floats)
+    order = np.argsort(lists, kind="stable")
+    assert segment.ids.to_pylist() == [f"r{2000 + i}" for i in order]
+    np.testing.assert_array_equal(segment.lists, lists[order])
+    np.testing.assert_array_equal(segment.codes, quantizer.encode(floats)[order])
+    np.testing.assert_array_equal(segment.vectors, codec.encode(floats)[order])
+    assert segment.precision == precision

@@ -290,3 +290,40 @@ def test_records_of_damaged_format1_metadata_name_the_file() -> None:
     assert segment.records(np.array([0]))[2] == [{"a": 1}]
     with pytest.raises(CorruptStoreError, match="segment s holds metadata that is not a JSON object"):
         segment.records(np.array([1]))
+
+
+def test_a_merge_of_grouped_parts_takes_rows_in_list_order_with_every_column(tmp_path) -> None:
+    """Parts grouped by list merge into rows grouped by list, each part's rows in order within a list.
+
+    The merged rows are taken straight from the parts (one copy); every column must follow its
+    row: ids, texts, metadata, vectors, codes and lists, also when the parts come from files.
+    """
+    rng = np.random.default_rng(7)
+    parts, ids, vectors, codes, lists, metadatas = [], [], [], [], [], []
+    for p, n in enumerate((37, 50, 23)):
+        part_ids = [f"p{p}r{i}" for i in range(n)]
+        part_vectors = rng.standard_normal((n, 8)).astype(np.float16)
+        part_codes = rng.integers(0, 256, (n, 4), dtype=np.uint8)
+        part_lists = rng.integers(0, 6, n).astype(np.uint16)
+        part_metadatas = [{"part": p, "row": i, **({"odd": "yes"} if i % 2 else {})} for i in range(n)]
+        segment = build_segment(
+            f"s{p}", part_ids, [f"t{i}" for i in part_ids], part_metadatas, part_vectors, part_codes,
+            lists=part_lists,
+        )  # fmt: skip
+        parts.append(_reopened(segment, tmp_path) if p == 1 else segment)  # one read from a file
+        order = np.argsort(part_lists, kind="stable")  # as the part stores them: grouped
+        ids += [part_ids[i] for i in order]
+        vectors.append(part_vectors[order])
+        codes.append(part_codes[order])
+        lists.append(part_lists[order])
+        metadatas += [part_metadatas[i] for i in order]
+    all_lists = np.concatenate(lists)
+    want = np.argsort(all_lists, kind="stable")  # list by list; parts, then rows, in order within one
+    merged = merge_segments("m", parts)
+    assert merged.ids.to_pylist() == [ids[i] for i in want]
+    assert merged.table.column("text").to_pylist() == [f"t{ids[i]}" for i in want]
+    assert merged.metadata() == [metadatas[i] for i in want]
+    np.testing.assert_array_equal(merged.vectors, np.concatenate(vectors)[want])
+    np.testing.assert_array_equal(merged.codes, np.concatenate(codes)[want])
+    np.testing.assert_array_equal(merged.lists, all_lists[want])
+    assert all(merged.table.column(c).num_chunks == 1 for c in merged.table.column_names)
