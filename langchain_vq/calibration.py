@@ -107,6 +107,25 @@ DEFAULT_MARGIN = 0.003
 #: dip below 0.99 at one of them near 8%, at the candidates of the rule before for PQ and 5%
 #: more for binary. :data:`DEFAULT_MARGIN` stays the least added.
 DEFAULT_CONFIDENCE_Z = 3.0
+#: A store's calibration that has a comparable previous one (same quantizer and target, both met,
+#: at least 1.5x fewer rows) pools the two (:func:`pooled`): its own sample chooses with this
+#: ``z`` instead of :data:`DEFAULT_CONFIDENCE_Z`, and the multiplier served is the geometric
+#: mean of that choice and the previous multiplier grown by ``(rows / previous rows) **``
+#: :data:`POOL_GROWTH`. Two independent 200-query choices averaged in log m are less noisy than
+#: one, so less of a lower bound is needed. Replayed on whole builds (``benchmarks/
+#: replay_calibration_builds.py``, 1,000 resampled builds each, per-query curves of 3,000
+#: held-out queries after every add, ``results/calibration_builds_*.json``): 400k synthetic
+#: binary rows by 40k adds, calibrations below 0.99 held out 0.22% (today's z=3 alone: 0.63%),
+#: adds between them 0% (0.07%), builds with any dip 0.9% (2.5%), multiplier served at 400k
+#: 73.2 (82.9; held-out needs 54); 197k real sentences by 20k adds, 0.08% (0.40%), 0% (0%), 0.3%
+#: (1.6%), at 197k 26.0 (23.2; needs 15). z=1.5 dipped 0.37% at calibrations (synthetic).
+POOLED_Z = 2.0
+#: The growth exponent :func:`pooled` predicts with: the multiplier a store needs grows about as
+#: ``rows ** 0.4`` on synthetic rows (held-out need 22, 27, 36, 50 at 40k, 80k, 160k, 320k) and
+#: about ``rows ** 0.1`` on real sentences (11-15 from 20k to 197k). A prediction that grows too
+#: slowly pulls every choice low: 0.25 dipped at 2.4% of the 320k calibrations (synthetic), 0 at
+#: 63%; 0.5 served 6% more at 400k for no fewer dips.
+POOL_GROWTH = 0.4
 #: Multipliers up to this times ``start`` are measured from one code scan (ranked), so the
 #: bisection reaches the integer there. 2 left a store that needed more than twice its last
 #: multiplier on the 1.5x grid (PQ, 800k rows: 128, where 96 measured 0.992 for a goal of
@@ -149,7 +168,7 @@ class Calibration:
     Attributes:
         multiplier: The multiplier to use: the smallest measured one with recall >=
             ``target + margin``, or the largest measured one when none reached it (then
-            ``met`` is False).
+            ``met`` is False); for a store, pooled with its previous calibration (``measured``).
         target: The recall@k asked for.
         met: Whether ``multiplier`` reached ``target + margin`` (capped at 1).
         k: Results per query the recall was measured at.
@@ -172,6 +191,9 @@ class Calibration:
             before that rule, and for the margin alone.
         error_by_multiplier: The standard error of each measured recall (per-query recall's
             standard deviation over the root of the queries measured); empty when saved before.
+        measured: When pooled with the store's previous calibration (:func:`pooled`), the
+            multiplier this calibration's own queries chose (``multiplier`` is then the pooled
+            one, which need not meet the goal on these queries alone); 0 when not pooled.
     """
 
     multiplier: int
@@ -190,6 +212,7 @@ class Calibration:
     growth: float = 1.0
     z: float = 0.0
     error_by_multiplier: dict[int, float] = field(default_factory=dict)
+    measured: int = 0
 
     @property
     def goal(self) -> float:
@@ -237,7 +260,8 @@ class Calibration:
         """Inverse of :meth:`to_dict`.
 
         One saved without ``margin`` has margin 0, without ``grows`` False, without ``growth``
-        1 (linear), without ``z`` 0 and no standard errors: older stores answer as when they
+        1 (linear), without ``z`` 0 and no standard errors, without ``measured`` 0 (not
+        pooled): older stores answer as when they
         were written (the multiplier is saved; these only say how it was chosen).
         """
         values = {"grows": False, **data}
@@ -246,6 +270,48 @@ class Calibration:
             int(m): float(e) for m, e in data.get("error_by_multiplier", {}).items()
         }
         return cls(**values)
+
+
+def pooled_multiplier(measured: int, previous: int, span: float) -> int:
+    """The geometric mean of ``measured`` and ``previous * span ** POOL_GROWTH``, rounded up."""
+    predicted = math.log(previous) + POOL_GROWTH * math.log(span)
+    value = math.exp(0.5 * math.log(measured) + 0.5 * predicted)
+    return max(1, min(math.ceil(value - 1e-9), DEFAULT_MULTIPLIERS[-1]))
+
+
+def comparable(previous: Calibration | None, rows: int, target: float) -> bool:
+    """Whether a calibration on ``rows`` rows may pool with ``previous`` (:func:`pooled`).
+
+    Only one met for the same target on the same quantizer (the caller knows whether the
+    quantizer is new) at most ``1 / 1.5`` of the rows: a calibration close in rows, or on
+    other rows (``compact()``), says nothing new about growth.
+    """
+    return (
+        previous is not None
+        and previous.met
+        and previous.target == target
+        and previous.rows > 0
+        and rows >= _GROWTH_SPAN * previous.rows
+    )
+
+
+def pooled(calibration: Calibration, previous: Calibration | None) -> Calibration:
+    """``calibration`` with its multiplier pooled with the ``previous`` one's prediction (:data:`POOLED_Z`).
+
+    Each calibration's choice rests on 200 sampled queries: at 1M rows by adds of 100k, one
+    chose m=67 at 400k (held-out recall 0.9896), the next 144 at 800k where about 95 sufficed.
+    The previous calibration predicts this one as ``previous.multiplier * (rows / previous.rows)
+    ** POOL_GROWTH``; the multiplier served is the geometric mean of prediction and measurement,
+    and :attr:`Calibration.measured` keeps the measured one. Unchanged when this calibration
+    did not meet its goal or the two are not :func:`comparable`.
+    """
+    if previous is None or not calibration.met:
+        return calibration
+    if not comparable(previous, calibration.rows, calibration.target):
+        return calibration
+    span = calibration.rows / previous.rows
+    multiplier = pooled_multiplier(calibration.multiplier, previous.multiplier, span)
+    return replace(calibration, multiplier=multiplier, measured=calibration.multiplier)
 
 
 def with_growth(
