@@ -160,6 +160,7 @@ def replay_build(
     sample = rule.get("sample", 200)
     floor = rule.get("floor", 0.75)
     served, at_calibration, cost = [], [], 0
+    spread: list[bool] = []  # per pooled calibration: measurement and prediction beyond POOL_SPREAD
     last: dict[str, Any] | None = None
     carried = np.empty(0, dtype=np.int64)
     for r, curve in zip(rows, curves, strict=True):
@@ -180,11 +181,16 @@ def replay_build(
             met, _ = verdicts(curve[chosen_queries], {**rule, "z": z})
             start = 16 if last is None else last["m"]
             m = walk(met, start)
+            own = m
             if rule.get("pool") == "store" and last is not None:
-                m = cal.pooled_multiplier(m, last["m"], r / last["rows"])  # the store's own rule
+                predicted = last["m"] * (r / last["rows"]) ** cal.pooled_exponent(last["raw"])
+                spread.append(abs(math.log(m / predicted)) > math.log(cal.POOL_SPREAD))
+                m = cal.pooled_multiplier(m, last["m"], r / last["rows"], last["raw"])  # the store's rule
             elif rule.get("pool") and last is not None:
                 # Shrink toward the last calibration's prediction, in log m, with weight ``pool``.
                 exponent = rule.get("pool_growth", last["g"])
+                if rule.get("pool_trend") is not None and last.get("trend") is not None:
+                    exponent = min(1.0, max(rule["pool_trend"], last["trend"]))
                 if rule.get("pool_measured") and last.get("raw") is not None:
                     exponent = min(1.0, max(rule["pool_measured"], last["raw"]))
                 predicted = math.log(last["m"]) + exponent * math.log(r / last["rows"])
@@ -199,14 +205,15 @@ def replay_build(
                 floor,
             )
             raw = None if last is None else math.log(m / last["m"]) / math.log(r / last["rows"])
-            last = {"rows": r, "m": m, "g": g, "raw": raw}
+            trend = None if last is None else math.log(own / last["own"]) / math.log(r / last["rows"])
+            last = {"rows": r, "m": m, "g": g, "raw": raw, "own": own, "trend": trend}
             served.append(m)
         else:
             assert last is not None
             grown = math.ceil(last["m"] * (r / last["rows"]) ** last["g"])
             served.append(max(last["m"], min(grown, 1024)))
         at_calibration.append(due)
-    return {"served": served, "at_calibration": at_calibration, "cost": cost}
+    return {"served": served, "at_calibration": at_calibration, "cost": cost, "spread": spread}
 
 
 def evaluate(
@@ -216,6 +223,7 @@ def evaluate(
     held = [c.mean(axis=0) for c in curves]
     recall_of = [lambda m, h=h: float(h[min(m, h.size) - 1]) for h in held]
     by_calibration: dict[int, list[bool]] = {}
+    spreads: list[bool] = []
     cal_dips, add_dips, builds_dipped, served, last_m, costs, worst = [], [], [], [], [], [], 1.0
     for seed in range(resamples):
         build = replay_build(rows, curves, rule, seed)
@@ -230,6 +238,7 @@ def evaluate(
         served.append(build["served"])
         last_m.append(build["served"][-1])
         costs.append(build["cost"])
+        spreads += build["spread"]
     served_array = np.array(served, dtype=float)
     return {
         "rule": rule,
@@ -243,6 +252,7 @@ def evaluate(
         "mean_served_last": round(float(np.mean(last_m)), 1),
         "p90_served_last": round(float(np.percentile(last_m, 90)), 1),
         "exact_query_rows_per_build": int(np.mean(costs)),
+        "pooled_beyond_spread": round(float(np.mean(spreads)), 4) if spreads else None,
     }
 
 
@@ -271,7 +281,7 @@ RULES: list[dict[str, Any]] = [
     {"name": "z=2.33", "z": 2.33},
     {"name": "z=2", "z": 2.0},
     {"name": "tail floor 0.5, z=2.33", "z": 2.33, "tail": 0.5},
-    {"name": "store: z=3 first, pooled z=2, growth 0.4", "z": 3.0, "pooled_z": 2.0, "pool": "store"},
+    {"name": "store: z=3 first, pooled z=2, trend >= 0.4", "z": 3.0, "pooled_z": 2.0, "pool": "store"},
     {"name": "pooled z=2.33, growth 0.4", "z": 3.0, "pooled_z": 2.33, "pool": 0.5, "pool_growth": 0.4},
     {"name": "pooled z=1.5, growth 0.4", "z": 3.0, "pooled_z": 1.5, "pool": 0.5, "pool_growth": 0.4},
     {"name": "pooled z=2, growth 0.5", "z": 3.0, "pooled_z": 2.0, "pool": 0.5, "pool_growth": 0.5},

@@ -120,12 +120,19 @@ DEFAULT_CONFIDENCE_Z = 3.0
 #: 73.2 (82.9; held-out needs 54); 197k real sentences by 20k adds, 0.08% (0.40%), 0% (0%), 0.3%
 #: (1.6%), at 197k 26.0 (23.2; needs 15). z=1.5 dipped 0.37% at calibrations (synthetic).
 POOLED_Z = 2.0
-#: The growth exponent :func:`pooled` predicts with: the multiplier a store needs grows about as
+#: The least growth exponent :func:`pooled` predicts with (the store's own last one when larger,
+#: at most 1): the multiplier a store needs grows about as
 #: ``rows ** 0.4`` on synthetic rows (held-out need 22, 27, 36, 50 at 40k, 80k, 160k, 320k) and
 #: about ``rows ** 0.1`` on real sentences (11-15 from 20k to 197k). A prediction that grows too
 #: slowly pulls every choice low: 0.25 dipped at 2.4% of the 320k calibrations (synthetic), 0 at
 #: 63%; 0.5 served 6% more at 400k for no fewer dips.
 POOL_GROWTH = 0.4
+#: Measurement and prediction further apart than this factor are not pooled: the measurement is
+#: served (the store changed, or the last answer was wrong). In the replayed builds none of the
+#: pooled calibrations was that far apart; at 2, 3.1% of real-sentence ones were (a first
+#: calibration at z=3 high over m=11-15), and serving their z=2 measurement alone dipped in
+#: 0.67% of calibrations instead of 0.08%.
+POOL_SPREAD = 3.0
 #: Multipliers up to this times ``start`` are measured from one code scan (ranked), so the
 #: bisection reaches the integer there. 2 left a store that needed more than twice its last
 #: multiplier on the 1.5x grid (PQ, 800k rows: 128, where 96 measured 0.992 for a goal of
@@ -194,6 +201,9 @@ class Calibration:
         measured: When pooled with the store's previous calibration (:func:`pooled`), the
             multiplier this calibration's own queries chose (``multiplier`` is then the pooled
             one, which need not meet the goal on these queries alone); 0 when not pooled.
+        trend: The growth exponent measured from this calibration and the previous one,
+            unclamped (:func:`with_growth`; :func:`pooled` predicts the next one with it); None
+            when not measured.
     """
 
     multiplier: int
@@ -213,6 +223,7 @@ class Calibration:
     z: float = 0.0
     error_by_multiplier: dict[int, float] = field(default_factory=dict)
     measured: int = 0
+    trend: float | None = None
 
     @property
     def goal(self) -> float:
@@ -272,9 +283,20 @@ class Calibration:
         return cls(**values)
 
 
-def pooled_multiplier(measured: int, previous: int, span: float) -> int:
-    """The geometric mean of ``measured`` and ``previous * span ** POOL_GROWTH``, rounded up."""
-    predicted = math.log(previous) + POOL_GROWTH * math.log(span)
+def pooled_exponent(trend: float | None) -> float:
+    """The exponent :func:`pooled` predicts with: the store's last ``trend``, within ``[POOL_GROWTH, 1]``."""
+    return POOL_GROWTH if trend is None else min(1.0, max(POOL_GROWTH, trend))
+
+
+def pooled_multiplier(measured: int, previous: int, span: float, trend: float | None = None) -> int:
+    """The geometric mean of ``measured`` and ``previous * span ** pooled_exponent(trend)``, rounded up.
+
+    ``measured`` alone when the two differ by more than :data:`POOL_SPREAD`: the store changed
+    (or the previous answer was wrong), so the prediction says nothing.
+    """
+    predicted = math.log(previous) + pooled_exponent(trend) * math.log(span)
+    if abs(math.log(measured) - predicted) > math.log(POOL_SPREAD):
+        return measured
     value = math.exp(0.5 * math.log(measured) + 0.5 * predicted)
     return max(1, min(math.ceil(value - 1e-9), DEFAULT_MULTIPLIERS[-1]))
 
@@ -301,16 +323,17 @@ def pooled(calibration: Calibration, previous: Calibration | None) -> Calibratio
     Each calibration's choice rests on 200 sampled queries: at 1M rows by adds of 100k, one
     chose m=67 at 400k (held-out recall 0.9896), the next 144 at 800k where about 95 sufficed.
     The previous calibration predicts this one as ``previous.multiplier * (rows / previous.rows)
-    ** POOL_GROWTH``; the multiplier served is the geometric mean of prediction and measurement,
-    and :attr:`Calibration.measured` keeps the measured one. Unchanged when this calibration
-    did not meet its goal or the two are not :func:`comparable`.
+    ** g``, ``g`` the growth measured between the previous two (``previous.trend``) within
+    ``[POOL_GROWTH, 1]`` (:func:`pooled_exponent`); the multiplier served is the geometric
+    mean of prediction and measurement, and :attr:`Calibration.measured` keeps the measured one.
+    Unchanged when this calibration did not meet its goal or the two are not :func:`comparable`.
     """
     if previous is None or not calibration.met:
         return calibration
     if not comparable(previous, calibration.rows, calibration.target):
         return calibration
     span = calibration.rows / previous.rows
-    multiplier = pooled_multiplier(calibration.multiplier, previous.multiplier, span)
+    multiplier = pooled_multiplier(calibration.multiplier, previous.multiplier, span, previous.trend)
     return replace(calibration, multiplier=multiplier, measured=calibration.multiplier)
 
 
@@ -338,6 +361,8 @@ def with_growth(
         measured = ratio / math.log(span) if span > 1 else 0.0
         # Too close in rows, or a jump faster than the rows: noise, not growth; keep the last.
         growth = max(floor, measured) if span >= _GROWTH_SPAN and measured <= 1.0 else previous.growth
+        if span >= _GROWTH_SPAN:
+            return replace(calibration, growth=growth, trend=measured)
     return replace(calibration, growth=growth)
 
 
