@@ -164,7 +164,8 @@ class VQVectorStore(VectorStore):
                 ``rescore_multiplier`` is given, the store measures the smallest multiplier
                 reaching it (plus ``calibration.DEFAULT_MARGIN``, and with the measured recall's
                 lower bound ``calibration.DEFAULT_CONFIDENCE_Z`` standard errors down at least
-                the target) on a sample of its own rows
+                the target; later calibrations on the same quantizer pool with the previous
+                one, ``calibration.pooled``) on a sample of its own rows
                 when the quantizer is trained, whenever its live rows have grown by
                 ``calibration.RECALIBRATE_GROWTH`` since the last measurement, and on
                 ``compact()``, and commits the result with the add or compaction it was
