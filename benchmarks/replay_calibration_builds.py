@@ -5,7 +5,7 @@ A store calibrates at its first add and whenever its live rows have doubled
 with the rows (``Calibration.multiplier_for``). Whether a rule holds recall@10 >= 0.99 "after
 every add" therefore depends on a sequence of noisy choices, not one. This script measures it.
 
-1. **Curves** (``--build``): one store built by adds of ``--batch`` rows (``partitions=0``: ranked
+1. **Curves** (built when ``--cache`` has none for these settings): one store built by adds of ``--batch`` rows (``partitions=0``: ranked
    from one scan; fixed multiplier, so no calibration cost), and after every add each of
    ``--queries`` held-out queries' recall@10 at every multiplier up to ``--max-multiplier``
    (``measure_default_recall.per_query_curves``), cached as ``.npz``. Held-out and sampled stored
@@ -18,7 +18,9 @@ every add" therefore depends on a sequence of noisy choices, not one. This scrip
    all held-out queries at that add. Per rule: the share of calibrations below 0.99 (a dip
    right after a calibration), the share of adds in between below 0.99, the share of builds
    with any dip, the mean served multiplier per add and at the last add, and the exact
-   query-rows computed per build (the cost of exact truth).
+   query-rows computed per build (the cost of exact truth). Simplifications: a calibration's
+   200 queries are among the 3,000 that judge it (7%), and early stopping is not replayed (it
+   only decides clear misses, which the full sample misses too).
 
 Run: ``python benchmarks/replay_calibration_builds.py --data synthetic --n 400000 --batch 40000``
 (and ``--data sentences --n 200000 --batch 20000``); writes ``--out``.
