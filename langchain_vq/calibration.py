@@ -37,6 +37,19 @@ How sure the choice is
     (``max_sample``) halves the error but costs an exact pass per doubling: off by default
     (:data:`DEFAULT_MAX_SAMPLE` has the measurements).
 
+Pooling across a store's calibrations
+    Each choice still rests on its own 200 queries, and a build calibrates several times: at
+    1M rows by adds of 100k one chose m=67 at 400k (held-out recall 0.9896) and the next 144 at
+    800k where about 95 sufficed. So a store's calibration with a comparable previous one
+    (:func:`comparable`) chooses on its sample with :data:`POOLED_Z` and serves the geometric
+    mean of that choice and the previous calibration's prediction (:func:`pooled`): two
+    independent estimates in log m, at no extra exact truth. Replayed over whole builds
+    (``benchmarks/replay_calibration_builds.py``: 1,000 resampled builds of 400k synthetic and
+    197k real rows) it dipped below 0.99 held out at 0.22% / 0.08% of calibrations against
+    0.63% / 0.40%, never between them, and served 74.5 against 82.9 at 400k synthetic rows
+    (26.1 against 23.2 at 197k real ones, whose need barely grows); :data:`POOLED_Z` has the
+    alternatives measured.
+
 Cost
     One exact search per query measured, then one two-stage search per query for each multiplier
     measured; the walk from ``start`` measures one to three multipliers, and the store's
@@ -105,8 +118,36 @@ DEFAULT_MARGIN = 0.003
 #: alone), 73 / 69, 76 / 72 and 79 / 75; the rule before (early "met", ranked to 2x): 15.8% /
 #: 20.0% at 79 / 71. A 1M store built by adds calibrates four times, so 3 keeps the chance of a
 #: dip below 0.99 at one of them near 8%, at the candidates of the rule before for PQ and 5%
-#: more for binary. :data:`DEFAULT_MARGIN` stays the least added.
+#: more for binary. :data:`DEFAULT_MARGIN` stays the least added. Since session 12 a store uses
+#: it only where it has nothing to pool with (its first calibration, a new quantizer); its
+#: later calibrations use :data:`POOLED_Z`.
 DEFAULT_CONFIDENCE_Z = 3.0
+#: A store's calibration that has a comparable previous one (same quantizer and target, both met,
+#: at least 1.5x fewer rows) pools the two (:func:`pooled`): its own sample chooses with this
+#: ``z`` instead of :data:`DEFAULT_CONFIDENCE_Z`, and the multiplier served is the geometric
+#: mean of that choice and the previous multiplier grown by ``(rows / previous rows) **``
+#: :data:`POOL_GROWTH`. Two independent 200-query choices averaged in log m are less noisy than
+#: one, so less of a lower bound is needed. Replayed on whole builds (``benchmarks/
+#: replay_calibration_builds.py``, 1,000 resampled builds each, per-query curves of 3,000
+#: held-out queries after every add, ``results/calibration_builds_*.json``): 400k synthetic
+#: binary rows by 40k adds, calibrations below 0.99 held out 0.22% (today's z=3 alone: 0.63%),
+#: adds between them 0% (0.07%), builds with any dip 0.9% (2.5%), multiplier served at 400k
+#: 73.2 (82.9; held-out needs 54); 197k real sentences by 20k adds, 0.08% (0.40%), 0% (0%), 0.3%
+#: (1.6%), at 197k 26.0 (23.2; needs 15). z=1.5 dipped 0.37% at calibrations (synthetic).
+POOLED_Z = 2.0
+#: The least growth exponent :func:`pooled` predicts with (the store's own last one when larger,
+#: at most 1): the multiplier a store needs grows about as
+#: ``rows ** 0.4`` on synthetic rows (held-out need 22, 27, 36, 50 at 40k, 80k, 160k, 320k) and
+#: about ``rows ** 0.1`` on real sentences (11-15 from 20k to 197k). A prediction that grows too
+#: slowly pulls every choice low: 0.25 dipped at 2.4% of the 320k calibrations (synthetic), 0 at
+#: 63%; 0.5 served 6% more at 400k for no fewer dips.
+POOL_GROWTH = 0.4
+#: Measurement and prediction further apart than this factor are not pooled: the measurement is
+#: served (the store changed, or the last answer was wrong). In the replayed builds none of the
+#: pooled calibrations was that far apart; at 2, 3.1% of real-sentence ones were (a first
+#: calibration at z=3 high over m=11-15), and serving their z=2 measurement alone dipped in
+#: 0.67% of calibrations instead of 0.08%.
+POOL_SPREAD = 3.0
 #: Multipliers up to this times ``start`` are measured from one code scan (ranked), so the
 #: bisection reaches the integer there. 2 left a store that needed more than twice its last
 #: multiplier on the 1.5x grid (PQ, 800k rows: 128, where 96 measured 0.992 for a goal of
@@ -149,7 +190,7 @@ class Calibration:
     Attributes:
         multiplier: The multiplier to use: the smallest measured one with recall >=
             ``target + margin``, or the largest measured one when none reached it (then
-            ``met`` is False).
+            ``met`` is False); for a store, pooled with its previous calibration (``measured``).
         target: The recall@k asked for.
         met: Whether ``multiplier`` reached ``target + margin`` (capped at 1).
         k: Results per query the recall was measured at.
@@ -172,6 +213,12 @@ class Calibration:
             before that rule, and for the margin alone.
         error_by_multiplier: The standard error of each measured recall (per-query recall's
             standard deviation over the root of the queries measured); empty when saved before.
+        measured: When pooled with the store's previous calibration (:func:`pooled`), the
+            multiplier this calibration's own queries chose (``multiplier`` is then the pooled
+            one, which need not meet the goal on these queries alone); 0 when not pooled.
+        trend: The growth exponent measured from this calibration and the previous one,
+            unclamped (:func:`with_growth`; :func:`pooled` predicts the next one with it); None
+            when not measured.
     """
 
     multiplier: int
@@ -190,6 +237,8 @@ class Calibration:
     growth: float = 1.0
     z: float = 0.0
     error_by_multiplier: dict[int, float] = field(default_factory=dict)
+    measured: int = 0
+    trend: float | None = None
 
     @property
     def goal(self) -> float:
@@ -237,7 +286,8 @@ class Calibration:
         """Inverse of :meth:`to_dict`.
 
         One saved without ``margin`` has margin 0, without ``grows`` False, without ``growth``
-        1 (linear), without ``z`` 0 and no standard errors: older stores answer as when they
+        1 (linear), without ``z`` 0 and no standard errors, without ``measured`` 0 (not
+        pooled): older stores answer as when they
         were written (the multiplier is saved; these only say how it was chosen).
         """
         values = {"grows": False, **data}
@@ -246,6 +296,60 @@ class Calibration:
             int(m): float(e) for m, e in data.get("error_by_multiplier", {}).items()
         }
         return cls(**values)
+
+
+def pooled_exponent(trend: float | None) -> float:
+    """The exponent :func:`pooled` predicts with: the store's last ``trend``, within ``[POOL_GROWTH, 1]``."""
+    return POOL_GROWTH if trend is None else min(1.0, max(POOL_GROWTH, trend))
+
+
+def pooled_multiplier(measured: int, previous: int, span: float, trend: float | None = None) -> int:
+    """The geometric mean of ``measured`` and ``previous * span ** pooled_exponent(trend)``, rounded up.
+
+    ``measured`` alone when the two differ by more than :data:`POOL_SPREAD`: the store changed
+    (or the previous answer was wrong), so the prediction says nothing.
+    """
+    predicted = math.log(previous) + pooled_exponent(trend) * math.log(span)
+    if abs(math.log(measured) - predicted) > math.log(POOL_SPREAD):
+        return measured
+    value = math.exp(0.5 * math.log(measured) + 0.5 * predicted)
+    return max(1, min(math.ceil(value - 1e-9), DEFAULT_MULTIPLIERS[-1]))
+
+
+def comparable(previous: Calibration | None, rows: int, target: float) -> bool:
+    """Whether a calibration on ``rows`` rows may pool with ``previous`` (:func:`pooled`).
+
+    Only one met for the same target on the same quantizer (the caller knows whether the
+    quantizer is new) at most ``1 / 1.5`` of the rows: a calibration close in rows, or on
+    other rows (``compact()``), says nothing new about growth.
+    """
+    return (
+        previous is not None
+        and previous.met
+        and previous.target == target
+        and previous.rows > 0
+        and rows >= _GROWTH_SPAN * previous.rows
+    )
+
+
+def pooled(calibration: Calibration, previous: Calibration | None) -> Calibration:
+    """``calibration`` with its multiplier pooled with the ``previous`` one's prediction (:data:`POOLED_Z`).
+
+    Each calibration's choice rests on 200 sampled queries: at 1M rows by adds of 100k, one
+    chose m=67 at 400k (held-out recall 0.9896), the next 144 at 800k where about 95 sufficed.
+    The previous calibration predicts this one as ``previous.multiplier * (rows / previous.rows)
+    ** g``, ``g`` the growth measured between the previous two (``previous.trend``) within
+    ``[POOL_GROWTH, 1]`` (:func:`pooled_exponent`); the multiplier served is the geometric
+    mean of prediction and measurement, and :attr:`Calibration.measured` keeps the measured one.
+    Unchanged when this calibration did not meet its goal or the two are not :func:`comparable`.
+    """
+    if previous is None or not calibration.met:
+        return calibration
+    if not comparable(previous, calibration.rows, calibration.target):
+        return calibration
+    span = calibration.rows / previous.rows
+    multiplier = pooled_multiplier(calibration.multiplier, previous.multiplier, span, previous.trend)
+    return replace(calibration, multiplier=multiplier, measured=calibration.multiplier)
 
 
 def with_growth(
@@ -272,6 +376,8 @@ def with_growth(
         measured = ratio / math.log(span) if span > 1 else 0.0
         # Too close in rows, or a jump faster than the rows: noise, not growth; keep the last.
         growth = max(floor, measured) if span >= _GROWTH_SPAN and measured <= 1.0 else previous.growth
+        if span >= _GROWTH_SPAN:
+            return replace(calibration, growth=growth, trend=measured)
     return replace(calibration, growth=growth)
 
 

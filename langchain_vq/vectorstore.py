@@ -24,9 +24,12 @@ from langchain_vq.calibration import (
     DEFAULT_MAX_SAMPLE,
     DEFAULT_REFINE,
     DEFAULT_TARGET,
+    POOLED_Z,
     Calibration,
     calibrate_multiplier,
+    comparable,
     needs_calibration,
+    pooled,
     with_growth,
 )
 from langchain_vq.collection import Collection, CollectionConfig, Row, Snapshot
@@ -161,7 +164,8 @@ class VQVectorStore(VectorStore):
                 ``rescore_multiplier`` is given, the store measures the smallest multiplier
                 reaching it (plus ``calibration.DEFAULT_MARGIN``, and with the measured recall's
                 lower bound ``calibration.DEFAULT_CONFIDENCE_Z`` standard errors down at least
-                the target) on a sample of its own rows
+                the target; later calibrations on the same quantizer pool with the previous
+                one, ``calibration.pooled``) on a sample of its own rows
                 when the quantizer is trained, whenever its live rows have grown by
                 ``calibration.RECALIBRATE_GROWTH`` since the last measurement, and on
                 ``compact()``, and commits the result with the add or compaction it was
@@ -282,7 +286,11 @@ class VQVectorStore(VectorStore):
         assert self.recall_target is not None  # noqa: S101 - callers check
         # Start the walk where the answer probably is: the last calibration, else the default.
         start = previous.multiplier if previous is not None else self._fixed_multiplier
-        calibration = self._walk(snapshot, start)
+        # A comparable previous calibration (same quantizer) is pooled with this one, whose own
+        # sample then needs a smaller lower bound (calibration.POOLED_Z).
+        pool = not new_quantizer and comparable(previous, snapshot.live_rows, self.recall_target)
+        z = POOLED_Z if pool else DEFAULT_CONFIDENCE_Z
+        calibration = self._walk(snapshot, start, z)
         quantizer = snapshot.quantizer
         while (
             not calibration.met
@@ -290,7 +298,9 @@ class VQVectorStore(VectorStore):
             and isinstance(quantizer, PartitionedQuantizer)
             and quantizer.probe_more()
         ):
-            calibration = self._walk(snapshot, start)
+            calibration = self._walk(snapshot, start, z)
+        if pool:
+            calibration = pooled(calibration, previous)
         # The growth exponent served until the next calibration, from this one and the last.
         calibration = with_growth(calibration, previous)
         if not calibration.met:
@@ -305,14 +315,14 @@ class VQVectorStore(VectorStore):
             )
         return calibration
 
-    def _walk(self, snapshot: Snapshot, start: int) -> Calibration:
-        """The store's calibration rule, walking both ways from ``start``."""
+    def _walk(self, snapshot: Snapshot, start: int, z: float) -> Calibration:
+        """The store's calibration rule with lower bound ``z``, walking both ways from ``start``."""
         assert self.recall_target is not None  # noqa: S101 - callers check
         return calibrate_multiplier(
             self._collection,
             target=self.recall_target,
             margin=DEFAULT_MARGIN,
-            z=DEFAULT_CONFIDENCE_Z,
+            z=z,
             max_sample=DEFAULT_MAX_SAMPLE,
             early_stop=True,
             start=start,
