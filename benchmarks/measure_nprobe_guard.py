@@ -5,8 +5,9 @@ approximation, so the lists' cap shows; ``bench_search``'s binary-float32 mode s
 because of it) from ``--n`` synthetic rows (seed 0) in adds of ``--batch``, with the defaults
 (calibrated for recall@10 0.99), once per source tree (``--compare NAME=TREE ...``, each in its
 own process importing ``langchain_vq`` from that tree, one after the other in one run). The
-crossing size (``AUTO_PARTITION_ROWS``) is ``--cross`` rows, so the crossing add and a later
-calibration (2x its rows) both fall within ``--n`` (at most 300k here).
+crossing size (``AUTO_PARTITION_ROWS``) is ``--cross`` rows and the growth that recalibrates
+(``RECALIBRATE_GROWTH``, 2) is ``--growth``, so the crossing add and later calibrations on the
+saved quantizer both fall within ``--n`` (at most 300k here).
 
 After every add (one thread): the add's and its calibration's seconds, ``nprobe``, the committed
 calibration (multiplier, met, recall at its largest multipliers), the multiplier served, and on
@@ -17,7 +18,7 @@ p50 of one-query searches at the served settings (``--timed`` of them; noisy whi
 compare the sides' ratios, with the load average recorded).
 
 Run: ``python benchmarks/measure_nprobe_guard.py --compare main=/tmp/main nprobe=/tmp/nprobe
---n 300000 --batch 50000 --cross 100000``; writes ``--out`` (default
+--n 300000 --batch 50000 --cross 200000 --growth 1.2``; writes ``--out`` (default
 ``benchmarks/results/nprobe_guard.json``). Benchmark copies of the trees (``git archive``), not
 trees being edited.
 """
@@ -55,6 +56,10 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
     from langchain_vq.synthetic import synthetic_embeddings
 
     _partitions.AUTO_PARTITION_ROWS = args.cross
+    if args.growth:  # later calibrations on the saved quantizer within --n rows
+        import langchain_vq.calibration as calibration_module
+
+        calibration_module.RECALIBRATE_GROWTH = args.growth
     vectors = synthetic_embeddings(args.n, 384, seed=0)
     queries = synthetic_embeddings(args.queries, 384, seed=1)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -158,6 +163,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300_000)
     parser.add_argument("--batch", type=int, default=50_000)
     parser.add_argument("--cross", type=int, default=100_000, help="AUTO_PARTITION_ROWS for the build")
+    parser.add_argument(
+        "--growth", type=float, default=0.0, help="RECALIBRATE_GROWTH for the build (0: the tree's, 2)"
+    )
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--timed", type=int, default=200, help="one-query searches timed per add")
     parser.add_argument("--compare", nargs="*", default=[], help="NAME=TREE pairs, built one after the other")
@@ -178,6 +186,7 @@ def main() -> None:
     )
     record["rescore_precision"] = "float32"
     record["cross"] = args.cross
+    record["growth"] = args.growth
     record["uptime_start"] = _uptime()
     sides: dict[str, Any] = {}
     for pair in args.compare:
@@ -185,7 +194,14 @@ def main() -> None:
         with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
             command = [sys.executable, __file__, "--tree", tree, "--side-out", tmp.name]
             command += ["--n", str(args.n), "--batch", str(args.batch), "--cross", str(args.cross)]
-            command += ["--queries", str(args.queries), "--timed", str(args.timed)]
+            command += [
+                "--queries",
+                str(args.queries),
+                "--timed",
+                str(args.timed),
+                "--growth",
+                str(args.growth),
+            ]
             env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
             subprocess.run(command, check=True, env=env, cwd=tree)
             sides[name] = json.loads(Path(tmp.name).read_text())
