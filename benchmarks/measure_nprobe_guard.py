@@ -140,9 +140,12 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
             row["p50_ms"] = round(1000 * float(np.median(times)), 3) if times else None
             adds.append(row)
             print(json.dumps(row), flush=True)
+        has_copies = hasattr(store.collection.snapshot.quantizer, "with_nprobe")  # a tree with the guard
+        sweep = nprobe_sweep(store, q, truth, args) if args.sweep and has_copies else None
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {
+        "sweep": sweep,
         "tree": str(args.tree),
         "package": str(Path(langchain_vq.__file__).parent),
         "adds": adds,
@@ -150,6 +153,69 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
         "calibration_s": round(sum(a["calibration_s"] for a in adds), 2),
         "min_recall_at_10": min(a["recall_at_10"] for a in adds),
     }
+
+
+def nprobe_sweep(store: Any, q: Any, truth: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The built store at other ``nprobe``: the store's calibration rule at each, held-out recall, p50.
+
+    Each ``nprobe`` of ``--sweep`` gets a copy of the store's quantizer (``with_nprobe``: a tree
+    with the guard) on the last version, calibrated by the store's own walk from the served
+    multiplier; the one-query searches of all of them are interleaved query by query, so load
+    changes hit every ``nprobe`` alike.
+    """
+    from dataclasses import replace
+
+    import numpy as np
+
+    snapshot = store.collection.snapshot
+    quantizer = snapshot.quantizer
+    sides = []
+    for nprobe in args.sweep:
+        copy = quantizer.with_nprobe(nprobe) if nprobe != quantizer.nprobe else quantizer
+        staged = replace(snapshot, quantizer=copy)
+        t = time.perf_counter()
+        calibration = store._walk(staged, store.rescore_multiplier)  # noqa: SLF001 - the store's rule
+        seconds = time.perf_counter() - t
+        found = store.collection.search_keys(
+            q, 10, rescore_multiplier=calibration.multiplier, snapshot=staged
+        )
+        ids = [
+            [
+                int(store.collection.snapshot.views[k >> 40].segment.ids[k & ((1 << 40) - 1)].as_py())
+                for k in row
+                if k >= 0
+            ]
+            for row in found
+        ]
+        hits = [len(set(f) & set(t_.tolist())) for f, t_ in zip(ids, truth, strict=True)]
+        sides.append(
+            {
+                "nprobe": nprobe,
+                "multiplier": calibration.multiplier,
+                "met": calibration.met,
+                "calibration_s": round(seconds, 2),
+                "recall_top": {str(m): r for m, r in list(calibration.recall_by_multiplier.items())[-3:]},
+                "recall_at_10": float(np.mean(hits)) / 10,
+                "staged": staged,
+                "times": [],
+            }
+        )
+    for vector in q[: args.timed]:
+        for entry in sides:
+            t = time.perf_counter()
+            store.collection.search_keys(
+                vector[None, :], 10, rescore_multiplier=entry["multiplier"], snapshot=entry["staged"]
+            )
+            entry["times"].append(time.perf_counter() - t)
+    out = []
+    for entry in sides:
+        times = entry.pop("times")
+        entry.pop("staged")
+        entry["p50_ms"] = round(1000 * float(np.median(times)), 3)
+        entry["load"] = os.getloadavg()[0]
+        out.append(entry)
+        print(json.dumps(entry), flush=True)
+    return out
 
 
 def _uptime() -> str:
@@ -165,6 +231,13 @@ def main() -> None:
     parser.add_argument("--cross", type=int, default=100_000, help="AUTO_PARTITION_ROWS for the build")
     parser.add_argument(
         "--growth", type=float, default=0.0, help="RECALIBRATE_GROWTH for the build (0: the tree's, 2)"
+    )
+    parser.add_argument(
+        "--sweep",
+        type=int,
+        nargs="*",
+        default=[],
+        help="(a tree with the guard) nprobe values to time at the end",
     )
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--timed", type=int, default=200, help="one-query searches timed per add")
