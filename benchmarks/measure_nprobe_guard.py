@@ -275,6 +275,7 @@ def main() -> None:
                 "--growth",
                 str(args.growth),
             ]
+            command += ["--sweep", *map(str, args.sweep)] if args.sweep else []
             env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
             subprocess.run(command, check=True, env=env, cwd=tree)
             sides[name] = json.loads(Path(tmp.name).read_text())
