@@ -92,54 +92,22 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
                 [f"doc {i}" for i in range(lo, hi)], vectors[lo:hi], ids=[str(i) for i in range(lo, hi)]
             )
             add_s = time.perf_counter() - t
-            snapshot = store.collection.snapshot
-            quantizer = snapshot.quantizer
-            truth = np.argsort(-(q @ unit[:hi].T), axis=1)[:, :10]  # exact top 10 over the rows so far
-            m = store.rescore_multiplier
-            found = store.collection.search(q, 10, rescore_multiplier=m)
-            hits = [
-                len({int(r.id) for r in got} & set(t_.tolist())) for got, t_ in zip(found, truth, strict=True)
-            ]
-            row: dict[str, Any] = {
-                "rows": snapshot.live_rows,
-                "add_s": round(add_s, 2),
-                "calibration_s": round(sum(timed), 2),
-                "load": os.getloadavg()[0],
-                "partitions": getattr(quantizer, "partitions", 0),
-                "nprobe": getattr(quantizer, "nprobe", None),
-                "multiplier": m,
-                "recall_at_10": float(np.mean(hits)) / 10,
-            }
-            if getattr(quantizer, "partitions", 0):
-                # Coverage: each neighbour's list (as stored: assigned from its float32 vector)
-                # ranked by the query's centroid scores; the probed lists hold ranks < nprobe.
-                centroids = quantizer.partition_centroids_
-                lists = quantizer.assign(unit[truth.ravel()]).astype(np.int64).reshape(truth.shape)
-                scores = q @ centroids.T
-                own = np.take_along_axis(scores, lists, axis=1)
-                ranks = (scores[:, None, :] > own[:, :, None]).sum(axis=2)
-                row["coverage"] = float(np.mean(ranks < quantizer.nprobe))
-                row["coverage_by_nprobe"] = {
-                    str(p): float(np.mean(ranks < p))
-                    for p in (64, 128, 256, 384, 512, 768)
-                    if p < quantizer.partitions
-                }
-            calibration = snapshot.settings.get("calibration")
-            if calibration and calibration["version"] == snapshot.version:
-                by = calibration["recall_by_multiplier"]
-                row["calibration"] = {
-                    "multiplier": calibration["multiplier"],
-                    "met": calibration["met"],
-                    "recall_top": {k: by[k] for k in sorted(by, key=int)[-3:]},
-                }
-            times = []
-            for vector in q[: args.timed]:
-                t = time.perf_counter()
-                store.collection.search(vector[None, :], 10, rescore_multiplier=m)
-                times.append(time.perf_counter() - t)
-            row["p50_ms"] = round(1000 * float(np.median(times)), 3) if times else None
+            row = {"add_s": round(add_s, 2), "calibration_s": round(sum(timed), 2)}
+            row |= measure_version(store, q, unit, hi, args)
             adds.append(row)
             print(json.dumps(row), flush=True)
+        if args.later_target:  # a handle asking for more recall: calibrate() on the saved quantizer
+            later = VQVectorStore(
+                DeterministicFakeEmbedding(size=384), path=root / "s", recall_target=args.later_target
+            )
+            timed.clear()
+            t = time.perf_counter()
+            later.calibrate()
+            row = {"later_target": args.later_target, "calibrate_s": round(time.perf_counter() - t, 2)}
+            row |= measure_version(later, q, unit, args.n, args)
+            adds.append(row)
+            print(json.dumps(row), flush=True)
+        truth = np.argsort(-(q @ unit.T), axis=1)[:, :10]
         has_copies = hasattr(store.collection.snapshot.quantizer, "with_nprobe")  # a tree with the guard
         sweep = nprobe_sweep(store, q, truth, args) if args.sweep and has_copies else None
     finally:
@@ -149,10 +117,59 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
         "tree": str(args.tree),
         "package": str(Path(langchain_vq.__file__).parent),
         "adds": adds,
-        "ingest_s": round(sum(a["add_s"] for a in adds), 2),
-        "calibration_s": round(sum(a["calibration_s"] for a in adds), 2),
-        "min_recall_at_10": min(a["recall_at_10"] for a in adds),
+        "ingest_s": round(sum(a.get("add_s", 0) for a in adds), 2),
+        "calibration_s": round(sum(a.get("calibration_s", 0) for a in adds), 2),
+        "min_recall_at_10": min(a["recall_at_10"] for a in adds if "add_s" in a),
     }
+
+
+def measure_version(store: Any, q: Any, unit: Any, hi: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The store's current version: nprobe, calibration, served multiplier, held-out recall, coverage, p50."""
+    import numpy as np
+
+    snapshot = store.collection.snapshot
+    quantizer = snapshot.quantizer
+    truth = np.argsort(-(q @ unit[:hi].T), axis=1)[:, :10]  # exact top 10 over the rows so far
+    m = store.rescore_multiplier
+    found = store.collection.search(q, 10, rescore_multiplier=m)
+    hits = [len({int(r.id) for r in got} & set(t_.tolist())) for got, t_ in zip(found, truth, strict=True)]
+    row: dict[str, Any] = {
+        "rows": snapshot.live_rows,
+        "load": os.getloadavg()[0],
+        "partitions": getattr(quantizer, "partitions", 0),
+        "nprobe": getattr(quantizer, "nprobe", None),
+        "multiplier": m,
+        "recall_at_10": float(np.mean(hits)) / 10,
+    }
+    if getattr(quantizer, "partitions", 0):
+        # Coverage: each neighbour's list (as stored: assigned from its float32 vector)
+        # ranked by the query's centroid scores; the probed lists hold ranks < nprobe.
+        centroids = quantizer.partition_centroids_
+        lists = quantizer.assign(unit[truth.ravel()]).astype(np.int64).reshape(truth.shape)
+        scores = q @ centroids.T
+        own = np.take_along_axis(scores, lists, axis=1)
+        ranks = (scores[:, None, :] > own[:, :, None]).sum(axis=2)
+        row["coverage"] = float(np.mean(ranks < quantizer.nprobe))
+        row["coverage_by_nprobe"] = {
+            str(p): float(np.mean(ranks < p))
+            for p in (64, 128, 256, 384, 512, 768)
+            if p < quantizer.partitions
+        }
+    calibration = snapshot.settings.get("calibration")
+    if calibration and calibration["version"] == snapshot.version:
+        by = calibration["recall_by_multiplier"]
+        row["calibration"] = {
+            "multiplier": calibration["multiplier"],
+            "met": calibration["met"],
+            "recall_top": {k: by[k] for k in sorted(by, key=int)[-3:]},
+        }
+    times = []
+    for vector in q[: args.timed]:
+        t = time.perf_counter()
+        store.collection.search(vector[None, :], 10, rescore_multiplier=m)
+        times.append(time.perf_counter() - t)
+    row["p50_ms"] = round(1000 * float(np.median(times)), 3) if times else None
+    return row
 
 
 def nprobe_sweep(store: Any, q: Any, truth: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -239,6 +256,12 @@ def main() -> None:
         default=[],
         help="(a tree with the guard) nprobe values to time at the end",
     )
+    parser.add_argument(
+        "--later-target",
+        type=float,
+        default=0.0,
+        help="after the build: calibrate() a handle for this recall",
+    )
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--timed", type=int, default=200, help="one-query searches timed per add")
     parser.add_argument("--compare", nargs="*", default=[], help="NAME=TREE pairs, built one after the other")
@@ -260,6 +283,7 @@ def main() -> None:
     record["rescore_precision"] = "float32"
     record["cross"] = args.cross
     record["growth"] = args.growth
+    record["later_target"] = args.later_target
     record["uptime_start"] = _uptime()
     sides: dict[str, Any] = {}
     for pair in args.compare:
@@ -276,6 +300,7 @@ def main() -> None:
                 str(args.growth),
             ]
             command += ["--sweep", *map(str, args.sweep)] if args.sweep else []
+            command += ["--later-target", str(args.later_target)]
             env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
             subprocess.run(command, check=True, env=env, cwd=tree)
             sides[name] = json.loads(Path(tmp.name).read_text())
