@@ -93,7 +93,7 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
             )
             add_s = time.perf_counter() - t
             row = {"add_s": round(add_s, 2), "calibration_s": round(sum(timed), 2)}
-            row |= measure_version(store, q, unit, hi, args)
+            row = measure_version(store, q, unit, hi, args, row)
             adds.append(row)
             print(json.dumps(row), flush=True)
         if args.later_target:  # a handle asking for more recall: calibrate() on the saved quantizer
@@ -104,7 +104,7 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
             t = time.perf_counter()
             later.calibrate()
             row = {"later_target": args.later_target, "calibrate_s": round(time.perf_counter() - t, 2)}
-            row |= measure_version(later, q, unit, args.n, args)
+            row = measure_version(later, q, unit, args.n, args, row)
             adds.append(row)
             print(json.dumps(row), flush=True)
         truth = np.argsort(-(q @ unit.T), axis=1)[:, :10]
@@ -123,7 +123,9 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def measure_version(store: Any, q: Any, unit: Any, hi: int, args: argparse.Namespace) -> dict[str, Any]:
+def measure_version(
+    store: Any, q: Any, unit: Any, hi: int, args: argparse.Namespace, row: dict[str, Any]
+) -> dict[str, Any]:
     """The store's current version: nprobe, calibration, served multiplier, held-out recall, coverage, p50."""
     import numpy as np
 
@@ -133,7 +135,7 @@ def measure_version(store: Any, q: Any, unit: Any, hi: int, args: argparse.Names
     m = store.rescore_multiplier
     found = store.collection.search(q, 10, rescore_multiplier=m)
     hits = [len({int(r.id) for r in got} & set(t_.tolist())) for got, t_ in zip(found, truth, strict=True)]
-    row: dict[str, Any] = {
+    row |= {
         "rows": snapshot.live_rows,
         "load": os.getloadavg()[0],
         "partitions": getattr(quantizer, "partitions", 0),
@@ -156,11 +158,12 @@ def measure_version(store: Any, q: Any, unit: Any, hi: int, args: argparse.Names
             if p < quantizer.partitions
         }
     calibration = snapshot.settings.get("calibration")
-    if calibration and calibration["version"] == snapshot.version:
+    if calibration and (calibration["version"] == snapshot.version or "later_target" in row):
         by = calibration["recall_by_multiplier"]
         row["calibration"] = {
             "multiplier": calibration["multiplier"],
             "met": calibration["met"],
+            "target": calibration["target"],
             "recall_top": {k: by[k] for k in sorted(by, key=int)[-3:]},
         }
     times = []
