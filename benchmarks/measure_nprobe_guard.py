@@ -133,7 +133,11 @@ def measure_version(
     quantizer = snapshot.quantizer
     truth = np.argsort(-(q @ unit[:hi].T), axis=1)[:, :10]  # exact top 10 over the rows so far
     m = store.rescore_multiplier
-    found = store.collection.search(q, 10, rescore_multiplier=m)
+    found = [  # 50 queries at a time: bounds the rescoring vectors gathered at m=1024
+        rows
+        for at in range(0, q.shape[0], 50)
+        for rows in store.collection.search(q[at : at + 50], 10, rescore_multiplier=m)
+    ]
     hits = [len({int(r.id) for r in got} & set(t_.tolist())) for got, t_ in zip(found, truth, strict=True)]
     row |= {
         "rows": snapshot.live_rows,
