@@ -36,7 +36,12 @@ from langchain_vq.quantization import (
     normalize_quantization,
     quantizer_from_config,
 )
-from langchain_vq.quantization._partitions import PartitionedQuantizer, check_partition_options, is_auto
+from langchain_vq.quantization._partitions import (
+    PartitionedQuantizer,
+    check_partition_options,
+    is_auto,
+    stored_lists,
+)
 from langchain_vq.quantization.base import as_float_matrix
 from langchain_vq.quantization.precision import (
     CODES_ONLY,
@@ -147,11 +152,29 @@ class Snapshot:
         return sum(v.live_count for v in self.views)
 
 
-#: Called by a write (``add``, ``compact``) under the write lock with the current version and the
-#: version about to be committed (``staged``, searchable through ``sample_rows`` /
-#: ``search_keys``); the settings it returns are committed in the same commit, so a reader never
-#: sees the new rows without them. The store calibrates its ``rescore_multiplier`` here.
-SettingsHook = Callable[[Snapshot, Snapshot], "dict[str, Any] | None"]
+@dataclass(frozen=True)
+class StagedChange:
+    """What a :data:`SettingsHook` commits with the staged version: settings, and maybe a quantizer.
+
+    ``quantizer`` replaces the staged version's quantizer when it only searches differently
+    (a :class:`~langchain_vq.quantization._partitions.PartitionedQuantizer` copy with another
+    ``nprobe``, ``with_nprobe``): same kind, same config but ``nprobe``, same learned arrays,
+    so every stored code and list stays valid. Its state is written with the commit, so readers
+    see the old quantizer or the new one with its settings, never a mix, and a reopened store
+    uses the new one.
+    """
+
+    settings: dict[str, Any]
+    quantizer: Quantizer | None = None
+
+
+#: Called by a write (``add``, ``compact``, ``update_settings``) under the write lock with the
+#: current version and the version about to be committed (``staged``, searchable through
+#: ``sample_rows`` / ``search_keys``); the settings it returns (a dict, or a
+#: :class:`StagedChange` that may also replace the quantizer's ``nprobe``) are committed in the
+#: same commit, so a reader never sees the new rows without them. The store calibrates its
+#: ``rescore_multiplier`` here.
+SettingsHook = Callable[[Snapshot, Snapshot], "dict[str, Any] | StagedChange | None"]
 
 
 @dataclass(frozen=True)
@@ -512,7 +535,7 @@ class Collection:
                 )
                 views.append(_encoded_view(SegmentView(segment), quantizer, codec, vectors[start:stop]))
             views = _apply_merge_policy(views, quantizer)
-            settings = _staged_settings(settings_for, current, dim, views, quantizer, codec)
+            settings, quantizer = _staged_settings(settings_for, current, dim, views, quantizer, codec)
             self._publish(current, dim, views, quantizer, settings, codec=codec)
 
     def commit_segments(
@@ -635,13 +658,36 @@ class Collection:
                 self._publish(current, current.dim, views, current.quantizer, codec=current.codec)
             return count
 
-    def update_settings(self, changes: dict[str, Any]) -> None:
-        """Commit a new version whose rows are unchanged and whose settings include ``changes``."""
+    def update_settings(
+        self, changes: dict[str, Any] | None = None, *, settings_for: SettingsHook | None = None
+    ) -> bool:
+        """Commit a new version whose rows are unchanged and whose settings include ``changes``.
+
+        ``settings_for`` (instead of ``changes``) measures them under the write lock, on the
+        newest version, as in :meth:`add`; it may also replace the quantizer's ``nprobe``
+        (:class:`StagedChange`). Returns whether a version was committed (not when the hook
+        returns nothing).
+
+        Raises:
+            InvalidInputError: Both or neither of ``changes`` and ``settings_for`` are given.
+        """
+        if (changes is None) == (settings_for is None):
+            msg = "update_settings() takes changes (a dict) or settings_for (a hook); pass exactly one."
+            raise InvalidInputError(msg)
         with self._writing() as current:
-            settings = {**current.settings, **changes}
-            self._publish(
-                current, current.dim, list(current.views), current.quantizer, settings, current.codec
-            )
+            quantizer = current.quantizer
+            if settings_for is None:
+                assert changes is not None  # noqa: S101 - checked above
+                settings: dict[str, Any] | None = {**current.settings, **changes}
+            else:
+                views = list(current.views)
+                settings, quantizer = _staged_settings(
+                    settings_for, current, current.dim, views, quantizer, current.codec
+                )
+                if settings is None:
+                    return False
+            self._publish(current, current.dim, list(current.views), quantizer, settings, current.codec)
+            return True
 
     def compact(self, *, settings_for: SettingsHook | None = None) -> None:
         """Rewrite live rows into fresh segments, retrain the quantizer, drop unused files.
@@ -679,7 +725,9 @@ class Collection:
                     segment = Segment(uuid.uuid4().hex, merged.slice(start, SEGMENT_MAX_ROWS))
                     chunk = vectors[start : start + SEGMENT_MAX_ROWS]
                     views.append(_encoded_view(SegmentView(segment), quantizer, codec, chunk))
-            settings = _staged_settings(settings_for, current, current.dim, views, quantizer, codec)
+            settings, quantizer = _staged_settings(
+                settings_for, current, current.dim, views, quantizer, codec
+            )
             self._publish(current, current.dim, views, quantizer, settings, codec=codec, cleanup=True)
 
     def verify(self) -> list[str]:
@@ -894,6 +942,53 @@ class Collection:
             out[i] = _row_keys(hits)[0]
         return out
 
+    def list_ranks(
+        self,
+        queries: npt.NDArray[np.float32],
+        keys: npt.NDArray[np.int64],
+        *,
+        snapshot: Snapshot | None = None,
+    ) -> npt.NDArray[np.int64]:
+        """``int64[n, j]``: the probe rank of the list holding row ``keys[i, j]`` for query ``i``.
+
+        For telling lists that cap recall from codes that need more candidates: with ``keys``
+        a query's exact top k (:meth:`search_keys`), ``nprobe`` lists can return the rows ranked
+        below ``nprobe`` and no others (``PartitionedQuantizer.list_ranks``). Rows of segments
+        without lists (scanned in full) rank 0; -1 keys stay -1.
+
+        Raises:
+            ConfigurationError: The version's quantizer has no lists.
+        """
+        snapshot = self._snapshot if snapshot is None else snapshot
+        quantizer = snapshot.quantizer
+        if not isinstance(quantizer, PartitionedQuantizer) or not quantizer.partitioned:
+            msg = f"list_ranks() needs a store whose quantizer has lists; this one has {quantizer!r}."
+            raise ConfigurationError(msg)
+        keys = np.asarray(keys, dtype=np.int64)
+        lists = np.full(keys.shape, -1, dtype=np.int64)
+        unlisted = np.zeros(keys.shape, dtype=bool)
+        segments = np.where(keys >= 0, keys >> ROW_KEY_SHIFT, -1)
+        for index in np.unique(segments[segments >= 0]).tolist():
+            where = segments == index
+            stored = snapshot.views[index].segment.stored_codes
+            if stored is None or stored.lists is None:
+                unlisted |= where
+                continue
+            lists[where] = stored_lists(stored, quantizer.partitions)[keys[where] & _ROW_MASK]
+        ranks = quantizer.list_ranks(queries, lists)
+        ranks[unlisted] = 0
+        return ranks
+
+    @property
+    def nprobe_given(self) -> bool:
+        """Whether the user chose ``nprobe`` (the options asked now, or those the store was created with).
+
+        Only an ``nprobe`` chosen at training may be raised by the store (``StagedChange``).
+        """
+        stored = self._snapshot.manifest.quantization if self._snapshot.manifest is not None else None
+        created = (stored or {}).get("options") or {}
+        return "nprobe" in self.quantizer_options or "nprobe" in created
+
     def ranked_candidates(self, snapshot: Snapshot | None = None) -> int:
         """Up to how many candidates per query :meth:`candidate_keys` ranks as searches pool them.
 
@@ -1077,15 +1172,53 @@ def _staged_settings(
     views: list[SegmentView],
     quantizer: Quantizer | None,
     codec: VectorCodec | None,
-) -> dict[str, Any] | None:
-    """The settings to commit with ``views``: the current ones updated by ``settings_for``."""
+) -> tuple[dict[str, Any] | None, Quantizer | None]:
+    """The settings and quantizer to commit with ``views``: as staged, updated by ``settings_for``.
+
+    Raises:
+        ConfigurationError: The hook's replacement quantizer would not search the staged codes
+            as they are (:func:`_check_replacement`).
+    """
     if settings_for is None:
-        return None
+        return None, quantizer
     staged = Snapshot(
         current.version + 1, dim, tuple(views), quantizer, settings=current.settings, codec=codec
     )
     changes = settings_for(current, staged)
-    return {**current.settings, **changes} if changes else None
+    if isinstance(changes, StagedChange):
+        if changes.quantizer is not None and changes.quantizer is not quantizer:
+            _check_replacement(quantizer, changes.quantizer)
+            quantizer = changes.quantizer
+        changes = changes.settings
+    return ({**current.settings, **changes} if changes else None), quantizer
+
+
+def _check_replacement(staged: Quantizer | None, replacement: Quantizer) -> None:
+    """A replacement quantizer differs from the staged one in ``nprobe`` only, so no code or list changes.
+
+    Raises:
+        ConfigurationError: Another kind, another setting than ``nprobe``, or other learned arrays.
+    """
+    problem = None
+    if staged is None or type(replacement) is not type(staged) or not staged.partitioned:
+        problem = f"a {type(replacement).__name__} in place of {staged!r}, which has no lists"
+    else:
+        old, new = staged.get_config(), replacement.get_config()
+        changed = sorted(key for key in {*old, *new} if key != "nprobe" and old.get(key) != new.get(key))
+        old_state, new_state = staged.get_state(), replacement.get_state()
+        if changed:
+            problem = f"other settings {changed}"
+        elif old_state.keys() != new_state.keys() or not all(
+            np.array_equal(old_state[key], new_state[key]) for key in old_state
+        ):
+            problem = "other learned arrays"
+    if problem is not None:
+        msg = (
+            f"A settings hook may replace the quantizer only by a copy with another nprobe "
+            f"(PartitionedQuantizer.with_nprobe); got {problem}. Return the staged quantizer's "
+            "with_nprobe() copy, or no quantizer."
+        )
+        raise ConfigurationError(msg)
 
 
 def _masks_without(views: list[SegmentView], key: int) -> list[npt.NDArray[np.bool_] | None] | None:

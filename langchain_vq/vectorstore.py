@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -23,16 +24,20 @@ from langchain_vq.calibration import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_SAMPLE,
     DEFAULT_REFINE,
+    DEFAULT_SAMPLE,
     DEFAULT_TARGET,
     POOLED_Z,
     Calibration,
+    _meets,
+    _standard_error,
     calibrate_multiplier,
     comparable,
     needs_calibration,
     pooled,
+    query_set,
     with_growth,
 )
-from langchain_vq.collection import Collection, CollectionConfig, Row, Snapshot
+from langchain_vq.collection import Collection, CollectionConfig, Row, Snapshot, StagedChange
 from langchain_vq.errors import InvalidInputError
 from langchain_vq.filters import compile_filter
 from langchain_vq.quantization._partitions import PartitionedQuantizer
@@ -55,6 +60,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from langchain_core.embeddings import Embeddings
     from typing_extensions import Self
+
+    from langchain_vq.quantization.base import Quantizer
 
 logger = logging.getLogger(__name__)
 
@@ -249,21 +256,37 @@ class VQVectorStore(VectorStore):
         Adds and ``compact()`` keep the calibration up to date by themselves; this is for a
         store written by another version, or by handles with a fixed ``rescore_multiplier``.
         Without ``force`` it measures only when :func:`~langchain_vq.calibration.needs_calibration`
-        says so. Returns the calibration in use (None without a target, or while the store
-        searches exactly because its quantizer is not trained).
+        says so. It measures under the write lock, on the newest version, and commits what it
+        measured (with more ``nprobe`` when the lists cap recall, as an add's calibration).
+        Returns the calibration in use (None without a target, or while the store searches
+        exactly because its quantizer is not trained).
         """
         snapshot = self._collection.snapshot
         if self.recall_target is None or not self.rescore or snapshot.quantizer is None:
             return None
-        current = self.calibration
-        if not force and not needs_calibration(current, snapshot, snapshot, self.recall_target):
-            return current
-        calibration = self._measure(current, snapshot)
-        self._collection.update_settings({"calibration": calibration.to_dict()})
-        return calibration
+        measured: list[Calibration] = []
 
-    def _calibration_settings(self, current: Snapshot, staged: Snapshot) -> dict[str, Any] | None:
-        """The calibration to commit with ``staged`` (an add or compaction), when one is due."""
+        def settings_for(current: Snapshot, staged: Snapshot) -> StagedChange | None:
+            assert self.recall_target is not None  # noqa: S101 - checked above
+            previous = _saved_calibration(current, self.recall_target)
+            if staged.quantizer is None or (
+                not force and not needs_calibration(previous, current, staged, self.recall_target)
+            ):
+                return None
+            new_quantizer = staged.quantizer is not current.quantizer
+            calibration, quantizer = self._measure(previous, staged, new_quantizer=new_quantizer)
+            measured.append(calibration)
+            return StagedChange({"calibration": calibration.to_dict()}, quantizer)
+
+        self._collection.update_settings(settings_for=settings_for)
+        return measured[0] if measured else self.calibration
+
+    def _calibration_settings(self, current: Snapshot, staged: Snapshot) -> StagedChange | None:
+        """The calibration to commit with ``staged`` (an add or compaction), when one is due.
+
+        With it, the quantizer to commit: a copy probing more lists when its lists cap recall
+        (:meth:`_measure`).
+        """
         if self.recall_target is None or not self.rescore:  # fixed multiplier, or codes only
             return None
         previous = _saved_calibration(current, self.recall_target)
@@ -272,16 +295,22 @@ class VQVectorStore(VectorStore):
         # Every calibration walks both ways from the last answer: one that was high by the noise
         # of its sample comes down at the next (walking up only kept it, and growth raised it).
         new_quantizer = staged.quantizer is not current.quantizer
-        calibration = self._measure(previous, staged, new_quantizer=new_quantizer)
-        return {"calibration": calibration.to_dict()}
+        calibration, quantizer = self._measure(previous, staged, new_quantizer=new_quantizer)
+        return StagedChange({"calibration": calibration.to_dict()}, quantizer)
 
     def _measure(
         self, previous: Calibration | None, snapshot: Snapshot, *, new_quantizer: bool = False
-    ) -> Calibration:
-        """Calibrate on ``snapshot``; a ``new_quantizer`` whose lists cap recall probes more lists.
+    ) -> tuple[Calibration, Quantizer | None]:
+        """Calibrate on ``snapshot``; when its lists cap recall, on a copy probing more of them.
 
-        Only a quantizer this commit trains may change: its state (``nprobe`` included) is
-        written with the commit, while a saved one's is not written again.
+        Returns the calibration and the quantizer to commit with it: ``snapshot``'s, or a copy
+        with more ``nprobe`` (``PartitionedQuantizer.with_nprobe``; the collection writes its
+        state with the commit). A calibration that misses its goal has two causes: the code scan
+        needs more candidates than the largest multiplier (more lists would only slow every
+        query), or the probed lists do not hold the neighbours, so no multiplier can reach the
+        goal. :meth:`_probe_for` tells them apart on the sampled queries' true neighbours.
+        An ``nprobe`` the user gave is never changed. A ``new_quantizer`` (trained by this
+        commit), or one probing more lists, is not pooled with the previous calibration.
         """
         assert self.recall_target is not None  # noqa: S101 - callers check
         # Start the walk where the answer probably is: the last calibration, else the default.
@@ -292,12 +321,18 @@ class VQVectorStore(VectorStore):
         z = POOLED_Z if pool else DEFAULT_CONFIDENCE_Z
         calibration = self._walk(snapshot, start, z)
         quantizer = snapshot.quantizer
-        while (
-            not calibration.met
-            and new_quantizer
-            and isinstance(quantizer, PartitionedQuantizer)
-            and quantizer.probe_more()
-        ):
+        ranks = None  # the sampled queries' neighbours' list ranks: measured once, when needed
+        while not calibration.met and self._may_probe_more(quantizer):
+            assert isinstance(quantizer, PartitionedQuantizer)  # noqa: S101 - checked by _may_probe_more
+            if ranks is None:
+                ranks = self._neighbour_list_ranks(snapshot)
+            nprobe = _probe_for(ranks, quantizer, calibration)
+            if nprobe is None:  # the lists hold the neighbours: the codes need more candidates
+                break
+            quantizer = quantizer.with_nprobe(nprobe)
+            snapshot = replace(snapshot, quantizer=quantizer)
+            # More lists probed: the previous calibration no longer predicts this one.
+            pool, z = False, DEFAULT_CONFIDENCE_Z
             calibration = self._walk(snapshot, start, z)
         if pool:
             calibration = pooled(calibration, previous)
@@ -313,7 +348,28 @@ class VQVectorStore(VectorStore):
                 calibration.recall_by_multiplier[calibration.multiplier],
                 calibration.multiplier,
             )
-        return calibration
+        return calibration, quantizer
+
+    def _may_probe_more(self, quantizer: Quantizer | None) -> bool:
+        """Whether the store may raise ``quantizer``'s ``nprobe``: lists, not all probed, not the user's."""
+        return (
+            isinstance(quantizer, PartitionedQuantizer)
+            and quantizer.partitioned
+            and quantizer.lists_probed < quantizer.partitions
+            and not self._collection.nprobe_given
+        )
+
+    def _neighbour_list_ranks(self, snapshot: Snapshot) -> npt.NDArray[np.int64]:
+        """``[queries, k]``: the probe rank of each true neighbour's list, for the calibration's queries.
+
+        The same sampled rows (seed 0) as the calibration, each hidden from its own neighbours;
+        one exact pass, spent only when a calibration missed its goal.
+        """
+        qs = query_set(self._collection, None, DEFAULT_SAMPLE, 0, snapshot=snapshot)
+        truth = self._collection.search_keys(
+            qs.vectors, DEFAULT_K, exact=True, exclude=qs.keys, snapshot=snapshot
+        )
+        return self._collection.list_ranks(qs.vectors, truth, snapshot=snapshot)
 
     def _walk(self, snapshot: Snapshot, start: int, z: float) -> Calibration:
         """The store's calibration rule with lower bound ``z``, walking both ways from ``start``."""
@@ -668,6 +724,48 @@ def _rows(
         msg = f"Duplicate ids within one call: {dupes}. Each id may appear once per call."
         raise InvalidInputError(msg)
     return texts, checked_metadatas, final
+
+
+#: Of the misses a calibration's goal allows (``1 - goal``), the share the probed lists may cause
+#: when the store raises ``nprobe``; the codes keep the rest, so a finite multiplier can meet the
+#: goal. Half: with the goal 0.993, lists holding 0.9965 of the sampled queries' neighbours.
+LIST_MISS_SHARE = 0.5
+
+
+def _probe_for(
+    ranks: npt.NDArray[np.int64], quantizer: PartitionedQuantizer, calibration: Calibration
+) -> int | None:
+    """The ``nprobe`` to measure again with, or None when the probed lists do not cap recall.
+
+    ``ranks``: each sampled query's true neighbours' list ranks (-1: none). The lists cap recall
+    when the share of each query's neighbours that ``nprobe`` lists hold, taken as if it were a
+    recall (no multiplier finds more), fails the calibration's own rule (its goal, and ``z``
+    standard errors above its target): then no multiplier can meet it. The answer is then the
+    fewest lists holding ``1 - LIST_MISS_SHARE * (1 - goal)`` of the neighbours that pass the
+    rule, at least one more than now (every list when none does).
+    """
+    nprobe, count = quantizer.lists_probed, quantizer.partitions
+    valid = ranks >= 0
+    asked = valid.sum(axis=1)
+    queries = asked > 0
+    if not queries.any():
+        return None
+    # held[i, p]: neighbours of query i in its first p lists, for every p at once.
+    held = np.zeros((ranks.shape[0], count + 1), dtype=np.int64)
+    rows = np.broadcast_to(np.arange(ranks.shape[0])[:, None], ranks.shape)
+    np.add.at(held, (rows[valid], ranks[valid] + 1), 1)
+    held = np.cumsum(held, axis=1)[queries] / asked[queries, None]  # [queries, nprobe 0..count]
+
+    def covers(p: int, goal: float) -> bool:
+        per_query = held[:, p].tolist()
+        mean = float(np.mean(per_query))
+        error = _standard_error(per_query, calibration.k)
+        return mean >= goal and _meets(mean, error, calibration.target, calibration.goal, calibration.z)
+
+    if covers(nprobe, calibration.goal):
+        return None
+    headroom = 1.0 - LIST_MISS_SHARE * (1.0 - calibration.goal)
+    return next((p for p in range(nprobe + 1, count) if covers(p, headroom)), count)
 
 
 def _saved_calibration(snapshot: Snapshot, target: float) -> Calibration | None:

@@ -29,6 +29,7 @@ from langchain_vq.quantization._ivf import (
     IVFFastScan,
     ListProjection,
     ProbedScan,
+    _centroid_scores,
     assign_partitions,
     choose_nprobe,
     default_nprobe,
@@ -147,7 +148,7 @@ class PartitionedQuantizer(Quantizer):
 
     partitions: int
     nprobe: int | None
-    #: Whether ``nprobe`` is chosen at training (not given): only then may :meth:`probe_more` raise it.
+    #: Whether ``fit`` chooses ``nprobe`` (none given).
     _choose_nprobe: bool
     #: ``partitions="auto"``: no lists of its own; a store adds them once it is large.
     auto_partitions: bool
@@ -243,17 +244,79 @@ class PartitionedQuantizer(Quantizer):
             return assign_partitions(self.partition_centroids_, vectors, self.metric, "flat")
         return assign_partitions(self.partition_centroids_, vectors, self.metric, projection)
 
-    def probe_more(self) -> bool:
-        """Double ``nprobe`` (up to every list) when training chose it; whether it grew.
+    def with_nprobe(self, nprobe: int) -> Self:
+        """A copy of this partitioned quantizer that probes ``nprobe`` lists per query.
 
-        ``choose_nprobe`` measures the lists on the training sample's neighbours, not the
-        store's: a store whose calibration finds that its lists cap recall below the target
-        probes more and measures again. An ``nprobe`` the user gave is kept.
+        Lists, codes and every learned array stay the same, so a store can commit the copy in
+        place of its quantizer (``Collection``'s :data:`~langchain_vq.collection.SettingsHook`)
+        without touching a row: ``choose_nprobe`` measured the lists on the training sample's
+        neighbours, and a calibration on the grown store may find that they cap recall
+        (``VQVectorStore._measure``). Whether ``nprobe`` may change (the user's is kept) is the
+        store's decision; the copy's config names the new one.
+
+        Raises:
+            ConfigurationError: The quantizer has no partitions.
+            InvalidInputError: ``nprobe`` is not in ``[1, partitions]``.
         """
-        if not self.partitioned or not self._choose_nprobe or self._nprobe_now() >= self.partitions:
-            return False
-        self.nprobe = min(self.partitions, 2 * self._nprobe_now())
-        return True
+        if not self.partitions:
+            msg = f"with_nprobe() needs a {type(self).__name__} with partitions > 0; this one has none."
+            raise ConfigurationError(msg)
+        self._check_fitted()
+        count = self.partitions
+        nprobe = check_int(nprobe, "nprobe", maximum=count, fix=f"Probe between 1 and all {count} lists.")
+        config = self.get_config()
+        config.pop("name")
+        dim = config.pop("dim")
+        copy = type(self)(dim, **{**config, "nprobe": nprobe})
+        return copy.set_state(self.get_state())
+
+    def list_ranks(self, queries: npt.ArrayLike, lists: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """``int64[n, j]``: the rank of list ``lists[i, j]`` in query ``i``'s probe order; -1 stays -1.
+
+        Rank 0 is the list a query probes first, so ``nprobe`` lists hold the rows whose list
+        ranks below ``nprobe``: with each true neighbour's stored list, the share of a query's
+        neighbours that ``nprobe`` lists can return at all, whatever the candidates asked. A
+        list's rank is the number of lists scoring above it for the query (ties: those of lower
+        number), as ``_ivf.neighbour_list_ranks`` counts for ``choose_nprobe``.
+
+        Raises:
+            ConfigurationError: The quantizer has no partitions.
+            InvalidInputError: ``lists`` is not ``[n, j]`` for ``n`` queries, or names a list
+                past the last.
+        """
+        if not self.partitions:
+            msg = f"list_ranks() needs a {type(self).__name__} with partitions > 0; this one has none."
+            raise ConfigurationError(msg)
+        self._check_fitted()
+        q = self._check_vectors(queries)
+        wanted = np.asarray(lists, dtype=np.int64)
+        if (
+            wanted.ndim != 2
+            or wanted.shape[0] != q.shape[0]
+            or (wanted.size and wanted.max() >= self.partitions)
+        ):
+            msg = (
+                f"list_ranks() got lists of shape {list(wanted.shape)} for {q.shape[0]} queries; "
+                f"expected [{q.shape[0]}, j] of list numbers below {self.partitions} (-1: none)."
+            )
+            raise InvalidInputError(msg)
+        scores = _centroid_scores(q, self.partition_centroids_, self.metric)  # [n, lists]
+        ranks = np.full(wanted.shape, -1, dtype=np.int64)
+        numbers = np.arange(self.partitions)
+        for i in range(q.shape[0]):  # [j, lists] at a time: bounded temporaries
+            known = wanted[i] >= 0
+            own_lists = wanted[i][known]
+            own = scores[i][own_lists]
+            ahead = (scores[i][None, :] > own[:, None]) | (
+                (scores[i][None, :] == own[:, None]) & (numbers[None, :] < own_lists[:, None])
+            )
+            ranks[i][known] = ahead.sum(axis=1)
+        return ranks
+
+    @property
+    def lists_probed(self) -> int:
+        """Lists a query probes: ``nprobe``, or the default of a hand-made config without one."""
+        return self._nprobe_now()
 
     def _nprobe_now(self) -> int:
         """Lists probed per query: ``nprobe``, or a default for a hand-made config without one."""
