@@ -26,6 +26,7 @@ from langchain_vq.quantization import BinaryQuantizer, _partitions
 from langchain_vq.quantization._partitions import PartitionedQuantizer
 from langchain_vq.storage import StoreDirectory
 from langchain_vq.synthetic import synthetic_embeddings
+from tests.conftest import default_recall
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -72,16 +73,6 @@ def _quantizer(store: VQVectorStore) -> PartitionedQuantizer:
     return quantizer
 
 
-def _recall(store: VQVectorStore, rows: np.ndarray, queries: np.ndarray) -> float:
-    """Held-out recall@10 of the store's default search against exact cosine search over ``rows``."""
-    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    truth = np.argsort(-(q @ unit.T), axis=1)[:, :10]
-    found = store.collection.search(q, 10, rescore_multiplier=store.rescore_multiplier)
-    hits = [len({int(r.id) for r in got} & set(t.tolist())) for got, t in zip(found, truth, strict=True)]
-    return float(np.mean(hits)) / 10
-
-
 def _built_for_a_low_target(path: Path, x: np.ndarray, kind: str = "binary") -> VQVectorStore:
     """A store that crossed with a calibration for recall 0.5: met at 1 list of 4, so nprobe stays 1."""
     store = _store(path, quantization=kind, recall_target=0.5)
@@ -121,7 +112,7 @@ def test_a_later_calibration_whose_lists_cap_recall_commits_more_nprobe(
     reopened = _store(path)
     assert _quantizer(reopened).nprobe == quantizer.nprobe
     assert reopened.rescore_multiplier == store.rescore_multiplier
-    assert _recall(reopened, x[:3500], queries) >= calibration.target
+    assert default_recall(reopened, x[:3500], queries) >= calibration.target
     assert reopened.verify() == []
 
 
@@ -141,7 +132,7 @@ def test_calibrate_commits_more_nprobe_on_the_newest_version(
     reopened = _store(path)
     assert reopened.calibration == calibration
     assert _quantizer(reopened).nprobe == _quantizer(store).nprobe
-    assert _recall(reopened, x[:THRESHOLD], queries) >= calibration.target
+    assert default_recall(reopened, x[:THRESHOLD], queries) >= calibration.target
     # Nothing due: no measurement, no commit.
     assert store.calibrate(force=False) == calibration
     assert store.collection.snapshot.version == version + 1

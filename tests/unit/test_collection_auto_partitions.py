@@ -24,6 +24,7 @@ from langchain_vq.quantization._partitions import PartitionedQuantizer
 from langchain_vq.quantization.precision import float_rows
 from langchain_vq.storage import StoreDirectory
 from langchain_vq.synthetic import synthetic_embeddings
+from tests.conftest import default_recall
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,16 +54,6 @@ def _add(collection: Collection, x: np.ndarray, start: int, stop: int) -> None:
 
 def _ids(collection: Collection, queries: np.ndarray, m: int = 16) -> list[list[str]]:
     return [[r.id for r in rows] for rows in collection.search(queries, 10, rescore_multiplier=m)]
-
-
-def _default_recall(store: VQVectorStore, rows: np.ndarray, queries: np.ndarray) -> float:
-    """Recall@10 of the store's default multiplier against exact cosine search over ``rows`` (ids 0..n-1)."""
-    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    truth = np.argsort(-(q @ unit.T), axis=1)[:, :10]
-    found = store.collection.search(q, 10, rescore_multiplier=store.rescore_multiplier)
-    hits = [len({int(r.id) for r in got} & set(t.tolist())) for got, t in zip(found, truth, strict=True)]
-    return float(np.mean(hits)) / 10
 
 
 def _codes_by_id(collection: Collection) -> dict[str, bytes]:
@@ -136,7 +127,7 @@ def test_recall_after_crossing_reaches_the_calibrated_target(
     calibration = store.calibration
     assert calibration is not None and calibration.rows == THRESHOLD and calibration.met
     assert calibration.version == store.collection.snapshot.version  # committed with the add
-    assert _default_recall(store, x[:THRESHOLD], queries) >= calibration.target
+    assert default_recall(store, x[:THRESHOLD], queries) >= calibration.target
 
 
 def test_lists_that_cap_recall_are_probed_more_in_the_crossing_commit(
@@ -166,7 +157,7 @@ def test_lists_that_cap_recall_are_probed_more_in_the_crossing_commit(
     reopened = VQVectorStore(DeterministicFakeEmbedding(size=DIM), path=path)
     saved = reopened.collection.snapshot.quantizer
     assert isinstance(saved, PartitionedQuantizer) and saved.nprobe == quantizer.nprobe
-    assert _default_recall(reopened, x[:THRESHOLD], queries) >= calibration.target
+    assert default_recall(reopened, x[:THRESHOLD], queries) >= calibration.target
 
 
 def test_a_first_add_past_the_threshold_trains_with_lists(
