@@ -672,7 +672,11 @@ class Collection:
             InvalidInputError: Both or neither of ``changes`` and ``settings_for`` are given.
         """
         if (changes is None) == (settings_for is None):
-            msg = "update_settings() takes changes (a dict) or settings_for (a hook); pass exactly one."
+            found = "neither" if changes is None else "both"
+            msg = (
+                f"update_settings() got {found} of changes and settings_for; it takes exactly one: "
+                "changes (a dict of settings) or settings_for (a hook measuring them)."
+            )
             raise InvalidInputError(msg)
         with self._writing() as current:
             quantizer = current.quantizer

@@ -360,3 +360,20 @@ def test_a_segment_written_before_narrowing_still_reads(
     assert view.segment.table.schema.field("metadata.n").type == pa.int16()
     assert view.segment.table.schema.field("metadata").type == pa.null()
     assert [d.metadata for d in _store(tmp_path / "s").get_by_ids(ids)] == rows
+
+
+def _no_settings(current: Any, staged: Any) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "found"),
+    [({}, "neither"), ({"changes": {"a": 1}, "settings_for": _no_settings}, "both")],
+)
+def test_update_settings_takes_exactly_one_of_changes_and_a_hook(
+    tmp_path: Path, kwargs: dict[str, Any], found: str
+) -> None:
+    collection = Collection(CollectionConfig(quantization="binary"), tmp_path / "s")
+    with pytest.raises(InvalidInputError, match=f"got {found} of changes and settings_for"):
+        collection.update_settings(**kwargs)
+    assert collection.snapshot.version == 0  # nothing committed
