@@ -247,6 +247,9 @@ def test_each_backend_has_its_runner(
     assert exported["onnx-int8"].client.info.backend == "onnx-int8"
     assert isinstance(exported["openvino"].client, onnx_backend.OpenVinoEncoder)
     assert exported["openvino"].client.info.backend == "onnx"  # compiles the float32 export
+    # ... and runs it in float32 even where the CPU plugin would pick bfloat16 (AVX-512 BF16).
+    precision = exported["openvino"].client.session.get_property("INFERENCE_PRECISION_HINT")
+    assert str(precision) in {"<Type: 'float32'>", "f32"}, precision
     assert minilm.client.__class__ is (
         SentenceTransformer if DEFAULT_BACKEND == "torch" else onnx_backend.OnnxEncoder
     )
