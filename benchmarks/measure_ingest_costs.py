@@ -53,7 +53,12 @@ noisy; compare ratios, CPU seconds first); ``ingest_costs_build.json`` (``--part
 --repeats 2`` against session 11's main, 3b0a9ed: the builds to 400k add by add; load 3 -> 30)
 and ``ingest_costs_build_2.json`` (``--parts build``, load 3 -> 18): at such loads the parts
 move by up to 2x from run to run, mostly system CPU (fresh pages zeroed), so neither run
-decides a change of less than that; compare parts over both, and in isolation.
+decides a change of less than that; compare parts over both, and in isolation. Session 13:
+``ingest_costs_store_exact.json`` (``--parts store_exact --repeats 3`` against main 3d28053,
+load 1.3-1.7: the exact pass in 4k-row pieces with float16 widened by bit shifts, 0.91x, hits
+identical) and ``ingest_costs_build_1m_exact.json`` (``--parts build --build-rows 1000000
+--repeats 3``, load 1.9-2.1: the default's calibration 5.36 -> 4.82 s CPU, medians; the same
+multiplier after every add; whole builds moved 18-24 s from repeat to repeat in both).
 """
 
 from __future__ import annotations
