@@ -17,6 +17,11 @@ one run, each in its own child process (``PYTHONPATH`` set to its copy), alterna
   ``--seeds`` repeats the training with other k-means seeds (quality only: k-means randomness).
 * **exact**: the exact pass of a calibration (``search.engine.exact_search``) of 200 stored rows
   as queries (k = 11) over ``--exact-sizes`` float16 rows in 100k-row segments.
+* **store_exact**: the exact pass of a calibration on default stores built by adds of ``--batch``
+  rows (``--store-sizes``; built once, by this checkout, before the children): 200 sampled rows
+  as queries (``calibration.exact_keys``, k = 10, so 11 rows with the own row dropped), CPU,
+  wall and system CPU seconds; with a digest of the exact hits' keys and float32 scores, which
+  must be the same for both versions (``store_exact_identical``).
 * **crossing**: a default binary store of ``--n / 2`` rows gets one more add of ``--n / 2``
   (with ``bench_search``'s metadata), crossing the threshold, against the same add to a store
   with ``partitions=0`` and ``rescore_multiplier=16`` (no lists, no calibration): wall time of
@@ -48,7 +53,12 @@ noisy; compare ratios, CPU seconds first); ``ingest_costs_build.json`` (``--part
 --repeats 2`` against session 11's main, 3b0a9ed: the builds to 400k add by add; load 3 -> 30)
 and ``ingest_costs_build_2.json`` (``--parts build``, load 3 -> 18): at such loads the parts
 move by up to 2x from run to run, mostly system CPU (fresh pages zeroed), so neither run
-decides a change of less than that; compare parts over both, and in isolation.
+decides a change of less than that; compare parts over both, and in isolation. Session 13:
+``ingest_costs_store_exact.json`` (``--parts store_exact --repeats 3`` against main 3d28053,
+load 1.3-1.7: the exact pass in 4k-row pieces with float16 widened by bit shifts, 0.91x, hits
+identical) and ``ingest_costs_build_1m_exact.json`` (``--parts build --build-rows 1000000
+--repeats 3``, load 1.9-2.1: the default's calibration 5.36 -> 4.82 s CPU, medians; the same
+multiplier after every add; whole builds moved 18-24 s from repeat to repeat in both).
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -219,6 +230,61 @@ def exact(sizes: list[int]) -> list[dict[str, Any]]:
             block = rows[lo : lo + SEGMENT_ROWS]
             timers.timed("exact_pass", exact_search, block, queries, 11, "ip", None, codec.decode)
         out.append({"rows": size, **timers.rounded(), "load": round(os.getloadavg()[0], 2)})
+    return out
+
+
+def build_stores(root: Path, sizes: list[int], batch: int) -> None:
+    """Default stores of ``sizes`` rows under ``root`` (one directory each), built by adds of ``batch``."""
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from langchain_vq import VQVectorStore
+
+    vectors = synthetic_embeddings_cached(max(sizes))
+    for size in sizes:
+        store = VQVectorStore(DeterministicFakeEmbedding(size=vectors.shape[1]), path=root / str(size))
+        for lo in range(0, size, batch):
+            hi = min(size, lo + batch)
+            store.add_embeddings(
+                [f"doc {i}" for i in range(lo, hi)], vectors[lo:hi], ids=[str(i) for i in range(lo, hi)]
+            )
+
+
+def store_exact(root: Path, sizes: list[int]) -> list[dict[str, Any]]:
+    """The exact pass of a calibration (200 sampled rows, k = 10) on each store :func:`build_stores` made."""
+    import hashlib
+
+    import numpy as np
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from langchain_vq import VQVectorStore
+    from langchain_vq.calibration import exact_keys, query_set
+    from langchain_vq.search.engine import search_segments
+
+    out = []
+    for size in sizes:
+        collection = VQVectorStore(DeterministicFakeEmbedding(size=384), path=root / str(size)).collection
+        snapshot = collection.snapshot
+        qs = query_set(collection, None, EXACT_QUERIES, 0, snapshot=snapshot)
+        timers = Timers()
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        keys = timers.timed("exact_pass", exact_keys, collection, qs, 10, snapshot=snapshot)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        # Untimed: the hits behind those keys, scores included, to compare the versions bit for bit.
+        views = list(snapshot.views)
+        hits = search_segments(views, qs.vectors, 11, kind=collection.kind, quantizer=None)
+        digest = hashlib.sha256(np.asarray(keys, dtype=np.int64).tobytes())
+        for array in (hits.scores, hits.rows, hits.segments):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        out.append(
+            {
+                "rows": size,
+                "segments": [view.segment.rows for view in views],
+                **timers.rounded(),
+                "exact_pass_system_cpu_s": round(after.ru_stime - before.ru_stime, 3),
+                "digest": digest.hexdigest(),
+                "load": round(os.getloadavg()[0], 2),
+            }
+        )
     return out
 
 
@@ -389,6 +455,10 @@ def child(ns: argparse.Namespace) -> None:
         result["training"] = [training(d, ns.n, ns.queries, ns.seeds) for d in ns.data]
     if "exact" in ns.parts:
         result["exact"] = exact(ns.exact_sizes)
+    if "build_stores" in ns.parts:
+        build_stores(ns.stores_dir, ns.store_sizes, ns.batch)
+    if "store_exact" in ns.parts:
+        result["store_exact"] = store_exact(ns.stores_dir, ns.store_sizes)
     if "crossing" in ns.parts:
         result["crossing"] = crossing(ns.n)
     if "build" in ns.parts:
@@ -397,8 +467,8 @@ def child(ns: argparse.Namespace) -> None:
 
 
 # -- the parent: both versions, alternating ---------------------------------------------------------
-def run_child(root: Path, ns: argparse.Namespace) -> dict[str, Any]:
-    """This script's child mode with ``root``'s ``langchain_vq`` first on the path."""
+def run_child(root: Path, ns: argparse.Namespace, parts: list[str] | None = None) -> dict[str, Any]:
+    """This script's child mode with ``root``'s ``langchain_vq`` first on the path (``parts``: ns's)."""
     args = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -408,8 +478,9 @@ def run_child(root: Path, ns: argparse.Namespace) -> dict[str, Any]:
         "--queries",
         str(ns.queries),
     ]
-    args += ["--data", *ns.data, "--parts", *ns.parts, "--seeds", *map(str, ns.seeds)]
+    args += ["--data", *ns.data, "--parts", *(parts or ns.parts), "--seeds", *map(str, ns.seeds)]
     args += ["--exact-sizes", *map(str, ns.exact_sizes)]
+    args += ["--store-sizes", *map(str, ns.store_sizes), "--stores-dir", str(ns.stores_dir)]
     args += ["--build-rows", str(ns.build_rows), "--batch", str(ns.batch)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)])}
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
@@ -419,7 +490,7 @@ def run_child(root: Path, ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Per part, the fewest CPU and wall seconds over the repeats of each version, and their ratio.
+    """Per part, the fewest and the median CPU and wall seconds over the repeats of each version, and ratios.
 
     The least over repeats: on a shared machine other processes only ever add time.
     """
@@ -436,6 +507,11 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 paths[f"{name} {unit}"] = ("training", i, "runs", 0, f"{part}_{unit}")
         for i, entry in enumerate(first.get("exact", [])):
             paths[f"exact pass over {entry['rows']} rows {unit}"] = ("exact", i, f"exact_pass_{unit}")
+        for i, entry in enumerate(first.get("store_exact", [])):
+            name = f"exact pass of the {entry['rows']}-row store"
+            paths[f"{name} {unit}"] = ("store_exact", i, f"exact_pass_{unit}")
+            if unit == "s":
+                paths[f"{name} system_cpu_s"] = ("store_exact", i, "exact_pass_system_cpu_s")
         if "crossing" in first:
             parts = ("add", "read_sample", "with_partitions", "assign_and_rewrite_stored", "calibration")
             for part in (*parts, "calibration_exact_pass"):
@@ -455,7 +531,7 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             for part in sorted({part for _, _, part in BUILD_PARTS}):
                 paths[f"build to {rows}: default's {part} {unit}"] = ("build", f"default_parts_{unit}", part)
 
-    def least(version: str, path: tuple[Any, ...]) -> float | None:
+    def values_of(version: str, path: tuple[Any, ...]) -> list[float]:
         values = []
         for result in results[version]:
             value: Any = result
@@ -465,15 +541,20 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                     break
             if value is not None:
                 values.append(value)
-        return round(min(values), 3) if values else None
+        return values
 
     out = {}
     for name, path in paths.items():
-        base, now = least("baseline", path), least("current", path)
+        base, now = values_of("baseline", path), values_of("current", path)
+        least_base, least_now = (round(min(v), 3) if v else None for v in (base, now))
+        median_base, median_now = (round(statistics.median(v), 3) if v else None for v in (base, now))
         out[name] = {
-            "baseline": base,
-            "current": now,
-            "ratio": round(now / base, 3) if base and now else None,
+            "baseline": least_base,
+            "current": least_now,
+            "ratio": round(least_now / least_base, 3) if least_base and least_now else None,
+            "baseline_median": median_base,
+            "current_median": median_now,
+            "median_ratio": round(median_now / median_base, 3) if median_base and median_now else None,
         }
     return out
 
@@ -510,6 +591,9 @@ def main(ns: argparse.Namespace) -> None:
             check=True,
         )
         subprocess.run(["tar", "-x", "-C", str(base_root)], input=archive.stdout, check=True)  # noqa: S607
+        if "store_exact" in ns.parts:  # the stores both versions search, built once by this checkout
+            ns.stores_dir = Path(tempfile.mkdtemp(prefix="ingest-stores-"))
+            run_child(REPO, ns, ["build_stores"])
         results: dict[str, list[dict[str, Any]]] = {"baseline": [], "current": []}
         for repeat in range(ns.repeats):
             order = ("baseline", "current") if repeat % 2 == 0 else ("current", "baseline")
@@ -520,8 +604,13 @@ def main(ns: argparse.Namespace) -> None:
                 print(f"{version} (repeat {repeat}): {json.dumps(result)}", flush=True)
     finally:
         shutil.rmtree(base_root, ignore_errors=True)
+        if ns.stores_dir is not None:
+            shutil.rmtree(ns.stores_dir, ignore_errors=True)
     record["load_end"] = os.getloadavg()
     record["summary"] = summary(results)
+    if "store_exact" in ns.parts:  # every child's hits of each store, keys and scores, alike
+        digests = [{e["rows"]: e["digest"] for e in r["store_exact"]} for v in results.values() for r in v]
+        record["store_exact_identical"] = all(d == digests[0] for d in digests)
     record["results"] = results
     ns.out.parent.mkdir(parents=True, exist_ok=True)
     ns.out.write_text(json.dumps(record, indent=1) + "\n")
@@ -541,6 +630,14 @@ def parse() -> argparse.Namespace:
         "--seeds", type=int, nargs="+", default=[1234], help="k-means seeds (1234: the library's)"
     )
     parser.add_argument("--exact-sizes", type=int, nargs="+", default=[200_000, 400_000])
+    parser.add_argument(
+        "--store-sizes",
+        type=int,
+        nargs="+",
+        default=[400_000, 800_000],
+        help="rows of the stores (store_exact)",
+    )
+    parser.add_argument("--stores-dir", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--build-rows", type=int, default=400_000, help="rows of the two builds compared add by add (build)"
     )

@@ -86,8 +86,9 @@ def codec_of(segment: Segment) -> VectorCodec:
 
 
 #: Most float16 values :meth:`VectorCodec.decode` converts with :func:`half_to_float`'s passes
-#: (4M: 16 MB of float32); past it FAISS's single pass costs less (a 16k x 384 block of an exact
-#: scan: 4.8 against 7.9 ms; 8k rows: 2.5 against 1.9; 1,710 rows: 2.2 against 0.3 ms, load 5).
+#: (4M: 16 MB of float32); past it FAISS's single pass costs less (a 16k x 384 block: 4.8 against
+#: 7.9 ms; 8k rows: 2.5 against 1.9; 1,710 rows: 2.2 against 0.3 ms, load 5). Exact scans widen
+#: their own 4k-row pieces in a reused buffer instead (``search.engine.exact_search``).
 _HALF_PASSES_MAX_VALUES = 1 << 22
 #: ``2 ** 112``: a float16's bits moved into a float32's places read as its value times ``2 ** -112``.
 _HALF_SCALE = np.float32(2.0**112)
