@@ -90,8 +90,10 @@ def _gathered(column: pa.ChunkedArray, rows: npt.NDArray[np.int64]) -> pa.Array 
     # a fresh numpy array of this size is fresh pages, each faulted in and zeroed by the kernel.
     buffer = pa.allocate_buffer(rows.size * width)
     out = np.frombuffer(buffer, np.uint8).reshape(rows.size, width)
+    # mode="clip": the rows are checked; numpy's default ("raise") gathers into a temporary
+    # of the whole result and copies it to ``out`` (a second fresh 307 MB in the merge above).
     if len(views) == 1:
-        np.take(views[0], rows, axis=0, out=out)
+        np.take(views[0], rows, axis=0, out=out, mode="clip")
     elif rows.size:
         _gather_chunks(views, rows, out)
     return _array_of(column.type, buffer, rows.size)
@@ -114,14 +116,14 @@ def _gather_chunks(
     if cuts.size <= rows.size // _ROWS_PER_RUN:
         bounds = [0, *cuts.tolist(), rows.size]
         for lo, hi in itertools.pairwise(bounds):
-            np.take(views[chunk_of[lo]], local[lo:hi], axis=0, out=out[lo:hi])
+            np.take(views[chunk_of[lo]], local[lo:hi], axis=0, out=out[lo:hi], mode="clip")
         return
     block = np.empty((min(rows.size, _GATHER_BLOCK_ROWS), out.shape[1]), np.uint8)
     for k, view in enumerate(views):
         places = np.flatnonzero(chunk_of == k)
         for lo in range(0, places.size, _GATHER_BLOCK_ROWS):
             picked = places[lo : lo + _GATHER_BLOCK_ROWS]
-            out[picked] = np.take(view, local[picked], axis=0, out=block[: picked.size])
+            out[picked] = np.take(view, local[picked], axis=0, out=block[: picked.size], mode="clip")
 
 
 def _array_of(kind: pa.DataType, buffer: pa.Buffer, rows: int) -> pa.Array:
