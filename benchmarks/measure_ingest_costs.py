@@ -38,6 +38,14 @@ one run, each in its own child process (``PYTHONPATH`` set to its copy), alterna
   allocations faulted in as transparent huge pages (compaction stalls) vary with the machine's
   memory state.
 
+* **merge** (``--merge-rows``, ``--merge-parts``, ``--merge-repeats``): ``merge_segments`` of
+  ``--merge-parts`` grouped parts of ``--merge-rows`` rows each (seeded: float16 vectors, 48-byte
+  codes, lists of 1024, ``bench_search``'s metadata), written as segment files and memory-mapped,
+  each read as a store's merge reads it (``collection._live_table``): user and system CPU
+  seconds, wall seconds and minor page faults of each of ``--merge-repeats`` merges in one
+  process (the first one faults in fresh pages, later ones may reuse freed memory), and the
+  merged table's checksum (both versions must give the same).
+
 Times are wall and CPU seconds on one thread (``OMP_NUM_THREADS=1``); the summary keeps each
 version's least over the repeats and their ratio. The machine is shared, so the load average is
 recorded with every child; CPU seconds move less with it than wall seconds. Compare the two
@@ -59,6 +67,11 @@ load 1.3-1.7: the exact pass in 4k-row pieces with float16 widened by bit shifts
 identical) and ``ingest_costs_build_1m_exact.json`` (``--parts build --build-rows 1000000
 --repeats 3``, load 1.9-2.1: the default's calibration 5.36 -> 4.82 s CPU, medians; the same
 multiplier after every add; whole builds moved 18-24 s from repeat to repeat in both).
+Also ``ingest_costs_merge.json`` (``--parts merge --repeats 4 --merge-repeats 3`` against 3d28053,
+session 13's main, load 1.4-1.9): the first merge in a process, 0.42-0.68 s wall (system CPU
+0.36-0.62 s) with Arrow's take of the concatenated parts, 0.084-0.086 s (0.02 s) with
+``storage.rows.take_rows``; later merges, which reuse freed memory, 0.06-0.10 s both; the same
+checksum.
 """
 
 from __future__ import annotations
@@ -436,6 +449,70 @@ def build(n: int, batch: int) -> dict[str, Any]:
     return out
 
 
+def merge(rows: int, parts: int, repeats: int) -> dict[str, Any]:
+    """``merge_segments`` of ``parts`` grouped segment files of ``rows`` rows, ``repeats`` times."""
+    import numpy as np
+
+    from benchmarks.bench_search import row_metadata
+    from langchain_vq.collection import SegmentView, _live_table
+    from langchain_vq.storage.segment import (
+        Segment,
+        build_segment,
+        checksum,
+        merge_segments,
+        read_arrow_file,
+        serialize_chunks,
+    )
+
+    rng = np.random.default_rng(0)
+    root = Path(tempfile.mkdtemp(prefix="ingest-merge-"))
+    out: dict[str, Any] = {"rows": rows, "parts": parts, "runs": []}
+    try:
+        segments = []
+        for part in range(parts):
+            lo, hi = part * rows, (part + 1) * rows
+            built = build_segment(
+                f"part{part}",
+                [str(i) for i in range(lo, hi)],
+                [f"doc {i}" for i in range(lo, hi)],
+                [row_metadata(i) for i in range(lo, hi)],
+                rng.standard_normal((rows, 384)).astype(np.float16),
+                rng.integers(0, 256, (rows, 48), dtype=np.uint8),
+                lists=rng.integers(0, LISTS, rows).astype(np.uint16),
+            )
+            path = root / f"part{part}.arrow"
+            with path.open("wb") as fh:
+                for chunk in serialize_chunks(built.table):
+                    fh.write(chunk)
+            segments.append(Segment(built.name, read_arrow_file(path, None, None), path=str(path)))
+            del built
+        merged = None
+        for _ in range(repeats):
+            del merged
+            before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            read = [Segment(s.name, _live_table(SegmentView(s), drop=())) for s in segments]
+            merged = merge_segments("merged", read)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            out["runs"].append(
+                {
+                    "merge_s": round(time.perf_counter() - start, 3),
+                    "merge_user_cpu_s": round(after.ru_utime - before.ru_utime, 3),
+                    "merge_system_cpu_s": round(after.ru_stime - before.ru_stime, 3),
+                    "merge_minor_faults": after.ru_minflt - before.ru_minflt,
+                    "load": round(os.getloadavg()[0], 2),
+                }
+            )
+        assert merged is not None
+        out["merged_rows"] = merged.rows
+        out["merged_checksum"] = checksum(serialize_chunks(merged.table))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    for key in ("merge_s", "merge_user_cpu_s", "merge_system_cpu_s"):
+        out[f"first_{key}"] = out["runs"][0][key]
+        out[f"median_{key}"] = round(float(np.median([run[key] for run in out["runs"]])), 3)
+    return out
+
+
 def synthetic_embeddings_cached(n: int) -> Any:
     """``synthetic_embeddings(n, seed=0)`` (the default-recall benchmark's corpus)."""
     from langchain_vq.synthetic import synthetic_embeddings
@@ -463,6 +540,8 @@ def child(ns: argparse.Namespace) -> None:
         result["crossing"] = crossing(ns.n)
     if "build" in ns.parts:
         result["build"] = build(ns.build_rows, ns.batch)
+    if "merge" in ns.parts:
+        result["merge"] = merge(ns.merge_rows, ns.merge_parts, ns.merge_repeats)
     print(json.dumps(result), flush=True)
 
 
@@ -482,6 +561,8 @@ def run_child(root: Path, ns: argparse.Namespace, parts: list[str] | None = None
     args += ["--exact-sizes", *map(str, ns.exact_sizes)]
     args += ["--store-sizes", *map(str, ns.store_sizes), "--stores-dir", str(ns.stores_dir)]
     args += ["--build-rows", str(ns.build_rows), "--batch", str(ns.batch)]
+    args += ["--merge-rows", str(ns.merge_rows), "--merge-parts", str(ns.merge_parts)]
+    args += ["--merge-repeats", str(ns.merge_repeats)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)])}
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -530,6 +611,11 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             paths[f"build to {rows}: ratio {unit}"] = ("build", f"ratio_{unit}")
             for part in sorted({part for _, _, part in BUILD_PARTS}):
                 paths[f"build to {rows}: default's {part} {unit}"] = ("build", f"default_parts_{unit}", part)
+    if "merge" in first:
+        size = f"{first['merge']['parts']} x {first['merge']['rows']}"
+        for key in ("merge_s", "merge_user_cpu_s", "merge_system_cpu_s"):
+            for which in ("first", "median"):
+                paths[f"merge of {size} rows: {which} {key}"] = ("merge", f"{which}_{key}")
 
     def values_of(version: str, path: tuple[Any, ...]) -> list[float]:
         values = []
@@ -560,6 +646,9 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 def main(ns: argparse.Namespace) -> None:
+    sys.path.append(str(REPO))  # appended: a child's PYTHONPATH must come first
+    from benchmarks._common import hardware
+
     record: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(sys.argv),
@@ -581,7 +670,13 @@ def main(ns: argparse.Namespace) -> None:
             "repeats": ns.repeats,
             "sample_rows": SAMPLE_ROWS,
             "lists": LISTS,
+            "build_rows": ns.build_rows,
+            "batch": ns.batch,
+            "merge_rows": ns.merge_rows,
+            "merge_parts": ns.merge_parts,
+            "merge_repeats": ns.merge_repeats,
         },
+        "hardware": hardware(),
     }
     base_root = Path(tempfile.mkdtemp(prefix="ingest-baseline-"))
     try:
@@ -642,6 +737,9 @@ def parse() -> argparse.Namespace:
         "--build-rows", type=int, default=400_000, help="rows of the two builds compared add by add (build)"
     )
     parser.add_argument("--batch", type=int, default=100_000, help="rows per add of the builds (build)")
+    parser.add_argument("--merge-rows", type=int, default=100_000, help="rows per part merged (merge)")
+    parser.add_argument("--merge-parts", type=int, default=4, help="parts merged (merge)")
+    parser.add_argument("--merge-repeats", type=int, default=3, help="merges per child (merge)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each version")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ingest_costs.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

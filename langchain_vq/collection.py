@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from langchain_vq.arrays import array_of, bool_array, int_array
+from langchain_vq.arrays import array_of, bool_array
 from langchain_vq.errors import (
     ConfigurationError,
     CorruptStoreError,
@@ -54,6 +54,7 @@ from langchain_vq.quantization.precision import (
 from langchain_vq.search import Hits, SegmentView, search_segments
 from langchain_vq.storage import Manifest, Segment, SegmentEntry, StoreDirectory, build_segment
 from langchain_vq.storage.metadata import check_metadatas
+from langchain_vq.storage.rows import take_rows
 from langchain_vq.storage.schema import LIST_COLUMN, PARTITION_COLUMN
 from langchain_vq.storage.segment import grouped_table, list_order, merge_segments, moved_rows
 from langchain_vq.validation import check_k
@@ -1402,7 +1403,7 @@ def _encoded(
             assert lists is not None  # noqa: S101
             coded = ("vector", "codes", PARTITION_COLUMN, LIST_COLUMN)
             kept = [c for c in segment.table.column_names if c not in coded]
-            segment = Segment(segment.name, segment.table.select(kept).take(int_array(order)))
+            segment = Segment(segment.name, take_rows(segment.table.select(kept), order))
             stored, codes = _encoded_in_order(floats, order, quantizer, codec)
             lists = lists[order]
         else:

@@ -14,6 +14,7 @@ from pyarrow import ipc
 from langchain_vq.errors import CorruptStoreError
 from langchain_vq.storage import SegmentEntry, StoreDirectory
 from langchain_vq.storage import segment as segment_module
+from langchain_vq.storage.schema import INT8_LO_KEY, INT8_SCALE_KEY
 from langchain_vq.storage.segment import Segment, build_segment, merge_segments
 
 ROWS = [
@@ -327,3 +328,62 @@ def test_a_merge_of_grouped_parts_takes_rows_in_list_order_with_every_column(tmp
     np.testing.assert_array_equal(merged.codes, np.concatenate(codes)[want])
     np.testing.assert_array_equal(merged.lists, all_lists[want])
     assert all(merged.table.column(c).num_chunks == 1 for c in merged.table.column_names)
+
+
+# -- merges and regrouping gather vectors and codes from the parts (storage.rows) -----------------
+def _arrow_take(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """What merges and regrouping took rows with before ``take_rows``: Arrow's own take."""
+    return table.take(pa.array(np.asarray(rows, np.int64)))
+
+
+def _int8_part(name: str, rng: np.random.Generator, n: int, start: int, big: bool) -> Segment:
+    """A grouped part: int metadata (``big``: past int8), some rows needing the fallback, int8 vectors."""
+    metadatas = [{"n": None} if i % 7 == 3 else {"n": (i * 1000 if big else i % 100), "s": "x"}
+                 for i in range(start, start + n)]  # fmt: skip
+    ranges = {INT8_LO_KEY: bytes(32), INT8_SCALE_KEY: np.ones(8, np.float32).tobytes()}
+    return build_segment(
+        name, [f"id{i}" for i in range(start, start + n)], [f"t{i}" for i in range(start, start + n)],
+        metadatas, rng.integers(0, 256, (n, 8), dtype=np.uint8), rng.integers(0, 256, (n, 5), dtype=np.uint8),
+        vector_metadata=ranges, lists=rng.integers(0, 9, n).astype(np.uint16),
+    )  # fmt: skip
+
+
+def test_a_merge_gives_the_table_arrow_s_take_gave(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typed metadata of different widths, a fallback, int8 ranges, lists, deletions, chunked parts."""
+    rng = np.random.default_rng(17)
+    from_file = _reopened(_int8_part("a", rng, 60, 0, big=False), tmp_path)
+    chunked = _int8_part("b", rng, 45, 100, big=True).row_lists_table()  # a list value per row
+    chunked = Segment("b", pa.concat_tables([chunked.slice(0, 10), chunked.slice(10, 20), chunked.slice(30)]))
+    deleted = _int8_part("c", rng, 50, 200, big=False)
+    live = np.ones(50, bool)
+    live[[0, 7, 8, 31, 49]] = False  # as a store's merge reads a part with deletions
+    deleted = Segment("c", deleted.row_lists_table().filter(pa.array(live)))
+    parts = [from_file, chunked, deleted]
+    assert chunked.table.column("vector").num_chunks == 3
+    merged = merge_segments("m", parts)
+    monkeypatch.setattr(segment_module, "take_rows", _arrow_take)
+    want = merge_segments("m", parts)
+    assert merged.table.equals(want.table, check_metadata=True)
+    assert merged.table.schema.field("vector").metadata == from_file.vector_field.metadata
+    assert merged.table.schema.field("metadata").type == pa.string()
+    assert merged.rows == 60 + 45 + 45
+    assert merged.grouped
+    lists = merged.lists
+    assert lists is not None
+    assert np.all(np.diff(lists.astype(int)) >= 0)
+    assert sorted(merged.ids.to_pylist()) == sorted(i for p in parts for i in p.ids.to_pylist())
+
+
+def test_regrouping_a_chunked_table_gives_the_table_arrow_s_take_gave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(19)
+    table = _int8_part("a", rng, 40, 0, big=True).row_lists_table().drop_columns(["partition"])
+    table = pa.concat_tables([table.slice(0, 25), table.slice(25)])
+    lists = rng.integers(0, 5, table.num_rows).astype(np.uint16)
+    grouped, order = segment_module.grouped_table(table, lists)
+    monkeypatch.setattr(segment_module, "take_rows", _arrow_take)
+    want, want_order = segment_module.grouped_table(table, lists)
+    assert grouped.equals(want, check_metadata=True)
+    assert order is not None
+    np.testing.assert_array_equal(order, want_order)
