@@ -1,7 +1,7 @@
 """Embedding backends side by side: speed, latency, memory and quality against float32 torch.
 
-For each backend of ``SentenceTransformerEmbeddings`` (torch, onnx, onnx-int8, openvino), in one
-run on the same texts:
+For each backend of ``SentenceTransformerEmbeddings`` (torch, onnx, onnx-int8, openvino,
+openvino-int8), in one run on the same texts:
 
 - documents per second on ~1,000-character chunks (SciFact abstracts cut at a word boundary) and
   on short sentences, with 1 thread and with every core;
@@ -46,7 +46,7 @@ from benchmarks._common import hardware  # noqa: E402
 DATA = Path(os.environ.get("LANGCHAIN_VQ_DATA", REPO.parent / "shared" / "data"))
 SCIFACT = DATA / "scifact"
 OUT = REPO / "benchmarks" / "results"
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 CHUNK_CHARS = 1000
 QUESTION = "How do I copy a directory tree?"
 
