@@ -225,7 +225,9 @@ def _require(backend: str) -> None:
             f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: "
             f'pip install "langchain-vq[{extra}]"'
         )
-        if backend != "torch":
+        if backend.startswith("openvino"):
+            msg += ", or use backend='onnx-int8' (ONNX Runtime) or backend='torch'"
+        elif backend != "torch":
             msg += ", or use backend='torch'"
         raise MissingDependencyError(msg + ".", extra=extra)
 

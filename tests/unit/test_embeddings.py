@@ -466,6 +466,7 @@ def test_missing_openvino_names_its_extra(backend: str, monkeypatch: pytest.Monk
         SentenceTransformerEmbeddings(backend=backend)
     assert info.value.extra == "openvino"
     assert "needs openvino" in str(info.value)
+    assert "backend='onnx-int8'" in str(info.value)  # the alternative that needs no OpenVINO
     SentenceTransformerEmbeddings(backend="onnx")  # the other backends do not need it
 
 
