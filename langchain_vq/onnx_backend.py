@@ -1,4 +1,4 @@
-"""ONNX Runtime inference for sentence-transformers models: export once, cache on disk, run fast.
+"""ONNX Runtime and OpenVINO inference for sentence-transformers models: export once, cache, run fast.
 
 The ONNX and OpenVINO backends of ``SentenceTransformerEmbeddings`` live here. The model is
 exported locally from the weights that torch loads (nothing is downloaded), its graph fused by
@@ -12,8 +12,8 @@ under :func:`cache_root`::
 
 ``manifest.json`` is written last and records each file's size and SHA-256, so a cache whose
 files are missing, truncated or altered is rebuilt instead of used. Running a cached export
-needs only ``onnxruntime`` and ``tokenizers``; exporting also needs torch, sentence-transformers
-and ``onnx``.
+needs only ``onnxruntime`` and ``tokenizers`` (the OpenVINO backends also ``openvino``);
+exporting also needs torch, sentence-transformers and ``onnx``.
 """
 
 from __future__ import annotations
