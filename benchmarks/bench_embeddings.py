@@ -516,7 +516,9 @@ def markdown(report: dict, thread_settings: list[int]) -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backends", default=",".join(BACKENDS))
-    p.add_argument("--default", default="onnx-int8", help="the backend the summary checks the targets for")
+    p.add_argument(
+        "--default", default="openvino-int8", help="the backend the summary checks the targets for"
+    )
     p.add_argument("--docs", type=int, default=96, help="~1,000-character chunks per speed run")
     p.add_argument("--sentences", type=int, default=384, help="short sentences per speed run")
     p.add_argument("--queries", type=int, default=100, help="queries timed one by one")
