@@ -42,12 +42,12 @@ INSTALL_HINT = 'pip install "langchain-vq[embeddings]"'
 #: Inference backends, in sentence-transformers' vocabulary (``backend="onnx"``) plus the
 #: quantized ONNX variant.
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
-#: The backend used when none is named, chosen by benchmarks/bench_embeddings.py: against float32
-#: torch on one core it embeds ~1.35x the 1,000-character chunks and short sentences per second
-#: at under a third of the query latency, and on two cores 2.9x the chunks (torch's threads stall
-#: on a busy machine); SciFact nDCG@10 0.6487 vs 0.6451, cosine to float32 0.993. The int8 matrix
-#: product itself is only 1.9-2.3x float32 on AVX2 without VNNI, so one core cannot gain 2.5x.
-DEFAULT_BACKEND = "onnx-int8"
+#: The backend used when none is named, chosen by benchmarks/bench_embeddings.py on an AMD EPYC
+#: with AVX-512 VNNI and BF16: against float32 torch on one core it embeds 2.8x the 1,000-character
+#: chunks (34.5 against 12.2 per second; onnx-int8 24.7) and 2.9x the short sentences, at 0.27x
+#: the query latency (p50 4.3 against 15.9 ms); SciFact nDCG@10 0.6450 against 0.6451, cosine to
+#: float32 0.9988. Unmeasured on CPUs without VNNI, where onnx-int8 was 1.35x torch.
+DEFAULT_BACKEND = "openvino-int8"
 #: Packages each backend needs, and the extra that installs them.
 _BACKEND_NEEDS = {
     "torch": (("sentence_transformers", "torch"), "embeddings"),
@@ -71,7 +71,7 @@ class SentenceTransformerEmbeddings(Embeddings):
 
             from langchain_vq.embeddings import SentenceTransformerEmbeddings
 
-            embeddings = SentenceTransformerEmbeddings()  # all-MiniLM-L6-v2, offline, onnx-int8
+            embeddings = SentenceTransformerEmbeddings()  # all-MiniLM-L6-v2, offline, openvino-int8
             exact = SentenceTransformerEmbeddings(backend="torch")  # float32 torch
             e5 = SentenceTransformerEmbeddings(
                 "intfloat/e5-small-v2", query_prompt="query: ", document_prompt="passage: "
