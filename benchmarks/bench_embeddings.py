@@ -525,7 +525,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best is kept")
     p.add_argument("--repeats", type=int, default=1, help="encodes per text set within a child")
-    p.add_argument("--ndcg-backends", default="onnx-int8", help="comma list, or 'all'")
+    p.add_argument("--ndcg-backends", default="openvino-int8", help="comma list, or 'all'")
     p.add_argument("--chatbot", action="store_true", help="also time the chatbot's first run")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
