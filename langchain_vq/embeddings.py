@@ -39,8 +39,8 @@ DEFAULT_MODEL_ALIASES = frozenset({DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minil
 #: With ``show_progress=None``, calls with more texts than this show a progress bar.
 PROGRESS_THRESHOLD = 1_000
 INSTALL_HINT = 'pip install "langchain-vq[embeddings]"'
-#: Inference backends, in sentence-transformers' vocabulary (``backend="onnx"``) plus the
-#: quantized ONNX variant.
+#: Inference backends, in sentence-transformers' vocabulary (``backend="onnx"``) plus the int8
+#: variants of the ONNX Runtime and OpenVINO ones.
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 #: The backend used when none is named, chosen by benchmarks/bench_embeddings.py on an AMD EPYC
 #: with AVX-512 VNNI and BF16: against float32 torch on one core it embeds 2.8x the 1,000-character
