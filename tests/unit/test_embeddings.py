@@ -31,12 +31,28 @@ pytest.importorskip("sentence_transformers", reason="needs the embeddings extra"
 #: Cosine between each backend's embeddings and float32 torch's. Measured by
 #: benchmarks/bench_embeddings.py (results/bench_embeddings.json, "cosine_to_float32": SciFact
 #: abstracts and short sentences): onnx and openvino agree to > 0.99999; onnx-int8 has mean
-#: 0.991-0.993 and min 0.971 (sentences), so the bounds below leave a margin for other texts.
-MEAN_COSINE = {"torch": 0.99999, "onnx": 0.99999, "onnx-int8": 0.985, "openvino": 0.99999}
-MIN_COSINE = {"torch": 0.99999, "onnx": 0.9999, "onnx-int8": 0.95, "openvino": 0.9999}
-#: Cosine between a text embedded alone and inside a batch: int8 activations are quantized with
-#: one scale per batch tensor, so the neighbours of a text move its vector a little.
-BATCH_COSINE = {"torch": 0.99999, "onnx": 0.99999, "onnx-int8": 0.98, "openvino": 0.99999}
+#: 0.991-0.993 and min 0.970 (sentences); openvino-int8 mean 0.9987-0.9988 and min 0.9943
+#: (sentences), so the bounds below leave a margin for other texts.
+MEAN_COSINE = {
+    "torch": 0.99999,
+    "onnx": 0.99999,
+    "onnx-int8": 0.985,
+    "openvino": 0.99999,
+    "openvino-int8": 0.995,
+}
+MIN_COSINE = {"torch": 0.99999, "onnx": 0.9999, "onnx-int8": 0.95, "openvino": 0.9999, "openvino-int8": 0.98}
+#: Cosine between a text embedded alone and inside a batch: onnx-int8 quantizes activations with
+#: one scale per batch tensor, so the neighbours of a text move its vector a little;
+#: openvino-int8 quantizes each token's row on its own.
+BATCH_COSINE = {
+    "torch": 0.99999,
+    "onnx": 0.99999,
+    "onnx-int8": 0.98,
+    "openvino": 0.99999,
+    "openvino-int8": 0.999,
+}
+#: The backends with an export of their own in the cache (openvino compiles onnx's).
+EXPORTED = ("onnx", "onnx-int8", "openvino-int8")
 AGREEMENT_TEXTS = [
     "The cat sits on the mat.",
     "A kitten rests on a rug.",
@@ -202,7 +218,7 @@ def exported(embeddings_cache: Path) -> dict[str, SentenceTransformerEmbeddings]
 
         mp.setattr(socket.socket, "connect", no_network)
         mp.setattr(socket, "create_connection", no_network)
-        for backend in ("onnx", "onnx-int8", "openvino"):
+        for backend in ("onnx", "onnx-int8", "openvino", "openvino-int8"):
             model = SentenceTransformerEmbeddings(backend=backend, cache_dir=embeddings_cache)
             model.embed_query("warm up")  # exports (or reuses the minilm fixture's export)
             models[backend] = model
@@ -250,19 +266,23 @@ def test_each_backend_has_its_runner(
     # ... and runs it in float32 even where the CPU plugin would pick bfloat16 (AVX-512 BF16).
     precision = exported["openvino"].client.session.get_property("INFERENCE_PRECISION_HINT")
     assert str(precision) in {"<Type: 'float32'>", "f32"}, precision
+    int8 = exported["openvino-int8"].client
+    assert isinstance(int8, onnx_backend.OpenVinoInt8Encoder)
+    assert int8.info.backend == "openvino-int8"  # its own export, with int8 weights
+    group = int8.session.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")
+    assert group == onnx_backend.OPENVINO_INT8_GROUP == 128  # OpenVINO's default (32) is no faster than bf16
     assert minilm.client.__class__ is (
-        SentenceTransformer if DEFAULT_BACKEND == "torch" else onnx_backend.OnnxEncoder
+        SentenceTransformer if DEFAULT_BACKEND == "torch" else onnx_backend.encoder_class(DEFAULT_BACKEND)
     )
 
 
 def test_export_is_offline_and_complete(
     exported: dict[str, SentenceTransformerEmbeddings], embeddings_cache: Path
 ) -> None:
-    assert sorted(p.name for p in export_folder(embeddings_cache, "onnx").parent.iterdir()) == [
-        "onnx",
-        "onnx-int8",
-    ]  # openvino has no export of its own
-    for backend in ("onnx", "onnx-int8"):
+    assert sorted(p.name for p in export_folder(embeddings_cache, "onnx").parent.iterdir()) == sorted(
+        EXPORTED
+    )  # openvino has no export of its own
+    for backend in EXPORTED:
         folder = export_folder(embeddings_cache, backend)
         assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "tokenizer.json"]
         info = onnx_backend.read_export(folder)
@@ -272,6 +292,55 @@ def test_export_is_offline_and_complete(
     fp32 = export_folder(embeddings_cache, "onnx") / "model.onnx"
     int8 = export_folder(embeddings_cache, "onnx-int8") / "model.onnx"
     assert int8.stat().st_size < fp32.stat().st_size / 3  # int8 weights: a quarter of the bytes
+
+
+def test_openvino_int8_export_has_int8_weights(
+    exported: dict[str, SentenceTransformerEmbeddings], embeddings_cache: Path
+) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(export_folder(embeddings_cache, "openvino-int8") / "model.onnx")).graph
+    weights = {t.name: t for t in graph.initializer}
+    dequantize = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    by_weight = [n for n in matmuls if n.input[1] in dequantize]
+    # 6 layers x (query, key, value, attention output, 2 feed-forward): every weight matrix is int8.
+    assert len(by_weight) == len(dequantize) == 36
+    assert not [n for n in matmuls if n.input[1] in weights]  # no float32 weight matrix is left
+    for node in dequantize.values():
+        q = numpy_helper.to_array(weights[node.input[0]])
+        scale = numpy_helper.to_array(weights[node.input[1]])
+        assert q.dtype == np.int8 and q.ndim == 2 and scale.shape == (q.shape[1],)  # per output column
+        assert np.abs(q).max(axis=0).min() == 127  # symmetric, each column's range used fully
+    assert not [n for n in graph.node if n.domain == "com.microsoft"]  # plain ops: OpenVINO fuses them
+
+
+def test_quantize_weights_keeps_the_product(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((64, 32)) * np.linspace(0.01, 3, 32)).astype(
+        np.float32
+    )  # columns of unlike scale
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 32])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "f.onnx"))
+    onnx_backend._quantize_weights(tmp_path / "f.onnx", tmp_path / "q.onnx")
+    x = rng.standard_normal((8, 64)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
+    error = np.abs(got - x @ w).max(axis=0) / np.abs(x @ w).max(axis=0)  # per column, relative
+    assert error.max() < 0.02  # per-column scales: the small columns keep their precision
+    assert (tmp_path / "q.onnx").stat().st_size < (tmp_path / "f.onnx").stat().st_size / 2
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -294,13 +363,15 @@ def test_backends_agree_with_float32_torch(
     assert (np.argmax(vectors @ torch_reference.T, axis=1) == np.arange(len(AGREEMENT_TEXTS))).all()
 
 
+@pytest.mark.parametrize("backend", ["onnx-int8", "openvino-int8"])
 def test_cached_export_is_reused(
+    backend: str,
     exported: dict[str, SentenceTransformerEmbeddings],
     embeddings_cache: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    folder = export_folder(embeddings_cache, "onnx-int8")
+    folder = export_folder(embeddings_cache, backend)
     mtime = (folder / "model.onnx").stat().st_mtime_ns
 
     def no_export(*args: Any, **kwargs: Any) -> None:
@@ -309,11 +380,12 @@ def test_cached_export_is_reused(
 
     monkeypatch.setattr(onnx_backend, "_export_float", no_export)
     monkeypatch.setattr(onnx_backend, "_quantize", no_export)
+    monkeypatch.setattr(onnx_backend, "_quantize_weights", no_export)
     monkeypatch.setattr(emb_module, "_load_model", no_export)  # not even torch is loaded
     caplog.set_level(logging.INFO)
-    again = SentenceTransformerEmbeddings(backend="onnx-int8", cache_dir=embeddings_cache)
+    again = SentenceTransformerEmbeddings(backend=backend, cache_dir=embeddings_cache)
     vector = np.array(again.embed_query("heapq"))
-    np.testing.assert_allclose(vector, exported["onnx-int8"].embed_query("heapq"), atol=1e-6)
+    np.testing.assert_allclose(vector, exported[backend].embed_query("heapq"), atol=1e-6)
     assert (folder / "model.onnx").stat().st_mtime_ns == mtime
     assert not [r for r in caplog.records if "Export" in r.getMessage()]
 
@@ -341,7 +413,9 @@ def test_damaged_export_is_detected(
     assert onnx_backend.read_export(folder) is None
 
 
+@pytest.mark.parametrize("backend", ["onnx-int8", "openvino-int8"])
 def test_damaged_cache_is_rebuilt_with_one_message(
+    backend: str,
     exported: dict[str, SentenceTransformerEmbeddings],
     embeddings_cache: Path,
     tmp_path: Path,
@@ -349,12 +423,12 @@ def test_damaged_cache_is_rebuilt_with_one_message(
 ) -> None:
     cache = tmp_path / "cache"
     shutil.copytree(embeddings_cache / "onnx", cache / "onnx")
-    model_file = export_folder(cache, "onnx-int8") / "model.onnx"
+    model_file = export_folder(cache, backend) / "model.onnx"
     model_file.write_bytes(model_file.read_bytes()[:1000])  # an interrupted copy
     caplog.set_level(logging.INFO)
-    rebuilt = SentenceTransformerEmbeddings(backend="onnx-int8", cache_dir=cache)
+    rebuilt = SentenceTransformerEmbeddings(backend=backend, cache_dir=cache)
     vector = np.array(rebuilt.embed_query("heapq"))
-    np.testing.assert_allclose(vector, exported["onnx-int8"].embed_query("heapq"), atol=1e-5)
+    np.testing.assert_allclose(vector, exported[backend].embed_query("heapq"), atol=1e-5)
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(messages) == 1, messages
     assert "Rebuilt the damaged ONNX export" in messages[0]
@@ -385,11 +459,14 @@ def test_missing_onnx_package_names_the_extra(
     assert "backend='torch'" in str(info.value)
 
 
-def test_missing_openvino_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", ["openvino", "openvino-int8"])
+def test_missing_openvino_names_its_extra(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(MissingDependencyError, match=r'pip install "langchain-vq\[openvino\]"') as info:
-        SentenceTransformerEmbeddings(backend="openvino")
+        SentenceTransformerEmbeddings(backend=backend)
     assert info.value.extra == "openvino"
+    assert "needs openvino" in str(info.value)
+    assert "backend='onnx-int8'" in str(info.value)  # the alternative that needs no OpenVINO
     SentenceTransformerEmbeddings(backend="onnx")  # the other backends do not need it
 
 
