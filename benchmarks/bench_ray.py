@@ -2,7 +2,8 @@
 
 - **Build**: ``langchain_vq.ray.build_store`` on a local 2-CPU Ray cluster embeds chunks of the
   repository's ``examples/data`` (split at ``--chunk-size`` characters, repeated to ``--chunks``
-  rows with distinct ids) with the real model (all-MiniLM-L6-v2, default ``onnx-int8`` backend),
+  rows with distinct ids) with the real model (all-MiniLM-L6-v2, the default backend: ``onnx-int8`` when
+  ``results/bench_ray.json`` was measured),
   quantizes them (binary) and commits them. The quantizer is trained first on ``--train-sample``
   rows on the driver (reported apart: a fixed cost per build, the same for any number of workers).
   Rate = rows / seconds of the distributed phase (actor start, embedding, segment writes, the
