@@ -100,6 +100,19 @@ def _f(value: float | None, spec: str) -> str:
 # -- the summary (README and RESULTS.md) ----------------------------------------------------------
 
 
+def _updates_words(updates: list[dict[str, Any]]) -> str:
+    """``; <methods> measured again on <date> (`--update`)``, once per methods and day (with a count)."""
+    counts: dict[tuple[str, str], int] = {}
+    for update in updates:
+        key = (", ".join(update["methods"]), update["date"][:10])
+        counts[key] = counts.get(key, 0) + 1
+    times = {1: "", 2: ", twice", 3: ", three times"}
+    return "".join(
+        f"; {methods} measured again on {day} (`--update`{times.get(n, f', {n} times')})"
+        for (methods, day), n in counts.items()
+    )
+
+
 def _load_words(run: dict[str, Any], cores: int) -> str:
     """The run's load averages in words, with a warning when the machine was busier than its cores."""
     highest = max(*run["load_start"], *run["load_end"])
@@ -164,10 +177,7 @@ def summary(peers: dict[str, Any], search: dict[str, Any] | None) -> list[str]:
             f"pinned to one core). {hw['cpu_model']}, {hw['cores']} shared cores, {hw['ram_gb']} GB RAM; "
             f"Python {hw['python']}, FAISS {hw['faiss']}, pyarrow {hw['pyarrow']}, LanceDB {hw['lancedb']}; "
             f"run of {peers['date'][:10]} (`bench_peers.py`, {_load_words(peers, hw['cores'])})"
-            + "".join(
-                f"; {', '.join(u['methods'])} measured again on {u['date'][:10]} (`--update`)"
-                for u in peers.get("updates", [])
-            )
+            + _updates_words(peers.get("updates", []))
             + ". "
             "m = `rescore_multiplier`; langchain_vq "
             f"and LanceDB rows: the fastest setting reaching recall@10 {TARGET_RECALL}, after the default. "
