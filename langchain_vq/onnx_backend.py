@@ -56,9 +56,10 @@ EXPORT_VERSION = 1
 #: openvino-int8 mean 0.9987, min 0.994.
 EXPORT_MIN_COSINE = {"onnx": 0.9999, "onnx-int8": 0.95, "openvino-int8": 0.98}
 #: Activations of ``openvino-int8`` are quantized at run time in groups of this many values of a
-#: row (one scale per group and token). 128 measured best on SciFact chunks (AVX-512 VNNI EPYC,
-#: one thread): 32.7 chunks/s at cosine 0.9988 to float32, against 30.6 / 0.9990 with 64, 33.8 /
-#: 0.9975 with 384, and 24.0 with OpenVINO's default of 32 (no faster than bfloat16 weights).
+#: row (one scale per group and token). 128 was best in a one-off probe on SciFact chunks
+#: (AVX-512 VNNI EPYC, one thread; bench_embeddings.py measures the chosen one): 32.7 chunks/s at
+#: cosine 0.9988 to float32, against 30.6 / 0.9990 with 64, 33.8 / 0.9975 with 384, and 24.0 with
+#: OpenVINO's default of 32 (no faster than bfloat16 weights).
 OPENVINO_INT8_GROUP = 128
 _PROBES = (
     "The cat sits on the mat.",
